@@ -1,0 +1,75 @@
+//! Settings, read from environment variables (or the matching command-line flags) and validated
+//! before anything connects, with messages that name the variable.
+
+use std::time::Duration;
+
+use clap::Args;
+use migration::RoleNames;
+
+/// How the gateway reaches PostgreSQL.
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseSettings {
+    /// The gateway's login role: never a superuser, a BYPASSRLS role or the schema owner.
+    #[arg(
+        long = "database-url",
+        env = "DATABASE_URL",
+        default_value = "postgres://rowguard_gateway@127.0.0.1:5432/rowguard",
+        hide_env_values = true
+    )]
+    pub url: String,
+
+    /// Prefix of the database roles (`<prefix>_gateway`, `<prefix>_clinician`, ...), so several
+    /// Rowguard databases can share one cluster.
+    #[arg(long, env = "ROWGUARD_ROLE_PREFIX", default_value = RoleNames::DEFAULT_PREFIX, value_parser = parse_role_prefix)]
+    pub role_prefix: RoleNames,
+
+    /// Maximum pooled connections.
+    #[arg(long, env = "ROWGUARD_DB_MAX_CONNECTIONS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub max_connections: u32,
+
+    /// Prepared statements cached per connection. Set 0 behind a transaction pooler
+    /// (PgBouncer < 1.21 in transaction mode, Supavisor), which cannot keep named statements.
+    #[arg(long, env = "ROWGUARD_DB_STATEMENT_CACHE", default_value_t = 100)]
+    pub statement_cache_capacity: usize,
+
+    /// Seconds to wait for a pooled connection before answering "service unavailable".
+    #[arg(long, env = "ROWGUARD_DB_ACQUIRE_TIMEOUT_SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub acquire_timeout_secs: u64,
+}
+
+impl DatabaseSettings {
+    /// Settings for `url` with every other value at its default.
+    pub fn new(url: impl Into<String>, role_prefix: RoleNames) -> Self {
+        Self {
+            url: url.into(),
+            role_prefix,
+            max_connections: 10,
+            statement_cache_capacity: 100,
+            acquire_timeout_secs: 5,
+        }
+    }
+
+    pub fn acquire_timeout(&self) -> Duration {
+        Duration::from_secs(self.acquire_timeout_secs)
+    }
+}
+
+/// How `rowguard migrate` reaches PostgreSQL: as the schema owner (or an administrator that may
+/// create roles), never as the gateway.
+#[derive(Debug, Clone, Args)]
+pub struct MigrationSettings {
+    #[arg(
+        long = "migration-database-url",
+        env = "ROWGUARD_MIGRATION_DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/rowguard",
+        hide_env_values = true
+    )]
+    pub url: String,
+
+    #[arg(long, env = "ROWGUARD_ROLE_PREFIX", default_value = RoleNames::DEFAULT_PREFIX, value_parser = parse_role_prefix)]
+    pub role_prefix: RoleNames,
+}
+
+fn parse_role_prefix(value: &str) -> Result<RoleNames, String> {
+    RoleNames::new(value).map_err(|e| e.to_string())
+}

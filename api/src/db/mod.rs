@@ -1,0 +1,63 @@
+//! The only way application code reaches PostgreSQL: a per-request [`RlsScope`].
+//!
+//! [`Database`] owns the pool and never hands it out; everything that reads or writes data goes
+//! through [`Database::scope`], which opens a transaction with the caller's identity set.
+
+mod error;
+mod scope;
+mod self_check;
+
+pub use error::DbError;
+pub use scope::{AccessMode, RlsScope};
+pub use self_check::{SelfCheckError, SelfCheckFailed};
+
+use migration::RoleNames;
+use sea_orm::sqlx::postgres::PgConnectOptions;
+use sea_orm::{ConnectOptions, DatabaseConnection};
+
+use crate::config::DatabaseSettings;
+
+/// The gateway's connection pool, usable only through RLS scopes.
+#[derive(Debug, Clone)]
+pub struct Database {
+    pool: DatabaseConnection,
+    roles: RoleNames,
+}
+
+impl Database {
+    /// Opens the pool described by the settings. Connections are made lazily, so an unreachable
+    /// database shows up per request (as "service unavailable") rather than aborting startup.
+    pub async fn connect(settings: &DatabaseSettings) -> Result<Self, DbError> {
+        let cache = settings.statement_cache_capacity;
+        let mut options = ConnectOptions::new(settings.url.clone());
+        options
+            .max_connections(settings.max_connections)
+            .min_connections(0)
+            .acquire_timeout(settings.acquire_timeout())
+            .connect_lazy(true)
+            // sqlx logs every statement at info level; statements carry no PHI values (they are
+            // bound), but the noise hides what matters.
+            .sqlx_logging(false)
+            .map_sqlx_postgres_opts(move |o: PgConnectOptions| {
+                o.statement_cache_capacity(cache).application_name("rowguard")
+            });
+        let pool = sea_orm::Database::connect(options)
+            .await
+            .map_err(DbError::from)?;
+        Ok(Self::from_pool(pool, settings.role_prefix.clone()))
+    }
+
+    /// Wraps an existing pool (tests build one with a single connection to observe reuse).
+    pub fn from_pool(pool: DatabaseConnection, roles: RoleNames) -> Self {
+        Self { pool, roles }
+    }
+
+    pub fn roles(&self) -> &RoleNames {
+        &self.roles
+    }
+
+    /// Closes every pooled connection.
+    pub async fn close(self) -> Result<(), DbError> {
+        self.pool.close().await.map_err(DbError::from)
+    }
+}

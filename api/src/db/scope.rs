@@ -1,0 +1,128 @@
+use sea_orm::{
+    ConnectionTrait, DatabaseTransaction, DbBackend, Statement, TransactionTrait, Value,
+};
+use uuid::Uuid;
+
+use super::{Database, DbError};
+use crate::principal::{AppRole, Principal};
+
+/// Whether a request may write. Reads run in a `READ ONLY` transaction, so even a resolver bug
+/// cannot turn a query into a write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessMode {
+    ReadOnly,
+    ReadWrite,
+}
+
+/// One request's transaction, running as the caller.
+///
+/// Created by [`Database::scope`]: the transaction has switched to the caller's application role
+/// and carries `app.current_user` (the clinician id the database found for the caller's issuer and
+/// subject, or `''` if none) and `app.request_id` as transaction-local settings. When it commits or
+/// rolls back, PostgreSQL forgets all three, so the pooled connection carries nothing to the next
+/// request.
+#[derive(Debug)]
+pub struct RlsScope {
+    txn: DatabaseTransaction,
+    clinician_id: Option<i32>,
+    request_id: Uuid,
+    mode: AccessMode,
+}
+
+// All of the identity goes in with ONE statement, so it costs one round trip and the transaction
+// never runs a query under a half-set identity. `set_config(..., true)` is transaction-local
+// (`SET LOCAL`); a session-level setting would leak to the next request on this connection.
+// Values are bound parameters: nothing from a token is ever spliced into SQL. Setting
+// `transaction_read_only` to on is allowed at any point of a transaction (only switching it off
+// after the first query is refused), which saves a separate `SET TRANSACTION READ ONLY`.
+const ENTER_READ_WRITE: &str = "select \
+     set_config('role', $1, true), \
+     set_config('app.current_user', coalesce(rowguard.clinician_id_for($2, $3)::text, ''), true) as clinician_id, \
+     set_config('app.request_id', $4, true)";
+const ENTER_READ_ONLY: &str = "select \
+     set_config('role', $1, true), \
+     set_config('app.current_user', coalesce(rowguard.clinician_id_for($2, $3)::text, ''), true) as clinician_id, \
+     set_config('app.request_id', $4, true), \
+     set_config('transaction_read_only', 'on', true)";
+
+impl Database {
+    /// Opens a transaction that runs as `principal` in the given mode.
+    ///
+    /// An unknown or inactive (issuer, subject) is not an error: the scope opens with no clinician
+    /// id, and every policy then matches zero rows.
+    pub async fn scope(
+        &self,
+        principal: &Principal,
+        mode: AccessMode,
+        request_id: Uuid,
+    ) -> Result<RlsScope, DbError> {
+        let txn = self.pool.begin().await.map_err(DbError::from)?;
+        let role = match principal.role {
+            AppRole::Clinician => self.roles.clinician(),
+            AppRole::Coordinator => self.roles.coordinator(),
+            AppRole::Auditor => self.roles.auditor(),
+        };
+        let sql = match mode {
+            AccessMode::ReadOnly => ENTER_READ_ONLY,
+            AccessMode::ReadWrite => ENTER_READ_WRITE,
+        };
+        let values: [Value; 4] = [
+            role.into(),
+            principal.issuer.clone().into(),
+            principal.subject.clone().into(),
+            request_id.to_string().into(),
+        ];
+        let row = txn
+            .query_one_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                sql,
+                values,
+            ))
+            .await
+            .map_err(DbError::Statement)?
+            .ok_or_else(|| {
+                DbError::Statement(sea_orm::DbErr::Custom(
+                    "setting the request identity returned no row".into(),
+                ))
+            })?;
+        let clinician_id: String = row.try_get("", "clinician_id").map_err(DbError::Statement)?;
+        Ok(RlsScope {
+            txn,
+            // The database produced this text from an integer column, or '' for "nobody".
+            clinician_id: clinician_id.parse().ok(),
+            request_id,
+            mode,
+        })
+    }
+}
+
+impl RlsScope {
+    /// The connection to run statements on: every query through it is filtered by row level
+    /// security for this caller.
+    pub fn conn(&self) -> &DatabaseTransaction {
+        &self.txn
+    }
+
+    /// The clinician the database matched to the caller, if any.
+    pub fn clinician_id(&self) -> Option<i32> {
+        self.clinician_id
+    }
+
+    pub fn request_id(&self) -> Uuid {
+        self.request_id
+    }
+
+    pub fn mode(&self) -> AccessMode {
+        self.mode
+    }
+
+    /// Commits the request's work; the identity settings end with the transaction.
+    pub async fn commit(self) -> Result<(), DbError> {
+        self.txn.commit().await.map_err(DbError::from)
+    }
+
+    /// Discards the request's work; the identity settings end with the transaction.
+    pub async fn rollback(self) -> Result<(), DbError> {
+        self.txn.rollback().await.map_err(DbError::from)
+    }
+}

@@ -1,0 +1,9 @@
+//! Rowguard: a GraphQL gateway that lets PostgreSQL row level security guard patient data.
+//!
+//! The gateway establishes *who is asking* ([`principal`]) and opens one transaction per request
+//! with that identity set ([`db::RlsScope`]); PostgreSQL's policies decide which rows exist.
+
+pub mod config;
+pub mod db;
+pub mod migrate;
+pub mod principal;

@@ -1,0 +1,41 @@
+//! Rowguard's schema as sea-orm migrations: roles, tables, grants and row level security.
+//!
+//! The SQL lives in `sql/*.sql`, commented with the reason for each rule. Role names are
+//! cluster-wide, so they carry a prefix (see [`RoleNames`]); the migrations read it from the
+//! connection's `rowguard.role_prefix` setting, which [`RoleNames::connection_option`] provides.
+
+mod role_names;
+mod sql_migration;
+
+pub use role_names::{InvalidRolePrefix, RoleNames};
+pub use sea_orm_migration::MigratorTrait;
+
+use sea_orm_migration::prelude::*;
+use sql_migration::SqlMigration;
+
+/// The ordered list of Rowguard's migrations.
+#[derive(Debug)]
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(SqlMigration {
+                name: "m20261126_000001_roles",
+                up: include_str!("sql/0001_roles.up.sql"),
+                down: include_str!("sql/0001_roles.down.sql"),
+            }),
+            Box::new(SqlMigration {
+                name: "m20261126_000002_clinical_tables",
+                up: include_str!("sql/0002_clinical_tables.up.sql"),
+                down: include_str!("sql/0002_clinical_tables.down.sql"),
+            }),
+            Box::new(SqlMigration {
+                name: "m20261126_000003_row_level_security",
+                up: include_str!("sql/0003_row_level_security.up.sql"),
+                down: include_str!("sql/0003_row_level_security.down.sql"),
+            }),
+        ]
+    }
+}
