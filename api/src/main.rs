@@ -8,7 +8,11 @@ use rowguard::db::Database;
 use rowguard::migrate::{self, MigrateAction};
 
 #[derive(Debug, Parser)]
-#[command(name = "rowguard", version, about = "GraphQL gateway guarded by PostgreSQL row level security")]
+#[command(
+    name = "rowguard",
+    version,
+    about = "GraphQL gateway guarded by PostgreSQL row level security"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -56,7 +60,9 @@ async fn main() -> ExitCode {
 }
 
 async fn check(settings: &DatabaseSettings) -> Result<(), String> {
-    let db = Database::connect(settings).await.map_err(|e| e.to_string())?;
+    let db = Database::connect(settings)
+        .await
+        .map_err(|e| e.to_string())?;
     let result = db.self_check().await.map_err(|e| e.to_string());
     if result.is_ok() {
         tracing::info!("self-check passed: row level security is enforced for this login");

@@ -46,9 +46,11 @@ pub async fn connect_as_owner(url: &str, roles: &RoleNames) -> Result<DatabaseCo
 }
 
 async fn create_database_if_missing(url: &str) -> Result<(), DbErr> {
-    let target: PgConnectOptions = url
-        .parse()
-        .map_err(|e| DbErr::Custom(format!("ROWGUARD_MIGRATION_DATABASE_URL is not a valid URL: {e}")))?;
+    let target: PgConnectOptions = url.parse().map_err(|e| {
+        DbErr::Custom(format!(
+            "ROWGUARD_MIGRATION_DATABASE_URL is not a valid URL: {e}"
+        ))
+    })?;
     let Some(name) = target.get_database().map(str::to_owned) else {
         return Ok(());
     };

@@ -110,7 +110,15 @@ mod tests {
 
     #[test]
     fn rejects_anything_that_would_need_quoting() {
-        for bad in ["", "2fast", "Rowguard", "a-b", "a;drop role x", "a b", &"x".repeat(41)] {
+        for bad in [
+            "",
+            "2fast",
+            "Rowguard",
+            "a-b",
+            "a;drop role x",
+            "a b",
+            &"x".repeat(41),
+        ] {
             assert!(RoleNames::new(bad).is_err(), "{bad:?} should be rejected");
         }
     }

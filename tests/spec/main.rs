@@ -1,0 +1,12 @@
+//! Rowguard's specification, as tests against real PostgreSQL.
+
+mod support;
+
+mod catalog;
+mod connection_reuse;
+mod isolation_under_concurrency;
+mod migrations;
+mod rls_assignments;
+mod rls_clinicians;
+mod rls_patients;
+mod self_check;

@@ -39,7 +39,8 @@ impl Database {
             // bound), but the noise hides what matters.
             .sqlx_logging(false)
             .map_sqlx_postgres_opts(move |o: PgConnectOptions| {
-                o.statement_cache_capacity(cache).application_name("rowguard")
+                o.statement_cache_capacity(cache)
+                    .application_name("rowguard")
             });
         let pool = sea_orm::Database::connect(options)
             .await

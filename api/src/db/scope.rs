@@ -85,7 +85,9 @@ impl Database {
                     "setting the request identity returned no row".into(),
                 ))
             })?;
-        let clinician_id: String = row.try_get("", "clinician_id").map_err(DbError::Statement)?;
+        let clinician_id: String = row
+            .try_get("", "clinician_id")
+            .map_err(DbError::Statement)?;
         Ok(RlsScope {
             txn,
             // The database produced this text from an integer column, or '' for "nobody".

@@ -13,7 +13,10 @@ pub struct SelfCheckFailed {
 
 impl fmt::Display for SelfCheckFailed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "refusing to serve: the database setup would not enforce row level security")?;
+        writeln!(
+            f,
+            "refusing to serve: the database setup would not enforce row level security"
+        )?;
         for problem in &self.problems {
             writeln!(f, "  - {problem}")?;
         }
@@ -149,7 +152,11 @@ impl Database {
         values: [Value; N],
     ) -> Result<QueryResult, DbError> {
         self.pool
-            .query_one_raw(Statement::from_sql_and_values(DbBackend::Postgres, sql, values))
+            .query_one_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                sql,
+                values,
+            ))
             .await
             .map_err(DbError::from)?
             .ok_or_else(|| DbError::Statement(sea_orm::DbErr::RecordNotFound(sql.to_owned())))
@@ -161,7 +168,11 @@ impl Database {
         values: [Value; N],
     ) -> Result<Vec<QueryResult>, DbError> {
         self.pool
-            .query_all_raw(Statement::from_sql_and_values(DbBackend::Postgres, sql, values))
+            .query_all_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                sql,
+                values,
+            ))
             .await
             .map_err(DbError::from)
     }

@@ -1,0 +1,178 @@
+//! Row level security on `clinicians_patients`: care teams are visible to their members;
+//! only coordinators change them.
+
+use std::collections::BTreeSet;
+
+use rowguard::db::AccessMode;
+use rowguard::principal::AppRole;
+use rowguard_tests::TestDb;
+use rowguard_tests::fixtures::{admit, assign, enroll, stranger};
+use sea_orm::EntityTrait;
+
+use crate::support::{
+    INSUFFICIENT_PRIVILEGE, execute, patients_seen_by, scope, sqlstate, visible_assignments,
+};
+
+#[tokio::test]
+async fn clinician_sees_the_care_team_of_their_own_patients() {
+    let t = TestDb::new().await;
+    let owner = t.owner().await;
+    let alice = enroll(&owner, "alice").await;
+    let bob = enroll(&owner, "bob").await;
+    let shared = admit(&owner, "S-1").await;
+    assign(&owner, &alice, shared).await;
+    assign(&owner, &bob, shared).await;
+    let db = t.gateway(2).await;
+
+    let s = scope(&db, &alice.clinician(), AccessMode::ReadOnly).await;
+    assert_eq!(
+        visible_assignments(&s).await,
+        BTreeSet::from([(alice.id, shared), (bob.id, shared)])
+    );
+}
+
+#[tokio::test]
+async fn clinician_cannot_see_assignments_of_other_patients() {
+    let t = TestDb::new().await;
+    let owner = t.owner().await;
+    let alice = enroll(&owner, "alice").await;
+    let bob = enroll(&owner, "bob").await;
+    let alices = admit(&owner, "A-1").await;
+    let bobs = admit(&owner, "B-1").await;
+    assign(&owner, &alice, alices).await;
+    assign(&owner, &bob, bobs).await;
+    let db = t.gateway(2).await;
+
+    let s = scope(&db, &alice.clinician(), AccessMode::ReadOnly).await;
+    assert_eq!(
+        visible_assignments(&s).await,
+        BTreeSet::from([(alice.id, alices)])
+    );
+    let s = scope(&db, &stranger(AppRole::Clinician), AccessMode::ReadOnly).await;
+    assert!(visible_assignments(&s).await.is_empty());
+}
+
+#[tokio::test]
+async fn coordinator_can_assign_and_unassign_a_clinician() {
+    let t = TestDb::new().await;
+    let owner = t.owner().await;
+    let coordinator = enroll(&owner, "coord").await;
+    let alice = enroll(&owner, "alice").await;
+    let p = admit(&owner, "P-1").await;
+    let db = t.gateway(2).await;
+
+    let s = scope(&db, &coordinator.coordinator(), AccessMode::ReadWrite).await;
+    let inserted = execute(
+        s.conn(),
+        "insert into rowguard.clinicians_patients (clinician_id, patient_id, care_role) \
+         values ($1, $2, 'consulting')",
+        [alice.id.into(), p.into()],
+    )
+    .await
+    .expect("coordinators assign");
+    assert_eq!(inserted, 1);
+    let assignment = entities::clinician_patient::Entity::find_by_id((alice.id, p))
+        .one(s.conn())
+        .await
+        .expect("read back")
+        .expect("visible to the coordinator");
+    assert_eq!(
+        assignment.assigned_by,
+        Some(coordinator.id),
+        "signed by the coordinator"
+    );
+    s.commit().await.expect("commit");
+    assert_eq!(
+        patients_seen_by(&db, &alice.clinician()).await,
+        BTreeSet::from([p])
+    );
+
+    let s = scope(&db, &coordinator.coordinator(), AccessMode::ReadWrite).await;
+    let deleted = execute(
+        s.conn(),
+        "delete from rowguard.clinicians_patients where clinician_id = $1 and patient_id = $2",
+        [alice.id.into(), p.into()],
+    )
+    .await
+    .expect("coordinators unassign");
+    assert_eq!(deleted, 1);
+    s.commit().await.expect("commit");
+    assert!(patients_seen_by(&db, &alice.clinician()).await.is_empty());
+}
+
+#[tokio::test]
+async fn clinician_cannot_assign_anyone() {
+    let t = TestDb::new().await;
+    let owner = t.owner().await;
+    let alice = enroll(&owner, "alice").await;
+    let p = admit(&owner, "P-1").await;
+    let db = t.gateway(2).await;
+
+    let s = scope(&db, &alice.clinician(), AccessMode::ReadWrite).await;
+    let err = execute(
+        s.conn(),
+        "insert into rowguard.clinicians_patients (clinician_id, patient_id, care_role) \
+         values ($1, $2, 'attending')",
+        [alice.id.into(), p.into()],
+    )
+    .await
+    .expect_err("clinicians cannot assign themselves");
+    assert_eq!(sqlstate(err), INSUFFICIENT_PRIVILEGE);
+    drop(s);
+    assert!(patients_seen_by(&db, &alice.clinician()).await.is_empty());
+}
+
+#[tokio::test]
+async fn clinician_cannot_unassign_anyone() {
+    let t = TestDb::new().await;
+    let owner = t.owner().await;
+    let alice = enroll(&owner, "alice").await;
+    let bob = enroll(&owner, "bob").await;
+    let p = admit(&owner, "P-1").await;
+    assign(&owner, &alice, p).await;
+    assign(&owner, &bob, p).await;
+    let db = t.gateway(2).await;
+
+    let s = scope(&db, &alice.clinician(), AccessMode::ReadWrite).await;
+    let err = execute(
+        s.conn(),
+        "delete from rowguard.clinicians_patients where clinician_id = $1",
+        [bob.id.into()],
+    )
+    .await
+    .expect_err("clinicians cannot change care teams");
+    assert_eq!(sqlstate(err), INSUFFICIENT_PRIVILEGE);
+    drop(s);
+    assert_eq!(
+        patients_seen_by(&db, &bob.clinician()).await,
+        BTreeSet::from([p])
+    );
+}
+
+#[tokio::test]
+async fn unenrolled_coordinator_can_neither_see_nor_assign() {
+    let t = TestDb::new().await;
+    let owner = t.owner().await;
+    let alice = enroll(&owner, "alice").await;
+    let p = admit(&owner, "P-1").await;
+    assign(&owner, &alice, p).await;
+    let db = t.gateway(2).await;
+    let nobody = stranger(AppRole::Coordinator);
+
+    assert!(patients_seen_by(&db, &nobody).await.is_empty());
+    let s = scope(&db, &nobody, AccessMode::ReadWrite).await;
+    assert!(visible_assignments(&s).await.is_empty());
+    let err = execute(
+        s.conn(),
+        "insert into rowguard.clinicians_patients (clinician_id, patient_id, care_role) \
+         values ($1, $2, 'consulting')",
+        [alice.id.into(), p.into()],
+    )
+    .await
+    .expect_err("an assignment must be signed by an identified coordinator");
+    assert!(
+        err.to_string()
+            .contains("violates row-level security policy"),
+        "unexpected error: {err}"
+    );
+}

@@ -1,0 +1,136 @@
+//! Test data, inserted as the schema owner (the way `rowguard dev` seeds), never through the
+//! gateway. Everything is synthetic.
+
+use chrono::NaiveDate;
+use rowguard::principal::{AppRole, Principal};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement, Value};
+use uuid::Uuid;
+
+/// The issuer the fixtures' people belong to unless a test says otherwise.
+pub const ISSUER: &str = "https://idp.test.invalid/realms/rowguard";
+
+/// A person enrolled in `clinicians`.
+#[derive(Debug, Clone)]
+pub struct Person {
+    pub id: i32,
+    pub issuer: String,
+    pub subject: String,
+}
+
+impl Person {
+    /// The principal a verified token for this person would produce, with `role`.
+    pub fn as_role(&self, role: AppRole) -> Principal {
+        Principal {
+            issuer: self.issuer.clone(),
+            subject: self.subject.clone(),
+            role,
+        }
+    }
+
+    pub fn clinician(&self) -> Principal {
+        self.as_role(AppRole::Clinician)
+    }
+
+    pub fn coordinator(&self) -> Principal {
+        self.as_role(AppRole::Coordinator)
+    }
+}
+
+/// A principal nobody enrolled.
+pub fn stranger(role: AppRole) -> Principal {
+    Principal {
+        issuer: ISSUER.to_owned(),
+        subject: format!("never-enrolled-{}", Uuid::new_v4()),
+        role,
+    }
+}
+
+async fn exec<const N: usize>(db: &DatabaseConnection, sql: &str, values: [Value; N]) {
+    db.execute_raw(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        sql,
+        values,
+    ))
+    .await
+    .unwrap_or_else(|e| panic!("fixture statement failed: {sql}: {e}"));
+}
+
+/// Enrolls a person at [`ISSUER`] with `subject`.
+pub async fn enroll(owner: &DatabaseConnection, subject: &str) -> Person {
+    enroll_at(owner, ISSUER, subject).await
+}
+
+/// Enrolls a person at `issuer` with `subject`.
+pub async fn enroll_at(owner: &DatabaseConnection, issuer: &str, subject: &str) -> Person {
+    let row = owner
+        .query_one_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "insert into rowguard.clinicians (oidc_issuer, oidc_subject, display_name) \
+             values ($1, $2, $3) returning id",
+            [
+                issuer.into(),
+                subject.into(),
+                format!("Dr. {subject}").into(),
+            ],
+        ))
+        .await
+        .expect("enrolling a clinician")
+        .expect("enrolment returns the id");
+    Person {
+        id: row.try_get("", "id").expect("clinician id"),
+        issuer: issuer.to_owned(),
+        subject: subject.to_owned(),
+    }
+}
+
+/// Marks a person inactive.
+pub async fn deactivate(owner: &DatabaseConnection, person: &Person) {
+    exec(
+        owner,
+        "update rowguard.clinicians set active = false where id = $1",
+        [person.id.into()],
+    )
+    .await;
+}
+
+/// Admits a synthetic patient and returns its id. The id is made here because the owner may
+/// insert patients but (FORCE row level security) not read them back, not even via RETURNING.
+pub async fn admit(owner: &DatabaseConnection, mrn: &str) -> Uuid {
+    let id = Uuid::new_v4();
+    let birth = NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date");
+    exec(
+        owner,
+        "insert into rowguard.patients (id, mrn, given_name, family_name, birth_date, clinical_notes) \
+         values ($1, $2, $3, $4, $5, $6)",
+        [
+            id.into(),
+            mrn.into(),
+            "Test".into(),
+            format!("Patient-{mrn}").into(),
+            birth.into(),
+            format!("synthetic notes for {mrn}").into(),
+        ],
+    )
+    .await;
+    id
+}
+
+/// Admits `count` patients with MRNs `<prefix>-0`, `<prefix>-1`, ...
+pub async fn admit_many(owner: &DatabaseConnection, prefix: &str, count: usize) -> Vec<Uuid> {
+    let mut ids = Vec::with_capacity(count);
+    for i in 0..count {
+        ids.push(admit(owner, &format!("{prefix}-{i}")).await);
+    }
+    ids
+}
+
+/// Puts `person` on `patient`'s care team.
+pub async fn assign(owner: &DatabaseConnection, person: &Person, patient: Uuid) {
+    exec(
+        owner,
+        "insert into rowguard.clinicians_patients (clinician_id, patient_id, care_role) \
+         values ($1, $2, 'attending')",
+        [person.id.into(), patient.into()],
+    )
+    .await;
+}
