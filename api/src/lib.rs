@@ -3,7 +3,13 @@
 //! The gateway establishes *who is asking* ([`principal`]) and opens one transaction per request
 //! with that identity set ([`db::RlsScope`]); PostgreSQL's policies decide which rows exist.
 
+pub mod auth;
 pub mod config;
 pub mod db;
+pub mod error;
+pub mod graphql;
 pub mod migrate;
 pub mod principal;
+pub mod routes;
+pub mod server;
+pub mod state;

@@ -1,11 +1,13 @@
 //! The `rowguard` command: wiring only.
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use rowguard::config::{DatabaseSettings, MigrationSettings};
 use rowguard::db::Database;
 use rowguard::migrate::{self, MigrateAction};
+use rowguard::server::ServeSettings;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -27,6 +29,13 @@ enum Command {
         #[command(flatten)]
         settings: MigrationSettings,
     },
+    /// Serve the GraphQL API (production).
+    Serve {
+        #[command(flatten)]
+        settings: Box<ServeSettings>,
+    },
+    /// Print the GraphQL schema (SDL), as committed in schema.graphql.
+    Schema,
     /// Run the startup self-check against DATABASE_URL and report what would stop `serve`.
     Check {
         #[command(flatten)]
@@ -49,6 +58,13 @@ async fn main() -> ExitCode {
             .await
             .map_err(|e| format!("migration failed: {e}")),
         Command::Check { settings } => check(&settings).await,
+        Command::Serve { settings } => rowguard::server::serve(&settings, shutdown_signal())
+            .await
+            .map_err(|e| e.to_string()),
+        // The SDL is the command's output, so it goes to stdout (logs go to stderr).
+        Command::Schema => std::io::stdout()
+            .write_all(rowguard::graphql::sdl().as_bytes())
+            .map_err(|e| format!("writing the schema: {e}")),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -68,4 +84,24 @@ async fn check(settings: &DatabaseSettings) -> Result<(), String> {
         tracing::info!("self-check passed: row level security is enforced for this login");
     }
     result
+}
+
+/// Resolves on SIGINT or SIGTERM: stop accepting, finish what is in flight.
+async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = interrupt => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
 }

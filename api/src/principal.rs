@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use chrono::{DateTime, Utc};
+
 /// The application roles a request can run as. Each maps to a `NOLOGIN` database role that the
 /// gateway switches to for the length of one transaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -41,6 +43,10 @@ pub struct Principal {
     pub issuer: String,
     pub subject: String,
     pub role: AppRole,
+    /// The OAuth client the token was issued to (`azp` or `client_id`), when it says.
+    pub client_id: Option<String>,
+    /// When the token stops being valid.
+    pub expires_at: DateTime<Utc>,
 }
 
 // Subjects can be e-mail addresses at some identity providers: keep them out of debug output.
@@ -50,6 +56,8 @@ impl fmt::Debug for Principal {
             .field("issuer", &self.issuer)
             .field("subject", &"<redacted>")
             .field("role", &self.role)
+            .field("client_id", &self.client_id)
+            .field("expires_at", &self.expires_at)
             .finish()
     }
 }

@@ -2,6 +2,7 @@
 
 mod support;
 
+mod authentication;
 mod catalog;
 mod connection_reuse;
 mod isolation_under_concurrency;

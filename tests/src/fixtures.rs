@@ -1,7 +1,7 @@
 //! Test data, inserted as the schema owner (the way `rowguard dev` seeds), never through the
 //! gateway. Everything is synthetic.
 
-use chrono::NaiveDate;
+use chrono::{NaiveDate, TimeDelta, Utc};
 use rowguard::principal::{AppRole, Principal};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement, Value};
 use uuid::Uuid;
@@ -24,6 +24,8 @@ impl Person {
             issuer: self.issuer.clone(),
             subject: self.subject.clone(),
             role,
+            client_id: None,
+            expires_at: Utc::now() + TimeDelta::hours(1),
         }
     }
 
@@ -42,6 +44,8 @@ pub fn stranger(role: AppRole) -> Principal {
         issuer: ISSUER.to_owned(),
         subject: format!("never-enrolled-{}", Uuid::new_v4()),
         role,
+        client_id: None,
+        expires_at: Utc::now() + TimeDelta::hours(1),
     }
 }
 

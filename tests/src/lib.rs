@@ -5,8 +5,10 @@
 //! binaries on a free loopback port. Either way the schema is migrated once into a template
 //! database, and every test gets its own `CREATE DATABASE ... TEMPLATE` clone.
 
+pub mod app;
 mod cluster;
 pub mod fixtures;
+pub mod issuer;
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -57,6 +57,16 @@ impl Database {
         &self.roles
     }
 
+    /// Checks that the database answers (readiness probe).
+    pub async fn ping(&self) -> Result<(), DbError> {
+        self.pool.ping().await.map_err(DbError::from)
+    }
+
+    /// Connections currently open in the pool (idle or in use).
+    pub fn open_connections(&self) -> u32 {
+        self.pool.get_postgres_connection_pool().size()
+    }
+
     /// Closes every pooled connection.
     pub async fn close(self) -> Result<(), DbError> {
         self.pool.close().await.map_err(DbError::from)

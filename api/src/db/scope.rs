@@ -105,6 +105,11 @@ impl RlsScope {
         &self.txn
     }
 
+    /// Mutable access for APIs that need it (nested transactions, i.e. savepoints).
+    pub fn conn_mut(&mut self) -> &mut DatabaseTransaction {
+        &mut self.txn
+    }
+
     /// The clinician the database matched to the caller, if any.
     pub fn clinician_id(&self) -> Option<i32> {
         self.clinician_id

@@ -3,8 +3,9 @@ SET LOCAL ROLE {owner};
 DROP POLICY clinicians_coordinator_update ON rowguard.clinicians;
 DROP POLICY clinicians_coordinator_insert ON rowguard.clinicians;
 DROP POLICY clinicians_coordinator_select ON rowguard.clinicians;
+DROP POLICY clinicians_auditor_select_self ON rowguard.clinicians;
 DROP POLICY clinicians_clinician_select ON rowguard.clinicians;
-REVOKE ALL ON rowguard.clinicians FROM {clinician}, {coordinator};
+REVOKE ALL ON rowguard.clinicians FROM {clinician}, {coordinator}, {auditor};
 
 DROP POLICY clinicians_patients_coordinator_delete ON rowguard.clinicians_patients;
 DROP POLICY clinicians_patients_coordinator_insert ON rowguard.clinicians_patients;

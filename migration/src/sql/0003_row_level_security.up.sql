@@ -133,8 +133,9 @@ CREATE POLICY clinicians_patients_coordinator_delete ON rowguard.clinicians_pati
 -- Enabled but not FORCEd: clinician_id_for() must read it unfiltered as the owner.
 ALTER TABLE rowguard.clinicians ENABLE ROW LEVEL SECURITY;
 
--- Clinicians see names, not the identity-provider coordinates of their colleagues.
-GRANT SELECT (id, display_name, active) ON rowguard.clinicians TO {clinician};
+-- Clinicians see names, not the identity-provider coordinates of their colleagues; auditors see
+-- their own row only (to answer "who am I").
+GRANT SELECT (id, display_name, active) ON rowguard.clinicians TO {clinician}, {auditor};
 GRANT SELECT ON rowguard.clinicians TO {coordinator};
 GRANT INSERT (oidc_issuer, oidc_subject, display_name, active) ON rowguard.clinicians TO {coordinator};
 GRANT UPDATE (display_name, active) ON rowguard.clinicians TO {coordinator};
@@ -147,6 +148,10 @@ CREATE POLICY clinicians_clinician_select ON rowguard.clinicians
     id = (SELECT nullif(current_setting('app.current_user', true), '')::integer)
     OR id IN (SELECT cp.clinician_id FROM rowguard.clinicians_patients cp)
   );
+
+CREATE POLICY clinicians_auditor_select_self ON rowguard.clinicians
+  FOR SELECT TO {auditor}
+  USING (id = (SELECT nullif(current_setting('app.current_user', true), '')::integer));
 
 -- The directory coordinators assign from, and enrolment of new clinicians.
 CREATE POLICY clinicians_coordinator_select ON rowguard.clinicians

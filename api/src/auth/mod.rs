@@ -1,0 +1,122 @@
+//! Authentication: a bearer token from the customer's OpenID Connect provider becomes a
+//! [`Principal`], or the request is refused before any database work.
+
+mod cache;
+mod keys;
+pub mod settings;
+mod verify;
+
+use std::sync::Arc;
+
+use cache::VerifiedCache;
+pub use keys::{KeyLoadError, KeyStore, keep_fresh};
+pub use settings::OidcSettings;
+pub use verify::VerifiedToken;
+use verify::{Rejection, Rules};
+
+use crate::principal::Principal;
+
+/// Why a request was not authenticated. Each maps to an HTTP status and a GraphQL error code
+/// (see `crate::error`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthError {
+    /// No `Authorization` header: 401 with a bare `WWW-Authenticate: Bearer` challenge.
+    Missing,
+    /// The request carries credentials in a way we refuse (malformed header, token in the URL).
+    InvalidRequest(&'static str),
+    /// The token failed verification; the description is safe to show the caller.
+    InvalidToken(&'static str),
+    /// A valid token whose roles map to no app role.
+    Forbidden,
+    /// The issuer's keys have never been loaded, so nothing can be verified yet.
+    KeysUnavailable,
+}
+
+/// Verifies bearer tokens against the configured issuer.
+#[derive(Debug)]
+pub struct Authenticator {
+    keys: Arc<KeyStore>,
+    rules: Rules,
+    cache: VerifiedCache,
+}
+
+impl Authenticator {
+    /// Builds the authenticator; keys are fetched by [`keep_fresh`], not here, so the server
+    /// starts even while the issuer is down.
+    pub fn new(settings: &OidcSettings) -> Result<Self, KeyLoadError> {
+        let keys = Arc::new(KeyStore::new(settings)?);
+        let rules = Rules::new(settings, keys.issuer().clone());
+        Ok(Self {
+            keys,
+            rules,
+            cache: VerifiedCache::new(settings.token_cache_size),
+        })
+    }
+
+    pub fn key_store(&self) -> Arc<KeyStore> {
+        self.keys.clone()
+    }
+
+    /// True once signing keys are cached (readiness).
+    pub fn is_ready(&self) -> bool {
+        self.keys.current().is_some()
+    }
+
+    /// Verifies `token` and picks the caller's app role.
+    pub async fn authenticate(&self, token: &str) -> Result<Principal, AuthError> {
+        let verified = self.verify(token).await?;
+        let Some(role) = verified.roles.first().copied() else {
+            tracing::info!(
+                reason = "no role claim value maps to an app role",
+                "request forbidden"
+            );
+            return Err(AuthError::Forbidden);
+        };
+        Ok(Principal {
+            issuer: verified.issuer,
+            subject: verified.subject,
+            role,
+            client_id: verified.client_id,
+            expires_at: verified.expires_at,
+        })
+    }
+
+    async fn verify(&self, token: &str) -> Result<VerifiedToken, AuthError> {
+        let key = VerifiedCache::key(token);
+        if let Some(hit) = self.cache.get(&key) {
+            return Ok(hit);
+        }
+        let keys = match self.keys.current() {
+            Some(keys) => keys,
+            // Not loaded yet: try now (bounded by the cooldown) rather than only waiting for the
+            // background task.
+            None if self.keys.refresh_for_unknown_key().await => {
+                self.keys.current().ok_or(AuthError::KeysUnavailable)?
+            }
+            None => return Err(AuthError::KeysUnavailable),
+        };
+        let verified = match self.rules.verify(token, &keys) {
+            Err(Rejection::UnknownKey) if self.keys.refresh_for_unknown_key().await => {
+                let keys = self.keys.current().ok_or(AuthError::KeysUnavailable)?;
+                self.rules.verify(token, &keys)
+            }
+            other => other,
+        };
+        match verified {
+            Ok(v) => {
+                self.cache.insert(key, v.clone());
+                Ok(v)
+            }
+            Err(Rejection::UnknownKey) => {
+                tracing::info!(reason = %Rejection::UnknownKey, "token rejected");
+                Err(AuthError::InvalidToken(
+                    "the token's signing key is not recognised",
+                ))
+            }
+            Err(Rejection::Invalid(reason)) => {
+                tracing::info!(reason = %reason.detail, "token rejected");
+                Err(AuthError::InvalidToken(reason.client_message))
+            }
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! OpenID Connect settings: which issuer to trust, for which audiences, and how its claims map
+//! to Rowguard's application roles.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use clap::Args;
+use openidconnect::core::CoreJwsSigningAlgorithm;
+
+use crate::principal::AppRole;
+
+pub const DEFAULT_ALGORITHMS: &str = "RS256,PS256,ES256,EdDSA";
+pub const DEFAULT_CLOCK_SKEW_SECS: u64 = 60;
+pub const DEFAULT_MAX_TOKEN_AGE_SECS: u64 = 3600;
+pub const DEFAULT_ROLES_CLAIM: &str = "roles";
+pub const DEFAULT_ROLE_MAP: &str = "clinician=clinician,coordinator=coordinator,auditor=auditor";
+pub const DEFAULT_TOKEN_TYPES: &str = "id,access";
+pub const DEFAULT_JWKS_COOLDOWN_SECS: u64 = 30;
+pub const DEFAULT_JWKS_REFRESH_SECS: u64 = 900;
+pub const DEFAULT_HTTP_TIMEOUT_SECS: u64 = 5;
+pub const DEFAULT_TOKEN_CACHE_SIZE: usize = 10_000;
+
+/// How bearer tokens are verified.
+#[derive(Debug, Clone, Args)]
+pub struct OidcSettings {
+    /// Issuer URL, exactly as the tokens' `iss` claim spells it (trailing slash included);
+    /// discovery is read from `<issuer>/.well-known/openid-configuration`.
+    #[arg(long = "oidc-issuer", env = "ROWGUARD_OIDC_ISSUER")]
+    pub issuer: String,
+
+    /// Accepted audiences, comma-separated: the SPA's client id for ID tokens and/or the API's
+    /// audience for RFC 9068 access tokens. A token must name at least one.
+    #[arg(
+        long = "oidc-audiences",
+        env = "ROWGUARD_OIDC_AUDIENCES",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub audiences: Vec<String>,
+
+    /// Accepted signature algorithms. `none` and HMAC algorithms are always refused.
+    #[arg(long = "oidc-algorithms", env = "ROWGUARD_OIDC_ALGORITHMS", value_delimiter = ',',
+          default_value = DEFAULT_ALGORITHMS, value_parser = parse_algorithm)]
+    pub algorithms: Vec<CoreJwsSigningAlgorithm>,
+
+    /// Which token kinds are accepted: `id` (OpenID Connect ID tokens) and/or `access` (RFC 9068
+    /// JWT access tokens, header `typ: at+jwt`).
+    #[arg(long = "oidc-token-types", env = "ROWGUARD_OIDC_TOKEN_TYPES", value_delimiter = ',',
+          default_value = DEFAULT_TOKEN_TYPES, value_parser = parse_token_kind)]
+    pub token_types: Vec<TokenKind>,
+
+    /// Allowed clock difference with the issuer, in seconds, for `exp`, `nbf` and `iat`.
+    #[arg(long = "oidc-clock-skew-secs", env = "ROWGUARD_OIDC_CLOCK_SKEW_SECS", default_value_t = DEFAULT_CLOCK_SKEW_SECS)]
+    pub clock_skew_secs: u64,
+
+    /// Longest accepted token lifetime (`exp - iat`), in seconds: short tokens keep sessions
+    /// short (automatic logoff).
+    #[arg(long = "oidc-max-token-age-secs", env = "ROWGUARD_OIDC_MAX_TOKEN_AGE_SECS", default_value_t = DEFAULT_MAX_TOKEN_AGE_SECS)]
+    pub max_token_age_secs: u64,
+
+    /// Dotted path of the claim that holds the person's roles, e.g. `roles`,
+    /// `realm_access.roles` (Keycloak), `groups`, `cognito:groups`.
+    #[arg(long = "oidc-roles-claim", env = "ROWGUARD_OIDC_ROLES_CLAIM", default_value = DEFAULT_ROLES_CLAIM)]
+    pub roles_claim: String,
+
+    /// `idp-value=app-role` pairs, comma-separated; app roles are clinician, coordinator, auditor.
+    #[arg(long = "oidc-role-map", env = "ROWGUARD_OIDC_ROLE_MAP", default_value = DEFAULT_ROLE_MAP,
+          value_parser = parse_role_map)]
+    pub role_map: RoleMap,
+
+    /// Minimum seconds between two JWKS fetches triggered by tokens with an unknown key id.
+    #[arg(long = "oidc-jwks-cooldown-secs", env = "ROWGUARD_OIDC_JWKS_COOLDOWN_SECS", default_value_t = DEFAULT_JWKS_COOLDOWN_SECS)]
+    pub jwks_cooldown_secs: u64,
+
+    /// Seconds between routine refreshes of discovery and keys.
+    #[arg(long = "oidc-jwks-refresh-secs", env = "ROWGUARD_OIDC_JWKS_REFRESH_SECS", default_value_t = DEFAULT_JWKS_REFRESH_SECS)]
+    pub jwks_refresh_secs: u64,
+
+    /// Timeout of each request to the issuer, in seconds.
+    #[arg(long = "oidc-http-timeout-secs", env = "ROWGUARD_OIDC_HTTP_TIMEOUT_SECS", default_value_t = DEFAULT_HTTP_TIMEOUT_SECS)]
+    pub http_timeout_secs: u64,
+
+    /// How many verified tokens to remember (never past their `exp`).
+    #[arg(long = "oidc-token-cache-size", env = "ROWGUARD_OIDC_TOKEN_CACHE_SIZE", default_value_t = DEFAULT_TOKEN_CACHE_SIZE)]
+    pub token_cache_size: usize,
+}
+
+impl OidcSettings {
+    /// Settings for `issuer` and `audiences`, everything else at its default.
+    pub fn new(issuer: impl Into<String>, audiences: &[&str]) -> Self {
+        Self {
+            issuer: issuer.into(),
+            audiences: audiences.iter().map(|a| (*a).to_owned()).collect(),
+            algorithms: DEFAULT_ALGORITHMS
+                .split(',')
+                .map(|a| parse_algorithm(a).expect("default algorithms are valid"))
+                .collect(),
+            token_types: vec![TokenKind::Id, TokenKind::Access],
+            clock_skew_secs: DEFAULT_CLOCK_SKEW_SECS,
+            max_token_age_secs: DEFAULT_MAX_TOKEN_AGE_SECS,
+            roles_claim: DEFAULT_ROLES_CLAIM.to_owned(),
+            role_map: parse_role_map(DEFAULT_ROLE_MAP).expect("default role map is valid"),
+            jwks_cooldown_secs: DEFAULT_JWKS_COOLDOWN_SECS,
+            jwks_refresh_secs: DEFAULT_JWKS_REFRESH_SECS,
+            http_timeout_secs: DEFAULT_HTTP_TIMEOUT_SECS,
+            token_cache_size: DEFAULT_TOKEN_CACHE_SIZE,
+        }
+    }
+
+    pub fn clock_skew(&self) -> Duration {
+        Duration::from_secs(self.clock_skew_secs)
+    }
+
+    pub fn jwks_cooldown(&self) -> Duration {
+        Duration::from_secs(self.jwks_cooldown_secs)
+    }
+
+    pub fn jwks_refresh(&self) -> Duration {
+        Duration::from_secs(self.jwks_refresh_secs)
+    }
+
+    pub fn http_timeout(&self) -> Duration {
+        Duration::from_secs(self.http_timeout_secs)
+    }
+}
+
+/// The two kinds of JWT a client may present.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenKind {
+    /// An OpenID Connect ID token (no `typ`, or `typ: JWT`).
+    Id,
+    /// An RFC 9068 JWT access token (`typ: at+jwt`).
+    Access,
+}
+
+/// Identity-provider role values and the app role each one grants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleMap(pub BTreeMap<String, AppRole>);
+
+impl RoleMap {
+    pub fn get(&self, idp_value: &str) -> Option<AppRole> {
+        self.0.get(idp_value).copied()
+    }
+}
+
+fn parse_algorithm(value: &str) -> Result<CoreJwsSigningAlgorithm, String> {
+    use CoreJwsSigningAlgorithm as A;
+    let alg = match value.trim() {
+        "RS256" => A::RsaSsaPkcs1V15Sha256,
+        "RS384" => A::RsaSsaPkcs1V15Sha384,
+        "RS512" => A::RsaSsaPkcs1V15Sha512,
+        "PS256" => A::RsaSsaPssSha256,
+        "PS384" => A::RsaSsaPssSha384,
+        "PS512" => A::RsaSsaPssSha512,
+        "ES256" => A::EcdsaP256Sha256,
+        "ES384" => A::EcdsaP384Sha384,
+        "ES512" => A::EcdsaP521Sha512,
+        "EdDSA" => A::EdDsa,
+        "none" | "HS256" | "HS384" | "HS512" => {
+            return Err(format!(
+                "{value} is never accepted: unsigned and shared-secret tokens can be forged by clients"
+            ));
+        }
+        other => return Err(format!("unknown signature algorithm {other:?}")),
+    };
+    Ok(alg)
+}
+
+fn parse_token_kind(value: &str) -> Result<TokenKind, String> {
+    match value.trim() {
+        "id" => Ok(TokenKind::Id),
+        "access" => Ok(TokenKind::Access),
+        other => Err(format!(
+            "unknown token type {other:?} (expected id or access)"
+        )),
+    }
+}
+
+fn parse_role_map(value: &str) -> Result<RoleMap, String> {
+    let mut map = BTreeMap::new();
+    for pair in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (idp, app) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("{pair:?} is not an idp-value=app-role pair"))?;
+        let role = AppRole::ALL
+            .into_iter()
+            .find(|r| r.as_str() == app.trim())
+            .ok_or_else(|| {
+                format!("{app:?} is not an app role (expected clinician, coordinator or auditor)")
+            })?;
+        map.insert(idp.trim().to_owned(), role);
+    }
+    if map.is_empty() {
+        return Err("the role map is empty: nobody could be granted a role".into());
+    }
+    Ok(RoleMap(map))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn role_map_parses_pairs() {
+        let map = parse_role_map("doctor=clinician, care-coordinator=coordinator").expect("valid");
+        assert_eq!(map.get("doctor"), Some(AppRole::Clinician));
+        assert_eq!(map.get("care-coordinator"), Some(AppRole::Coordinator));
+        assert_eq!(map.get("nurse"), None);
+    }
+
+    #[test]
+    fn role_map_rejects_unknown_app_roles() {
+        assert!(parse_role_map("doctor=admin").is_err());
+        assert!(parse_role_map("doctor").is_err());
+        assert!(parse_role_map("").is_err());
+    }
+
+    #[test]
+    fn unsigned_and_hmac_algorithms_are_refused() {
+        for alg in ["none", "HS256", "HS384", "HS512", "XX1"] {
+            assert!(parse_algorithm(alg).is_err(), "{alg} accepted");
+        }
+        assert!(parse_algorithm("ES256").is_ok());
+    }
+}

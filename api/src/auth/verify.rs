@@ -1,0 +1,352 @@
+//! Turns a bearer token into verified claims. Signature, issuer and expiry checks are
+//! openidconnect's; this module adds what RFC 9068 access tokens and a gateway need on top:
+//! choosing ID-token or access-token rules from the `typ` header, `nbf`, a maximum lifetime,
+//! audience lists, clock skew and the roles claim.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, TimeDelta, Utc};
+use openidconnect::core::{
+    CoreGenderClaim, CoreIdTokenVerifier, CoreJsonWebKeySet, CoreJweContentEncryptionAlgorithm,
+    CoreJwsSigningAlgorithm,
+};
+use openidconnect::{
+    AdditionalClaims, ClaimsVerificationError, ClientId, IdToken, IdTokenClaims, IssuerUrl,
+    JsonWebTokenType, SignatureVerificationError,
+};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::settings::{OidcSettings, TokenKind};
+use crate::principal::AppRole;
+
+/// Claims beyond the standard ones, kept whole so the roles claim can be any path.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+pub struct ExtraClaims(HashMap<String, Value>);
+
+impl AdditionalClaims for ExtraClaims {}
+
+type Token = IdToken<
+    ExtraClaims,
+    CoreGenderClaim,
+    CoreJweContentEncryptionAlgorithm,
+    CoreJwsSigningAlgorithm,
+>;
+
+/// What a verified token says about the caller.
+#[derive(Debug, Clone)]
+pub struct VerifiedToken {
+    pub issuer: String,
+    pub subject: String,
+    /// The app roles the token's role values map to, in precedence order.
+    pub roles: Vec<AppRole>,
+    /// The OAuth client the token was issued to (`azp`, or `client_id` for access tokens).
+    pub client_id: Option<String>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Why a token was refused. `client_message` goes to the caller (RFC 6750
+/// `error_description`); `Display` is the operator's version for the log, never containing the
+/// token itself.
+#[derive(Debug, thiserror::Error)]
+pub enum Rejection {
+    #[error("{0}")]
+    Invalid(RejectReason),
+    /// The token names a signing key the issuer does not (or no longer) publish.
+    #[error("no published key matches the token's key id and algorithm")]
+    UnknownKey,
+}
+
+#[derive(Debug)]
+pub struct RejectReason {
+    pub client_message: &'static str,
+    pub detail: String,
+}
+
+impl std::fmt::Display for RejectReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.client_message, self.detail)
+    }
+}
+
+fn reject(client_message: &'static str, detail: impl Into<String>) -> Rejection {
+    Rejection::Invalid(RejectReason {
+        client_message,
+        detail: detail.into(),
+    })
+}
+
+/// The verification rules derived from settings, built once.
+#[derive(Debug, Clone)]
+pub struct Rules {
+    issuer: IssuerUrl,
+    audiences: Vec<String>,
+    algorithms: Vec<CoreJwsSigningAlgorithm>,
+    accept_id: bool,
+    accept_access: bool,
+    skew: TimeDelta,
+    max_age: TimeDelta,
+    roles_claim: Vec<String>,
+    role_map: super::settings::RoleMap,
+}
+
+impl Rules {
+    pub fn new(settings: &OidcSettings, issuer: IssuerUrl) -> Self {
+        let secs = |d: Duration| {
+            TimeDelta::seconds(i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 2_000))
+        };
+        Self {
+            issuer,
+            audiences: settings.audiences.clone(),
+            algorithms: settings.algorithms.clone(),
+            accept_id: settings.token_types.contains(&TokenKind::Id),
+            accept_access: settings.token_types.contains(&TokenKind::Access),
+            skew: secs(settings.clock_skew()),
+            max_age: secs(Duration::from_secs(settings.max_token_age_secs)),
+            roles_claim: settings.roles_claim.split('.').map(str::to_owned).collect(),
+            role_map: settings.role_map.clone(),
+        }
+    }
+
+    /// Verifies `token` against `keys`.
+    pub fn verify(
+        &self,
+        token: &str,
+        keys: &CoreJsonWebKeySet,
+    ) -> Result<VerifiedToken, Rejection> {
+        let kind = self.kind_of(token)?;
+        let parsed: Token = token.parse().map_err(|e| {
+            reject(
+                "the token is not a well-formed JWT",
+                format!("unparseable JWT: {e}"),
+            )
+        })?;
+
+        let verifier = self.verifier(kind, keys.clone());
+        // Fail fast (and tell the caller to refresh keys) when no published key fits.
+        match parsed.signing_key(&verifier) {
+            Ok(_) => {}
+            Err(SignatureVerificationError::NoMatchingKey) => return Err(Rejection::UnknownKey),
+            Err(e) => return Err(signature_rejection(e)),
+        }
+        // ID tokens presented to an API carry no nonce we issued; replay is bounded by `exp`.
+        let claims = parsed
+            .into_claims(&verifier, |_: Option<&openidconnect::Nonce>| Ok(()))
+            .map_err(claims_rejection)?;
+        self.check_claims(kind, &claims)
+    }
+
+    /// Routes by the `typ` header: RFC 9068 requires access tokens to say `at+jwt`, and only a
+    /// token that says so is checked as one. Reading the header is not trusting it: the same
+    /// verification follows either way.
+    fn kind_of(&self, token: &str) -> Result<TokenKind, Rejection> {
+        let segments: Vec<&str> = token.split('.').collect();
+        if segments.len() != 3 {
+            return Err(reject(
+                "opaque tokens are not accepted; send a signed JWT (an ID token or an RFC 9068 access token)",
+                format!("token has {} dot-separated segments, not 3", segments.len()),
+            ));
+        }
+        #[derive(Deserialize)]
+        struct Header {
+            typ: Option<String>,
+        }
+        let header: Header = URL_SAFE_NO_PAD
+            .decode(segments[0])
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .ok_or_else(|| {
+                reject(
+                    "the token is not a well-formed JWT",
+                    "JOSE header is not base64url JSON",
+                )
+            })?;
+        let typ = header.typ.map(|t| t.to_ascii_lowercase());
+        let kind = match typ
+            .as_deref()
+            .map(|t| t.strip_prefix("application/").unwrap_or(t))
+        {
+            None | Some("jwt") => TokenKind::Id,
+            Some("at+jwt") => TokenKind::Access,
+            Some(other) => {
+                return Err(reject(
+                    "unsupported token type",
+                    format!("typ {other:?} is neither JWT nor at+jwt"),
+                ));
+            }
+        };
+        match kind {
+            TokenKind::Id if !self.accept_id => Err(reject(
+                "ID tokens are not accepted here; send an RFC 9068 access token",
+                "ID token presented but ROWGUARD_OIDC_TOKEN_TYPES excludes `id`",
+            )),
+            TokenKind::Access if !self.accept_access => Err(reject(
+                "access tokens are not accepted here; send an ID token",
+                "access token presented but ROWGUARD_OIDC_TOKEN_TYPES excludes `access`",
+            )),
+            kind => Ok(kind),
+        }
+    }
+
+    fn verifier(&self, kind: TokenKind, keys: CoreJsonWebKeySet) -> CoreIdTokenVerifier<'static> {
+        let skew = self.skew;
+        let types = match kind {
+            TokenKind::Id => vec!["application/jwt", "application/jose"],
+            TokenKind::Access => vec!["application/at+jwt"],
+        };
+        // The client id is unused: audiences are checked below against the whole accepted list.
+        CoreIdTokenVerifier::new_public_client(
+            ClientId::new(String::new()),
+            self.issuer.clone(),
+            keys,
+        )
+        .require_audience_match(false)
+        .set_allowed_algs(self.algorithms.iter().cloned())
+        .set_allowed_jose_types(
+            types
+                .into_iter()
+                .filter_map(|t| JsonWebTokenType::new(t.to_owned()).normalize().ok()),
+        )
+        // openidconnect compares `exp` with this clock; running it `skew` behind tolerates an
+        // issuer whose clock is ahead of ours by up to `skew`.
+        .set_time_fn(move || Utc::now() - skew)
+        .set_issue_time_verifier_fn(move |iat| {
+            if iat > Utc::now() + skew {
+                Err(format!("issued at {iat}, in the future"))
+            } else {
+                Ok(())
+            }
+        })
+    }
+
+    fn check_claims(
+        &self,
+        kind: TokenKind,
+        claims: &IdTokenClaims<ExtraClaims, CoreGenderClaim>,
+    ) -> Result<VerifiedToken, Rejection> {
+        let audiences: Vec<&str> = claims.audiences().iter().map(|a| a.as_str()).collect();
+        if !audiences
+            .iter()
+            .any(|a| self.audiences.iter().any(|ok| ok == a))
+        {
+            return Err(reject(
+                "the token was issued for another audience",
+                format!(
+                    "aud {audiences:?} names none of ROWGUARD_OIDC_AUDIENCES {:?}",
+                    self.audiences
+                ),
+            ));
+        }
+        let now = Utc::now();
+        let extra = &claims.additional_claims().0;
+        if let Some(nbf) = extra.get("nbf") {
+            let nbf = nbf
+                .as_i64()
+                .and_then(|s| DateTime::from_timestamp(s, 0))
+                .ok_or_else(|| {
+                    reject(
+                        "the token is not a well-formed JWT",
+                        "nbf is not a timestamp",
+                    )
+                })?;
+            if nbf > now + self.skew {
+                return Err(reject(
+                    "the token is not valid yet",
+                    format!("nbf {nbf} is after now {now} plus skew"),
+                ));
+            }
+        }
+        let lifetime = claims.expiration() - claims.issue_time();
+        if lifetime > self.max_age {
+            return Err(reject(
+                "the token's lifetime is longer than this server accepts",
+                format!(
+                    "exp - iat = {}s exceeds ROWGUARD_OIDC_MAX_TOKEN_AGE_SECS = {}s",
+                    lifetime.num_seconds(),
+                    self.max_age.num_seconds()
+                ),
+            ));
+        }
+        let subject = claims.subject().as_str();
+        if subject.is_empty() {
+            return Err(reject("the token has no subject", "sub is empty"));
+        }
+        let client_id = match kind {
+            TokenKind::Access => extra
+                .get("client_id")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            TokenKind::Id => None,
+        }
+        .or_else(|| claims.authorized_party().map(|azp| azp.as_str().to_owned()));
+
+        Ok(VerifiedToken {
+            issuer: claims.issuer().as_str().to_owned(),
+            subject: subject.to_owned(),
+            roles: self.roles(extra),
+            client_id,
+            expires_at: claims.expiration(),
+        })
+    }
+
+    /// The app roles granted by the roles claim, in precedence order (clinician first).
+    fn roles(&self, extra: &HashMap<String, Value>) -> Vec<AppRole> {
+        let mut path = self.roles_claim.iter();
+        let Some(first) = path.next() else {
+            return Vec::new();
+        };
+        let mut value = extra.get(first);
+        for segment in path {
+            value = value.and_then(|v| v.get(segment));
+        }
+        let granted: Vec<AppRole> = match value {
+            Some(Value::Array(items)) => items
+                .iter()
+                .filter_map(Value::as_str)
+                .filter_map(|v| self.role_map.get(v))
+                .collect(),
+            // Space-separated lists (as in `scope`) are common too.
+            Some(Value::String(s)) => s
+                .split_whitespace()
+                .filter_map(|v| self.role_map.get(v))
+                .collect(),
+            _ => Vec::new(),
+        };
+        AppRole::ALL
+            .into_iter()
+            .filter(|r| granted.contains(r))
+            .collect()
+    }
+}
+
+fn signature_rejection(e: SignatureVerificationError) -> Rejection {
+    let message = match e {
+        SignatureVerificationError::NoSignature => "unsigned tokens are not accepted",
+        SignatureVerificationError::DisallowedAlg(_)
+        | SignatureVerificationError::UnsupportedAlg(_) => {
+            "the token's signature algorithm is not accepted"
+        }
+        _ => "the token's signature is invalid",
+    };
+    reject(message, format!("signature check failed: {e}"))
+}
+
+fn claims_rejection(e: ClaimsVerificationError) -> Rejection {
+    let message = match &e {
+        ClaimsVerificationError::Expired(_) => "the token has expired",
+        ClaimsVerificationError::InvalidIssuer(_) => "the token was issued by an untrusted issuer",
+        ClaimsVerificationError::InvalidAudience(_) => "the token was issued for another audience",
+        ClaimsVerificationError::SignatureVerification(
+            SignatureVerificationError::NoMatchingKey,
+        ) => {
+            return Rejection::UnknownKey;
+        }
+        ClaimsVerificationError::SignatureVerification(_) => "the token's signature is invalid",
+        ClaimsVerificationError::Unsupported(_) => "unsupported token type",
+        _ => "the token is invalid",
+    };
+    reject(message, format!("claims check failed: {e}"))
+}

@@ -1,0 +1,179 @@
+//! The one error type at the API edge. Every error leaves with an Apollo-style
+//! `extensions.code`; internal detail goes to the server log only.
+
+use async_graphql::ErrorExtensions;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::auth::AuthError;
+use crate::db::DbError;
+
+/// The codes clients can branch on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    Unauthenticated,
+    Forbidden,
+    BadUserInput,
+    NotFound,
+    Conflict,
+    PersistedQueryNotFound,
+    ServiceUnavailable,
+    InternalServerError,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::Unauthenticated => "UNAUTHENTICATED",
+            ErrorCode::Forbidden => "FORBIDDEN",
+            ErrorCode::BadUserInput => "BAD_USER_INPUT",
+            ErrorCode::NotFound => "NOT_FOUND",
+            ErrorCode::Conflict => "CONFLICT",
+            ErrorCode::PersistedQueryNotFound => "PERSISTED_QUERY_NOT_FOUND",
+            ErrorCode::ServiceUnavailable => "SERVICE_UNAVAILABLE",
+            ErrorCode::InternalServerError => "INTERNAL_SERVER_ERROR",
+        }
+    }
+
+    /// The HTTP status when this error ends a whole request.
+    pub fn status(self) -> StatusCode {
+        match self {
+            ErrorCode::Unauthenticated => StatusCode::UNAUTHORIZED,
+            ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+            ErrorCode::BadUserInput | ErrorCode::PersistedQueryNotFound => StatusCode::BAD_REQUEST,
+            ErrorCode::NotFound => StatusCode::NOT_FOUND,
+            ErrorCode::Conflict => StatusCode::CONFLICT,
+            ErrorCode::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::InternalServerError => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// An error a caller sees: a code, a message that is safe to show, and for authentication
+/// failures the RFC 6750 challenge.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+    challenge: Option<String>,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            challenge: None,
+        }
+    }
+
+    pub fn bad_input(field: &str, problem: &str) -> Self {
+        Self::new(ErrorCode::BadUserInput, format!("{field}: {problem}"))
+    }
+
+    pub fn not_found(what: &str) -> Self {
+        Self::new(ErrorCode::NotFound, format!("{what} not found"))
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Forbidden, message)
+    }
+
+    /// Logs `detail` (never sent) and returns a generic internal error.
+    pub fn internal(detail: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %detail, "internal error");
+        Self::new(ErrorCode::InternalServerError, "internal server error")
+    }
+
+    /// The GraphQL `errors` document for this error alone.
+    pub fn body(&self) -> serde_json::Value {
+        json!({ "errors": [{ "message": self.message, "extensions": { "code": self.code.as_str() } }] })
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(err: AuthError) -> Self {
+        let (code, message, challenge) = match err {
+            AuthError::Missing => (
+                ErrorCode::Unauthenticated,
+                "authentication required: send an Authorization: Bearer <token> header",
+                Some("Bearer realm=\"rowguard\"".to_owned()),
+            ),
+            AuthError::InvalidRequest(why) => (
+                ErrorCode::Unauthenticated,
+                why,
+                Some(format!("Bearer realm=\"rowguard\", error=\"invalid_request\", error_description=\"{why}\"")),
+            ),
+            AuthError::InvalidToken(why) => (
+                ErrorCode::Unauthenticated,
+                why,
+                Some(format!("Bearer realm=\"rowguard\", error=\"invalid_token\", error_description=\"{why}\"")),
+            ),
+            AuthError::Forbidden => (
+                ErrorCode::Forbidden,
+                "the token grants no Rowguard role",
+                Some("Bearer realm=\"rowguard\", error=\"insufficient_scope\", error_description=\"the token grants no Rowguard role\"".to_owned()),
+            ),
+            AuthError::KeysUnavailable => (
+                ErrorCode::ServiceUnavailable,
+                "the identity provider's signing keys are not available yet; retry shortly",
+                None,
+            ),
+        };
+        Self {
+            code,
+            message: message.to_owned(),
+            challenge,
+        }
+    }
+}
+
+impl From<DbError> for ApiError {
+    fn from(err: DbError) -> Self {
+        match &err {
+            DbError::Unavailable(_) => {
+                tracing::warn!(error = ?err, "database unavailable");
+                Self::new(
+                    ErrorCode::ServiceUnavailable,
+                    "the database is unavailable; retry shortly",
+                )
+            }
+            DbError::Statement(_) if err.is_permission_denied() => {
+                Self::forbidden("not permitted for your role")
+            }
+            DbError::Statement(_) => {
+                // The SQLSTATE is enough to diagnose; the message may quote row values (PHI).
+                tracing::error!(
+                    sqlstate = err.sqlstate().as_deref().unwrap_or("none"),
+                    "database statement failed"
+                );
+                Self::new(ErrorCode::InternalServerError, "internal server error")
+            }
+        }
+    }
+}
+
+impl From<ApiError> for async_graphql::Error {
+    fn from(err: ApiError) -> Self {
+        async_graphql::Error::new(err.message.clone())
+            .extend_with(|_, e| e.set("code", err.code.as_str()))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.code.status(), axum::Json(self.body())).into_response();
+        if let Some(challenge) = self.challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, challenge);
+        }
+        if self.code == ErrorCode::ServiceUnavailable {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        response
+    }
+}

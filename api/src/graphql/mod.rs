@@ -1,0 +1,83 @@
+//! The GraphQL API: schema, per-request context and resolvers.
+
+mod context;
+mod loaders;
+mod mutation;
+mod pagination;
+mod query;
+mod types;
+
+use std::sync::Arc;
+
+use async_graphql::dataloader::DataLoader;
+use async_graphql::{Context, EmptySubscription, SDLExportOptions, Schema};
+
+pub use context::RequestDb;
+use loaders::{CareTeamLoader, ClinicalNotesLoader};
+pub use mutation::Mutation;
+pub use query::Query;
+
+use crate::error::ApiError;
+
+/// Rowguard's GraphQL schema.
+pub type RowguardSchema = Schema<Query, Mutation, EmptySubscription>;
+
+/// Limits applied to every request.
+#[derive(Debug, Clone, Copy)]
+pub struct ApiLimits {
+    pub max_page_size: i32,
+    pub max_depth: usize,
+    pub max_complexity: usize,
+    pub max_aliases: usize,
+    pub introspection: bool,
+}
+
+impl Default for ApiLimits {
+    fn default() -> Self {
+        Self {
+            max_page_size: 100,
+            max_depth: 12,
+            max_complexity: 500,
+            max_aliases: 30,
+            introspection: false,
+        }
+    }
+}
+
+/// Builds the schema once at startup.
+pub fn build_schema(limits: ApiLimits) -> RowguardSchema {
+    let mut builder = Schema::build(Query, Mutation, EmptySubscription)
+        .data(limits)
+        .limit_depth(limits.max_depth)
+        .limit_complexity(limits.max_complexity)
+        .limit_recursive_depth(64)
+        .limit_directives(10);
+    if !limits.introspection {
+        builder = builder.disable_introspection();
+    }
+    builder.finish()
+}
+
+/// The schema's SDL, sorted, as committed in `schema.graphql`.
+pub fn sdl() -> String {
+    build_schema(ApiLimits::default())
+        .sdl_with_options(SDLExportOptions::new().sorted_fields().sorted_enum_items())
+}
+
+/// Attaches one request's database access and DataLoaders to a GraphQL request.
+pub fn attach(request: async_graphql::Request, db: Arc<RequestDb>) -> async_graphql::Request {
+    request
+        .data(DataLoader::new(CareTeamLoader(db.clone()), tokio::spawn))
+        .data(DataLoader::new(
+            ClinicalNotesLoader(db.clone()),
+            tokio::spawn,
+        ))
+        .data(db)
+}
+
+/// The request's database access, from a resolver's context.
+pub(crate) fn request_db(ctx: &Context<'_>) -> Result<Arc<RequestDb>, ApiError> {
+    ctx.data::<Arc<RequestDb>>()
+        .cloned()
+        .map_err(|_| ApiError::internal("resolver ran without a request database"))
+}

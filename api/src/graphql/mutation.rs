@@ -1,0 +1,296 @@
+//! Write operations. A mutation runs in one read-write RLS scope and commits whole or not at all.
+
+use async_graphql::{Context, ID, InputObject, Object, Result};
+use chrono::NaiveDate;
+use entities::{clinician, clinician_patient, patient};
+use sea_orm::sea_query::Expr;
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect, Set};
+use uuid::Uuid;
+
+use super::pagination::PATIENT_COLUMNS;
+use super::query::find_clinician;
+use super::request_db;
+use super::types::{CareRole, Clinician, Patient, PatientRow};
+use crate::db::DbError;
+use crate::error::{ApiError, ErrorCode};
+
+/// Entry points for writing.
+#[derive(Debug, Default)]
+pub struct Mutation;
+
+/// Changes to a patient's record. Omitted fields stay as they are.
+#[derive(Debug, InputObject)]
+pub struct UpdatePatientInput {
+    /// The patient to change.
+    pub id: ID,
+    /// The `version` you read: if the record changed since, the update is refused with
+    /// `CONFLICT` and nothing is written.
+    pub expected_version: i32,
+    /// New given name.
+    pub given_name: Option<String>,
+    /// New family name.
+    pub family_name: Option<String>,
+    /// New date of birth.
+    pub birth_date: Option<NaiveDate>,
+    /// New clinical notes (replaces the previous text).
+    pub clinical_notes: Option<String>,
+}
+
+/// A person to enroll, identified as their identity provider names them.
+#[derive(Debug, InputObject)]
+pub struct EnrollClinicianInput {
+    /// The identity provider's issuer URL, exactly as it appears in their tokens' `iss`.
+    pub issuer: String,
+    /// Their subject (`sub`) at that issuer.
+    pub subject: String,
+    /// The name to show for them.
+    pub display_name: String,
+}
+
+/// An assignment of a clinician to a patient's care team.
+#[derive(Debug, InputObject)]
+pub struct AssignClinicianInput {
+    /// The clinician to assign.
+    pub clinician_id: ID,
+    /// The patient whose care team they join.
+    pub patient_id: ID,
+    /// Their role in the patient's care.
+    pub care_role: CareRole,
+}
+
+/// Removes a clinician from a patient's care team.
+#[derive(Debug, InputObject)]
+pub struct UnassignClinicianInput {
+    /// The clinician to remove.
+    pub clinician_id: ID,
+    /// The patient whose care team they leave.
+    pub patient_id: ID,
+}
+
+/// Entry points for writing. A mutation operation runs in one read-write transaction that
+/// commits whole or not at all.
+#[Object]
+impl Mutation {
+    /// Updates a patient the signed-in clinician is assigned to. `NOT_FOUND` when the patient
+    /// does not exist or is not visible to you; `CONFLICT` when `expectedVersion` is stale.
+    async fn update_patient(
+        &self,
+        ctx: &Context<'_>,
+        input: UpdatePatientInput,
+    ) -> Result<Patient> {
+        let id = parse_patient_id(&input.id, "input.id")?;
+        let mut update = patient::Entity::update_many()
+            .filter(patient::Column::Id.eq(id))
+            .filter(patient::Column::Version.eq(input.expected_version));
+        let mut changed = false;
+        for (field, column, value) in [
+            (
+                "input.givenName",
+                patient::Column::GivenName,
+                input.given_name,
+            ),
+            (
+                "input.familyName",
+                patient::Column::FamilyName,
+                input.family_name,
+            ),
+        ] {
+            if let Some(value) = value {
+                let value = value.trim().to_owned();
+                if value.is_empty() || value.chars().count() > 200 {
+                    return Err(ApiError::bad_input(field, "must be 1 to 200 characters").into());
+                }
+                update = update.col_expr(column, Expr::value(value));
+                changed = true;
+            }
+        }
+        if let Some(birth_date) = input.birth_date {
+            if birth_date > chrono::Utc::now().date_naive() {
+                return Err(
+                    ApiError::bad_input("input.birthDate", "must not be in the future").into(),
+                );
+            }
+            update = update.col_expr(patient::Column::BirthDate, Expr::value(birth_date));
+            changed = true;
+        }
+        if let Some(notes) = input.clinical_notes {
+            if notes.chars().count() > 100_000 {
+                return Err(ApiError::bad_input(
+                    "input.clinicalNotes",
+                    "must be at most 100000 characters",
+                )
+                .into());
+            }
+            update = update.col_expr(patient::Column::ClinicalNotes, Expr::value(notes));
+            changed = true;
+        }
+        if !changed {
+            return Err(ApiError::bad_input("input", "names no field to change").into());
+        }
+
+        let request = request_db(ctx)?;
+        let conn = request.conn_for_write().await?;
+        let updated = update
+            .exec(&*conn)
+            .await
+            .map_err(|e| write_error(e.into()))?;
+        let row = patient::Entity::find_by_id(id)
+            .select_only()
+            .columns(PATIENT_COLUMNS)
+            .into_model::<PatientRow>()
+            .one(&*conn)
+            .await
+            .map_err(DbError::from)
+            .map_err(ApiError::from)?;
+        match (updated.rows_affected, row) {
+            (1, Some(row)) => Ok(Patient(row)),
+            (_, None) => Err(ApiError::not_found("patient").into()),
+            (_, Some(row)) => Err(ApiError::new(
+                ErrorCode::Conflict,
+                format!(
+                    "the patient was changed by someone else (version {} is current, you sent {}); reload and retry",
+                    row.version, input.expected_version
+                ),
+            )
+            .into()),
+        }
+    }
+
+    /// Enrolls a person so they can sign in. Coordinators only.
+    async fn enroll_clinician(
+        &self,
+        ctx: &Context<'_>,
+        input: EnrollClinicianInput,
+    ) -> Result<Clinician> {
+        let issuer = input.issuer.trim();
+        if !(issuer.starts_with("https://") || issuer.starts_with("http://")) || issuer.len() > 500
+        {
+            return Err(
+                ApiError::bad_input("input.issuer", "must be the issuer's http(s) URL").into(),
+            );
+        }
+        let subject = input.subject.trim();
+        if subject.is_empty() || subject.len() > 255 {
+            return Err(ApiError::bad_input("input.subject", "must be 1 to 255 characters").into());
+        }
+        let display_name = input.display_name.trim();
+        if display_name.is_empty() || display_name.chars().count() > 200 {
+            return Err(
+                ApiError::bad_input("input.displayName", "must be 1 to 200 characters").into(),
+            );
+        }
+        let request = request_db(ctx)?;
+        let id = {
+            let conn = request.conn_for_write().await?;
+            let row = clinician::ActiveModel {
+                oidc_issuer: Set(issuer.to_owned()),
+                oidc_subject: Set(subject.to_owned()),
+                display_name: Set(display_name.to_owned()),
+                active: Set(true),
+                ..Default::default()
+            };
+            clinician::Entity::insert(row)
+                .exec_without_returning(&*conn)
+                .await
+                .map_err(|e| write_error(e.into()))?;
+            let found: Option<i32> = clinician::Entity::find()
+                .select_only()
+                .column(clinician::Column::Id)
+                .filter(clinician::Column::OidcIssuer.eq(issuer))
+                .filter(clinician::Column::OidcSubject.eq(subject))
+                .into_tuple()
+                .one(&*conn)
+                .await
+                .map_err(DbError::from)
+                .map_err(ApiError::from)?;
+            found
+                .ok_or_else(|| ApiError::internal("an enrolled clinician could not be read back"))?
+        };
+        Ok(find_clinician(&request, id)
+            .await?
+            .ok_or_else(|| ApiError::internal("an enrolled clinician could not be read back"))?)
+    }
+
+    /// Adds a clinician to a patient's care team. Coordinators only. `CONFLICT` if already
+    /// assigned; `NOT_FOUND` if the clinician or patient does not exist.
+    async fn assign_clinician(
+        &self,
+        ctx: &Context<'_>,
+        input: AssignClinicianInput,
+    ) -> Result<Patient> {
+        let clinician_id = parse_clinician_id(&input.clinician_id, "input.clinicianId")?;
+        let patient_id = parse_patient_id(&input.patient_id, "input.patientId")?;
+        let request = request_db(ctx)?;
+        let conn = request.conn_for_write().await?;
+        let row = clinician_patient::ActiveModel {
+            clinician_id: Set(clinician_id),
+            patient_id: Set(patient_id),
+            care_role: Set(input.care_role.as_db().to_owned()),
+            ..Default::default()
+        };
+        clinician_patient::Entity::insert(row)
+            .exec_without_returning(&*conn)
+            .await
+            .map_err(|e| write_error(e.into()))?;
+        read_patient(&conn, patient_id).await
+    }
+
+    /// Removes a clinician from a patient's care team. Coordinators only. `NOT_FOUND` if there
+    /// was no such assignment.
+    async fn unassign_clinician(
+        &self,
+        ctx: &Context<'_>,
+        input: UnassignClinicianInput,
+    ) -> Result<Patient> {
+        let clinician_id = parse_clinician_id(&input.clinician_id, "input.clinicianId")?;
+        let patient_id = parse_patient_id(&input.patient_id, "input.patientId")?;
+        let request = request_db(ctx)?;
+        let conn = request.conn_for_write().await?;
+        let deleted = clinician_patient::Entity::delete_many()
+            .filter(clinician_patient::Column::ClinicianId.eq(clinician_id))
+            .filter(clinician_patient::Column::PatientId.eq(patient_id))
+            .exec(&*conn)
+            .await
+            .map_err(|e| write_error(e.into()))?;
+        if deleted.rows_affected == 0 {
+            return Err(ApiError::not_found("assignment").into());
+        }
+        read_patient(&conn, patient_id).await
+    }
+}
+
+async fn read_patient(conn: &sea_orm::DatabaseTransaction, id: Uuid) -> Result<Patient> {
+    let row = patient::Entity::find_by_id(id)
+        .select_only()
+        .columns(PATIENT_COLUMNS)
+        .into_model::<PatientRow>()
+        .one(conn)
+        .await
+        .map_err(DbError::from)
+        .map_err(ApiError::from)?;
+    Ok(Patient(row.ok_or_else(|| ApiError::not_found("patient"))?))
+}
+
+fn parse_patient_id(id: &ID, field: &str) -> Result<Uuid, ApiError> {
+    id.parse()
+        .map_err(|_| ApiError::bad_input(field, "is not a patient id"))
+}
+
+fn parse_clinician_id(id: &ID, field: &str) -> Result<i32, ApiError> {
+    id.parse()
+        .map_err(|_| ApiError::bad_input(field, "is not a clinician id"))
+}
+
+/// Maps constraint violations to the caller's codes; the database's own message (which may
+/// quote values) is never passed on.
+fn write_error(err: DbError) -> ApiError {
+    match err.sqlstate().as_deref() {
+        Some("23505") => ApiError::new(ErrorCode::Conflict, "that already exists"),
+        Some("23503") => ApiError::not_found("clinician or patient"),
+        Some("23514") | Some("22001") => {
+            ApiError::new(ErrorCode::BadUserInput, "a value is not acceptable")
+        }
+        Some("42501") => ApiError::forbidden("not permitted for your role"),
+        _ => err.into(),
+    }
+}

@@ -1,0 +1,32 @@
+//! Liveness and readiness probes. They never reveal data, only which dependency is missing.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+
+use crate::state::AppState;
+
+/// The process is up.
+pub async fn healthz() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// Ready to serve: the issuer's keys are loaded and the database answers.
+pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    let keys = state.auth.is_ready();
+    let database = state.db.ping().await.is_ok();
+    let status = if keys && database {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let word = |ok: bool| if ok { "ok" } else { "unavailable" };
+    (
+        status,
+        Json(json!({
+            "status": if status == StatusCode::OK { "ready" } else { "not ready" },
+            "checks": { "identity_provider_keys": word(keys), "database": word(database) }
+        })),
+    )
+}

@@ -1,0 +1,503 @@
+//! OIDC authentication through Rowguard's real HTTP path: verified tokens become the RLS
+//! identity; everything else is refused before a database connection is opened.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::Algorithm;
+use rowguard::graphql::ApiLimits;
+use rowguard_tests::TestDb;
+use rowguard_tests::app::{GraphqlReply, TestApp, oidc_settings};
+use rowguard_tests::fixtures::{admit, assign, enroll_at};
+use rowguard_tests::issuer::{TestIssuer, generate_key, shared_key};
+use serde_json::{Value, json};
+
+const MY_PATIENTS: &str = "{ patients(first: 100) { edges { node { mrn } } } }";
+
+fn mrns(reply: &GraphqlReply) -> BTreeSet<String> {
+    reply.data()["patients"]["edges"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no patient list in {}", reply.body))
+        .iter()
+        .map(|e| e["node"]["mrn"].as_str().expect("mrn").to_owned())
+        .collect()
+}
+
+/// An issuer, a gateway trusting it, and alice (a clinician with patients A-1 and A-2).
+async fn world() -> (TestDb, TestIssuer, TestApp) {
+    let t = TestDb::new().await;
+    let issuer = TestIssuer::start().await;
+    let owner = t.owner().await;
+    let alice = enroll_at(&owner, issuer.url(), "alice").await;
+    for mrn in ["A-1", "A-2"] {
+        let p = admit(&owner, mrn).await;
+        assign(&owner, &alice, p).await;
+    }
+    let app = TestApp::start(&t, &issuer).await;
+    (t, issuer, app)
+}
+
+fn set(items: &[&str]) -> BTreeSet<String> {
+    items.iter().map(|s| (*s).to_owned()).collect()
+}
+
+#[tokio::test]
+async fn valid_id_token_runs_as_the_mapped_clinician() {
+    let (_t, issuer, app) = world().await;
+    let token = issuer.token("alice").mint();
+    let reply = app.graphql(Some(&token), MY_PATIENTS, json!({})).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(mrns(&reply), set(&["A-1", "A-2"]));
+}
+
+#[tokio::test]
+async fn valid_jwt_access_token_runs_as_the_mapped_clinician() {
+    let (_t, issuer, app) = world().await;
+    let token = issuer.token("alice").access_token().mint();
+    let reply = app.graphql(Some(&token), MY_PATIENTS, json!({})).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(mrns(&reply), set(&["A-1", "A-2"]));
+}
+
+#[tokio::test]
+async fn token_signed_with_an_ec_key_is_accepted() {
+    let (_t, issuer, app) = world().await;
+    let token = issuer.token("alice").signed_by(shared_key("ec-1")).mint();
+    let reply = app.graphql(Some(&token), MY_PATIENTS, json!({})).await;
+    assert_eq!(mrns(&reply), set(&["A-1", "A-2"]), "{}", reply.body);
+}
+
+#[tokio::test]
+async fn valid_token_for_an_unenrolled_subject_sees_nothing_and_me_is_null() {
+    let (_t, issuer, app) = world().await;
+    let token = issuer.token("nobody-enrolled-me").mint();
+    let reply = app
+        .graphql(
+            Some(&token),
+            &format!(
+                "{{ me {{ id }} {} }}",
+                &MY_PATIENTS[2..MY_PATIENTS.len() - 2]
+            ),
+            json!({}),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.data()["me"], Value::Null);
+    assert!(mrns(&reply).is_empty());
+}
+
+/// Sends `token` (or nothing) and asserts a 401 that opened no database connection.
+async fn assert_rejected(
+    app: &TestApp,
+    request: reqwest::RequestBuilder,
+    challenge_error: Option<&str>,
+) {
+    assert_refused(request, challenge_error).await;
+    assert_eq!(
+        app.db.open_connections(),
+        0,
+        "a rejected request opened a database connection"
+    );
+}
+
+/// Asserts a 401 with an RFC 6750 challenge.
+async fn assert_refused(request: reqwest::RequestBuilder, challenge_error: Option<&str>) {
+    let reply = GraphqlReply::from(request.send().await.expect("gateway answers")).await;
+    assert_eq!(reply.status, 401, "{}", reply.body);
+    assert_eq!(reply.code(), Some("UNAUTHENTICATED"));
+    let challenge = reply
+        .www_authenticate
+        .expect("a WWW-Authenticate challenge");
+    assert!(challenge.starts_with("Bearer"), "{challenge}");
+    match challenge_error {
+        Some(error) => assert!(
+            challenge.contains(&format!("error=\"{error}\"")),
+            "{challenge}"
+        ),
+        None => assert!(!challenge.contains("error="), "{challenge}"),
+    }
+}
+
+fn post(app: &TestApp) -> reqwest::RequestBuilder {
+    app.http
+        .post(app.url("/graphql"))
+        .json(&json!({ "query": MY_PATIENTS }))
+}
+
+async fn assert_token_rejected(app: &TestApp, token: &str) {
+    assert_rejected(app, post(app).bearer_auth(token), Some("invalid_token")).await;
+}
+
+#[tokio::test]
+async fn no_token_is_rejected() {
+    let (_t, _issuer, app) = world().await;
+    assert_rejected(&app, post(&app), None).await;
+}
+
+#[tokio::test]
+async fn alg_none_is_rejected() {
+    let (_t, issuer, app) = world().await;
+    let claims = issuer.token("alice").claims().clone();
+    let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
+    let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).expect("claims"));
+    assert_token_rejected(&app, &format!("{header}.{payload}.")).await;
+}
+
+#[tokio::test]
+async fn hs256_signed_with_the_issuers_public_key_is_rejected() {
+    let (_t, issuer, app) = world().await;
+    assert_token_rejected(&app, &issuer.token("alice").mint_hs256_with_public_key()).await;
+}
+
+#[tokio::test]
+async fn tampered_payload_is_rejected() {
+    let (_t, issuer, app) = world().await;
+    let token = issuer.token("mallory").mint();
+    let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
+    let mut claims: Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(&parts[1]).expect("b64")).expect("json");
+    claims["sub"] = json!("alice");
+    parts[1] = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).expect("claims"));
+    assert_token_rejected(&app, &parts.join(".")).await;
+}
+
+#[tokio::test]
+async fn signature_by_a_key_not_in_the_jwks_is_rejected() {
+    let (_t, issuer, app) = world().await;
+    // Both an unknown kid, and a published kid with the wrong key behind it.
+    let rogue = shared_key("rsa-rogue");
+    assert_token_rejected(&app, &issuer.token("alice").signed_by(rogue.clone()).mint()).await;
+    assert_token_rejected(
+        &app,
+        &issuer.token("alice").signed_by(rogue).kid("rsa-1").mint(),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn wrong_issuer_is_rejected() {
+    let (_t, issuer, app) = world().await;
+    let token = issuer
+        .token("alice")
+        .claim("iss", json!(format!("{}/", issuer.url())))
+        .mint();
+    assert_token_rejected(&app, &token).await;
+}
+
+#[tokio::test]
+async fn wrong_audience_is_rejected() {
+    let (_t, issuer, app) = world().await;
+    let token = issuer
+        .token("alice")
+        .claim("aud", json!("some-other-app"))
+        .mint();
+    assert_token_rejected(&app, &token).await;
+}
+
+#[tokio::test]
+async fn expired_token_is_rejected() {
+    let (_t, issuer, app) = world().await;
+    // Beyond the 60 s clock skew allowance.
+    let token = issuer.token("alice").times(-600, 300).mint();
+    assert_token_rejected(&app, &token).await;
+}
+
+#[tokio::test]
+async fn token_not_valid_yet_is_rejected() {
+    let (_t, issuer, app) = world().await;
+    let nbf = chrono::Utc::now().timestamp() + 600;
+    let token = issuer.token("alice").claim("nbf", json!(nbf)).mint();
+    assert_token_rejected(&app, &token).await;
+}
+
+#[tokio::test]
+async fn lifetime_over_the_maximum_is_rejected() {
+    let (_t, issuer, app) = world().await;
+    let token = issuer.token("alice").times(0, 3 * 3600).mint();
+    assert_token_rejected(&app, &token).await;
+}
+
+#[tokio::test]
+async fn missing_subject_is_rejected() {
+    let (_t, issuer, app) = world().await;
+    assert_token_rejected(&app, &issuer.token("alice").without("sub").mint()).await;
+}
+
+#[tokio::test]
+async fn opaque_token_is_rejected_with_a_clear_message() {
+    let (_t, _issuer, app) = world().await;
+    let reply = GraphqlReply::from(
+        post(&app)
+            .bearer_auth("2YotnFZFEjr1zCsicMWpAA")
+            .send()
+            .await
+            .expect("reply"),
+    )
+    .await;
+    let message = reply.body["errors"][0]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        message.contains("opaque tokens are not accepted"),
+        "{message}"
+    );
+    assert_token_rejected(&app, "2YotnFZFEjr1zCsicMWpAA").await;
+}
+
+#[tokio::test]
+async fn malformed_authorization_header_is_rejected() {
+    let (_t, issuer, app) = world().await;
+    let token = issuer.token("alice").mint();
+    assert_rejected(
+        &app,
+        post(&app).header("authorization", format!("Basic {token}")),
+        Some("invalid_request"),
+    )
+    .await;
+    assert_rejected(
+        &app,
+        post(&app).header("authorization", format!("Bearer {token} extra")),
+        Some("invalid_request"),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn bearer_with_no_token_is_rejected() {
+    let (_t, _issuer, app) = world().await;
+    assert_rejected(
+        &app,
+        post(&app).header("authorization", "Bearer"),
+        Some("invalid_request"),
+    )
+    .await;
+    assert_rejected(
+        &app,
+        post(&app).header("authorization", "Bearer   "),
+        Some("invalid_request"),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn token_in_the_query_string_is_rejected() {
+    let (_t, issuer, app) = world().await;
+    let token = issuer.token("alice").mint();
+    let request = app
+        .http
+        .post(app.url(&format!("/graphql?access_token={token}")))
+        .json(&json!({ "query": MY_PATIENTS }));
+    assert_rejected(&app, request, Some("invalid_request")).await;
+}
+
+#[tokio::test]
+async fn rejection_describes_the_problem_per_rfc_6750() {
+    let (_t, issuer, app) = world().await;
+    let token = issuer.token("alice").times(-600, 300).mint();
+    let reply =
+        GraphqlReply::from(post(&app).bearer_auth(token).send().await.expect("reply")).await;
+    assert_eq!(
+        reply.www_authenticate.as_deref(),
+        Some(
+            "Bearer realm=\"rowguard\", error=\"invalid_token\", error_description=\"the token has expired\""
+        )
+    );
+    assert_eq!(reply.body["errors"][0]["message"], "the token has expired");
+}
+
+#[tokio::test]
+async fn rotated_key_is_accepted_without_restart_and_the_retired_key_is_refused() {
+    let t = TestDb::new().await;
+    let issuer = TestIssuer::start().await;
+    let owner = t.owner().await;
+    let alice = enroll_at(&owner, issuer.url(), "alice").await;
+    assign(&owner, &alice, admit(&owner, "A-1").await).await;
+    let mut settings = oidc_settings(&issuer);
+    settings.jwks_cooldown_secs = 1;
+    let app = TestApp::start_with(&t, settings, ApiLimits::default()).await;
+    app.wait_for_keys().await;
+    let old = issuer.token("alice").mint();
+    assert_eq!(
+        app.graphql(Some(&old), MY_PATIENTS, json!({})).await.status,
+        200
+    );
+
+    // The issuer rotates: it publishes and signs with rsa-2, and retires rsa-1.
+    let new_key = shared_key("rsa-2");
+    issuer.publish(&[&new_key]);
+    issuer.sign_with(new_key);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let fresh = issuer.token("alice").mint();
+    let reply = app.graphql(Some(&fresh), MY_PATIENTS, json!({})).await;
+    assert_eq!(mrns(&reply), set(&["A-1"]), "{}", reply.body);
+
+    // A token signed by the retired key that was never seen before is refused.
+    let retired = issuer
+        .token("alice")
+        .signed_by(shared_key("rsa-1"))
+        .claim("jti", json!("new"))
+        .mint();
+    assert_refused(post(&app).bearer_auth(retired), Some("invalid_token")).await;
+}
+
+#[tokio::test]
+async fn unknown_kid_floods_cause_at_most_a_handful_of_jwks_fetches() {
+    let (_t, issuer, app) = world().await;
+    let before = issuer.jwks_fetches();
+    let rogue = generate_key("flood", Algorithm::RS256);
+    let tokens: Vec<String> = (0..1000)
+        .map(|i| {
+            issuer
+                .token("alice")
+                .signed_by(rogue.clone())
+                .kid(&format!("kid-{i}"))
+                .mint()
+        })
+        .collect();
+    let mut rejected = 0;
+    for chunk in tokens.chunks(50) {
+        let replies = futures::future::join_all(
+            chunk
+                .iter()
+                .map(|token| post(&app).bearer_auth(token).send()),
+        )
+        .await;
+        for reply in replies {
+            if reply.expect("reply").status() == 401 {
+                rejected += 1;
+            }
+        }
+    }
+    let fetched = issuer.jwks_fetches() - before;
+    eprintln!("unknown-kid flood: {rejected} of 1000 rejected, {fetched} JWKS fetches");
+    assert_eq!(rejected, 1000);
+    assert!(fetched <= 2, "{fetched} JWKS fetches for 1000 unknown kids");
+}
+
+#[tokio::test]
+async fn issuer_down_at_startup_means_not_ready_until_it_comes_up() {
+    let t = TestDb::new().await;
+    let issuer = TestIssuer::start().await;
+    let owner = t.owner().await;
+    let alice = enroll_at(&owner, issuer.url(), "alice").await;
+    assign(&owner, &alice, admit(&owner, "A-1").await).await;
+    issuer.set_up(false);
+    let app = TestApp::start_with(&t, oidc_settings(&issuer), ApiLimits::default()).await;
+
+    let ready = app
+        .http
+        .get(app.url("/readyz"))
+        .send()
+        .await
+        .expect("readyz");
+    assert_eq!(ready.status(), 503);
+    let token = issuer.token("alice").mint();
+    let reply = app.graphql(Some(&token), MY_PATIENTS, json!({})).await;
+    assert_eq!(
+        (reply.status, reply.code()),
+        (503, Some("SERVICE_UNAVAILABLE")),
+        "{}",
+        reply.body
+    );
+
+    issuer.set_up(true);
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let status = app
+            .http
+            .get(app.url("/readyz"))
+            .send()
+            .await
+            .expect("readyz")
+            .status();
+        if status == 200 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never became ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let reply = app.graphql(Some(&token), MY_PATIENTS, json!({})).await;
+    assert_eq!(mrns(&reply), set(&["A-1"]), "{}", reply.body);
+}
+
+#[tokio::test]
+async fn cached_keys_keep_working_when_the_issuer_goes_down() {
+    let (_t, issuer, app) = world().await;
+    issuer.set_up(false);
+    let token = issuer.token("alice").mint();
+    let reply = app.graphql(Some(&token), MY_PATIENTS, json!({})).await;
+    assert_eq!(mrns(&reply), set(&["A-1", "A-2"]), "{}", reply.body);
+}
+
+#[tokio::test]
+async fn same_subject_at_another_issuer_never_maps_to_the_same_clinician() {
+    let (t, issuer, app) = world().await;
+    let elsewhere = TestIssuer::start().await;
+    let owner = t.owner().await;
+    // "alice" at the other issuer is a different person with no patients.
+    enroll_at(&owner, elsewhere.url(), "alice").await;
+    let foreign = elsewhere.token("alice").mint();
+    assert_token_rejected(&app, &foreign).await;
+    // Even signed with our issuer's key, a foreign `iss` is refused.
+    let forged = issuer
+        .token("alice")
+        .claim("iss", json!(elsewhere.url()))
+        .mint();
+    assert_token_rejected(&app, &forged).await;
+    let reply = app
+        .graphql(Some(&issuer.token("alice").mint()), MY_PATIENTS, json!({}))
+        .await;
+    assert_eq!(mrns(&reply), set(&["A-1", "A-2"]));
+}
+
+#[tokio::test]
+async fn mapped_coordinator_role_gets_coordinator_access() {
+    let t = TestDb::new().await;
+    let issuer = TestIssuer::start().await;
+    let owner = t.owner().await;
+    enroll_at(&owner, issuer.url(), "carol").await;
+    admit(&owner, "U-1").await;
+    admit(&owner, "U-2").await;
+    let mut settings = oidc_settings(&issuer);
+    settings.roles_claim = "realm_access.roles".into();
+    settings.role_map = rowguard::auth::settings::RoleMap(
+        [
+            ("doctor".to_owned(), rowguard::principal::AppRole::Clinician),
+            (
+                "care-coordinator".to_owned(),
+                rowguard::principal::AppRole::Coordinator,
+            ),
+        ]
+        .into_iter()
+        .collect(),
+    );
+    let app = TestApp::start_with(&t, settings, ApiLimits::default()).await;
+    app.wait_for_keys().await;
+
+    let token = issuer
+        .token("carol")
+        .claim(
+            "realm_access",
+            json!({ "roles": ["offline_access", "care-coordinator"] }),
+        )
+        .mint();
+    let reply = app.graphql(Some(&token), MY_PATIENTS, json!({})).await;
+    assert_eq!(mrns(&reply), set(&["U-1", "U-2"]), "{}", reply.body);
+}
+
+#[tokio::test]
+async fn unmapped_role_is_forbidden() {
+    let (_t, issuer, app) = world().await;
+    let token = issuer.token("alice").roles(&["janitor"]).mint();
+    let reply = app.graphql(Some(&token), MY_PATIENTS, json!({})).await;
+    assert_eq!(
+        (reply.status, reply.code()),
+        (403, Some("FORBIDDEN")),
+        "{}",
+        reply.body
+    );
+    assert_eq!(app.db.open_connections(), 0);
+}

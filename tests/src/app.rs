@@ -1,0 +1,142 @@
+//! Rowguard served on a real loopback socket for one test, wired to a test database and a
+//! test issuer through the same code `rowguard serve` uses.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rowguard::auth::{Authenticator, OidcSettings, keep_fresh};
+use rowguard::db::Database;
+use rowguard::graphql::{ApiLimits, build_schema};
+use rowguard::routes;
+use rowguard::state::AppState;
+use serde_json::{Value, json};
+
+use crate::TestDb;
+use crate::issuer::{API_AUDIENCE, SPA_CLIENT_ID, TestIssuer};
+
+/// A running gateway.
+#[derive(Debug)]
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub db: Database,
+    pub auth: Arc<Authenticator>,
+    pub http: reqwest::Client,
+}
+
+/// OIDC settings that trust `issuer` for the SPA and API audiences.
+pub fn oidc_settings(issuer: &TestIssuer) -> OidcSettings {
+    OidcSettings::new(issuer.url(), &[SPA_CLIENT_ID, API_AUDIENCE])
+}
+
+impl TestApp {
+    /// Serves with default settings and waits until the issuer's keys are loaded.
+    pub async fn start(t: &TestDb, issuer: &TestIssuer) -> TestApp {
+        let app = Self::start_with(t, oidc_settings(issuer), ApiLimits::default()).await;
+        app.wait_for_keys().await;
+        app
+    }
+
+    /// Serves with the given settings; does not wait for keys.
+    pub async fn start_with(t: &TestDb, oidc: OidcSettings, limits: ApiLimits) -> TestApp {
+        // Server logs show with a failing test's output; ROWGUARD_TEST_LOG=debug for more.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_env("ROWGUARD_TEST_LOG")
+                    .unwrap_or_else(|_| "warn".into()),
+            )
+            .with_test_writer()
+            .try_init();
+        // A lazy pool: no connection exists until a request needs one, so tests can assert
+        // that rejected requests never opened any.
+        let db = t.gateway(4).await;
+        let auth = Arc::new(Authenticator::new(&oidc).expect("valid OIDC settings"));
+        tokio::spawn(keep_fresh(auth.key_store(), oidc.jwks_refresh()));
+        let state = AppState {
+            db: db.clone(),
+            auth: auth.clone(),
+            schema: build_schema(limits),
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind gateway");
+        let addr = listener.local_addr().expect("gateway address");
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, routes::app(state)).await;
+        });
+        TestApp {
+            addr,
+            db,
+            auth,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub async fn wait_for_keys(&self) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !self.auth.is_ready() {
+            assert!(
+                Instant::now() < deadline,
+                "the gateway never loaded the issuer's keys"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// POSTs a GraphQL operation with `token` as the bearer token.
+    pub async fn graphql(
+        &self,
+        token: Option<&str>,
+        query: &str,
+        variables: Value,
+    ) -> GraphqlReply {
+        let mut request = self
+            .http
+            .post(self.url("/graphql"))
+            .json(&json!({ "query": query, "variables": variables }));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        GraphqlReply::from(request.send().await.expect("gateway answers")).await
+    }
+}
+
+/// An HTTP reply to a GraphQL request.
+#[derive(Debug)]
+pub struct GraphqlReply {
+    pub status: u16,
+    pub www_authenticate: Option<String>,
+    pub body: Value,
+}
+
+impl GraphqlReply {
+    pub async fn from(response: reqwest::Response) -> GraphqlReply {
+        let status = response.status().as_u16();
+        let www_authenticate = response
+            .headers()
+            .get("www-authenticate")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let text = response.text().await.expect("body");
+        let body =
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("body is not JSON: {text}"));
+        GraphqlReply {
+            status,
+            www_authenticate,
+            body,
+        }
+    }
+
+    /// The first error's `extensions.code`.
+    pub fn code(&self) -> Option<&str> {
+        self.body["errors"][0]["extensions"]["code"].as_str()
+    }
+
+    pub fn data(&self) -> &Value {
+        &self.body["data"]
+    }
+}
