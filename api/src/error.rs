@@ -57,6 +57,8 @@ pub struct ApiError {
     pub code: ErrorCode,
     pub message: String,
     challenge: Option<String>,
+    /// Overrides the code's usual HTTP status (e.g. 413 for an over-size body).
+    status: Option<StatusCode>,
 }
 
 impl ApiError {
@@ -65,7 +67,13 @@ impl ApiError {
             code,
             message: message.into(),
             challenge: None,
+            status: None,
         }
+    }
+
+    pub fn with_status(mut self, status: StatusCode) -> Self {
+        self.status = Some(status);
+        self
     }
 
     pub fn bad_input(field: &str, problem: &str) -> Self {
@@ -125,6 +133,7 @@ impl From<AuthError> for ApiError {
             code,
             message: message.to_owned(),
             challenge,
+            status: None,
         }
     }
 }
@@ -163,7 +172,8 @@ impl From<ApiError> for async_graphql::Error {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut response = (self.code.status(), axum::Json(self.body())).into_response();
+        let status = self.status.unwrap_or(self.code.status());
+        let mut response = (status, axum::Json(self.body())).into_response();
         if let Some(challenge) = self.challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
             response
                 .headers_mut()

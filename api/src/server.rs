@@ -37,6 +37,23 @@ pub struct ServeSettings {
     #[arg(long, env = "ROWGUARD_MAX_COMPLEXITY", default_value_t = 500, value_parser = clap::value_parser!(u64).range(10..=100_000))]
     pub max_complexity: u64,
 
+    /// Browser origins allowed to call the API, comma-separated (CORS), e.g.
+    /// `https://app.example-hospital.org`.
+    #[arg(long, env = "ROWGUARD_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "ROWGUARD_MAX_BODY_BYTES", default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u64).range(1024..=64 * 1024 * 1024))]
+    pub max_body_bytes: u64,
+
+    /// Most aliases accepted in one document (alias bombs).
+    #[arg(long, env = "ROWGUARD_MAX_ALIASES", default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    pub max_aliases: u64,
+
+    /// Most root fields accepted in one operation.
+    #[arg(long, env = "ROWGUARD_MAX_ROOT_FIELDS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub max_root_fields: u64,
+
     /// Serve the schema to introspection queries.
     #[arg(long, env = "ROWGUARD_INTROSPECTION", default_value_t = false, action = clap::ArgAction::Set)]
     pub introspection: bool,
@@ -48,6 +65,9 @@ impl ServeSettings {
             max_page_size: self.max_page_size,
             max_depth: usize::try_from(self.max_depth).unwrap_or(12),
             max_complexity: usize::try_from(self.max_complexity).unwrap_or(500),
+            max_aliases: usize::try_from(self.max_aliases).unwrap_or(30),
+            max_root_fields: usize::try_from(self.max_root_fields).unwrap_or(20),
+            max_body_bytes: usize::try_from(self.max_body_bytes).unwrap_or(1024 * 1024),
             introspection: self.introspection,
             ..ApiLimits::default()
         }
@@ -73,6 +93,7 @@ pub async fn build_state(
     database: &DatabaseSettings,
     oidc: &OidcSettings,
     limits: ApiLimits,
+    cors_origins: Vec<String>,
 ) -> Result<AppState, StartError> {
     let db = Database::connect(database).await?;
     db.self_check().await?;
@@ -82,6 +103,8 @@ pub async fn build_state(
         db,
         auth,
         schema: build_schema(limits),
+        limits,
+        cors_origins,
     })
 }
 
@@ -90,7 +113,13 @@ pub async fn serve(
     settings: &ServeSettings,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
-    let state = build_state(&settings.database, &settings.oidc, settings.limits()).await?;
+    let state = build_state(
+        &settings.database,
+        &settings.oidc,
+        settings.limits(),
+        settings.cors_origins.clone(),
+    )
+    .await?;
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .map_err(|e| StartError::Listen(settings.listen, e))?;

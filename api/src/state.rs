@@ -4,13 +4,16 @@ use std::sync::Arc;
 
 use crate::auth::Authenticator;
 use crate::db::Database;
-use crate::graphql::RowguardSchema;
+use crate::graphql::{ApiLimits, RowguardSchema};
 
 #[derive(Clone)]
 pub struct AppState {
     pub db: Database,
     pub auth: Arc<Authenticator>,
     pub schema: RowguardSchema,
+    pub limits: ApiLimits,
+    /// Browser origins allowed to call the API (CORS).
+    pub cors_origins: Vec<String>,
 }
 
 impl std::fmt::Debug for AppState {

@@ -15,6 +15,9 @@ use serde_json::{Value, json};
 use crate::TestDb;
 use crate::issuer::{API_AUDIENCE, SPA_CLIENT_ID, TestIssuer};
 
+/// The browser origin test gateways allow (CORS).
+pub const ALLOWED_ORIGIN: &str = "https://clinic.rowguard.test";
+
 /// A running gateway.
 #[derive(Debug)]
 pub struct TestApp {
@@ -56,6 +59,8 @@ impl TestApp {
             db: db.clone(),
             auth: auth.clone(),
             schema: build_schema(limits),
+            limits,
+            cors_origins: vec![ALLOWED_ORIGIN.to_owned()],
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

@@ -11,6 +11,9 @@ pub use error::DbError;
 pub use scope::{AccessMode, RlsScope};
 pub use self_check::{SelfCheckError, SelfCheckFailed};
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use migration::RoleNames;
 use sea_orm::sqlx::postgres::PgConnectOptions;
 use sea_orm::{ConnectOptions, DatabaseConnection};
@@ -22,6 +25,7 @@ use crate::config::DatabaseSettings;
 pub struct Database {
     pool: DatabaseConnection,
     roles: RoleNames,
+    statements: Arc<AtomicU64>,
 }
 
 impl Database {
@@ -49,8 +53,23 @@ impl Database {
     }
 
     /// Wraps an existing pool (tests build one with a single connection to observe reuse).
-    pub fn from_pool(pool: DatabaseConnection, roles: RoleNames) -> Self {
-        Self { pool, roles }
+    pub fn from_pool(mut pool: DatabaseConnection, roles: RoleNames) -> Self {
+        let statements = Arc::new(AtomicU64::new(0));
+        let counter = statements.clone();
+        // Counts statements (never their text or values) for metrics and N+1 tests.
+        pool.set_metric_callback(move |_| {
+            counter.fetch_add(1, Ordering::Relaxed);
+        });
+        Self {
+            pool,
+            roles,
+            statements,
+        }
+    }
+
+    /// Statements run through this pool so far.
+    pub fn statements_executed(&self) -> u64 {
+        self.statements.load(Ordering::Relaxed)
     }
 
     pub fn roles(&self) -> &RoleNames {

@@ -4,17 +4,22 @@ mod context;
 mod loaders;
 mod mutation;
 mod pagination;
+mod policy;
 mod query;
 mod types;
 
 use std::sync::Arc;
 
 use async_graphql::dataloader::DataLoader;
+use async_graphql::extensions::apollo_persisted_queries::{
+    ApolloPersistedQueries, LruCacheStorage,
+};
 use async_graphql::{Context, EmptySubscription, SDLExportOptions, Schema};
 
 pub use context::RequestDb;
 use loaders::{CareTeamLoader, ClinicalNotesLoader};
 pub use mutation::Mutation;
+pub use policy::{ArrivedOverGet, MUTATION_OVER_GET};
 pub use query::Query;
 
 use crate::error::ApiError;
@@ -29,6 +34,9 @@ pub struct ApiLimits {
     pub max_depth: usize,
     pub max_complexity: usize,
     pub max_aliases: usize,
+    pub max_root_fields: usize,
+    pub max_body_bytes: usize,
+    pub persisted_query_cache_size: usize,
     pub introspection: bool,
 }
 
@@ -39,6 +47,9 @@ impl Default for ApiLimits {
             max_depth: 12,
             max_complexity: 500,
             max_aliases: 30,
+            max_root_fields: 20,
+            max_body_bytes: 1024 * 1024,
+            persisted_query_cache_size: 2000,
             introspection: false,
         }
     }
@@ -51,7 +62,13 @@ pub fn build_schema(limits: ApiLimits) -> RowguardSchema {
         .limit_depth(limits.max_depth)
         .limit_complexity(limits.max_complexity)
         .limit_recursive_depth(64)
-        .limit_directives(10);
+        .limit_directives(10)
+        // Apollo's Automatic Persisted Queries; resolution comes before the request policy so
+        // hash-only requests are policed too.
+        .extension(ApolloPersistedQueries::new(LruCacheStorage::new(
+            limits.persisted_query_cache_size.max(1),
+        )))
+        .extension(policy::RequestPolicy(limits));
     if !limits.introspection {
         builder = builder.disable_introspection();
     }

@@ -2,96 +2,161 @@
 
 use std::sync::Arc;
 
-use async_graphql::ErrorExtensionValues;
+use async_graphql::{ErrorExtensionValues, Value};
 use async_graphql_axum::GraphQLRequest;
-use async_graphql_axum::rejection::GraphQLRejection;
-use axum::Json;
-use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::body::{Body, to_bytes};
+use axum::extract::{FromRequest, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use uuid::Uuid;
 
 use crate::auth::AuthError;
 use crate::error::{ApiError, ErrorCode};
-use crate::graphql::{self, RequestDb};
+use crate::graphql::{self, ArrivedOverGet, MUTATION_OVER_GET, RequestDb};
 use crate::state::AppState;
 
-pub async fn handle(
-    State(state): State<AppState>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    request: Result<GraphQLRequest, GraphQLRejection>,
-) -> Response {
-    match run(state, method, uri, headers, request).await {
+/// The GraphQL-over-HTTP media type; plain `application/json` is served to clients that do not
+/// ask for it.
+const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
+
+pub async fn handle(State(state): State<AppState>, request: Request) -> Response {
+    let wants_graphql_json = accepts(request.headers(), GRAPHQL_RESPONSE_JSON);
+    let mut response = match run(state, request).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
+    };
+    if wants_graphql_json {
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(GRAPHQL_RESPONSE_JSON),
+        );
     }
+    response
 }
 
-async fn run(
-    state: AppState,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    request: Result<GraphQLRequest, GraphQLRejection>,
-) -> Result<Response, ApiError> {
-    // Authentication comes first: nothing about a request from an unknown caller is parsed,
+async fn run(state: AppState, request: Request) -> Result<Response, ApiError> {
+    // Authentication comes first: nothing of an unknown caller's request is read or parsed,
     // and no database connection is opened for it.
-    let token = bearer_token(&uri, &headers)?;
+    let token = bearer_token(request.uri(), request.headers())?;
     let principal = state.auth.authenticate(token).await?;
 
-    let request = request.map_err(|rejection| {
+    let over_get = request.method() == Method::GET;
+    let graphql_request = read_request(request, state.limits.max_body_bytes).await?;
+
+    let db = Arc::new(RequestDb::new(
+        state.db.clone(),
+        principal,
+        !over_get,
+        Uuid::new_v4(),
+    ));
+    let mut graphql_request = graphql::attach(graphql_request, db.clone());
+    if over_get {
+        graphql_request = graphql_request.data(ArrivedOverGet);
+    }
+    let mut response = state.schema.execute(graphql_request).await;
+    db.finish(response.errors.is_empty()).await?;
+
+    let mut status = StatusCode::OK;
+    let request_failed = response.data == Value::Null && !response.errors.is_empty();
+    for (i, error) in response.errors.iter_mut().enumerate() {
+        let extensions = error
+            .extensions
+            .get_or_insert_with(ErrorExtensionValues::default);
+        let code = match extensions.get("code") {
+            Some(Value::String(code)) => code.clone(),
+            // Apollo clients recognise this one by code and then send the full query.
+            _ if error.message == "PersistedQueryNotFound" => {
+                ErrorCode::PersistedQueryNotFound.as_str().to_owned()
+            }
+            // Errors raised by the GraphQL engine itself (parse, validation, limits) are the
+            // caller's to fix.
+            _ => ErrorCode::BadUserInput.as_str().to_owned(),
+        };
+        extensions.set("code", code.as_str());
+        if i == 0 && request_failed {
+            status = if over_get && error.message == MUTATION_OVER_GET {
+                StatusCode::METHOD_NOT_ALLOWED
+            } else if code == ErrorCode::PersistedQueryNotFound.as_str() {
+                // As Apollo Server does: the client retries with the full query.
+                StatusCode::OK
+            } else {
+                status_of(&code).unwrap_or(StatusCode::BAD_REQUEST)
+            };
+        }
+    }
+    let mut reply = (
+        status,
+        [(header::CACHE_CONTROL, "no-store")],
+        axum::Json(response),
+    )
+        .into_response();
+    if status == StatusCode::METHOD_NOT_ALLOWED {
+        reply
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
+    }
+    Ok(reply)
+}
+
+/// Reads a GraphQL request from the query string (GET) or a JSON body (POST) of bounded size.
+async fn read_request(
+    request: Request,
+    max_body_bytes: usize,
+) -> Result<async_graphql::Request, ApiError> {
+    let (parts, body) = request.into_parts();
+    let body = if parts.method == Method::POST {
+        let content_type = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        let media_type = content_type.split(';').next().unwrap_or_default().trim();
+        if !media_type.eq_ignore_ascii_case("application/json") {
+            return Err(ApiError::new(
+                ErrorCode::BadUserInput,
+                "send the GraphQL request as Content-Type: application/json",
+            )
+            .with_status(StatusCode::UNSUPPORTED_MEDIA_TYPE));
+        }
+        let bytes = to_bytes(body, max_body_bytes).await.map_err(|_| {
+            ApiError::new(
+                ErrorCode::BadUserInput,
+                format!("the request body is larger than {max_body_bytes} bytes"),
+            )
+            .with_status(StatusCode::PAYLOAD_TOO_LARGE)
+        })?;
+        Body::from(bytes)
+    } else {
+        Body::empty()
+    };
+    GraphQLRequest::<async_graphql_axum::rejection::GraphQLRejection>::from_request(
+        Request::from_parts(parts, body),
+        &(),
+    )
+    .await
+    .map(GraphQLRequest::into_inner)
+    .map_err(|rejection| {
         tracing::info!(reason = %rejection.0, "malformed GraphQL request");
         ApiError::new(
             ErrorCode::BadUserInput,
             "the request is not a valid GraphQL request",
         )
-    })?;
-    let request_id = Uuid::new_v4();
-    // GraphQL over GET may only read: mutations need POST (the scope refuses writes otherwise).
-    let db = Arc::new(RequestDb::new(
-        state.db.clone(),
-        principal,
-        method == Method::POST,
-        request_id,
-    ));
-    let mut response = state
-        .schema
-        .execute(graphql::attach(request.into_inner(), db.clone()))
-        .await;
-    db.finish(response.errors.is_empty()).await?;
+    })
+}
 
-    let request_failed = response.data == async_graphql::Value::Null && !response.errors.is_empty();
-    for error in &mut response.errors {
-        let extensions = error
-            .extensions
-            .get_or_insert_with(ErrorExtensionValues::default);
-        if extensions.get("code").is_none() {
-            // Errors raised by the GraphQL engine itself (parse, validation, limits) are the
-            // caller's to fix.
-            extensions.set("code", ErrorCode::BadUserInput.as_str());
-        }
-    }
-    let status = if request_failed {
-        response
-            .errors
-            .first()
-            .and_then(|e| e.extensions.as_ref()?.get("code").cloned())
-            .and_then(|code| match code {
-                async_graphql::Value::String(code) => status_of(&code),
-                _ => None,
-            })
-            .unwrap_or(StatusCode::BAD_REQUEST)
-    } else {
-        StatusCode::OK
-    };
-    Ok((
-        status,
-        [(header::CACHE_CONTROL, "no-store")],
-        Json(response),
-    )
-        .into_response())
+fn accepts(headers: &HeaderMap, media_type: &str) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .eq_ignore_ascii_case(media_type)
+        })
 }
 
 fn status_of(code: &str) -> Option<StatusCode> {
