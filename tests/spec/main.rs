@@ -5,6 +5,8 @@ mod support;
 mod authentication;
 mod catalog;
 mod connection_reuse;
+mod contract;
+mod graphql_api;
 mod isolation_under_concurrency;
 mod migrations;
 mod rls_assignments;

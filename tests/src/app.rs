@@ -110,6 +110,30 @@ impl TestApp {
     }
 }
 
+/// The text of a client operation in `tests/operations/<name>.graphql`.
+pub fn operation(name: &str) -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("operations")
+        .join(format!("{name}.graphql"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+impl TestApp {
+    /// Runs the named client operation from `tests/operations/`.
+    pub async fn operation(&self, token: &str, name: &str, variables: Value) -> GraphqlReply {
+        let query = operation(name);
+        let reply = self
+            .http
+            .post(self.url("/graphql"))
+            .bearer_auth(token)
+            .json(&json!({ "query": query, "operationName": name, "variables": variables }))
+            .send()
+            .await
+            .expect("gateway answers");
+        GraphqlReply::from(reply).await
+    }
+}
+
 /// An HTTP reply to a GraphQL request.
 #[derive(Debug)]
 pub struct GraphqlReply {

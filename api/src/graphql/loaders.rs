@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use async_graphql::dataloader::Loader;
+use async_graphql::dataloader::{DataLoader, HashMapCache, Loader};
 use entities::{clinician, clinician_patient, patient};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect, TransactionTrait};
 use uuid::Uuid;
@@ -13,6 +13,11 @@ use super::RequestDb;
 use super::types::{CareRole, CareTeamMember, Clinician, ClinicianRow};
 use crate::db::DbError;
 use crate::error::ApiError;
+
+/// The request's care-team loader (what resolvers look up in the context).
+pub type CareTeams = DataLoader<CareTeamLoader, HashMapCache>;
+/// The request's clinical-notes loader.
+pub type ClinicalNotes = DataLoader<ClinicalNotesLoader, HashMapCache>;
 
 /// Loads care teams by patient id.
 pub struct CareTeamLoader(pub Arc<RequestDb>);

@@ -10,14 +10,14 @@ mod types;
 
 use std::sync::Arc;
 
-use async_graphql::dataloader::DataLoader;
+use async_graphql::dataloader::{DataLoader, HashMapCache};
 use async_graphql::extensions::apollo_persisted_queries::{
     ApolloPersistedQueries, LruCacheStorage,
 };
 use async_graphql::{Context, EmptySubscription, SDLExportOptions, Schema};
 
 pub use context::RequestDb;
-use loaders::{CareTeamLoader, ClinicalNotesLoader};
+use loaders::{CareTeamLoader, CareTeams, ClinicalNotes, ClinicalNotesLoader};
 pub use mutation::Mutation;
 pub use policy::{ArrivedOverGet, MUTATION_OVER_GET};
 pub use query::Query;
@@ -83,13 +83,18 @@ pub fn sdl() -> String {
 
 /// Attaches one request's database access and DataLoaders to a GraphQL request.
 pub fn attach(request: async_graphql::Request, db: Arc<RequestDb>) -> async_graphql::Request {
-    request
-        .data(DataLoader::new(CareTeamLoader(db.clone()), tokio::spawn))
-        .data(DataLoader::new(
-            ClinicalNotesLoader(db.clone()),
-            tokio::spawn,
-        ))
-        .data(db)
+    // Cached per request, so a page's prefetch serves every field that follows.
+    let care_teams: CareTeams = DataLoader::with_cache(
+        CareTeamLoader(db.clone()),
+        tokio::spawn,
+        HashMapCache::default(),
+    );
+    let notes: ClinicalNotes = DataLoader::with_cache(
+        ClinicalNotesLoader(db.clone()),
+        tokio::spawn,
+        HashMapCache::default(),
+    );
+    request.data(care_teams).data(notes).data(db)
 }
 
 /// The request's database access, from a resolver's context.

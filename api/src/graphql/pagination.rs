@@ -14,6 +14,7 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
+use super::loaders::{CareTeams, ClinicalNotes};
 use super::types::{Patient, PatientRow};
 use super::{ApiLimits, RequestDb};
 use crate::error::ApiError;
@@ -178,6 +179,7 @@ pub async fn patients_page(
     };
     let has_next = rows.len() > first as usize;
     rows.truncate(first as usize);
+    prefetch(ctx, request, rows.iter().map(|r| r.id).collect()).await?;
     let edges = rows
         .into_iter()
         .map(|row| PatientEdge {
@@ -186,6 +188,23 @@ pub async fn patients_page(
         })
         .collect();
     Ok(PatientConnection::new(after.is_some(), has_next, edges))
+}
+
+/// Loads what the client selected on the page's patients in one batch per field, rather than
+/// relying on the DataLoader's timing window to gather the whole page.
+async fn prefetch(ctx: &Context<'_>, request: &RequestDb, ids: Vec<Uuid>) -> Result<(), ApiError> {
+    let node = ctx.look_ahead().field("edges").field("node");
+    if node.field("careTeam").exists() {
+        ctx.data_unchecked::<CareTeams>()
+            .load_many(ids.iter().copied())
+            .await?;
+    }
+    // Only clinicians hold the clinical-notes grant; for anyone else each field reports its own
+    // FORBIDDEN error.
+    if node.field("clinicalNotes").exists() && request.principal().role == AppRole::Clinician {
+        ctx.data_unchecked::<ClinicalNotes>().load_many(ids).await?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

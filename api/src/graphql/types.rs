@@ -1,13 +1,12 @@
 //! The GraphQL object types. Each wraps a row the database let the caller read; nothing here
 //! decides visibility.
 
-use async_graphql::dataloader::DataLoader;
 use async_graphql::{Context, Enum, ID, Object, Result};
 use chrono::{DateTime, FixedOffset, NaiveDate};
 use sea_orm::FromQueryResult;
 use uuid::Uuid;
 
-use super::loaders::{CareTeamLoader, ClinicalNotesLoader};
+use super::loaders::{CareTeams, ClinicalNotes};
 use super::pagination::{PatientConnection, PatientFilter, patients_page};
 use super::request_db;
 
@@ -57,11 +56,11 @@ impl Patient {
     }
 
     /// Free-text clinical notes. Clinicians only: for other roles the database refuses the
-    /// column and this field resolves to a `FORBIDDEN` error (the rest of the patient still
-    /// resolves).
-    async fn clinical_notes(&self, ctx: &Context<'_>) -> Result<String> {
-        let loader = ctx.data_unchecked::<DataLoader<ClinicalNotesLoader>>();
-        Ok(loader.load_one(self.0.id).await?.unwrap_or_default())
+    /// column, this field is null with a `FORBIDDEN` error, and the rest of the patient still
+    /// resolves.
+    async fn clinical_notes(&self, ctx: &Context<'_>) -> Result<Option<String>> {
+        let loader = ctx.data_unchecked::<ClinicalNotes>();
+        Ok(loader.load_one(self.0.id).await?)
     }
 
     /// Optimistic-concurrency version: pass it as `expectedVersion` when updating. Every update
@@ -77,7 +76,7 @@ impl Patient {
 
     /// The clinicians assigned to this patient, with their role in the patient's care.
     async fn care_team(&self, ctx: &Context<'_>) -> Result<Vec<CareTeamMember>> {
-        let loader = ctx.data_unchecked::<DataLoader<CareTeamLoader>>();
+        let loader = ctx.data_unchecked::<CareTeams>();
         Ok(loader.load_one(self.0.id).await?.unwrap_or_default())
     }
 }

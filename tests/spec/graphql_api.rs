@@ -1,0 +1,862 @@
+//! The GraphQL API as clients use it: Apollo-style operations from `tests/operations/`, RLS
+//! through GraphQL, one transaction per request, and coded errors for every mistake.
+
+use std::collections::BTreeSet;
+
+use rowguard_tests::TestDb;
+use rowguard_tests::app::{ALLOWED_ORIGIN, GraphqlReply, TestApp};
+use rowguard_tests::fixtures::{Person, admit, assign, enroll_at};
+use rowguard_tests::issuer::TestIssuer;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+/// alice and bob (clinicians) share S-1; alice also has A-1, A-2; bob has B-1. carol is a
+/// coordinator, dave an auditor.
+struct World {
+    _t: TestDb,
+    issuer: TestIssuer,
+    app: TestApp,
+    alice: Person,
+    bob: Person,
+    dave: Person,
+    patients: std::collections::BTreeMap<&'static str, Uuid>,
+}
+
+impl World {
+    async fn new() -> World {
+        let t = TestDb::new().await;
+        let issuer = TestIssuer::start().await;
+        let owner = t.owner().await;
+        let alice = enroll_at(&owner, issuer.url(), "alice").await;
+        let bob = enroll_at(&owner, issuer.url(), "bob").await;
+        enroll_at(&owner, issuer.url(), "carol").await;
+        let dave = enroll_at(&owner, issuer.url(), "dave").await;
+        let mut patients = std::collections::BTreeMap::new();
+        for mrn in ["A-1", "A-2", "S-1", "B-1"] {
+            patients.insert(mrn, admit(&owner, mrn).await);
+        }
+        for mrn in ["A-1", "A-2", "S-1"] {
+            assign(&owner, &alice, patients[mrn]).await;
+        }
+        for mrn in ["S-1", "B-1"] {
+            assign(&owner, &bob, patients[mrn]).await;
+        }
+        let app = TestApp::start(&t, &issuer).await;
+        World {
+            _t: t,
+            issuer,
+            app,
+            alice,
+            bob,
+            dave,
+            patients,
+        }
+    }
+
+    fn token(&self, subject: &str, role: &str) -> String {
+        self.issuer.token(subject).roles(&[role]).mint()
+    }
+
+    fn alice(&self) -> String {
+        self.token("alice", "clinician")
+    }
+
+    fn carol(&self) -> String {
+        self.token("carol", "coordinator")
+    }
+}
+
+fn mrns_of(edges: &Value) -> BTreeSet<String> {
+    edges
+        .as_array()
+        .unwrap_or_else(|| panic!("not a list of edges: {edges}"))
+        .iter()
+        .map(|e| e["node"]["mrn"].as_str().expect("mrn").to_owned())
+        .collect()
+}
+
+fn set(items: &[&str]) -> BTreeSet<String> {
+    items.iter().map(|s| (*s).to_owned()).collect()
+}
+
+#[tokio::test]
+async fn me_returns_the_signed_in_clinician() {
+    let w = World::new().await;
+    let reply = w.app.operation(&w.alice(), "Me", json!({})).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(
+        reply.data()["me"],
+        json!({ "__typename": "Clinician", "id": w.alice.id.to_string(), "displayName": "Dr. alice" })
+    );
+}
+
+#[tokio::test]
+async fn clinician_lists_exactly_their_patients_with_correct_care_teams() {
+    let w = World::new().await;
+    let reply = w
+        .app
+        .operation(&w.alice(), "MyPatients", json!({ "first": 10 }))
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let edges = &reply.data()["patients"]["edges"];
+    assert_eq!(mrns_of(edges), set(&["A-1", "A-2", "S-1"]));
+    let shared = edges
+        .as_array()
+        .expect("edges")
+        .iter()
+        .find(|e| e["node"]["mrn"] == "S-1")
+        .expect("S-1 listed");
+    let team: BTreeSet<String> = shared["node"]["careTeam"]
+        .as_array()
+        .expect("care team")
+        .iter()
+        .map(|m| {
+            m["clinician"]["displayName"]
+                .as_str()
+                .expect("name")
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(team, set(&["Dr. alice", "Dr. bob"]));
+}
+
+#[tokio::test]
+async fn patients_page_through_with_cursors() {
+    let w = World::new().await;
+    let first = w
+        .app
+        .operation(&w.alice(), "MyPatients", json!({ "first": 2 }))
+        .await;
+    let page = &first.data()["patients"];
+    assert_eq!(page["pageInfo"]["hasNextPage"], true);
+    let rest = w
+        .app
+        .operation(
+            &w.alice(),
+            "MyPatients",
+            json!({ "first": 2, "after": page["pageInfo"]["endCursor"] }),
+        )
+        .await;
+    let rest_page = &rest.data()["patients"];
+    assert_eq!(rest_page["pageInfo"]["hasNextPage"], false);
+    let mut all = mrns_of(&page["edges"]);
+    all.extend(mrns_of(&rest_page["edges"]));
+    assert_eq!(all, set(&["A-1", "A-2", "S-1"]));
+}
+
+#[tokio::test]
+async fn search_matches_name_or_mrn() {
+    let w = World::new().await;
+    let reply = w
+        .app
+        .operation(&w.alice(), "MyPatients", json!({ "search": "s-1" }))
+        .await;
+    assert_eq!(mrns_of(&reply.data()["patients"]["edges"]), set(&["S-1"]));
+    let reply = w
+        .app
+        .operation(&w.alice(), "MyPatients", json!({ "search": "%" }))
+        .await;
+    assert!(
+        mrns_of(&reply.data()["patients"]["edges"]).is_empty(),
+        "LIKE wildcards are escaped"
+    );
+}
+
+#[tokio::test]
+async fn an_invisible_patient_and_a_nonexistent_one_look_the_same() {
+    let w = World::new().await;
+    let invisible = w
+        .app
+        .operation(
+            &w.alice(),
+            "PatientDetail",
+            json!({ "id": w.patients["B-1"] }),
+        )
+        .await;
+    let nonexistent = w
+        .app
+        .operation(&w.alice(), "PatientDetail", json!({ "id": Uuid::new_v4() }))
+        .await;
+    assert_eq!(
+        (invisible.status, &invisible.body),
+        (nonexistent.status, &nonexistent.body)
+    );
+    assert_eq!(invisible.body, json!({ "data": { "patient": null } }));
+}
+
+#[tokio::test]
+async fn nested_care_team_patients_never_reach_an_invisible_patient() {
+    let w = World::new().await;
+    let query = "query($id: ID!) { patient(id: $id) { careTeam { clinician { displayName \
+                 patients(first: 100) { edges { node { mrn } } } } } } }";
+    let reply = w
+        .app
+        .graphql(Some(&w.alice()), query, json!({ "id": w.patients["S-1"] }))
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    for member in reply.data()["patient"]["careTeam"]
+        .as_array()
+        .expect("care team")
+    {
+        let seen = mrns_of(&member["clinician"]["patients"]["edges"]);
+        assert!(
+            !seen.contains("B-1"),
+            "bob's other patient leaked through the care team: {seen:?}"
+        );
+        if member["clinician"]["displayName"] == "Dr. bob" {
+            assert_eq!(seen, set(&["S-1"]));
+        }
+    }
+}
+
+#[tokio::test]
+async fn coordinator_asking_for_clinical_notes_gets_a_forbidden_field_error() {
+    let w = World::new().await;
+    let reply = w
+        .app
+        .operation(
+            &w.carol(),
+            "PatientDetail",
+            json!({ "id": w.patients["A-1"] }),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(
+        reply.data()["patient"]["mrn"],
+        "A-1",
+        "the rest of the patient resolves"
+    );
+    assert_eq!(reply.data()["patient"]["clinicalNotes"], Value::Null);
+    assert_eq!(reply.code(), Some("FORBIDDEN"));
+    assert_eq!(
+        reply.body["errors"][0]["path"],
+        json!(["patient", "clinicalNotes"])
+    );
+}
+
+#[tokio::test]
+async fn clinician_reads_clinical_notes() {
+    let w = World::new().await;
+    let reply = w
+        .app
+        .operation(
+            &w.alice(),
+            "PatientDetail",
+            json!({ "id": w.patients["A-1"] }),
+        )
+        .await;
+    assert_eq!(
+        reply.data()["patient"]["clinicalNotes"],
+        "synthetic notes for A-1",
+        "{}",
+        reply.body
+    );
+}
+
+fn update(id: Uuid, expected_version: i32, notes: &str) -> Value {
+    json!({ "input": { "id": id, "expectedVersion": expected_version, "clinicalNotes": notes } })
+}
+
+#[tokio::test]
+async fn clinician_updates_an_assigned_patient() {
+    let w = World::new().await;
+    let reply = w
+        .app
+        .operation(
+            &w.alice(),
+            "UpdatePatient",
+            update(w.patients["A-1"], 1, "seen today"),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.data()["updatePatient"]["clinicalNotes"], "seen today");
+    assert_eq!(reply.data()["updatePatient"]["version"], 2);
+}
+
+#[tokio::test]
+async fn updating_an_invisible_patient_is_not_found() {
+    let w = World::new().await;
+    let reply = w
+        .app
+        .operation(
+            &w.alice(),
+            "UpdatePatient",
+            update(w.patients["B-1"], 1, "x"),
+        )
+        .await;
+    assert_eq!(
+        (reply.status, reply.code()),
+        (404, Some("NOT_FOUND")),
+        "{}",
+        reply.body
+    );
+}
+
+#[tokio::test]
+async fn stale_expected_version_is_a_conflict() {
+    let w = World::new().await;
+    let reply = w
+        .app
+        .operation(
+            &w.alice(),
+            "UpdatePatient",
+            update(w.patients["A-1"], 7, "x"),
+        )
+        .await;
+    assert_eq!(
+        (reply.status, reply.code()),
+        (409, Some("CONFLICT")),
+        "{}",
+        reply.body
+    );
+}
+
+#[tokio::test]
+async fn coordinator_cannot_update_patients() {
+    let w = World::new().await;
+    let reply = w
+        .app
+        .operation(
+            &w.carol(),
+            "UpdatePatient",
+            update(w.patients["A-1"], 1, "x"),
+        )
+        .await;
+    assert_eq!(reply.code(), Some("FORBIDDEN"), "{}", reply.body);
+}
+
+#[tokio::test]
+async fn invalid_input_is_bad_user_input_naming_the_field() {
+    let w = World::new().await;
+    let vars =
+        json!({ "input": { "id": w.patients["A-1"], "expectedVersion": 1, "givenName": "  " } });
+    let reply = w.app.operation(&w.alice(), "UpdatePatient", vars).await;
+    assert_eq!(
+        (reply.status, reply.code()),
+        (400, Some("BAD_USER_INPUT")),
+        "{}",
+        reply.body
+    );
+    let message = reply.body["errors"][0]["message"]
+        .as_str()
+        .expect("message");
+    assert!(message.starts_with("input.givenName"), "{message}");
+}
+
+#[tokio::test]
+async fn concurrent_updates_with_the_same_version_exactly_one_wins() {
+    let w = World::new().await;
+    let bob = w.token("bob", "clinician");
+    let alice = w.alice();
+    let shared = w.patients["S-1"];
+    let (a, b) = tokio::join!(
+        w.app
+            .operation(&alice, "UpdatePatient", update(shared, 1, "alice's note")),
+        w.app
+            .operation(&bob, "UpdatePatient", update(shared, 1, "bob's note")),
+    );
+    let codes: BTreeSet<Option<String>> = [&a, &b]
+        .iter()
+        .map(|r| r.code().map(str::to_owned))
+        .collect();
+    assert_eq!(
+        codes,
+        BTreeSet::from([None, Some("CONFLICT".to_owned())]),
+        "{} / {}",
+        a.body,
+        b.body
+    );
+    let winner = if a.code().is_none() {
+        "alice's note"
+    } else {
+        "bob's note"
+    };
+    let after = w
+        .app
+        .operation(&alice, "PatientDetail", json!({ "id": shared }))
+        .await;
+    assert_eq!(
+        after.data()["patient"]["clinicalNotes"],
+        winner,
+        "the winning write is the one stored"
+    );
+    assert_eq!(after.data()["patient"]["version"], 2);
+}
+
+#[tokio::test]
+async fn a_mutation_that_fails_half_way_leaves_no_partial_write() {
+    let w = World::new().await;
+    let query = "mutation($dave: ID!, $alice: ID!, $p: ID!) { \
+                 first: assignClinician(input: { clinicianId: $dave, patientId: $p, careRole: NURSING }) { id } \
+                 second: assignClinician(input: { clinicianId: $alice, patientId: $p, careRole: ATTENDING }) { id } }";
+    let vars = json!({ "dave": w.dave.id.to_string(), "alice": w.alice.id.to_string(), "p": w.patients["A-1"] });
+    let reply = w.app.graphql(Some(&w.carol()), query, vars).await;
+    assert_eq!(
+        reply.code(),
+        Some("CONFLICT"),
+        "alice is already assigned: {}",
+        reply.body
+    );
+
+    let team = w
+        .app
+        .operation(&w.carol(), "MyPatients", json!({ "search": "A-1" }))
+        .await;
+    let members = &team.data()["patients"]["edges"][0]["node"]["careTeam"];
+    let ids: Vec<&str> = members
+        .as_array()
+        .expect("care team")
+        .iter()
+        .map(|m| m["clinician"]["id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(
+        ids,
+        vec![w.alice.id.to_string().as_str()],
+        "dave's assignment was rolled back"
+    );
+}
+
+#[tokio::test]
+async fn coordinator_enrolls_assigns_and_unassigns() {
+    let w = World::new().await;
+    let carol = w.carol();
+    let enrolled = w
+        .app
+        .operation(
+            &carol,
+            "EnrollClinician",
+            json!({ "input": { "issuer": w.issuer.url(), "subject": "erin", "displayName": "Dr. Erin" } }),
+        )
+        .await;
+    assert_eq!(enrolled.status, 200, "{}", enrolled.body);
+    let erin = enrolled.data()["enrollClinician"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+
+    let assign = json!({ "input": { "clinicianId": erin, "patientId": w.patients["B-1"], "careRole": "CONSULTING" } });
+    let assigned = w
+        .app
+        .operation(&carol, "AssignClinician", assign.clone())
+        .await;
+    assert_eq!(assigned.status, 200, "{}", assigned.body);
+    let erin_sees = w
+        .app
+        .operation(&w.token("erin", "clinician"), "MyPatients", json!({}))
+        .await;
+    assert_eq!(
+        mrns_of(&erin_sees.data()["patients"]["edges"]),
+        set(&["B-1"])
+    );
+
+    let again = w.app.operation(&carol, "AssignClinician", assign).await;
+    assert_eq!(again.code(), Some("CONFLICT"));
+
+    let unassign = json!({ "input": { "clinicianId": erin, "patientId": w.patients["B-1"] } });
+    let removed = w
+        .app
+        .operation(&carol, "UnassignClinician", unassign.clone())
+        .await;
+    assert_eq!(removed.status, 200, "{}", removed.body);
+    let gone = w.app.operation(&carol, "UnassignClinician", unassign).await;
+    assert_eq!(gone.code(), Some("NOT_FOUND"));
+}
+
+#[tokio::test]
+async fn clinician_cannot_use_coordinator_mutations() {
+    let w = World::new().await;
+    let alice = w.alice();
+    let enroll =
+        json!({ "input": { "issuer": w.issuer.url(), "subject": "x", "displayName": "X" } });
+    assert_eq!(
+        w.app
+            .operation(&alice, "EnrollClinician", enroll)
+            .await
+            .code(),
+        Some("FORBIDDEN")
+    );
+    let assign = json!({ "input": { "clinicianId": w.alice.id.to_string(), "patientId": w.patients["B-1"], "careRole": "ATTENDING" } });
+    assert_eq!(
+        w.app
+            .operation(&alice, "AssignClinician", assign)
+            .await
+            .code(),
+        Some("FORBIDDEN")
+    );
+    let unassign =
+        json!({ "input": { "clinicianId": w.bob.id.to_string(), "patientId": w.patients["S-1"] } });
+    assert_eq!(
+        w.app
+            .operation(&alice, "UnassignClinician", unassign)
+            .await
+            .code(),
+        Some("FORBIDDEN")
+    );
+}
+
+#[tokio::test]
+async fn clinician_directory_depends_on_the_role() {
+    let w = World::new().await;
+    let names = |reply: &GraphqlReply| -> BTreeSet<String> {
+        reply.data()["clinicians"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{}", reply.body))
+            .iter()
+            .map(|c| c["displayName"].as_str().expect("name").to_owned())
+            .collect()
+    };
+    let carol = w
+        .app
+        .operation(&w.carol(), "ClinicianDirectory", json!({}))
+        .await;
+    assert_eq!(
+        names(&carol),
+        set(&["Dr. alice", "Dr. bob", "Dr. carol", "Dr. dave"])
+    );
+    let alice = w
+        .app
+        .operation(&w.alice(), "ClinicianDirectory", json!({}))
+        .await;
+    assert_eq!(names(&alice), set(&["Dr. alice", "Dr. bob"]));
+}
+
+#[tokio::test]
+async fn auditor_gets_coded_errors_for_patient_data() {
+    let w = World::new().await;
+    let dave = w.token("dave", "auditor");
+    let me = w.app.operation(&dave, "Me", json!({})).await;
+    assert_eq!(me.data()["me"]["displayName"], "Dr. dave", "{}", me.body);
+    let patients = w.app.operation(&dave, "MyPatients", json!({})).await;
+    assert_eq!(patients.code(), Some("FORBIDDEN"), "{}", patients.body);
+}
+
+#[tokio::test]
+async fn a_page_of_100_patients_with_care_teams_costs_a_constant_number_of_statements() {
+    let w = World::new().await;
+    let t = &w._t;
+    let owner = t.owner().await;
+    for i in 0..100 {
+        let p = admit(&owner, &format!("N-{i}")).await;
+        assign(&owner, &w.bob, p).await;
+    }
+    let carol = w.carol();
+    let mut costs = Vec::new();
+    for first in [10, 100] {
+        let before = w.app.db.statements_executed();
+        let reply = w
+            .app
+            .operation(&carol, "MyPatients", json!({ "first": first }))
+            .await;
+        assert_eq!(
+            reply.data()["patients"]["edges"].as_array().map(Vec::len),
+            Some(first as usize)
+        );
+        costs.push(w.app.db.statements_executed() - before);
+    }
+    eprintln!(
+        "statements per page: first 10 -> {}, first 100 -> {}",
+        costs[0], costs[1]
+    );
+    assert_eq!(
+        costs[0], costs[1],
+        "the cost must not grow with the page size"
+    );
+    // Identity, the page, the assignments and their clinicians.
+    assert!(costs[1] <= 4, "{} statements for one page", costs[1]);
+}
+
+fn apq_hash(query: &str) -> String {
+    use sha2::Digest;
+    format!("{:x}", sha2::Sha256::digest(query.as_bytes()))
+}
+
+#[tokio::test]
+async fn automatic_persisted_queries_round_trip_over_post_and_get() {
+    let w = World::new().await;
+    let query = "query Mine { patients(first: 5) { edges { node { mrn } } } }";
+    let extensions = json!({ "persistedQuery": { "version": 1, "sha256Hash": apq_hash(query) } });
+    let post = |body: Value| {
+        w.app
+            .http
+            .post(w.app.url("/graphql"))
+            .bearer_auth(w.alice())
+            .json(&body)
+            .send()
+    };
+    let unknown = GraphqlReply::from(
+        post(json!({ "extensions": extensions }))
+            .await
+            .expect("reply"),
+    )
+    .await;
+    assert_eq!(
+        unknown.code(),
+        Some("PERSISTED_QUERY_NOT_FOUND"),
+        "{}",
+        unknown.body
+    );
+
+    let registered = GraphqlReply::from(
+        post(json!({ "query": query, "extensions": extensions }))
+            .await
+            .expect("reply"),
+    )
+    .await;
+    assert_eq!(
+        mrns_of(&registered.data()["patients"]["edges"]),
+        set(&["A-1", "A-2", "S-1"])
+    );
+
+    let hash_only = GraphqlReply::from(
+        post(json!({ "extensions": extensions }))
+            .await
+            .expect("reply"),
+    )
+    .await;
+    assert_eq!(hash_only.body, registered.body);
+
+    let get = w
+        .app
+        .http
+        .get(w.app.url("/graphql"))
+        .query(&[("extensions", extensions.to_string())])
+        .bearer_auth(w.alice())
+        .send()
+        .await
+        .expect("reply");
+    assert_eq!(GraphqlReply::from(get).await.body, registered.body);
+}
+
+#[tokio::test]
+async fn queries_work_over_get_but_mutations_are_refused() {
+    let w = World::new().await;
+    let get = |query: &str| {
+        w.app
+            .http
+            .get(w.app.url("/graphql"))
+            .query(&[("query", query)])
+            .bearer_auth(w.alice())
+            .send()
+    };
+    let query = GraphqlReply::from(get("{ me { displayName } }").await.expect("reply")).await;
+    assert_eq!(query.data()["me"]["displayName"], "Dr. alice");
+
+    let mutation = format!(
+        "mutation {{ updatePatient(input: {{ id: \"{}\", expectedVersion: 1, clinicalNotes: \"via GET\" }}) {{ version }} }}",
+        w.patients["A-1"]
+    );
+    let refused = GraphqlReply::from(get(&mutation).await.expect("reply")).await;
+    assert_eq!(
+        (refused.status, refused.code()),
+        (405, Some("BAD_USER_INPUT")),
+        "{}",
+        refused.body
+    );
+    let after = w
+        .app
+        .operation(
+            &w.alice(),
+            "PatientDetail",
+            json!({ "id": w.patients["A-1"] }),
+        )
+        .await;
+    assert_eq!(after.data()["patient"]["version"], 1, "nothing was written");
+}
+
+#[tokio::test]
+async fn cors_preflight_is_allowed_only_for_configured_origins() {
+    let w = World::new().await;
+    let preflight = |origin: &str| {
+        w.app
+            .http
+            .request(reqwest::Method::OPTIONS, w.app.url("/graphql"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "authorization, content-type",
+            )
+            .send()
+    };
+    let allowed = preflight(ALLOWED_ORIGIN).await.expect("reply");
+    assert_eq!(
+        allowed
+            .headers()
+            .get("access-control-allow-origin")
+            .and_then(|v| v.to_str().ok()),
+        Some(ALLOWED_ORIGIN)
+    );
+    assert_eq!(
+        allowed
+            .headers()
+            .get("access-control-allow-credentials")
+            .and_then(|v| v.to_str().ok()),
+        Some("true")
+    );
+    let allowed_headers = allowed
+        .headers()
+        .get("access-control-allow-headers")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    assert!(
+        allowed_headers.contains("authorization"),
+        "{allowed_headers}"
+    );
+
+    let other = preflight("https://evil.example").await.expect("reply");
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+}
+
+#[tokio::test]
+async fn graphql_response_json_is_served_when_asked_for() {
+    let w = World::new().await;
+    let reply = w
+        .app
+        .http
+        .post(w.app.url("/graphql"))
+        .bearer_auth(w.alice())
+        .header("accept", "application/graphql-response+json")
+        .json(&json!({ "query": "{ me { id } }" }))
+        .send()
+        .await
+        .expect("reply");
+    assert_eq!(
+        reply
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("application/graphql-response+json")
+    );
+    let plain = w
+        .app
+        .graphql(Some(&w.alice()), "{ me { id } }", json!({}))
+        .await;
+    assert_eq!(plain.status, 200);
+}
+
+/// Sends a raw body and expects a 4xx with a coded GraphQL error (never a 500 or a panic).
+async fn assert_coded_4xx(w: &World, request: reqwest::RequestBuilder) -> GraphqlReply {
+    let reply =
+        GraphqlReply::from(request.bearer_auth(w.alice()).send().await.expect("reply")).await;
+    assert!(
+        (400..500).contains(&reply.status),
+        "status {}: {}",
+        reply.status,
+        reply.body
+    );
+    assert!(reply.code().is_some(), "no extensions.code: {}", reply.body);
+    reply
+}
+
+fn post_json(w: &World, body: Value) -> reqwest::RequestBuilder {
+    w.app.http.post(w.app.url("/graphql")).json(&body)
+}
+
+#[tokio::test]
+async fn depth_bomb_is_refused() {
+    let w = World::new().await;
+    let mut query = String::from("patients { edges { node { mrn } } }");
+    for _ in 0..10 {
+        query = format!(
+            "patients(first: 1) {{ edges {{ node {{ careTeam {{ clinician {{ {query} }} }} }} }} }}"
+        );
+    }
+    assert_coded_4xx(
+        &w,
+        post_json(&w, json!({ "query": format!("{{ {query} }}") })),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn alias_bomb_is_refused() {
+    let w = World::new().await;
+    let fields: Vec<String> = (0..10_000).map(|i| format!("a{i}: me {{ id }}")).collect();
+    let query = format!("{{ {} }}", fields.join(" "));
+    let reply = assert_coded_4xx(&w, post_json(&w, json!({ "query": query }))).await;
+    assert_eq!(reply.code(), Some("BAD_USER_INPUT"));
+}
+
+#[tokio::test]
+async fn over_size_page_is_refused() {
+    let w = World::new().await;
+    let reply = w
+        .app
+        .operation(&w.alice(), "MyPatients", json!({ "first": 1000 }))
+        .await;
+    assert_eq!(
+        (reply.status, reply.code()),
+        (400, Some("BAD_USER_INPUT")),
+        "{}",
+        reply.body
+    );
+}
+
+#[tokio::test]
+async fn over_size_body_is_refused() {
+    let w = World::new().await;
+    let padding = "x".repeat(2 * 1024 * 1024);
+    let reply = assert_coded_4xx(
+        &w,
+        post_json(
+            &w,
+            json!({ "query": "{ me { id } }", "variables": { "pad": padding } }),
+        ),
+    )
+    .await;
+    assert_eq!(reply.status, 413);
+}
+
+#[tokio::test]
+async fn malformed_json_is_refused() {
+    let w = World::new().await;
+    let request = w
+        .app
+        .http
+        .post(w.app.url("/graphql"))
+        .header("content-type", "application/json")
+        .body("{\"query\": \"{ me { id } }\"");
+    assert_coded_4xx(&w, request).await;
+}
+
+#[tokio::test]
+async fn wrong_content_type_is_refused() {
+    let w = World::new().await;
+    let request = w
+        .app
+        .http
+        .post(w.app.url("/graphql"))
+        .header("content-type", "text/plain")
+        .body("{\"query\": \"{ me { id } }\"}");
+    let reply = assert_coded_4xx(&w, request).await;
+    assert_eq!(reply.status, 415);
+}
+
+#[tokio::test]
+async fn unknown_operation_name_is_refused() {
+    let w = World::new().await;
+    let body = json!({ "query": "query A { me { id } }", "operationName": "B" });
+    assert_coded_4xx(&w, post_json(&w, body)).await;
+}
+
+#[tokio::test]
+async fn wrong_variable_types_are_refused() {
+    let w = World::new().await;
+    let body = json!({ "query": "query($first: Int) { patients(first: $first) { edges { cursor } } }", "variables": { "first": "ten" } });
+    assert_coded_4xx(&w, post_json(&w, body)).await;
+}
+
+#[tokio::test]
+async fn introspection_is_off_by_default() {
+    let w = World::new().await;
+    let reply = w
+        .app
+        .graphql(
+            Some(&w.alice()),
+            "{ __schema { types { name } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(reply.data()["__schema"], Value::Null, "{}", reply.body);
+}
