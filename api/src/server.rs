@@ -10,6 +10,7 @@ use crate::config::DatabaseSettings;
 use crate::db::Database;
 use crate::graphql::{ApiLimits, build_schema};
 use crate::routes;
+use crate::routes::playground::{AssetSource, Playground, default_assets_dir, load_local};
 use crate::state::AppState;
 
 /// Everything `rowguard serve` needs.
@@ -54,6 +55,20 @@ pub struct ServeSettings {
     #[arg(long, env = "ROWGUARD_MAX_ROOT_FIELDS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=1000))]
     pub max_root_fields: u64,
 
+    /// Serve the GraphiQL playground to browsers at GET /graphql.
+    #[arg(long, env = "ROWGUARD_PLAYGROUND", default_value_t = false, action = clap::ArgAction::Set)]
+    pub playground: bool,
+
+    /// Where the playground's GraphiQL and React files come from: `local` (served by Rowguard
+    /// from an npm install; works offline), `cdn` (pinned versions with Subresource Integrity),
+    /// or `auto` (local when installed, otherwise the CDN).
+    #[arg(long, env = "ROWGUARD_PLAYGROUND_ASSETS", default_value = "auto", value_parser = ["auto", "local", "cdn"])]
+    pub playground_assets: String,
+
+    /// The npm install holding the playground files (default: api/playground/node_modules).
+    #[arg(long, env = "ROWGUARD_PLAYGROUND_ASSETS_DIR")]
+    pub playground_assets_dir: Option<std::path::PathBuf>,
+
     /// Serve the schema to introspection queries.
     #[arg(long, env = "ROWGUARD_INTROSPECTION", default_value_t = false, action = clap::ArgAction::Set)]
     pub introspection: bool,
@@ -74,6 +89,31 @@ impl ServeSettings {
     }
 }
 
+impl ServeSettings {
+    /// The playground as configured, with its assets loaded.
+    pub fn playground(&self) -> Result<Option<Playground>, StartError> {
+        if !self.playground {
+            return Ok(None);
+        }
+        let dir = self
+            .playground_assets_dir
+            .clone()
+            .unwrap_or_else(default_assets_dir);
+        let source = match self.playground_assets.as_str() {
+            "cdn" => AssetSource::Cdn,
+            "local" => load_local(&dir).map_err(StartError::Playground)?,
+            _ => load_local(&dir).unwrap_or_else(|reason| {
+                tracing::warn!(%reason, "playground assets not installed locally; the browser will load them from the CDN");
+                AssetSource::Cdn
+            }),
+        };
+        Ok(Some(Playground {
+            source,
+            extra_controls: None,
+        }))
+    }
+}
+
 /// Why the server did not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -83,6 +123,8 @@ pub enum StartError {
     Database(#[from] crate::db::DbError),
     #[error(transparent)]
     SelfCheck(#[from] crate::db::SelfCheckError),
+    #[error("ROWGUARD_PLAYGROUND_ASSETS=local: {0}")]
+    Playground(String),
     #[error("cannot listen on {0}: {1}")]
     Listen(SocketAddr, std::io::Error),
 }
@@ -94,6 +136,7 @@ pub async fn build_state(
     oidc: &OidcSettings,
     limits: ApiLimits,
     cors_origins: Vec<String>,
+    playground: Option<Playground>,
 ) -> Result<AppState, StartError> {
     let db = Database::connect(database).await?;
     db.self_check().await?;
@@ -105,6 +148,7 @@ pub async fn build_state(
         schema: build_schema(limits),
         limits,
         cors_origins,
+        playground,
     })
 }
 
@@ -118,6 +162,7 @@ pub async fn serve(
         &settings.oidc,
         settings.limits(),
         settings.cors_origins.clone(),
+        settings.playground()?,
     )
     .await?;
     let listener = tokio::net::TcpListener::bind(settings.listen)

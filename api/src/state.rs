@@ -5,6 +5,7 @@ use std::sync::Arc;
 use crate::auth::Authenticator;
 use crate::db::Database;
 use crate::graphql::{ApiLimits, RowguardSchema};
+use crate::routes::playground::Playground;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -14,6 +15,8 @@ pub struct AppState {
     pub limits: ApiLimits,
     /// Browser origins allowed to call the API (CORS).
     pub cors_origins: Vec<String>,
+    /// The GraphiQL playground, when enabled.
+    pub playground: Option<Playground>,
 }
 
 impl std::fmt::Debug for AppState {

@@ -9,6 +9,7 @@ mod contract;
 mod graphql_api;
 mod isolation_under_concurrency;
 mod migrations;
+mod playground;
 mod rls_assignments;
 mod rls_clinicians;
 mod rls_patients;

@@ -9,6 +9,7 @@ use rowguard::auth::{Authenticator, OidcSettings, keep_fresh};
 use rowguard::db::Database;
 use rowguard::graphql::{ApiLimits, build_schema};
 use rowguard::routes;
+use rowguard::routes::playground::Playground;
 use rowguard::state::AppState;
 use serde_json::{Value, json};
 
@@ -42,6 +43,16 @@ impl TestApp {
 
     /// Serves with the given settings; does not wait for keys.
     pub async fn start_with(t: &TestDb, oidc: OidcSettings, limits: ApiLimits) -> TestApp {
+        Self::start_full(t, oidc, limits, None).await
+    }
+
+    /// Serves with the given settings and playground; does not wait for keys.
+    pub async fn start_full(
+        t: &TestDb,
+        oidc: OidcSettings,
+        limits: ApiLimits,
+        playground: Option<Playground>,
+    ) -> TestApp {
         // Server logs show with a failing test's output; ROWGUARD_TEST_LOG=debug for more.
         let _ = tracing_subscriber::fmt()
             .with_env_filter(
@@ -61,6 +72,7 @@ impl TestApp {
             schema: build_schema(limits),
             limits,
             cors_origins: vec![ALLOWED_ORIGIN.to_owned()],
+            playground,
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

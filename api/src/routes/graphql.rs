@@ -20,6 +20,13 @@ use crate::state::AppState;
 const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
 
 pub async fn handle(State(state): State<AppState>, request: Request) -> Response {
+    // A browser navigating to /graphql gets the playground (when enabled), not a 401.
+    if let Some(playground) = &state.playground
+        && request.method() == Method::GET
+        && accepts(request.headers(), "text/html")
+    {
+        return super::playground::page_response(playground);
+    }
     let wants_graphql_json = accepts(request.headers(), GRAPHQL_RESPONSE_JSON);
     let mut response = match run(state, request).await {
         Ok(response) => response,

@@ -2,6 +2,7 @@
 
 mod graphql;
 mod health;
+pub mod playground;
 
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ pub fn app(state: AppState) -> Router {
     let cors = cors(&state.cors_origins);
     Router::new()
         .route("/graphql", get(graphql::handle).post(graphql::handle))
+        .route("/playground/assets/{name}", get(playground::asset))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .layer(cors)
