@@ -13,3 +13,4 @@ pub mod principal;
 pub mod routes;
 pub mod server;
 pub mod state;
+pub mod dev;

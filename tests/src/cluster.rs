@@ -1,9 +1,9 @@
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use rowguard::dev::postgres::{LocalCluster, free_port};
 use sea_orm::sqlx::postgres::PgConnectOptions;
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 
@@ -106,53 +106,29 @@ fn credentials_of(url: &str) -> String {
         .to_owned()
 }
 
-/// initdb + pg_ctl start on a free port, as the `postgres` user when running as root (initdb
-/// refuses to run as root). A watcher process stops the server and deletes its files when this
-/// test process exits, however it exits.
+/// A private throwaway cluster from the installed server binaries on a free port. A watcher
+/// process stops the server and deletes its files when this test process exits, however it
+/// exits.
 fn start_private_cluster() -> Cluster {
-    let bindir = server_bindir();
-    let port = free_port();
+    let port = free_port().expect("a free loopback port");
     let data = std::env::temp_dir().join(format!("rowguard-test-{}-{port}", std::process::id()));
-    let as_root = is_root();
-
-    let mut initdb = server_command(&bindir, "initdb", as_root);
-    initdb.arg("-D").arg(&data).args([
-        "-U",
-        "postgres",
-        "--auth=trust",
-        "--no-sync",
-        "-E",
-        "UTF8",
-        "--locale=C",
-    ]);
-    run(initdb, "initdb");
-
-    let options = format!(
-        "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={dir} \
-         -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300",
-        dir = data.display()
-    );
-    let mut start = server_command(&bindir, "pg_ctl", as_root);
-    start
-        .arg("-D")
-        .arg(&data)
-        .arg("-l")
-        .arg(data.join("server.log"))
-        .args(["-o", &options, "-w", "-t", "60", "start"]);
-    run(start, "pg_ctl start");
-
-    let stop = format!(
-        "{run_as}{pg_ctl} -D {data} stop -m immediate >/dev/null 2>&1; rm -rf {data}",
-        run_as = if as_root {
-            "runuser -u postgres -- "
-        } else {
-            ""
-        },
-        pg_ctl = bindir.join("pg_ctl").display(),
-        data = data.display()
-    );
+    let cluster = LocalCluster::new(&data).unwrap_or_else(|e| {
+        panic!("{e}; or set TEST_DATABASE_URL to a server where this role may create databases and roles")
+    });
+    cluster.init().unwrap_or_else(|e| panic!("{e}"));
+    cluster
+        .start(
+            port,
+            &[
+                "fsync=off",
+                "synchronous_commit=off",
+                "full_page_writes=off",
+                "max_connections=300",
+            ],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
     let watcher = Command::new("sh")
-        .args(["-c", &format!("cat >/dev/null; {stop}")])
+        .args(["-c", &format!("cat >/dev/null; {}", cluster.destroy_command())])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -167,74 +143,4 @@ fn start_private_cluster() -> Cluster {
             .database("postgres"),
         _watcher: Some(Mutex::new(watcher)),
     }
-}
-
-/// Where `initdb`, `pg_ctl` and `postgres` live: `pg_config --bindir`, else the newest
-/// `/usr/lib/postgresql/*/bin`.
-pub fn server_bindir() -> PathBuf {
-    let from_pg_config = Command::new("pg_config")
-        .arg("--bindir")
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
-        .filter(|dir| dir.join("initdb").exists());
-    if let Some(dir) = from_pg_config {
-        return dir;
-    }
-    let mut candidates: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let version = e.file_name().to_string_lossy().parse::<u32>().ok()?;
-            let bin = e.path().join("bin");
-            bin.join("initdb").exists().then_some((version, bin))
-        })
-        .collect();
-    candidates.sort();
-    candidates.pop().map(|(_, bin)| bin).unwrap_or_else(|| {
-        panic!(
-            "no PostgreSQL server binaries found (looked at `pg_config --bindir` and \
-             /usr/lib/postgresql/*/bin). Install them (Debian: apt-get install postgresql) \
-             or set TEST_DATABASE_URL to a server where this role may create databases and roles."
-        )
-    })
-}
-
-fn server_command(bindir: &Path, program: &str, as_root: bool) -> Command {
-    if as_root {
-        let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--"]).arg(bindir.join(program));
-        c
-    } else {
-        Command::new(bindir.join(program))
-    }
-}
-
-fn run(mut command: Command, what: &str) {
-    let output = command
-        .output()
-        .unwrap_or_else(|e| panic!("running {what}: {e}"));
-    assert!(
-        output.status.success(),
-        "{what} failed: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("finding a free loopback port")
 }
