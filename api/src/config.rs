@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use clap::Args;
 use migration::RoleNames;
+use sea_orm::sqlx::postgres::{PgConnectOptions, PgSslMode};
 
 /// How the gateway reaches PostgreSQL.
 #[derive(Debug, Clone, Args)]
@@ -32,6 +33,12 @@ pub struct DatabaseSettings {
     #[arg(long, env = "ROWGUARD_DB_STATEMENT_CACHE", default_value_t = 100)]
     pub statement_cache_capacity: usize,
 
+    /// Allow a connection to a remote database without verifying its TLS certificate
+    /// (`sslmode=verify-full`). Only for networks you trust: otherwise anyone on the path can
+    /// read patient data.
+    #[arg(long, env = "ROWGUARD_DB_ALLOW_UNVERIFIED_TLS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub allow_unverified_tls: bool,
+
     /// Seconds to wait for a pooled connection before answering "service unavailable".
     #[arg(long, env = "ROWGUARD_DB_ACQUIRE_TIMEOUT_SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=300))]
     pub acquire_timeout_secs: u64,
@@ -46,7 +53,36 @@ impl DatabaseSettings {
             max_connections: 10,
             statement_cache_capacity: 100,
             acquire_timeout_secs: 5,
+            allow_unverified_tls: false,
         }
+    }
+
+    /// Refuses a remote database reached without certificate verification, unless the operator
+    /// opted out. Loopback hosts and Unix sockets never leave the machine.
+    pub fn check_transport_security(&self) -> Result<(), String> {
+        let options: PgConnectOptions = self
+            .url
+            .parse()
+            .map_err(|e| format!("DATABASE_URL is not a valid PostgreSQL URL: {e}"))?;
+        let host = options.get_host();
+        let local = options.get_socket().is_some()
+            || host.starts_with('/')
+            || host == "localhost"
+            || host == "::1"
+            || host == "[::1]"
+            || host.starts_with("127.");
+        if local
+            || self.allow_unverified_tls
+            || matches!(options.get_ssl_mode(), PgSslMode::VerifyFull)
+        {
+            return Ok(());
+        }
+        Err(format!(
+            "DATABASE_URL connects to {host} without verifying the server's TLS certificate \
+             (sslmode={:?}); add `sslmode=verify-full` (and `sslrootcert=` for a private CA), or set \
+             ROWGUARD_DB_ALLOW_UNVERIFIED_TLS=true if the network is trusted",
+            options.get_ssl_mode()
+        ))
     }
 
     pub fn acquire_timeout(&self) -> Duration {

@@ -4,8 +4,10 @@
 //! with that identity set ([`db::RlsScope`]); PostgreSQL's policies decide which rows exist.
 
 pub mod auth;
+pub mod cli;
 pub mod config;
 pub mod db;
+pub mod dev;
 pub mod error;
 pub mod graphql;
 pub mod migrate;
@@ -13,4 +15,3 @@ pub mod principal;
 pub mod routes;
 pub mod server;
 pub mod state;
-pub mod dev;

@@ -1,7 +1,9 @@
 //! `rowguard serve`: validate settings, check the database, start verifying tokens, serve.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Args;
 
@@ -26,6 +28,17 @@ pub struct ServeSettings {
     #[command(flatten)]
     pub oidc: OidcSettings,
 
+    #[command(flatten)]
+    pub api: ApiSettings,
+
+    /// Seconds to let in-flight requests finish after SIGTERM/SIGINT before exiting anyway.
+    #[arg(long, env = "ROWGUARD_SHUTDOWN_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub shutdown_timeout_secs: u64,
+}
+
+/// The API's limits and browser-facing options.
+#[derive(Debug, Clone, Args)]
+pub struct ApiSettings {
     /// Largest page a client may ask for (`first`).
     #[arg(long, env = "ROWGUARD_MAX_PAGE_SIZE", default_value_t = 100, value_parser = clap::value_parser!(i32).range(1..=1000))]
     pub max_page_size: i32,
@@ -38,15 +51,6 @@ pub struct ServeSettings {
     #[arg(long, env = "ROWGUARD_MAX_COMPLEXITY", default_value_t = 500, value_parser = clap::value_parser!(u64).range(10..=100_000))]
     pub max_complexity: u64,
 
-    /// Browser origins allowed to call the API, comma-separated (CORS), e.g.
-    /// `https://app.example-hospital.org`.
-    #[arg(long, env = "ROWGUARD_CORS_ORIGINS", value_delimiter = ',')]
-    pub cors_origins: Vec<String>,
-
-    /// Largest accepted request body, in bytes.
-    #[arg(long, env = "ROWGUARD_MAX_BODY_BYTES", default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u64).range(1024..=64 * 1024 * 1024))]
-    pub max_body_bytes: u64,
-
     /// Most aliases accepted in one document (alias bombs).
     #[arg(long, env = "ROWGUARD_MAX_ALIASES", default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=10_000))]
     pub max_aliases: u64,
@@ -54,6 +58,19 @@ pub struct ServeSettings {
     /// Most root fields accepted in one operation.
     #[arg(long, env = "ROWGUARD_MAX_ROOT_FIELDS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=1000))]
     pub max_root_fields: u64,
+
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "ROWGUARD_MAX_BODY_BYTES", default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u64).range(1024..=64 * 1024 * 1024))]
+    pub max_body_bytes: u64,
+
+    /// Browser origins allowed to call the API, comma-separated (CORS), e.g.
+    /// `https://app.example-hospital.org`.
+    #[arg(long, env = "ROWGUARD_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+
+    /// Serve the schema to introspection queries.
+    #[arg(long, env = "ROWGUARD_INTROSPECTION", default_value_t = false, action = clap::ArgAction::Set)]
+    pub introspection: bool,
 
     /// Serve the GraphiQL playground to browsers at GET /graphql.
     #[arg(long, env = "ROWGUARD_PLAYGROUND", default_value_t = false, action = clap::ArgAction::Set)]
@@ -68,28 +85,23 @@ pub struct ServeSettings {
     /// The npm install holding the playground files (default: api/playground/node_modules).
     #[arg(long, env = "ROWGUARD_PLAYGROUND_ASSETS_DIR")]
     pub playground_assets_dir: Option<std::path::PathBuf>,
-
-    /// Serve the schema to introspection queries.
-    #[arg(long, env = "ROWGUARD_INTROSPECTION", default_value_t = false, action = clap::ArgAction::Set)]
-    pub introspection: bool,
 }
 
-impl ServeSettings {
+impl ApiSettings {
     pub fn limits(&self) -> ApiLimits {
+        let int = |v: u64, default: usize| usize::try_from(v).unwrap_or(default);
         ApiLimits {
             max_page_size: self.max_page_size,
-            max_depth: usize::try_from(self.max_depth).unwrap_or(12),
-            max_complexity: usize::try_from(self.max_complexity).unwrap_or(500),
-            max_aliases: usize::try_from(self.max_aliases).unwrap_or(30),
-            max_root_fields: usize::try_from(self.max_root_fields).unwrap_or(20),
-            max_body_bytes: usize::try_from(self.max_body_bytes).unwrap_or(1024 * 1024),
+            max_depth: int(self.max_depth, 12),
+            max_complexity: int(self.max_complexity, 500),
+            max_aliases: int(self.max_aliases, 30),
+            max_root_fields: int(self.max_root_fields, 20),
+            max_body_bytes: int(self.max_body_bytes, 1024 * 1024),
             introspection: self.introspection,
             ..ApiLimits::default()
         }
     }
-}
 
-impl ServeSettings {
     /// The playground as configured, with its assets loaded.
     pub fn playground(&self) -> Result<Option<Playground>, StartError> {
         if !self.playground {
@@ -103,20 +115,23 @@ impl ServeSettings {
             "cdn" => AssetSource::Cdn,
             "local" => load_local(&dir).map_err(StartError::Playground)?,
             _ => load_local(&dir).unwrap_or_else(|reason| {
-                tracing::warn!(%reason, "playground assets not installed locally; the browser will load them from the CDN");
+                tracing::warn!(%reason, "playground assets not installed locally; browsers will load them from the CDN");
                 AssetSource::Cdn
             }),
         };
         Ok(Some(Playground {
             source,
             extra_controls: None,
+            extra_connect_src: None,
         }))
     }
 }
 
-/// Why the server did not start.
+/// Why the server did not start. Every message names the setting to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    #[error("{0}")]
+    Settings(String),
     #[error(transparent)]
     Keys(#[from] crate::auth::KeyLoadError),
     #[error(transparent)]
@@ -127,6 +142,29 @@ pub enum StartError {
     Playground(String),
     #[error("cannot listen on {0}: {1}")]
     Listen(SocketAddr, std::io::Error),
+}
+
+impl ServeSettings {
+    /// Checks what clap cannot: settings that are only wrong in combination.
+    pub fn validate(&self) -> Result<(), StartError> {
+        if self.oidc.issuer.trim().is_empty() {
+            return Err(StartError::Settings(
+                "ROWGUARD_OIDC_ISSUER is required: the URL of your identity provider".into(),
+            ));
+        }
+        if !(self.oidc.issuer.starts_with("https://") || self.oidc.issuer.starts_with("http://")) {
+            return Err(StartError::Settings(format!(
+                "ROWGUARD_OIDC_ISSUER must be an http(s) URL, not {:?}",
+                self.oidc.issuer
+            )));
+        }
+        if self.oidc.audiences.iter().all(|a| a.trim().is_empty()) {
+            return Err(StartError::Settings("ROWGUARD_OIDC_AUDIENCES is required: the client id and/or API audience your tokens carry".into()));
+        }
+        self.database
+            .check_transport_security()
+            .map_err(StartError::Settings)
+    }
 }
 
 /// Builds the shared state and starts the key refresher. The database self-check runs here:
@@ -152,25 +190,59 @@ pub async fn build_state(
     })
 }
 
-/// Serves until `shutdown` resolves, then finishes in-flight requests.
+/// `rowguard serve`: serves until `shutdown` resolves.
 pub async fn serve(
     settings: &ServeSettings,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
+    settings.validate()?;
     let state = build_state(
         &settings.database,
         &settings.oidc,
-        settings.limits(),
-        settings.cors_origins.clone(),
-        settings.playground()?,
+        settings.api.limits(),
+        settings.api.cors_origins.clone(),
+        settings.api.playground()?,
     )
     .await?;
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .map_err(|e| StartError::Listen(settings.listen, e))?;
     tracing::info!(listen = %settings.listen, "rowguard is serving");
-    axum::serve(listener, routes::app(state))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|e| StartError::Listen(settings.listen, e))
+    run_http(
+        listener,
+        state,
+        shutdown,
+        Duration::from_secs(settings.shutdown_timeout_secs),
+    )
+    .await
+    .map_err(|e| StartError::Listen(settings.listen, e))
+}
+
+/// Serves `state` on `listener`. When `shutdown` resolves the listener closes at once (new
+/// connections are refused) and in-flight requests get `grace` to finish.
+pub async fn run_http(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> std::io::Result<()> {
+    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, routes::app(state)).with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = stopping_tx.send(());
+    });
+    let deadline = async move {
+        if stopping_rx.await.is_ok() {
+            tokio::time::sleep(grace).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        result = server => result,
+        () = deadline => {
+            tracing::warn!(grace_secs = grace.as_secs(), "in-flight requests did not finish in time; exiting");
+            Ok(())
+        }
+    }
 }

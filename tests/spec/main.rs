@@ -4,6 +4,7 @@ mod support;
 
 mod authentication;
 mod catalog;
+mod commands;
 mod connection_reuse;
 mod contract;
 mod graphql_api;

@@ -28,6 +28,7 @@ async fn app_with_playground(source: AssetSource) -> (TestDb, TestIssuer, TestAp
     let playground = Playground {
         source,
         extra_controls: None,
+        extra_connect_src: None,
     };
     let app = TestApp::start_full(
         &t,

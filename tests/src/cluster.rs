@@ -128,7 +128,10 @@ fn start_private_cluster() -> Cluster {
         )
         .unwrap_or_else(|e| panic!("{e}"));
     let watcher = Command::new("sh")
-        .args(["-c", &format!("cat >/dev/null; {}", cluster.destroy_command())])
+        .args([
+            "-c",
+            &format!("cat >/dev/null; {}", cluster.destroy_command()),
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -20,6 +20,20 @@ use sea_orm::{ConnectOptions, DatabaseConnection};
 
 use crate::config::DatabaseSettings;
 
+/// A one-connection pool to `url` whose session runs as `role` (seeding as the schema owner).
+/// Not for serving requests: those go through [`Database::scope`].
+pub async fn connect_as_role(url: &str, role: &str) -> Result<DatabaseConnection, DbError> {
+    let role = role.to_owned();
+    let mut options = ConnectOptions::new(url.to_owned());
+    options
+        .max_connections(1)
+        .sqlx_logging(false)
+        .map_sqlx_postgres_opts(move |o: PgConnectOptions| o.options([("role", role.as_str())]));
+    sea_orm::Database::connect(options)
+        .await
+        .map_err(DbError::from)
+}
+
 /// The gateway's connection pool, usable only through RLS scopes.
 #[derive(Debug, Clone)]
 pub struct Database {

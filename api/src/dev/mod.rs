@@ -1,3 +1,279 @@
-//! `rowguard dev`: an embedded database, demo data and a development identity provider.
+//! `rowguard dev`: an embedded database, demo data and a development identity provider, so a
+//! newcomer goes from `git clone` to the playground as a real clinician in one command.
+//!
+//! Everything here is for local evaluation only: the identity provider mints tokens without a
+//! login and listens on loopback, and `serve` has no way to enable it.
 
+pub mod identity_provider;
 pub mod postgres;
+pub mod seed;
+
+use std::fmt::Write as _;
+use std::future::Future;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use migration::RoleNames;
+
+use crate::auth::OidcSettings;
+use crate::config::{DatabaseSettings, MigrationSettings};
+use crate::graphql::ApiLimits;
+use crate::migrate::{self, MigrateAction};
+use crate::routes::playground::Playground;
+use crate::server::{ApiSettings, build_state, run_http};
+use identity_provider::DEV_CLIENT_ID;
+use postgres::{LocalCluster, free_port};
+use seed::demo_users;
+
+/// Settings of `rowguard dev`.
+#[derive(Debug, Clone, Args)]
+pub struct DevSettings {
+    /// Project-local directory for the embedded database and the dev provider's key.
+    #[arg(long, env = "ROWGUARD_DEV_DATA_DIR", default_value = ".rowguard")]
+    pub data_dir: PathBuf,
+
+    /// Port of the embedded PostgreSQL (default: a free one).
+    #[arg(long, env = "ROWGUARD_DEV_PG_PORT")]
+    pub pg_port: Option<u16>,
+
+    /// Port of the development identity provider (default: a free one).
+    #[arg(long, env = "ROWGUARD_DEV_IDP_PORT", default_value_t = 0)]
+    pub idp_port: u16,
+
+    /// Where the gateway listens. Loopback only is advised: dev mints tokens for anyone.
+    #[arg(long, env = "ROWGUARD_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Use this database (the gateway's login) instead of the embedded one.
+    #[arg(long = "database-url", env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// With DATABASE_URL: the administrator/owner connection for migrations and demo data.
+    #[arg(
+        long = "migration-database-url",
+        env = "ROWGUARD_MIGRATION_DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/rowguard",
+        hide_env_values = true
+    )]
+    pub migration_database_url: String,
+
+    #[arg(long, env = "ROWGUARD_ROLE_PREFIX", default_value = RoleNames::DEFAULT_PREFIX, value_parser = |v: &str| RoleNames::new(v).map_err(|e| e.to_string()))]
+    pub role_prefix: RoleNames,
+
+    /// Statements cached per connection (0 behind a transaction pooler).
+    #[arg(long, env = "ROWGUARD_DB_STATEMENT_CACHE", default_value_t = 100)]
+    pub statement_cache_capacity: usize,
+}
+
+/// Runs the dev environment until `shutdown` resolves, then stops the embedded cluster.
+pub async fn run(
+    settings: &DevSettings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
+    let started = Instant::now();
+    std::fs::create_dir_all(&settings.data_dir).map_err(|e| {
+        format!(
+            "cannot create ROWGUARD_DEV_DATA_DIR {}: {e}",
+            settings.data_dir.display()
+        )
+    })?;
+    let roles = settings.role_prefix.clone();
+
+    let (cluster, gateway_url, admin_url) = match &settings.database_url {
+        Some(url) => (None, url.clone(), settings.migration_database_url.clone()),
+        None => {
+            let cluster = start_embedded(settings)?;
+            let port = cluster.1;
+            (
+                Some(cluster.0),
+                format!("postgres://{}@127.0.0.1:{port}/rowguard", roles.gateway()),
+                format!("postgres://postgres@127.0.0.1:{port}/rowguard"),
+            )
+        }
+    };
+    let result = serve_dev(
+        settings,
+        &roles,
+        &gateway_url,
+        &admin_url,
+        started,
+        shutdown,
+    )
+    .await;
+    if let Some(cluster) = cluster {
+        tracing::info!("stopping the embedded PostgreSQL");
+        if let Err(e) = cluster.stop() {
+            tracing::warn!(error = %e, "the embedded PostgreSQL did not stop cleanly");
+        }
+    }
+    result
+}
+
+fn start_embedded(settings: &DevSettings) -> Result<(LocalCluster, u16), String> {
+    let cluster = LocalCluster::new(settings.data_dir.join("pgdata")).map_err(|e| e.to_string())?;
+    if !cluster.is_initialised() {
+        tracing::info!(dir = %cluster.data_dir().display(), "creating the embedded PostgreSQL cluster");
+        cluster.init().map_err(|e| e.to_string())?;
+    } else if cluster.is_running() {
+        // Left running by a run that was killed: stop it and start afresh on our port.
+        cluster.stop().map_err(|e| e.to_string())?;
+    }
+    let port = match settings.pg_port {
+        Some(port) => port,
+        None => free_port().map_err(|e| e.to_string())?,
+    };
+    cluster.start(port, &[]).map_err(|e| e.to_string())?;
+    tracing::info!(port, "embedded PostgreSQL is running");
+    Ok((cluster, port))
+}
+
+async fn serve_dev(
+    settings: &DevSettings,
+    roles: &RoleNames,
+    gateway_url: &str,
+    admin_url: &str,
+    started: Instant,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
+    let migration = MigrationSettings {
+        url: admin_url.to_owned(),
+        role_prefix: roles.clone(),
+    };
+    migrate::run(&migration, MigrateAction::Up)
+        .await
+        .map_err(|e| format!("migrating the dev database: {e}"))?;
+
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .map_err(|e| format!("ROWGUARD_LISTEN {}: {e}", settings.listen))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let gateway_origin = format!("http://{addr}");
+
+    let key_pem = identity_provider::signing_key_pem(&settings.data_dir.join("dev-idp-key.pem"))?;
+    let idp = identity_provider::start(settings.idp_port, &key_pem, demo_users(), &gateway_origin)
+        .await?;
+
+    let owner = crate::db::connect_as_role(admin_url, &roles.owner())
+        .await
+        .map_err(|e| format!("connecting as {} to seed demo data: {e}", roles.owner()))?;
+    seed::seed(&owner, &idp.issuer)
+        .await
+        .map_err(|e| format!("seeding demo data: {e}"))?;
+    let _ = owner.close().await;
+
+    let mut database = DatabaseSettings::new(gateway_url, roles.clone());
+    database.statement_cache_capacity = settings.statement_cache_capacity;
+    let mut oidc = OidcSettings::new(idp.issuer.clone(), &[DEV_CLIENT_ID]);
+    oidc.jwks_refresh_secs = 300;
+    let api = ApiSettings {
+        max_page_size: 100,
+        max_depth: 12,
+        max_complexity: 500,
+        max_aliases: 30,
+        max_root_fields: 20,
+        max_body_bytes: 1024 * 1024,
+        cors_origins: Vec::new(),
+        introspection: true,
+        playground: true,
+        playground_assets: "auto".into(),
+        playground_assets_dir: None,
+    };
+    let mut playground: Playground = api
+        .playground()
+        .map_err(|e| e.to_string())?
+        .ok_or("playground disabled")?;
+    playground.extra_controls = Some(user_picker(&idp.issuer));
+    playground.extra_connect_src = Some(idp.issuer.clone());
+    let limits: ApiLimits = api.limits();
+    let state = build_state(&database, &oidc, limits, Vec::new(), Some(playground))
+        .await
+        .map_err(|e| e.to_string())?;
+
+    let auth = state.auth.clone();
+    let banner = banner(&gateway_origin, &idp.issuer).await;
+    tokio::spawn(async move {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !auth.is_ready() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = std::io::stdout().write_all(banner.as_bytes());
+        let _ = std::io::stdout().flush();
+        tracing::info!(
+            startup_ms = started.elapsed().as_millis() as u64,
+            "rowguard dev is ready"
+        );
+    });
+    run_http(listener, state, shutdown, Duration::from_secs(10))
+        .await
+        .map_err(|e| e.to_string())
+}
+
+fn user_picker(issuer: &str) -> String {
+    let mut html = String::from(
+        r#"<label>Demo user <select id="demo-user"><option value="">choose…</option>"#,
+    );
+    for user in demo_users() {
+        let _ = write!(
+            html,
+            r#"<option value="{issuer}/token/{subject}">{name} — {role}</option>"#,
+            subject = user.subject,
+            name = user.display_name,
+            role = user.role
+        );
+    }
+    html.push_str("</select></label>");
+    html
+}
+
+/// What `rowguard dev` prints once ready: where to click, who to be, how to get a token.
+async fn banner(gateway: &str, issuer: &str) -> String {
+    let mut text = format!(
+        "\n  Rowguard dev is ready.\n\n  Playground:  {gateway}/graphql   (pick a demo user at the top, then run a query)\n  GraphQL API: POST {gateway}/graphql\n  Identity provider (dev only): {issuer}\n\n  Demo users (synthetic data only):\n"
+    );
+    let http = reqwest_client();
+    for user in demo_users() {
+        let _ = writeln!(
+            text,
+            "    {:<6} {:<28} {}",
+            user.subject, user.display_name, user.role
+        );
+    }
+    text.push_str("\n  Get a token:  curl -s -X POST ");
+    let _ = writeln!(text, "{issuer}/token/alice");
+    if let Some(token) = fetch_token(&http, issuer, "alice").await {
+        let _ = writeln!(
+            text,
+            "\n  Ready to paste (alice, valid 15 minutes):\n    Authorization: Bearer {token}"
+        );
+    }
+    text.push_str("\n  Example: curl -s -X POST -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' \\\n");
+    let _ = writeln!(
+        text,
+        "    -d '{{\"query\":\"{{ patients(first: 5) {{ edges {{ node {{ mrn givenName familyName }} }} }} }}\"}}' {gateway}/graphql\n"
+    );
+    text.push_str(
+        "  Stop with Ctrl-C (the embedded database stops too; data is kept for next time).\n\n",
+    );
+    text
+}
+
+fn reqwest_client() -> openidconnect::reqwest::Client {
+    openidconnect::reqwest::Client::new()
+}
+
+async fn fetch_token(
+    http: &openidconnect::reqwest::Client,
+    issuer: &str,
+    subject: &str,
+) -> Option<String> {
+    let reply = http
+        .post(format!("{issuer}/token/{subject}"))
+        .send()
+        .await
+        .ok()?;
+    let body: serde_json::Value = serde_json::from_slice(&reply.bytes().await.ok()?).ok()?;
+    body["id_token"].as_str().map(str::to_owned)
+}

@@ -75,10 +75,15 @@ impl LocalCluster {
             })?;
         }
         let mut initdb = self.server_command("initdb");
-        initdb
-            .arg("-D")
-            .arg(&self.data_dir)
-            .args(["-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8", "--locale=C"]);
+        initdb.arg("-D").arg(&self.data_dir).args([
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "--no-sync",
+            "-E",
+            "UTF8",
+            "--locale=C",
+        ]);
         run(initdb, "initdb")
     }
 
@@ -124,7 +129,11 @@ impl LocalCluster {
     pub fn destroy_command(&self) -> String {
         format!(
             "{run_as}{pg_ctl} -D {data} stop -m immediate >/dev/null 2>&1; rm -rf {data}",
-            run_as = if self.run_as_postgres { "runuser -u postgres -- " } else { "" },
+            run_as = if self.run_as_postgres {
+                "runuser -u postgres -- "
+            } else {
+                ""
+            },
             pg_ctl = self.bindir.join("pg_ctl").display(),
             data = self.data_dir.display()
         )
@@ -133,7 +142,8 @@ impl LocalCluster {
     fn server_command(&self, program: &str) -> Command {
         if self.run_as_postgres {
             let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(self.bindir.join(program));
+            c.args(["-u", "postgres", "--"])
+                .arg(self.bindir.join(program));
             c
         } else {
             Command::new(self.bindir.join(program))

@@ -8,7 +8,6 @@ use axum::body::{Body, to_bytes};
 use axum::extract::{FromRequest, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use uuid::Uuid;
 
 use crate::auth::AuthError;
 use crate::error::{ApiError, ErrorCode};
@@ -48,13 +47,16 @@ async fn run(state: AppState, request: Request) -> Result<Response, ApiError> {
     let principal = state.auth.authenticate(token).await?;
 
     let over_get = request.method() == Method::GET;
+    let request_id = super::request_id(request.headers());
     let graphql_request = read_request(request, state.limits.max_body_bytes).await?;
+    let operation = loggable_name(graphql_request.operation_name.as_deref()).to_owned();
+    let role = principal.role;
 
     let db = Arc::new(RequestDb::new(
         state.db.clone(),
         principal,
         !over_get,
-        Uuid::new_v4(),
+        request_id,
     ));
     let mut graphql_request = graphql::attach(graphql_request, db.clone());
     if over_get {
@@ -91,6 +93,16 @@ async fn run(state: AppState, request: Request) -> Result<Response, ApiError> {
             };
         }
     }
+    let codes: Vec<String> = response
+        .errors
+        .iter()
+        .filter_map(|e| match e.extensions.as_ref()?.get("code") {
+            Some(Value::String(code)) => Some(code.clone()),
+            _ => None,
+        })
+        .collect();
+    // Ids, names and codes only: never variables, arguments or results.
+    tracing::info!(operation = %operation, %role, status = status.as_u16(), errors = ?codes, "graphql operation");
     let mut reply = (
         status,
         [(header::CACHE_CONTROL, "no-store")],
@@ -149,6 +161,22 @@ async fn read_request(
             "the request is not a valid GraphQL request",
         )
     })
+}
+
+/// The client's operation name if it looks like a GraphQL name (they are chosen by developers,
+/// not patients); anything else is not logged.
+fn loggable_name(name: Option<&str>) -> &str {
+    match name {
+        Some(n)
+            if !n.is_empty()
+                && n.len() <= 64
+                && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') =>
+        {
+            n
+        }
+        Some(_) => "<invalid>",
+        None => "<anonymous>",
+    }
 }
 
 fn accepts(headers: &HeaderMap, media_type: &str) -> bool {

@@ -9,7 +9,12 @@ use std::time::Duration;
 use axum::Router;
 use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::routing::get;
+use tower::ServiceBuilder;
+use tower_http::LatencyUnit;
 use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
+use tracing::Level;
 
 use crate::state::AppState;
 
@@ -22,7 +27,43 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .layer(cors)
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                .layer(
+                    // One span per request: its id, method and path. Never the query string or
+                    // headers: a GET request's query string can carry search terms (PHI), and
+                    // headers carry tokens.
+                    TraceLayer::new_for_http()
+                        .make_span_with(|request: &axum::http::Request<_>| {
+                            tracing::info_span!(
+                                "request",
+                                id = %request_id(request.headers()),
+                                method = %request.method(),
+                                path = %request.uri().path(),
+                            )
+                        })
+                        .on_request(())
+                        .on_response(
+                            DefaultOnResponse::new()
+                                .level(Level::INFO)
+                                .latency_unit(LatencyUnit::Millis),
+                        )
+                        .on_failure(DefaultOnFailure::new().level(Level::WARN)),
+                )
+                .layer(PropagateRequestIdLayer::x_request_id()),
+        )
         .with_state(state)
+}
+
+/// The request's id as a UUID: ours, or a caller-supplied one if it is a UUID. Anything else a
+/// caller sends is replaced, so logs and `app.request_id` never carry arbitrary client text.
+pub fn request_id(headers: &axum::http::HeaderMap) -> uuid::Uuid {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(uuid::Uuid::new_v4)
 }
 
 /// Browsers may call the API only from the configured origins. Credentials and the

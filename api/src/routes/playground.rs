@@ -92,6 +92,8 @@ pub struct Playground {
     pub source: AssetSource,
     /// Extra HTML placed above the editor (the dev server's demo-user picker).
     pub extra_controls: Option<String>,
+    /// One more origin the page may call (the dev identity provider's token endpoint).
+    pub extra_connect_src: Option<String>,
 }
 
 /// The default place of the local npm install: `api/playground/node_modules` in a checkout.
@@ -140,8 +142,9 @@ impl Playground {
         };
         format!(
             "default-src 'none'; script-src 'self' {third_party}; style-src 'self' {third_party}; \
-             font-src data:; img-src 'self' data:; connect-src 'self'; base-uri 'none'; \
-             form-action 'none'; frame-ancestors 'none'"
+             font-src data:; img-src 'self' data:; connect-src 'self' {connect}; base-uri 'none'; \
+             form-action 'none'; frame-ancestors 'none'",
+            connect = self.extra_connect_src.as_deref().unwrap_or_default()
         )
     }
 

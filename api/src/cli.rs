@@ -1,0 +1,187 @@
+//! The `rowguard` command line: parse, set up logging, dispatch. `main.rs` only calls [`main`].
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+use clap::{CommandFactory, Parser, Subcommand};
+
+use crate::config::{DatabaseSettings, MigrationSettings};
+use crate::db::Database;
+use crate::dev::DevSettings;
+use crate::migrate::{self, MigrateAction};
+use crate::server::ServeSettings;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "rowguard",
+    version,
+    about = "GraphQL gateway guarded by PostgreSQL row level security"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Try Rowguard locally: embedded PostgreSQL, demo data, a development identity provider
+    /// and the playground. Never use it for real data.
+    Dev {
+        #[command(flatten)]
+        settings: Box<DevSettings>,
+    },
+    /// Serve the GraphQL API (production).
+    Serve {
+        #[command(flatten)]
+        settings: Box<ServeSettings>,
+    },
+    /// Apply, revert or list the database migrations (connects as the schema owner).
+    Migrate {
+        #[arg(value_enum, default_value_t = MigrateAction::Up)]
+        action: MigrateAction,
+        #[command(flatten)]
+        settings: MigrationSettings,
+    },
+    /// Print the GraphQL schema (SDL), as committed in schema.graphql.
+    Schema,
+    /// Run the startup self-check against DATABASE_URL and report what would stop `serve`.
+    Check {
+        #[command(flatten)]
+        settings: DatabaseSettings,
+    },
+}
+
+/// Runs the command line and returns the process exit status.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "{}", explain(&e));
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(matches!(cli.command, Command::Serve { .. }));
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            tracing::error!("{message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> Result<(), String> {
+    match command {
+        Command::Dev { settings } => crate::dev::run(&settings, shutdown_signal()).await,
+        Command::Serve { settings } => crate::server::serve(&settings, shutdown_signal())
+            .await
+            .map_err(|e| e.to_string()),
+        Command::Migrate { action, settings } => migrate::run(&settings, action)
+            .await
+            .map_err(|e| format!("migration failed: {e}")),
+        // The SDL is the command's output, so it goes to stdout (logs go to stderr).
+        Command::Schema => std::io::stdout()
+            .write_all(crate::graphql::sdl().as_bytes())
+            .map_err(|e| format!("writing the schema: {e}")),
+        Command::Check { settings } => {
+            let db = Database::connect(&settings)
+                .await
+                .map_err(|e| e.to_string())?;
+            db.self_check().await.map_err(|e| e.to_string())?;
+            tracing::info!("self-check passed: row level security is enforced for this login");
+            Ok(())
+        }
+    }
+}
+
+/// Structured JSON logs for `serve` (ROWGUARD_LOG_FORMAT=text for humans); text elsewhere.
+/// Logs carry request ids, operation names, codes and durations, never PHI.
+fn init_logging(serving: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ROWGUARD_LOG")
+        .unwrap_or_else(|_| "info,sqlx=warn".into());
+    let json = match std::env::var("ROWGUARD_LOG_FORMAT").as_deref() {
+        Ok("json") => true,
+        Ok("text") => false,
+        _ => serving,
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().flatten_event(true).init();
+    } else {
+        builder.init();
+    }
+}
+
+/// clap's own message, led by the environment variable the setting is read from, since that is
+/// how operators configure Rowguard.
+fn explain(error: &clap::Error) -> String {
+    let rendered = error.render().to_string();
+    let args: Vec<String> = match error.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(arg)) => vec![arg.clone()],
+        Some(ContextValue::Strings(args)) => args.clone(),
+        _ => return rendered,
+    };
+    let command = Cli::command();
+    let named: Vec<String> = args
+        .iter()
+        .map(|arg| {
+            let long = arg
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .trim_start_matches("--");
+            command
+                .get_subcommands()
+                .flat_map(|sub| sub.get_arguments())
+                .find(|a| a.get_long() == Some(long))
+                .and_then(|a| a.get_env())
+                .map_or_else(
+                    || format!("--{long}"),
+                    |env| format!("{} (--{long})", env.to_string_lossy()),
+                )
+        })
+        .collect();
+    let problem = if error.kind() == ErrorKind::MissingRequiredArgument {
+        "missing"
+    } else {
+        "invalid"
+    };
+    format!("{problem}: {}\n{rendered}", named.join(", "))
+}
+
+/// Resolves on SIGINT or SIGTERM: stop accepting, finish what is in flight.
+async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = interrupt => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down: no new connections; finishing in-flight requests");
+}

@@ -1,0 +1,369 @@
+//! `rowguard dev` and `rowguard serve` as real processes: what a newcomer and an operator run.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use rowguard::dev::postgres::{LocalCluster, free_port};
+use rowguard_tests::TestDb;
+use rowguard_tests::fixtures::{admit, assign, enroll_at};
+use rowguard_tests::issuer::{SPA_CLIENT_ID, TestIssuer};
+use sea_orm::{ConnectionTrait, TransactionTrait};
+use serde_json::{Value, json};
+
+const CLI: &str = env!("CARGO_BIN_EXE_rowguard-cli");
+
+/// A `rowguard` process with its stdout lines collected as they arrive.
+struct Running {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+/// A failed test must not leave `rowguard dev` (and its embedded PostgreSQL) running.
+impl Drop for Running {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = Command::new("kill")
+                .args(["-INT", &self.child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = self.child.kill();
+        }
+    }
+}
+
+impl Running {
+    fn start(mut command: Command) -> Running {
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting rowguard");
+        let (tx, lines) = mpsc::channel();
+        let stdout = child.stdout.take().expect("stdout");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Running {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a stdout line containing `needle`; returns it.
+    fn wait_for_line(&mut self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(line) = self.seen.iter().find(|l| l.contains(needle)) {
+                return line.clone();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => self.seen.push(line),
+                Err(_) => {
+                    let _ = self.child.kill();
+                    let stderr = self
+                        .child
+                        .stderr
+                        .take()
+                        .map(|s| {
+                            BufReader::new(s)
+                                .lines()
+                                .map_while(Result::ok)
+                                .collect::<Vec<_>>()
+                                .join("\n")
+                        })
+                        .unwrap_or_default();
+                    panic!(
+                        "no line with {needle:?} within {timeout:?}; stdout: {:?}\nstderr: {stderr}",
+                        self.seen
+                    );
+                }
+            }
+        }
+    }
+
+    fn signal(&self, signal: &str) {
+        let ok = Command::new("kill")
+            .args([format!("-{signal}"), self.child.id().to_string()])
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "could not send SIG{signal}");
+    }
+
+    fn wait(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("rowguard did not exit within {timeout:?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn dev_command(data_dir: &PathBuf, port: u16) -> Command {
+    let mut command = Command::new(CLI);
+    command
+        .arg("dev")
+        .env_remove("DATABASE_URL")
+        .env("ROWGUARD_DEV_DATA_DIR", data_dir)
+        .env("ROWGUARD_LISTEN", format!("127.0.0.1:{port}"))
+        .env("ROWGUARD_LOG", "warn");
+    command
+}
+
+async fn patient_mrns(http: &reqwest::Client, gateway: &str, idp: &str, user: &str) -> Vec<String> {
+    let token: Value = http
+        .post(format!("{idp}/token/{user}"))
+        .send()
+        .await
+        .expect("dev token endpoint")
+        .json()
+        .await
+        .expect("token JSON");
+    let token = token["id_token"].as_str().expect("id_token");
+    let reply: Value = http
+        .post(format!("{gateway}/graphql"))
+        .bearer_auth(token)
+        .json(&json!({ "query": "{ patients(first: 100) { edges { node { mrn } } } }" }))
+        .send()
+        .await
+        .expect("graphql")
+        .json()
+        .await
+        .expect("graphql JSON");
+    reply["data"]["patients"]["edges"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{reply}"))
+        .iter()
+        .map(|e| e["node"]["mrn"].as_str().expect("mrn").to_owned())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
+
+fn demo_range(from: u32, to: u32) -> Vec<String> {
+    (from..=to).map(|n| format!("DEMO-{n:04}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_serves_two_clinicians_their_own_patients_stops_cleanly_and_reuses_its_data() {
+    let data_dir = std::env::temp_dir().join(format!("rowguard-dev-spec-{}", std::process::id()));
+    let http = reqwest::Client::new();
+    let mut first_ids = None;
+    for run in 0..2 {
+        let port = free_port().expect("port");
+        let mut dev = Running::start(dev_command(&data_dir, port));
+        dev.wait_for_line("Rowguard dev is ready", Duration::from_secs(120));
+        let idp_line = dev.wait_for_line("Identity provider (dev only):", Duration::from_secs(5));
+        let idp = idp_line.rsplit(' ').next().expect("idp url").to_owned();
+        let gateway = format!("http://127.0.0.1:{port}");
+
+        let alice = patient_mrns(&http, &gateway, &idp, "alice").await;
+        let bob = patient_mrns(&http, &gateway, &idp, "bob").await;
+        assert_eq!(alice, demo_range(1, 25), "run {run}");
+        assert_eq!(bob, demo_range(20, 40), "run {run}");
+        assert_ne!(alice, bob);
+
+        // The same patient ids on the second run prove the data was reused, not re-seeded.
+        let token: Value = http
+            .post(format!("{idp}/token/carol"))
+            .send()
+            .await
+            .expect("token")
+            .json()
+            .await
+            .expect("json");
+        let ids: Value = http
+            .post(format!("{gateway}/graphql"))
+            .bearer_auth(token["id_token"].as_str().expect("token"))
+            .json(&json!({ "query": "{ patients(first: 100) { edges { node { id } } } }" }))
+            .send()
+            .await
+            .expect("graphql")
+            .json()
+            .await
+            .expect("json");
+        match &first_ids {
+            None => first_ids = Some(ids),
+            Some(first) => assert_eq!(
+                first, &ids,
+                "the second start reuses the first start's data"
+            ),
+        }
+
+        dev.signal("INT");
+        let status = dev.wait(Duration::from_secs(60));
+        assert!(status.success(), "Ctrl-C should exit cleanly, got {status}");
+        let cluster = LocalCluster::new(data_dir.join("pgdata")).expect("server binaries");
+        assert!(
+            !cluster.is_running(),
+            "the embedded PostgreSQL is still running after Ctrl-C"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&data_dir);
+}
+
+fn serve_command(issuer: &TestIssuer, database_url: &str, port: u16) -> Command {
+    let mut command = Command::new(CLI);
+    command
+        .arg("serve")
+        .env("DATABASE_URL", database_url)
+        .env("ROWGUARD_ROLE_PREFIX", "rgtest")
+        .env("ROWGUARD_OIDC_ISSUER", issuer.url())
+        .env("ROWGUARD_OIDC_AUDIENCES", SPA_CLIENT_ID)
+        .env("ROWGUARD_LISTEN", format!("127.0.0.1:{port}"))
+        .env("ROWGUARD_LOG_FORMAT", "json");
+    command
+}
+
+fn refusal(mut command: Command) -> String {
+    let output = command.output().expect("running rowguard serve");
+    assert!(
+        !output.status.success(),
+        "serve should have refused to start"
+    );
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[tokio::test]
+async fn serve_refuses_a_superuser_database_login() {
+    let t = TestDb::new().await;
+    let issuer = TestIssuer::start().await;
+    let stderr = tokio::task::spawn_blocking({
+        let command = serve_command(&issuer, &t.admin_url(), free_port().expect("port"));
+        move || refusal(command)
+    })
+    .await
+    .expect("task");
+    assert!(
+        stderr.contains("superuser") && stderr.contains("DATABASE_URL"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn serve_refuses_a_missing_issuer() {
+    let issuer = TestIssuer::start().await;
+    let mut command = serve_command(
+        &issuer,
+        "postgres://rgtest_gateway@127.0.0.1:1/x",
+        free_port().expect("port"),
+    );
+    command.env_remove("ROWGUARD_OIDC_ISSUER");
+    let stderr = refusal(command);
+    assert!(stderr.contains("ROWGUARD_OIDC_ISSUER"), "{stderr}");
+}
+
+#[tokio::test]
+async fn serve_refuses_an_unverified_connection_to_a_remote_database() {
+    let issuer = TestIssuer::start().await;
+    let command = serve_command(
+        &issuer,
+        "postgres://rgtest_gateway@db.example.invalid:5432/rowguard?sslmode=require",
+        free_port().expect("port"),
+    );
+    let stderr = refusal(command);
+    assert!(
+        stderr.contains("DATABASE_URL") && stderr.contains("verify-full"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("ROWGUARD_DB_ALLOW_UNVERIFIED_TLS"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn serve_refuses_an_invalid_limit() {
+    let issuer = TestIssuer::start().await;
+    let mut command = serve_command(
+        &issuer,
+        "postgres://rgtest_gateway@127.0.0.1:1/x",
+        free_port().expect("port"),
+    );
+    command.env("ROWGUARD_MAX_PAGE_SIZE", "lots");
+    let stderr = refusal(command);
+    assert!(stderr.contains("ROWGUARD_MAX_PAGE_SIZE"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_a_slow_request_finish_refuses_new_connections_and_exits_zero() {
+    let t = TestDb::new().await;
+    let issuer = TestIssuer::start().await;
+    let owner = t.owner().await;
+    let alice = enroll_at(&owner, issuer.url(), "alice").await;
+    assign(&owner, &alice, admit(&owner, "A-1").await).await;
+    let port = free_port().expect("port");
+    let mut server = Running::start(serve_command(&issuer, &t.gateway_url(), port));
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .map(|r| r.status())
+        .ok()
+        != Some(reqwest::StatusCode::OK)
+    {
+        assert!(Instant::now() < deadline, "serve never became ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Hold a lock on patients so the request below is slow.
+    let admin = t.admin().await;
+    let lock = admin.begin().await.expect("begin");
+    lock.execute_unprepared("lock table rowguard.patients in access exclusive mode")
+        .await
+        .expect("lock");
+    let token = issuer.token("alice").mint();
+    let slow = tokio::spawn({
+        let http = http.clone();
+        let url = format!("{base}/graphql");
+        async move {
+            http.post(url)
+                .bearer_auth(token)
+                .json(&json!({ "query": "{ patients { edges { node { mrn } } } }" }))
+                .send()
+                .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    server.signal("TERM");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let refused = tokio::net::TcpStream::connect(("127.0.0.1", port)).await;
+    assert!(
+        refused.is_err(),
+        "new connections must be refused once shutting down"
+    );
+
+    lock.commit().await.expect("release the lock");
+    let reply = slow
+        .await
+        .expect("task")
+        .expect("the in-flight request completes");
+    assert_eq!(reply.status(), 200);
+    let body: Value = reply.json().await.expect("json");
+    assert_eq!(body["data"]["patients"]["edges"][0]["node"]["mrn"], "A-1");
+    let status = server.wait(Duration::from_secs(30));
+    assert!(
+        status.success(),
+        "serve should exit 0 after SIGTERM, got {status}"
+    );
+}
