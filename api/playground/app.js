@@ -16,7 +16,7 @@
       if (!picker.value) return;
       fetch(picker.value, { method: "POST" })
         .then(function (r) { return r.json(); })
-        .then(function (body) { tokenInput.value = body.access_token || ""; })
+        .then(function (body) { tokenInput.value = body.id_token || body.access_token || ""; })
         .catch(function () { tokenInput.value = ""; });
     });
   }

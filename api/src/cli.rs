@@ -54,7 +54,14 @@ enum Command {
 
 /// Runs the command line and returns the process exit status.
 pub fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let args = match with_config_file(std::env::args_os().collect()) {
+        Ok(args) => args,
+        Err(message) => {
+            let _ = writeln!(std::io::stderr(), "{message}");
+            return ExitCode::from(2);
+        }
+    };
+    let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
             let _ = e.print();
@@ -127,6 +134,56 @@ fn init_logging(serving: bool) {
     } else {
         builder.init();
     }
+}
+
+/// Settings may also come from a file named by `ROWGUARD_CONFIG`: `NAME=value` lines using the
+/// same names as the environment variables (`#` starts a comment). The environment and the
+/// command line win over the file.
+fn with_config_file(mut args: Vec<std::ffi::OsString>) -> Result<Vec<std::ffi::OsString>, String> {
+    let Some(path) = std::env::var_os("ROWGUARD_CONFIG") else {
+        return Ok(args);
+    };
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        format!(
+            "ROWGUARD_CONFIG {}: {e}",
+            std::path::Path::new(&path).display()
+        )
+    })?;
+    let Some(subcommand) = args.get(1).and_then(|a| a.to_str()).map(str::to_owned) else {
+        return Ok(args);
+    };
+    let command = Cli::command();
+    let Some(sub) = command.find_subcommand(&subcommand) else {
+        return Ok(args);
+    };
+    for (number, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (name, value) = line
+            .split_once('=')
+            .ok_or_else(|| format!("ROWGUARD_CONFIG line {}: expected NAME=value", number + 1))?;
+        let (name, value) = (name.trim(), value.trim().trim_matches('"'));
+        let arg = sub
+            .get_arguments()
+            .find(|a| a.get_env().is_some_and(|env| env == name))
+            .ok_or_else(|| {
+                format!(
+                    "ROWGUARD_CONFIG line {}: {name} is not a setting of `rowguard {subcommand}`",
+                    number + 1
+                )
+            })?;
+        let long = arg.get_long().unwrap_or_default();
+        let given_on_command_line = args.iter().any(|a| {
+            a.to_str()
+                .is_some_and(|a| a == format!("--{long}") || a.starts_with(&format!("--{long}=")))
+        });
+        if std::env::var_os(name).is_none() && !given_on_command_line {
+            args.push(format!("--{long}={value}").into());
+        }
+    }
+    Ok(args)
 }
 
 /// clap's own message, led by the environment variable the setting is read from, since that is

@@ -367,3 +367,36 @@ async fn sigterm_lets_a_slow_request_finish_refuses_new_connections_and_exits_ze
         "serve should exit 0 after SIGTERM, got {status}"
     );
 }
+
+#[tokio::test]
+async fn serve_reads_settings_from_a_config_file_and_names_them_in_errors() {
+    let issuer = TestIssuer::start().await;
+    let file =
+        std::env::temp_dir().join(format!("rowguard-config-spec-{}.env", std::process::id()));
+    std::fs::write(
+        &file,
+        format!(
+            "# comment\nROWGUARD_OIDC_ISSUER={}\nROWGUARD_MAX_DEPTH=1\n",
+            issuer.url()
+        ),
+    )
+    .expect("write");
+    let mut command = serve_command(
+        &issuer,
+        "postgres://rgtest_gateway@127.0.0.1:1/x",
+        free_port().expect("port"),
+    );
+    command
+        .env_remove("ROWGUARD_OIDC_ISSUER")
+        .env("ROWGUARD_CONFIG", &file);
+    let stderr = refusal(command);
+    let _ = std::fs::remove_file(&file);
+    assert!(
+        stderr.contains("ROWGUARD_MAX_DEPTH"),
+        "the file's invalid value is reported by name: {stderr}"
+    );
+    assert!(
+        !stderr.contains("ROWGUARD_OIDC_ISSUER"),
+        "the issuer came from the file: {stderr}"
+    );
+}

@@ -22,7 +22,7 @@ use crate::auth::OidcSettings;
 use crate::config::{DatabaseSettings, MigrationSettings};
 use crate::graphql::ApiLimits;
 use crate::migrate::{self, MigrateAction};
-use crate::routes::playground::Playground;
+use crate::routes::playground::{Playground, default_assets_dir, load_local};
 use crate::server::{ApiSettings, build_state, run_http};
 use identity_provider::DEV_CLIENT_ID;
 use postgres::{LocalCluster, free_port};
@@ -181,6 +181,7 @@ async fn serve_dev(
         playground_assets: "auto".into(),
         playground_assets_dir: None,
     };
+    install_playground_assets();
     let mut playground: Playground = api
         .playground()
         .map_err(|e| e.to_string())?
@@ -209,6 +210,34 @@ async fn serve_dev(
     run_http(listener, state, shutdown, Duration::from_secs(10))
         .await
         .map_err(|e| e.to_string())
+}
+
+/// In a checkout without the playground's npm packages, installs them (exact versions from the
+/// committed lockfile) so the playground works without a CDN. Without npm the page falls back
+/// to the pinned CDN files.
+fn install_playground_assets() {
+    let manifest = std::path::Path::new("api/playground/package.json");
+    if !manifest.exists() || load_local(&default_assets_dir()).is_ok() {
+        return;
+    }
+    tracing::info!(
+        "installing the playground's GraphiQL and React files: npm ci --prefix api/playground"
+    );
+    let status = std::process::Command::new("npm")
+        .args([
+            "ci",
+            "--no-audit",
+            "--no-fund",
+            "--prefix",
+            "api/playground",
+        ])
+        .stdout(std::process::Stdio::null())
+        .status();
+    if !status.is_ok_and(|s| s.success()) {
+        tracing::warn!(
+            "could not install the playground files with npm; browsers will load them from the CDN"
+        );
+    }
 }
 
 fn user_picker(issuer: &str) -> String {
