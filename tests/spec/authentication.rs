@@ -501,3 +501,23 @@ async fn unmapped_role_is_forbidden() {
     );
     assert_eq!(app.db.open_connections(), 0);
 }
+
+#[tokio::test]
+async fn a_namespaced_roles_claim_is_matched_whole() {
+    let t = TestDb::new().await;
+    let issuer = TestIssuer::start().await;
+    let owner = t.owner().await;
+    let alice = enroll_at(&owner, issuer.url(), "alice").await;
+    assign(&owner, &alice, admit(&owner, "A-1").await).await;
+    let mut settings = oidc_settings(&issuer);
+    settings.roles_claim = "https://rowguard.example/roles".into();
+    let app = TestApp::start_with(&t, settings, ApiLimits::default()).await;
+    app.wait_for_keys().await;
+    let token = issuer
+        .token("alice")
+        .without("roles")
+        .claim("https://rowguard.example/roles", json!(["clinician"]))
+        .mint();
+    let reply = app.graphql(Some(&token), MY_PATIENTS, json!({})).await;
+    assert_eq!(mrns(&reply), set(&["A-1"]), "{}", reply.body);
+}

@@ -294,14 +294,16 @@ impl Rules {
 
     /// The app roles granted by the roles claim, in precedence order (clinician first).
     fn roles(&self, extra: &HashMap<String, Value>) -> Vec<AppRole> {
-        let mut path = self.roles_claim.iter();
-        let Some(first) = path.next() else {
-            return Vec::new();
-        };
-        let mut value = extra.get(first);
-        for segment in path {
-            value = value.and_then(|v| v.get(segment));
-        }
+        // A claim whose name itself contains dots (Auth0's namespaced claims such as
+        // `https://example.org/roles`) is taken whole; otherwise the dots are a path.
+        let value = extra.get(&self.roles_claim.join(".")).or_else(|| {
+            let mut path = self.roles_claim.iter();
+            let mut value = extra.get(path.next()?);
+            for segment in path {
+                value = value.and_then(|v| v.get(segment));
+            }
+            value
+        });
         let granted: Vec<AppRole> = match value {
             Some(Value::Array(items)) => items
                 .iter()
