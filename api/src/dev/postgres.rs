@@ -42,9 +42,16 @@ pub struct LocalCluster {
 impl LocalCluster {
     /// Finds the server binaries; nothing is created yet.
     pub fn new(data_dir: impl Into<PathBuf>) -> Result<Self, ClusterError> {
+        let data_dir = data_dir.into();
+        // The server changes into its data directory, so relative paths (the socket directory)
+        // would resolve against the wrong place.
+        let data_dir = std::path::absolute(&data_dir).map_err(|source| ClusterError::Io {
+            path: data_dir.clone(),
+            source,
+        })?;
         Ok(Self {
             bindir: server_bindir().ok_or(ClusterError::NoServerBinaries)?,
-            data_dir: data_dir.into(),
+            data_dir,
             run_as_postgres: is_root(),
         })
     }
@@ -73,6 +80,18 @@ impl LocalCluster {
                     source,
                 }
             })?;
+            let mut reachable = Command::new("runuser");
+            reachable.args(["-u", "postgres", "--", "test", "-w"]).arg(&self.data_dir);
+            if !reachable.status().is_ok_and(|s| s.success()) {
+                return Err(ClusterError::Command {
+                    what: "preparing the data directory".into(),
+                    detail: format!(
+                        "the `postgres` user cannot reach {} (a parent directory is private, e.g. /root); \
+                         set ROWGUARD_DEV_DATA_DIR to a directory it can reach, such as /tmp/rowguard-dev",
+                        self.data_dir.display()
+                    ),
+                });
+            }
         }
         let mut initdb = self.server_command("initdb");
         initdb.arg("-D").arg(&self.data_dir).args([
