@@ -45,10 +45,25 @@ enum Command {
     },
     /// Print the GraphQL schema (SDL), as committed in schema.graphql.
     Schema,
+    /// Audit-trail tools.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Run the startup self-check against DATABASE_URL and report what would stop `serve`.
     Check {
         #[command(flatten)]
         settings: DatabaseSettings,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Walk the hash chain; exit non-zero at the first altered, deleted or reordered record.
+    /// Connects with ROWGUARD_MIGRATION_DATABASE_URL as the schema owner.
+    Verify {
+        #[command(flatten)]
+        settings: MigrationSettings,
     },
 }
 
@@ -105,6 +120,35 @@ async fn run(command: Command) -> Result<(), String> {
         Command::Schema => std::io::stdout()
             .write_all(crate::graphql::sdl().as_bytes())
             .map_err(|e| format!("writing the schema: {e}")),
+        Command::Audit {
+            command: AuditCommand::Verify { settings },
+        } => {
+            let owner = crate::db::connect_as_role(&settings.url, &settings.role_prefix.owner())
+                .await
+                .map_err(|e| format!("connecting to verify the audit trail: {e}"))?;
+            let verdict = crate::audit_verify::verify(&owner)
+                .await
+                .map_err(|e| format!("reading the audit trail: {e}"))?;
+            let _ = owner.close().await;
+            match verdict {
+                crate::audit_verify::Verdict::Intact { events } => {
+                    let _ = writeln!(
+                        std::io::stdout(),
+                        "audit trail intact: {events} events, every link verified"
+                    );
+                    Ok(())
+                }
+                crate::audit_verify::Verdict::Broken {
+                    seq,
+                    event_id,
+                    problem,
+                } => Err(format!(
+                    "audit trail broken at event {event_id}{}: {problem}",
+                    seq.map(|s| format!(" (chain position {s})"))
+                        .unwrap_or_default()
+                )),
+            }
+        }
         Command::Check { settings } => {
             let db = Database::connect(&settings)
                 .await

@@ -36,6 +36,11 @@ impl MigratorTrait for Migrator {
                 up: include_str!("sql/0003_row_level_security.up.sql"),
                 down: include_str!("sql/0003_row_level_security.down.sql"),
             }),
+            Box::new(SqlMigration {
+                name: "m20261126_000004_audit_and_emergency_access",
+                up: include_str!("sql/0004_audit_and_emergency_access.up.sql"),
+                down: include_str!("sql/0004_audit_and_emergency_access.down.sql"),
+            }),
         ]
     }
 }

@@ -71,9 +71,9 @@ async fn every_table_in_the_app_schema_has_row_level_security_and_patients_force
     let rows = admin
         .query_all_raw(Statement::from_string(
             DbBackend::Postgres,
-            "select c.relname::text as name, c.relrowsecurity as enabled, c.relforcerowsecurity as forced \
+            "select n.nspname || '.' || c.relname as name, c.relrowsecurity as enabled, c.relforcerowsecurity as forced \
              from pg_class c join pg_namespace n on n.oid = c.relnamespace \
-             where n.nspname = 'rowguard' and c.relkind in ('r', 'p') order by 1",
+             where n.nspname in ('rowguard', 'rowguard_audit') and c.relkind in ('r', 'p') order by 1",
         ))
         .await
         .expect("query");
@@ -89,12 +89,12 @@ async fn every_table_in_the_app_schema_has_row_level_security_and_patients_force
         .collect();
     assert_eq!(
         tables.len(),
-        3,
-        "clinicians, clinicians_patients, patients: {tables:?}"
+        6,
+        "clinicians, clinicians_patients, emergency_grants, patients, audit events and chain: {tables:?}"
     );
     for (name, enabled, forced) in &tables {
         assert!(enabled, "{name} has row level security disabled");
-        if name == "patients" {
+        if name == "rowguard.patients" {
             assert!(forced, "patients must FORCE row level security");
         }
     }
@@ -108,7 +108,7 @@ async fn every_policy_reads_the_identity_once_per_statement() {
         .query_all_raw(Statement::from_string(
             DbBackend::Postgres,
             "select policyname::text as name, coalesce(qual, '') || ' ' || coalesce(with_check, '') as expr \
-             from pg_policies where schemaname = 'rowguard'",
+             from pg_policies where schemaname in ('rowguard', 'rowguard_audit')",
         ))
         .await
         .expect("query");

@@ -35,14 +35,19 @@ pub struct RlsScope {
 // Values are bound parameters: nothing from a token is ever spliced into SQL. Setting
 // `transaction_read_only` to on is allowed at any point of a transaction (only switching it off
 // after the first query is refused), which saves a separate `SET TRANSACTION READ ONLY`.
+// The issuer and subject are kept too, for the audit trail's actor stamp.
 const ENTER_READ_WRITE: &str = "select \
      set_config('role', $1, true), \
      set_config('app.current_user', coalesce(rowguard.clinician_id_for($2, $3)::text, ''), true) as clinician_id, \
-     set_config('app.request_id', $4, true)";
+     set_config('app.request_id', $4, true), \
+     set_config('app.issuer', $2, true), \
+     set_config('app.subject', $3, true)";
 const ENTER_READ_ONLY: &str = "select \
      set_config('role', $1, true), \
      set_config('app.current_user', coalesce(rowguard.clinician_id_for($2, $3)::text, ''), true) as clinician_id, \
      set_config('app.request_id', $4, true), \
+     set_config('app.issuer', $2, true), \
+     set_config('app.subject', $3, true), \
      set_config('transaction_read_only', 'on', true)";
 
 impl Database {

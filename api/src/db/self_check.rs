@@ -24,10 +24,10 @@ impl fmt::Display for SelfCheckFailed {
     }
 }
 
-/// The schema whose tables hold protected data.
-const PROTECTED_SCHEMA: &str = "rowguard";
+/// The schemas whose tables hold protected data (clinical data and the audit trail).
+const PROTECTED_SCHEMAS: &str = "{rowguard,rowguard_audit}";
 /// Tables whose policies must apply even to their owner.
-const FORCED_TABLES: &[&str] = &["patients"];
+const FORCED_TABLES: &[&str] = &["rowguard.patients"];
 
 impl Database {
     /// Checks, as the gateway's own login, that PostgreSQL will actually enforce row level
@@ -65,41 +65,39 @@ impl Database {
 
         let tables = self
             .all(
-                "select c.relname::text as name, c.relrowsecurity, c.relforcerowsecurity, \
+                "select n.nspname || '.' || c.relname as name, c.relrowsecurity, c.relforcerowsecurity, \
                         pg_catalog.pg_has_role(current_user, c.relowner, 'MEMBER') as owned, \
                         pg_catalog.has_table_privilege(current_user, c.oid, \
                             'SELECT, INSERT, UPDATE, DELETE, TRUNCATE') as privileged \
                  from pg_catalog.pg_class c \
                  join pg_catalog.pg_namespace n on n.oid = c.relnamespace \
-                 where n.nspname = $1 and c.relkind in ('r', 'p') \
-                 order by c.relname",
-                [PROTECTED_SCHEMA.into()],
+                 where n.nspname = any($1::text[]) and c.relkind in ('r', 'p') \
+                 order by 1",
+                [PROTECTED_SCHEMAS.into()],
             )
             .await?;
         if tables.is_empty() {
-            problems.push(format!(
-                "no tables in schema {PROTECTED_SCHEMA:?}: run `rowguard migrate` first."
-            ));
+            problems.push("no Rowguard tables found: run `rowguard migrate` first.".to_owned());
         }
         for table in &tables {
             let table_name: String = get(table, "name")?;
             if get::<bool>(table, "owned")? {
                 problems.push(format!(
-                    "role {name:?} owns (or may act as the owner of) {PROTECTED_SCHEMA}.{table_name}; \
+                    "role {name:?} owns (or may act as the owner of) {table_name}; \
                      owners bypass row level security. Connect as {:?}, which owns nothing.",
                     self.roles.gateway()
                 ));
             }
             if get::<bool>(table, "privileged")? {
                 problems.push(format!(
-                    "role {name:?} has table privileges on {PROTECTED_SCHEMA}.{table_name} of its own; \
-                     run `REVOKE ALL ON {PROTECTED_SCHEMA}.{table_name} FROM {name}, PUBLIC`."
+                    "role {name:?} has table privileges on {table_name} of its own; \
+                     run `REVOKE ALL ON {table_name} FROM {name}, PUBLIC`."
                 ));
             }
             if !get::<bool>(table, "relrowsecurity")? {
                 problems.push(format!(
-                    "{PROTECTED_SCHEMA}.{table_name} does not have row level security enabled; run \
-                     `ALTER TABLE {PROTECTED_SCHEMA}.{table_name} ENABLE ROW LEVEL SECURITY` \
+                    "{table_name} does not have row level security enabled; run \
+                     `ALTER TABLE {table_name} ENABLE ROW LEVEL SECURITY` \
                      (or re-run `rowguard migrate`)."
                 ));
             }
@@ -107,8 +105,8 @@ impl Database {
                 && !get::<bool>(table, "relforcerowsecurity")?
             {
                 problems.push(format!(
-                    "{PROTECTED_SCHEMA}.{table_name} does not FORCE row level security, so its owner \
-                     bypasses it; run `ALTER TABLE {PROTECTED_SCHEMA}.{table_name} FORCE ROW LEVEL SECURITY`."
+                    "{table_name} does not FORCE row level security, so its owner \
+                     bypasses it; run `ALTER TABLE {table_name} FORCE ROW LEVEL SECURITY`."
                 ));
             }
         }

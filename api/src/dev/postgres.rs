@@ -81,7 +81,9 @@ impl LocalCluster {
                 }
             })?;
             let mut reachable = Command::new("runuser");
-            reachable.args(["-u", "postgres", "--", "test", "-w"]).arg(&self.data_dir);
+            reachable
+                .args(["-u", "postgres", "--", "test", "-w"])
+                .arg(&self.data_dir);
             if !reachable.status().is_ok_and(|s| s.success()) {
                 return Err(ClusterError::Command {
                     what: "preparing the data directory".into(),

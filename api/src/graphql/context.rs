@@ -5,8 +5,9 @@ use sea_orm::DatabaseTransaction;
 use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 use uuid::Uuid;
 
+use super::audit::{self, AuditAction, AuditContext, AuditEntry, AuditLog, AuditOutcome};
 use crate::db::{AccessMode, Database, RlsScope};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::principal::Principal;
 
 enum ScopeState {
@@ -23,6 +24,7 @@ pub struct RequestDb {
     allow_writes: bool,
     request_id: Uuid,
     state: Mutex<ScopeState>,
+    audit: Option<(AuditContext, AuditLog)>,
 }
 
 impl std::fmt::Debug for RequestDb {
@@ -36,14 +38,34 @@ impl std::fmt::Debug for RequestDb {
 }
 
 impl RequestDb {
-    /// `allow_writes` is false for GET requests: mutations must arrive by POST.
-    pub fn new(db: Database, principal: Principal, allow_writes: bool, request_id: Uuid) -> Self {
+    /// `allow_writes` is false for GET requests: mutations must arrive by POST. With `audit`,
+    /// every PHI access of the request is appended to the audit trail when it ends.
+    pub fn new(
+        db: Database,
+        principal: Principal,
+        allow_writes: bool,
+        request_id: Uuid,
+        audit: Option<AuditContext>,
+    ) -> Self {
         Self {
             db,
             principal,
             allow_writes,
             request_id,
             state: Mutex::new(ScopeState::NotOpened),
+            audit: audit.map(|context| (context, AuditLog::default())),
+        }
+    }
+
+    /// Notes a PHI access for the audit trail (no-op when auditing is off).
+    pub fn record(
+        &self,
+        action: AuditAction,
+        outcome: AuditOutcome,
+        patients: impl IntoIterator<Item = Uuid>,
+    ) {
+        if let Some((_, log)) = &self.audit {
+            log.record(action, outcome, patients);
         }
     }
 
@@ -81,6 +103,13 @@ impl RequestDb {
         mode: AccessMode,
     ) -> Result<MappedMutexGuard<'_, DatabaseTransaction>, ApiError> {
         let mut state = self.state.lock().await;
+        // The audit append is a write, so with auditing on every request's transaction is
+        // read-write; query resolvers still only ever call `conn` (reads).
+        let mode = if self.audit.is_some() {
+            AccessMode::ReadWrite
+        } else {
+            mode
+        };
         match &*state {
             ScopeState::NotOpened => {
                 let scope = self
@@ -115,17 +144,61 @@ impl RequestDb {
         })
     }
 
-    /// Ends the request's transaction: commit when `success`, otherwise roll back. A request
-    /// that never touched the database has nothing to end.
+    /// Ends the request's transaction: commit when `success`, otherwise roll back. The audit
+    /// trail is written first: on success in the same transaction (if that fails, nothing
+    /// commits and the caller gets an error instead of data); on failure in a transaction of its
+    /// own after the rollback, with undone successes marked `rolled_back`.
     pub async fn finish(&self, success: bool) -> Result<(), ApiError> {
         let mut state = self.state.lock().await;
-        let ScopeState::Open(scope) = std::mem::replace(&mut *state, ScopeState::Finished) else {
-            return Ok(());
+        let opened = std::mem::replace(&mut *state, ScopeState::Finished);
+        drop(state);
+        let (entries, context) = match &self.audit {
+            Some((context, log)) => (log.take(), Some(context)),
+            None => (Vec::new(), None),
         };
-        if success {
-            scope.commit().await?;
-        } else {
-            scope.rollback().await?;
+        let scope = match opened {
+            ScopeState::Open(scope) => Some(scope),
+            _ => None,
+        };
+        match (success, scope, context) {
+            (true, Some(scope), Some(context)) if !entries.is_empty() => {
+                if let Err(e) = audit::append(scope.conn(), context, &entries).await {
+                    let _ = scope.rollback().await;
+                    tracing::error!(
+                        sqlstate = e.sqlstate().as_deref().unwrap_or("none"),
+                        "audit trail write failed; request refused"
+                    );
+                    return Err(ApiError::new(
+                        ErrorCode::ServiceUnavailable,
+                        "the request could not be recorded in the audit trail, so it was not carried out",
+                    ));
+                }
+                scope.commit().await?;
+            }
+            (true, Some(scope), _) => scope.commit().await?,
+            (false, scope, context) => {
+                if let Some(scope) = scope {
+                    scope.rollback().await?;
+                }
+                if let Some(context) = context.filter(|_| !entries.is_empty()) {
+                    let entries: Vec<AuditEntry> = entries
+                        .into_iter()
+                        .map(|mut e| {
+                            if e.outcome == AuditOutcome::Success {
+                                e.outcome = AuditOutcome::RolledBack;
+                            }
+                            e
+                        })
+                        .collect();
+                    let scope = self
+                        .db
+                        .scope(&self.principal, AccessMode::ReadWrite, self.request_id)
+                        .await?;
+                    audit::append(scope.conn(), context, &entries).await?;
+                    scope.commit().await?;
+                }
+            }
+            (true, None, _) => {}
         }
         Ok(())
     }

@@ -10,6 +10,7 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect, TransactionTra
 use uuid::Uuid;
 
 use super::RequestDb;
+use super::audit::{AuditAction, AuditOutcome};
 use super::types::{CareRole, CareTeamMember, Clinician, ClinicianRow};
 use crate::db::DbError;
 use crate::error::ApiError;
@@ -27,6 +28,11 @@ impl Loader<Uuid> for CareTeamLoader {
     type Error = ApiError;
 
     async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, Self::Value>, Self::Error> {
+        self.0.record(
+            AuditAction::Read,
+            AuditOutcome::Success,
+            keys.iter().copied(),
+        );
         let conn = self.0.conn().await?;
         let assignments = clinician_patient::Entity::find()
             .filter(clinician_patient::Column::PatientId.is_in(keys.iter().copied()))

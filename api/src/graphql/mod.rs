@@ -1,5 +1,7 @@
 //! The GraphQL API: schema, per-request context and resolvers.
 
+pub mod audit;
+mod audit_api;
 mod context;
 mod loaders;
 mod mutation;
@@ -16,6 +18,7 @@ use async_graphql::extensions::apollo_persisted_queries::{
 };
 use async_graphql::{Context, EmptySubscription, SDLExportOptions, Schema};
 
+pub use audit_api::{AuditQuery, EmergencyAccessGrant};
 pub use context::RequestDb;
 use loaders::{CareTeamLoader, CareTeams, ClinicalNotes, ClinicalNotesLoader};
 pub use mutation::Mutation;
@@ -38,6 +41,10 @@ pub struct ApiLimits {
     pub max_body_bytes: usize,
     pub persisted_query_cache_size: usize,
     pub introspection: bool,
+    /// Append every PHI access to the audit trail (HIPAA §164.312(b)); on by default.
+    pub audit: bool,
+    /// Length of a break-glass grant.
+    pub emergency_access_secs: u64,
 }
 
 impl Default for ApiLimits {
@@ -51,13 +58,15 @@ impl Default for ApiLimits {
             max_body_bytes: 1024 * 1024,
             persisted_query_cache_size: 2000,
             introspection: false,
+            audit: true,
+            emergency_access_secs: 3600,
         }
     }
 }
 
 /// Builds the schema once at startup.
 pub fn build_schema(limits: ApiLimits) -> RowguardSchema {
-    let mut builder = Schema::build(Query, Mutation, EmptySubscription)
+    let mut builder = Schema::build(Query::default(), Mutation, EmptySubscription)
         .data(limits)
         .limit_depth(limits.max_depth)
         .limit_complexity(limits.max_complexity)

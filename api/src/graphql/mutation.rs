@@ -2,15 +2,16 @@
 
 use async_graphql::{Context, ID, InputObject, Object, Result};
 use chrono::NaiveDate;
-use entities::{clinician, clinician_patient, patient};
+use entities::{clinician, clinician_patient, emergency_grant, patient};
 use sea_orm::sea_query::Expr;
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect, Set};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect, Set};
 use uuid::Uuid;
 
+use super::audit::{AuditAction, AuditOutcome};
 use super::pagination::PATIENT_COLUMNS;
 use super::query::find_clinician;
-use super::request_db;
-use super::types::{CareRole, Clinician, Patient, PatientRow};
+use super::types::{CareRole, Clinician, EmergencyAccessGrant, Patient, PatientRow};
+use super::{RequestDb, request_db};
 use crate::db::DbError;
 use crate::error::{ApiError, ErrorCode};
 
@@ -58,6 +59,15 @@ pub struct AssignClinicianInput {
     pub care_role: CareRole,
 }
 
+/// A request for emergency (break-glass) access to one patient.
+#[derive(Debug, InputObject)]
+pub struct RequestEmergencyAccessInput {
+    /// The patient you need to see.
+    pub patient_id: ID,
+    /// Why: recorded in the audit trail and reviewed by an auditor (at least 20 characters).
+    pub reason: String,
+}
+
 /// Removes a clinician from a patient's care team.
 #[derive(Debug, InputObject)]
 pub struct UnassignClinicianInput {
@@ -79,81 +89,17 @@ impl Mutation {
         input: UpdatePatientInput,
     ) -> Result<Patient> {
         let id = parse_patient_id(&input.id, "input.id")?;
-        let mut update = patient::Entity::update_many()
-            .filter(patient::Column::Id.eq(id))
-            .filter(patient::Column::Version.eq(input.expected_version));
-        let mut changed = false;
-        for (field, column, value) in [
-            (
-                "input.givenName",
-                patient::Column::GivenName,
-                input.given_name,
-            ),
-            (
-                "input.familyName",
-                patient::Column::FamilyName,
-                input.family_name,
-            ),
-        ] {
-            if let Some(value) = value {
-                let value = value.trim().to_owned();
-                if value.is_empty() || value.chars().count() > 200 {
-                    return Err(ApiError::bad_input(field, "must be 1 to 200 characters").into());
-                }
-                update = update.col_expr(column, Expr::value(value));
-                changed = true;
-            }
-        }
-        if let Some(birth_date) = input.birth_date {
-            if birth_date > chrono::Utc::now().date_naive() {
-                return Err(
-                    ApiError::bad_input("input.birthDate", "must not be in the future").into(),
-                );
-            }
-            update = update.col_expr(patient::Column::BirthDate, Expr::value(birth_date));
-            changed = true;
-        }
-        if let Some(notes) = input.clinical_notes {
-            if notes.chars().count() > 100_000 {
-                return Err(ApiError::bad_input(
-                    "input.clinicalNotes",
-                    "must be at most 100000 characters",
-                )
-                .into());
-            }
-            update = update.col_expr(patient::Column::ClinicalNotes, Expr::value(notes));
-            changed = true;
-        }
-        if !changed {
-            return Err(ApiError::bad_input("input", "names no field to change").into());
-        }
-
+        let expected_version = input.expected_version;
+        let update = patient_update(id, input)?;
         let request = request_db(ctx)?;
-        let conn = request.conn_for_write().await?;
-        let updated = update
-            .exec(&*conn)
-            .await
-            .map_err(|e| write_error(e.into()))?;
-        let row = patient::Entity::find_by_id(id)
-            .select_only()
-            .columns(PATIENT_COLUMNS)
-            .into_model::<PatientRow>()
-            .one(&*conn)
-            .await
-            .map_err(DbError::from)
-            .map_err(ApiError::from)?;
-        match (updated.rows_affected, row) {
-            (1, Some(row)) => Ok(Patient(row)),
-            (_, None) => Err(ApiError::not_found("patient").into()),
-            (_, Some(row)) => Err(ApiError::new(
-                ErrorCode::Conflict,
-                format!(
-                    "the patient was changed by someone else (version {} is current, you sent {}); reload and retry",
-                    row.version, input.expected_version
-                ),
-            )
-            .into()),
-        }
+        let result = apply_update(&request, id, expected_version, update).await;
+        let outcome = match &result {
+            Ok(_) => AuditOutcome::Success,
+            Err(e) if e.code == ErrorCode::NotFound => AuditOutcome::NotVisible,
+            Err(e) => AuditOutcome::from_error(e),
+        };
+        request.record(AuditAction::Update, outcome, [id]);
+        Ok(result?)
     }
 
     /// Enrolls a person so they can sign in. Coordinators only.
@@ -180,35 +126,9 @@ impl Mutation {
             );
         }
         let request = request_db(ctx)?;
-        let id = {
-            let conn = request.conn_for_write().await?;
-            let row = clinician::ActiveModel {
-                oidc_issuer: Set(issuer.to_owned()),
-                oidc_subject: Set(subject.to_owned()),
-                display_name: Set(display_name.to_owned()),
-                active: Set(true),
-                ..Default::default()
-            };
-            clinician::Entity::insert(row)
-                .exec_without_returning(&*conn)
-                .await
-                .map_err(|e| write_error(e.into()))?;
-            let found: Option<i32> = clinician::Entity::find()
-                .select_only()
-                .column(clinician::Column::Id)
-                .filter(clinician::Column::OidcIssuer.eq(issuer))
-                .filter(clinician::Column::OidcSubject.eq(subject))
-                .into_tuple()
-                .one(&*conn)
-                .await
-                .map_err(DbError::from)
-                .map_err(ApiError::from)?;
-            found
-                .ok_or_else(|| ApiError::internal("an enrolled clinician could not be read back"))?
-        };
-        Ok(find_clinician(&request, id)
-            .await?
-            .ok_or_else(|| ApiError::internal("an enrolled clinician could not be read back"))?)
+        let result = enroll(&request, issuer, subject, display_name).await;
+        request.record(AuditAction::Enroll, outcome_of(&result), []);
+        Ok(result?)
     }
 
     /// Adds a clinician to a patient's care team. Coordinators only. `CONFLICT` if already
@@ -221,18 +141,9 @@ impl Mutation {
         let clinician_id = parse_clinician_id(&input.clinician_id, "input.clinicianId")?;
         let patient_id = parse_patient_id(&input.patient_id, "input.patientId")?;
         let request = request_db(ctx)?;
-        let conn = request.conn_for_write().await?;
-        let row = clinician_patient::ActiveModel {
-            clinician_id: Set(clinician_id),
-            patient_id: Set(patient_id),
-            care_role: Set(input.care_role.as_db().to_owned()),
-            ..Default::default()
-        };
-        clinician_patient::Entity::insert(row)
-            .exec_without_returning(&*conn)
-            .await
-            .map_err(|e| write_error(e.into()))?;
-        read_patient(&conn, patient_id).await
+        let result = assign(&request, clinician_id, patient_id, input.care_role).await;
+        request.record(AuditAction::Assign, outcome_of(&result), [patient_id]);
+        Ok(result?)
     }
 
     /// Removes a clinician from a patient's care team. Coordinators only. `NOT_FOUND` if there
@@ -245,21 +156,296 @@ impl Mutation {
         let clinician_id = parse_clinician_id(&input.clinician_id, "input.clinicianId")?;
         let patient_id = parse_patient_id(&input.patient_id, "input.patientId")?;
         let request = request_db(ctx)?;
-        let conn = request.conn_for_write().await?;
-        let deleted = clinician_patient::Entity::delete_many()
-            .filter(clinician_patient::Column::ClinicianId.eq(clinician_id))
-            .filter(clinician_patient::Column::PatientId.eq(patient_id))
-            .exec(&*conn)
-            .await
-            .map_err(|e| write_error(e.into()))?;
-        if deleted.rows_affected == 0 {
-            return Err(ApiError::not_found("assignment").into());
+        let result = unassign(&request, clinician_id, patient_id).await;
+        request.record(AuditAction::Unassign, outcome_of(&result), [patient_id]);
+        Ok(result?)
+    }
+
+    /// Break-glass: opens a patient you are not assigned to, for reading, for a limited time
+    /// (the server's configured maximum), because of an emergency. Clinicians only. The reason
+    /// is required (at least 20 characters); every access under the grant is audited with
+    /// purpose "emergency", and auditors review each grant.
+    async fn request_emergency_access(
+        &self,
+        ctx: &Context<'_>,
+        input: RequestEmergencyAccessInput,
+    ) -> Result<EmergencyAccessGrant> {
+        let patient_id = parse_patient_id(&input.patient_id, "input.patientId")?;
+        let reason = input.reason.trim();
+        if reason.chars().count() < 20
+            || reason.split_whitespace().count() < 3
+            || reason.chars().count() > 2000
+        {
+            return Err(ApiError::bad_input(
+                "input.reason",
+                "describe the emergency (at least 20 characters and 3 words, at most 2000 characters)",
+            )
+            .into());
         }
-        read_patient(&conn, patient_id).await
+        let seconds = ctx
+            .data_unchecked::<super::ApiLimits>()
+            .emergency_access_secs;
+        let request = request_db(ctx)?;
+        let result = grant_emergency_access(&request, patient_id, reason, seconds).await;
+        request.record(
+            AuditAction::EmergencyAccess,
+            outcome_of(&result),
+            [patient_id],
+        );
+        Ok(result?)
+    }
+
+    /// Marks an emergency-access grant as reviewed. Auditors only. `NOT_FOUND` if there is no
+    /// such grant or it was already reviewed.
+    async fn review_emergency_access(
+        &self,
+        ctx: &Context<'_>,
+        grant_id: ID,
+    ) -> Result<EmergencyAccessGrant> {
+        let grant_id: i64 = grant_id
+            .parse()
+            .map_err(|_| ApiError::bad_input("grantId", "is not a grant id"))?;
+        let request = request_db(ctx)?;
+        let result = review(&request, grant_id).await;
+        let patients: Vec<Uuid> = result.iter().map(|g| g.0.patient_id).collect();
+        request.record(AuditAction::Review, outcome_of(&result), patients);
+        Ok(result?)
     }
 }
 
-async fn read_patient(conn: &sea_orm::DatabaseTransaction, id: Uuid) -> Result<Patient> {
+fn outcome_of<T>(result: &Result<T, ApiError>) -> AuditOutcome {
+    match result {
+        Ok(_) => AuditOutcome::Success,
+        Err(e) => AuditOutcome::from_error(e),
+    }
+}
+
+/// Validates the input and builds the UPDATE: only the given fields change, and only if the
+/// version is still the one the caller read.
+fn patient_update(
+    id: Uuid,
+    input: UpdatePatientInput,
+) -> Result<sea_orm::UpdateMany<patient::Entity>, ApiError> {
+    let mut update = patient::Entity::update_many()
+        .filter(patient::Column::Id.eq(id))
+        .filter(patient::Column::Version.eq(input.expected_version));
+    let mut changed = false;
+    for (field, column, value) in [
+        (
+            "input.givenName",
+            patient::Column::GivenName,
+            input.given_name,
+        ),
+        (
+            "input.familyName",
+            patient::Column::FamilyName,
+            input.family_name,
+        ),
+    ] {
+        if let Some(value) = value {
+            let value = value.trim().to_owned();
+            if value.is_empty() || value.chars().count() > 200 {
+                return Err(ApiError::bad_input(field, "must be 1 to 200 characters"));
+            }
+            update = update.col_expr(column, Expr::value(value));
+            changed = true;
+        }
+    }
+    if let Some(birth_date) = input.birth_date {
+        if birth_date > chrono::Utc::now().date_naive() {
+            return Err(ApiError::bad_input(
+                "input.birthDate",
+                "must not be in the future",
+            ));
+        }
+        update = update.col_expr(patient::Column::BirthDate, Expr::value(birth_date));
+        changed = true;
+    }
+    if let Some(notes) = input.clinical_notes {
+        if notes.chars().count() > 100_000 {
+            return Err(ApiError::bad_input(
+                "input.clinicalNotes",
+                "must be at most 100000 characters",
+            ));
+        }
+        update = update.col_expr(patient::Column::ClinicalNotes, Expr::value(notes));
+        changed = true;
+    }
+    if !changed {
+        return Err(ApiError::bad_input("input", "names no field to change"));
+    }
+    Ok(update)
+}
+
+/// Runs a prepared patient update and tells apart success, a stale version and a patient the
+/// caller cannot see (which looks exactly like one that does not exist).
+async fn apply_update(
+    request: &RequestDb,
+    id: Uuid,
+    expected_version: i32,
+    update: sea_orm::UpdateMany<patient::Entity>,
+) -> Result<Patient, ApiError> {
+    let conn = request.conn_for_write().await?;
+    let updated = update
+        .exec(&*conn)
+        .await
+        .map_err(|e| write_error(e.into()))?;
+    let row = patient::Entity::find_by_id(id)
+        .select_only()
+        .columns(PATIENT_COLUMNS)
+        .into_model::<PatientRow>()
+        .one(&*conn)
+        .await
+        .map_err(DbError::from)?;
+    match (updated.rows_affected, row) {
+        (1, Some(row)) => Ok(Patient(row)),
+        (_, None) => Err(ApiError::not_found("patient")),
+        (_, Some(row)) => Err(ApiError::new(
+            ErrorCode::Conflict,
+            format!(
+                "the patient was changed by someone else (version {} is current, you sent {expected_version}); reload and retry",
+                row.version
+            ),
+        )),
+    }
+}
+
+async fn enroll(
+    request: &RequestDb,
+    issuer: &str,
+    subject: &str,
+    display_name: &str,
+) -> Result<Clinician, ApiError> {
+    let id = {
+        let conn = request.conn_for_write().await?;
+        let row = clinician::ActiveModel {
+            oidc_issuer: Set(issuer.to_owned()),
+            oidc_subject: Set(subject.to_owned()),
+            display_name: Set(display_name.to_owned()),
+            active: Set(true),
+            ..Default::default()
+        };
+        clinician::Entity::insert(row)
+            .exec_without_returning(&*conn)
+            .await
+            .map_err(|e| write_error(e.into()))?;
+        let found: Option<i32> = clinician::Entity::find()
+            .select_only()
+            .column(clinician::Column::Id)
+            .filter(clinician::Column::OidcIssuer.eq(issuer))
+            .filter(clinician::Column::OidcSubject.eq(subject))
+            .into_tuple()
+            .one(&*conn)
+            .await
+            .map_err(DbError::from)?;
+        found.ok_or_else(|| ApiError::internal("an enrolled clinician could not be read back"))?
+    };
+    find_clinician(request, id)
+        .await?
+        .ok_or_else(|| ApiError::internal("an enrolled clinician could not be read back"))
+}
+
+async fn assign(
+    request: &RequestDb,
+    clinician_id: i32,
+    patient_id: Uuid,
+    care_role: CareRole,
+) -> Result<Patient, ApiError> {
+    let conn = request.conn_for_write().await?;
+    let row = clinician_patient::ActiveModel {
+        clinician_id: Set(clinician_id),
+        patient_id: Set(patient_id),
+        care_role: Set(care_role.as_db().to_owned()),
+        ..Default::default()
+    };
+    clinician_patient::Entity::insert(row)
+        .exec_without_returning(&*conn)
+        .await
+        .map_err(|e| write_error(e.into()))?;
+    read_patient(&conn, patient_id).await
+}
+
+async fn unassign(
+    request: &RequestDb,
+    clinician_id: i32,
+    patient_id: Uuid,
+) -> Result<Patient, ApiError> {
+    let conn = request.conn_for_write().await?;
+    let deleted = clinician_patient::Entity::delete_many()
+        .filter(clinician_patient::Column::ClinicianId.eq(clinician_id))
+        .filter(clinician_patient::Column::PatientId.eq(patient_id))
+        .exec(&*conn)
+        .await
+        .map_err(|e| write_error(e.into()))?;
+    if deleted.rows_affected == 0 {
+        return Err(ApiError::not_found("assignment"));
+    }
+    read_patient(&conn, patient_id).await
+}
+
+async fn grant_emergency_access(
+    request: &RequestDb,
+    patient_id: Uuid,
+    reason: &str,
+    seconds: u64,
+) -> Result<EmergencyAccessGrant, ApiError> {
+    let conn = request.conn_for_write().await?;
+    let values: [sea_orm::Value; 3] = [
+        patient_id.into(),
+        reason.into(),
+        format!("{seconds} seconds").into(),
+    ];
+    let row = conn
+        .query_one_raw(sea_orm::Statement::from_sql_and_values(
+            sea_orm::DbBackend::Postgres,
+            "select rowguard.request_emergency_access($1, $2, $3::interval) as id",
+            values,
+        ))
+        .await
+        .map_err(|e| write_error(e.into()))?
+        .ok_or_else(|| ApiError::internal("the emergency grant returned no id"))?;
+    let id: i64 = row
+        .try_get("", "id")
+        .map_err(|e| ApiError::from(DbError::from(e)))?;
+    find_grant(&conn, id)
+        .await?
+        .ok_or_else(|| ApiError::internal("a new emergency grant could not be read back"))
+}
+
+async fn review(request: &RequestDb, grant_id: i64) -> Result<EmergencyAccessGrant, ApiError> {
+    let conn = request.conn_for_write().await?;
+    let row = conn
+        .query_one_raw(sea_orm::Statement::from_sql_and_values(
+            sea_orm::DbBackend::Postgres,
+            "select rowguard.review_emergency_access($1) as reviewed",
+            [grant_id.into()],
+        ))
+        .await
+        .map_err(|e| write_error(e.into()))?
+        .ok_or_else(|| ApiError::internal("reviewing returned no row"))?;
+    let reviewed: bool = row
+        .try_get("", "reviewed")
+        .map_err(|e| ApiError::from(DbError::from(e)))?;
+    if !reviewed {
+        return Err(ApiError::not_found("unreviewed emergency access grant"));
+    }
+    find_grant(&conn, grant_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("emergency access grant"))
+}
+
+async fn find_grant(
+    conn: &sea_orm::DatabaseTransaction,
+    id: i64,
+) -> Result<Option<EmergencyAccessGrant>, ApiError> {
+    Ok(emergency_grant::Entity::find_by_id(id)
+        .one(conn)
+        .await
+        .map_err(DbError::from)?
+        .map(EmergencyAccessGrant))
+}
+
+async fn read_patient(conn: &sea_orm::DatabaseTransaction, id: Uuid) -> Result<Patient, ApiError> {
     let row = patient::Entity::find_by_id(id)
         .select_only()
         .columns(PATIENT_COLUMNS)

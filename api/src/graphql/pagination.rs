@@ -14,6 +14,7 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
+use super::audit::{AuditAction, AuditOutcome};
 use super::loaders::{CareTeams, ClinicalNotes};
 use super::types::{Patient, PatientRow};
 use super::{ApiLimits, RequestDb};
@@ -169,16 +170,29 @@ pub async fn patients_page(
         return Ok(PatientConnection::new(after.is_some(), false, Vec::new()));
     }
 
-    let mut rows = {
+    let rows = {
         let conn = request.conn().await?;
         query
             .into_model::<PatientRow>()
             .all(&*conn)
             .await
-            .map_err(crate::db::DbError::from)?
+            .map_err(crate::db::DbError::from)
+    };
+    let mut rows = match rows {
+        Ok(rows) => rows,
+        Err(e) => {
+            let error = ApiError::from(e);
+            request.record(AuditAction::Read, AuditOutcome::from_error(&error), []);
+            return Err(error);
+        }
     };
     let has_next = rows.len() > first as usize;
     rows.truncate(first as usize);
+    request.record(
+        AuditAction::Read,
+        AuditOutcome::Success,
+        rows.iter().map(|r| r.id),
+    );
     prefetch(ctx, request, rows.iter().map(|r| r.id).collect()).await?;
     let edges = rows
         .into_iter()

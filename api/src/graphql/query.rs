@@ -7,6 +7,7 @@ use sea_orm::sea_query::extension::postgres::PgExpr;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use uuid::Uuid;
 
+use super::audit::{AuditAction, AuditOutcome};
 use super::pagination::{
     PATIENT_COLUMNS, PatientConnection, PatientFilter, patients_page, search_pattern,
 };
@@ -15,14 +16,18 @@ use super::types::{Clinician, ClinicianRow, Patient, PatientRow};
 use crate::db::DbError;
 use crate::error::ApiError;
 
-/// Entry points for reading.
+/// Entry points for reading: the clinical API and the auditor's API.
+#[derive(Debug, Default, async_graphql::MergedObject)]
+pub struct Query(ClinicalQuery, super::audit_api::AuditQuery);
+
+/// Clinical entry points (merged into `Query`).
 #[derive(Debug, Default)]
-pub struct Query;
+pub struct ClinicalQuery;
 
 /// Entry points for reading. A query operation runs in one read-only transaction as the
 /// signed-in person; PostgreSQL's row level security decides which rows exist for them.
 #[Object]
-impl Query {
+impl ClinicalQuery {
     /// The signed-in person, or null when their identity-provider account is not enrolled (or
     /// is inactive) in Rowguard.
     async fn me(&self, ctx: &Context<'_>) -> Result<Option<Clinician>> {
@@ -67,15 +72,24 @@ impl Query {
             return Err(ApiError::bad_input("id", "is not a patient id").into());
         };
         let request = request_db(ctx)?;
-        let conn = request.conn().await?;
-        let row = patient::Entity::find_by_id(id)
-            .select_only()
-            .columns(PATIENT_COLUMNS)
-            .into_model::<PatientRow>()
-            .one(&*conn)
-            .await
-            .map_err(DbError::from)
-            .map_err(ApiError::from)?;
+        let row = {
+            let conn = request.conn().await?;
+            patient::Entity::find_by_id(id)
+                .select_only()
+                .columns(PATIENT_COLUMNS)
+                .into_model::<PatientRow>()
+                .one(&*conn)
+                .await
+                .map_err(DbError::from)
+                .map_err(ApiError::from)
+        };
+        match &row {
+            Ok(Some(_)) => request.record(AuditAction::Read, AuditOutcome::Success, [id]),
+            // Recorded as asked: an invisible patient and a non-existent id look the same here.
+            Ok(None) => request.record(AuditAction::Read, AuditOutcome::NotVisible, [id]),
+            Err(e) => request.record(AuditAction::Read, AuditOutcome::from_error(e), [id]),
+        }
+        let row = row?;
         Ok(row.map(Patient))
     }
 

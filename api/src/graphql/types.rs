@@ -189,3 +189,5 @@ impl CareTeamMember {
         self.assigned_at
     }
 }
+
+pub use super::audit_api::EmergencyAccessGrant;

@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::auth::AuthError;
 use crate::error::{ApiError, ErrorCode};
+use crate::graphql::audit::AuditContext;
 use crate::graphql::{self, ArrivedOverGet, MUTATION_OVER_GET, RequestDb};
 use crate::state::AppState;
 
@@ -51,12 +52,34 @@ async fn run(state: AppState, request: Request) -> Result<Response, ApiError> {
     let graphql_request = read_request(request, state.limits.max_body_bytes).await?;
     let operation = loggable_name(graphql_request.operation_name.as_deref()).to_owned();
     let role = principal.role;
+    let audit = state.limits.audit.then(|| AuditContext {
+        operation_name: graphql_request
+            .operation_name
+            .as_deref()
+            .map(|_| operation.clone()),
+        persisted_query_hash: graphql_request
+            .extensions
+            .get("persistedQuery")
+            .and_then(|pq| match pq {
+                Value::Object(fields) => match fields.get("sha256Hash") {
+                    Some(Value::String(hash))
+                        if hash.len() == 64 && hash.chars().all(|c| c.is_ascii_hexdigit()) =>
+                    {
+                        Some(hash.clone())
+                    }
+                    _ => None,
+                },
+                _ => None,
+            }),
+        client_id: principal.client_id.clone(),
+    });
 
     let db = Arc::new(RequestDb::new(
         state.db.clone(),
         principal,
         !over_get,
         request_id,
+        audit,
     ));
     let mut graphql_request = graphql::attach(graphql_request, db.clone());
     if over_get {

@@ -41,7 +41,9 @@ CREATE INDEX events_patient_ids_idx ON rowguard_audit.events USING gin (patient_
 -- events are never updated, not even to add their hash.
 CREATE TABLE rowguard_audit.chain (
   seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-  event_id bigint NOT NULL UNIQUE REFERENCES rowguard_audit.events (id),
+  -- No foreign key: its check locks the event row (FOR KEY SHARE), which needs the UPDATE
+  -- privilege that nobody holds on the trail. A missing event is what `audit verify` reports.
+  event_id bigint NOT NULL UNIQUE,
   prev_hash bytea NOT NULL,
   hash bytea NOT NULL
 );

@@ -1,0 +1,164 @@
+//! What a request did to PHI, collected while it runs and appended to the audit trail when it
+//! ends: in the same transaction when it succeeds, in a transaction of its own when it failed
+//! (so failed attempts are recorded too, and nothing of the failed work is).
+
+use std::collections::BTreeSet;
+
+use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, Statement, Value};
+use uuid::Uuid;
+
+use crate::db::DbError;
+
+/// What was done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum AuditAction {
+    Read,
+    Update,
+    Assign,
+    Unassign,
+    Enroll,
+    EmergencyAccess,
+    Review,
+    AuditRead,
+}
+
+impl AuditAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditAction::Read => "read",
+            AuditAction::Update => "update",
+            AuditAction::Assign => "assign",
+            AuditAction::Unassign => "unassign",
+            AuditAction::Enroll => "enroll",
+            AuditAction::EmergencyAccess => "emergency_access",
+            AuditAction::Review => "review",
+            AuditAction::AuditRead => "audit_read",
+        }
+    }
+}
+
+/// How it ended for the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum AuditOutcome {
+    Success,
+    /// The caller asked for a patient they could not see (or that does not exist).
+    NotVisible,
+    /// The database refused for lack of privilege.
+    Denied,
+    Conflict,
+    NotFound,
+    Invalid,
+    /// The request failed after this step succeeded, so the step was undone.
+    RolledBack,
+    Error,
+}
+
+impl AuditOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditOutcome::Success => "success",
+            AuditOutcome::NotVisible => "not_visible",
+            AuditOutcome::Denied => "denied",
+            AuditOutcome::Conflict => "conflict",
+            AuditOutcome::NotFound => "not_found",
+            AuditOutcome::Invalid => "invalid",
+            AuditOutcome::RolledBack => "rolled_back",
+            AuditOutcome::Error => "error",
+        }
+    }
+}
+
+impl AuditOutcome {
+    /// The outcome a coded API error stands for.
+    pub fn from_error(error: &crate::error::ApiError) -> Self {
+        use crate::error::ErrorCode;
+        match error.code {
+            ErrorCode::Forbidden => AuditOutcome::Denied,
+            ErrorCode::NotFound => AuditOutcome::NotFound,
+            ErrorCode::Conflict => AuditOutcome::Conflict,
+            ErrorCode::BadUserInput => AuditOutcome::Invalid,
+            _ => AuditOutcome::Error,
+        }
+    }
+}
+
+/// One pending event: an action, its outcome and every patient it touched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub action: AuditAction,
+    pub outcome: AuditOutcome,
+    pub patients: BTreeSet<Uuid>,
+}
+
+/// Per-request facts every event carries (names and hashes, never PHI).
+#[derive(Debug, Clone, Default)]
+pub struct AuditContext {
+    pub operation_name: Option<String>,
+    pub persisted_query_hash: Option<String>,
+    pub client_id: Option<String>,
+}
+
+/// Entries of one request; entries with the same action and outcome merge into one event.
+#[derive(Debug, Default)]
+pub struct AuditLog {
+    entries: std::sync::Mutex<Vec<AuditEntry>>,
+}
+
+impl AuditLog {
+    pub fn record(
+        &self,
+        action: AuditAction,
+        outcome: AuditOutcome,
+        patients: impl IntoIterator<Item = Uuid>,
+    ) {
+        let Ok(mut entries) = self.entries.lock() else {
+            return;
+        };
+        match entries
+            .iter_mut()
+            .find(|e| e.action == action && e.outcome == outcome)
+        {
+            Some(entry) => entry.patients.extend(patients),
+            None => entries.push(AuditEntry {
+                action,
+                outcome,
+                patients: patients.into_iter().collect(),
+            }),
+        }
+    }
+
+    pub fn take(&self) -> Vec<AuditEntry> {
+        self.entries
+            .lock()
+            .map(|mut e| std::mem::take(&mut *e))
+            .unwrap_or_default()
+    }
+}
+
+/// Appends `entries` through `rowguard_audit.append`, which stamps the actor from the
+/// transaction's settings and splits emergency access from treatment.
+pub async fn append(
+    txn: &DatabaseTransaction,
+    context: &AuditContext,
+    entries: &[AuditEntry],
+) -> Result<(), DbError> {
+    for entry in entries {
+        let patients: Vec<Uuid> = entry.patients.iter().copied().collect();
+        let values: [Value; 6] = [
+            entry.action.as_str().into(),
+            entry.outcome.as_str().into(),
+            patients.into(),
+            context.operation_name.clone().into(),
+            context.persisted_query_hash.clone().into(),
+            context.client_id.clone().into(),
+        ];
+        txn.execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "select rowguard_audit.append($1, $2, $3, $4, $5, $6)",
+            values,
+        ))
+        .await
+        .map_err(DbError::Statement)?;
+    }
+    Ok(())
+}
