@@ -163,8 +163,10 @@ async fn run(command: Command) -> Result<(), String> {
 /// Structured JSON logs for `serve` (ROWGUARD_LOG_FORMAT=text for humans); text elsewhere.
 /// Logs carry request ids, operation names, codes and durations, never PHI.
 fn init_logging(serving: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("ROWGUARD_LOG")
-        .unwrap_or_else(|_| "info,sqlx=warn".into());
+    let filter = phi_safe_filter(
+        tracing_subscriber::EnvFilter::try_from_env("ROWGUARD_LOG")
+            .unwrap_or_else(|_| "info".into()),
+    );
     let json = match std::env::var("ROWGUARD_LOG_FORMAT").as_deref() {
         Ok("json") => true,
         Ok("text") => false,
@@ -228,6 +230,30 @@ fn with_config_file(mut args: Vec<std::ffi::OsString>) -> Result<Vec<std::ffi::O
         }
     }
     Ok(args)
+}
+
+/// Caps libraries that log statements, parameters, headers or bodies at their verbose levels:
+/// whatever `ROWGUARD_LOG` says (even `trace`), they never log below these levels, so no PHI
+/// reaches the logs through them. Rowguard's own events carry ids, names and codes only.
+pub fn phi_safe_filter(filter: tracing_subscriber::EnvFilter) -> tracing_subscriber::EnvFilter {
+    const CEILINGS: [&str; 12] = [
+        "sqlx=warn",
+        "sea_orm=info",
+        "sea_query=info",
+        "sea_orm_migration=info",
+        "async_graphql=info",
+        "hyper=info",
+        "hyper_util=info",
+        "h2=info",
+        "reqwest=info",
+        "rustls=info",
+        "oauth2=info",
+        "openidconnect=info",
+    ];
+    CEILINGS
+        .iter()
+        .filter_map(|d| d.parse().ok())
+        .fold(filter, tracing_subscriber::EnvFilter::add_directive)
 }
 
 /// clap's own message, led by the environment variable the setting is read from, since that is

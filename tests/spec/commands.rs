@@ -20,6 +20,7 @@ struct Running {
     child: Child,
     lines: mpsc::Receiver<String>,
     seen: Vec<String>,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 /// A failed test must not leave `rowguard dev` (and its embedded PostgreSQL) running.
@@ -52,10 +53,23 @@ impl Running {
                 let _ = tx.send(line);
             }
         });
+        // Drained continuously: a verbose server must never block on a full pipe.
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = stderr.clone();
+        let pipe = child.stderr.take().expect("stderr");
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                if let Ok(mut text) = sink.lock() {
+                    text.push_str(&line);
+                    text.push('\n');
+                }
+            }
+        });
         Running {
             child,
             lines,
             seen: Vec::new(),
+            stderr,
         }
     }
 
@@ -71,18 +85,7 @@ impl Running {
                 Ok(line) => self.seen.push(line),
                 Err(_) => {
                     let _ = self.child.kill();
-                    let stderr = self
-                        .child
-                        .stderr
-                        .take()
-                        .map(|s| {
-                            BufReader::new(s)
-                                .lines()
-                                .map_while(Result::ok)
-                                .collect::<Vec<_>>()
-                                .join("\n")
-                        })
-                        .unwrap_or_default();
+                    let stderr = self.stderr_text();
                     panic!(
                         "no line with {needle:?} within {timeout:?}; stdout: {:?}\nstderr: {stderr}",
                         self.seen
@@ -90,6 +93,10 @@ impl Running {
                 }
             }
         }
+    }
+
+    fn stderr_text(&self) -> String {
+        self.stderr.lock().map(|t| t.clone()).unwrap_or_default()
     }
 
     fn signal(&self, signal: &str) {
@@ -398,5 +405,101 @@ async fn serve_reads_settings_from_a_config_file_and_names_them_in_errors() {
     assert!(
         !stderr.contains("ROWGUARD_OIDC_ISSUER"),
         "the issuer came from the file: {stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_most_verbose_logs_carry_no_phi() {
+    const MARKER: &str = "CANARY7Q";
+    let t = TestDb::new().await;
+    let issuer = TestIssuer::start().await;
+    let owner = t.owner().await;
+    let alice = enroll_at(&owner, issuer.url(), "alice").await;
+    enroll_at(&owner, issuer.url(), "carol").await;
+    let patient = admit(&owner, "A-1").await;
+    assign(&owner, &alice, patient).await;
+    let port = free_port().expect("port");
+    let mut command = serve_command(&issuer, &t.gateway_url(), port);
+    command.env("ROWGUARD_LOG", "trace");
+    let mut server = Running::start(command);
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .map(|r| r.status())
+        .ok()
+        != Some(reqwest::StatusCode::OK)
+    {
+        assert!(Instant::now() < deadline, "serve never became ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let alice_token = issuer.token("alice").mint();
+    let carol_token = issuer.token("carol").roles(&["coordinator"]).mint();
+    let requests = [
+        (
+            &alice_token,
+            json!({ "query": "mutation($i: UpdatePatientInput!) { updatePatient(input: $i) { version givenName clinicalNotes } }",
+            "variables": { "i": { "id": patient, "expectedVersion": 1, "givenName": format!("Name{MARKER}"), "clinicalNotes": format!("Notes {MARKER}") } } }),
+        ),
+        (
+            &alice_token,
+            json!({ "query": format!("{{ patients(search: \"{MARKER}\") {{ edges {{ node {{ givenName clinicalNotes }} }} }} }}") }),
+        ),
+        (
+            &alice_token,
+            json!({ "query": "query Find($s: String) { patients(search: $s) { edges { node { givenName } } } }", "variables": { "s": MARKER } }),
+        ),
+        (
+            &alice_token,
+            json!({ "query": "{ patients { edges { node { givenName familyName clinicalNotes } } } }" }),
+        ),
+        (&alice_token, json!({ "query": format!("{{ {MARKER} }}") })),
+        (
+            &alice_token,
+            json!({ "query": "query($id: ID!) { patient(id: $id) { mrn } }", "variables": { "id": MARKER } }),
+        ),
+        (
+            &carol_token,
+            json!({ "query": "mutation($i: EnrollClinicianInput!) { enrollClinician(input: $i) { id } }",
+            "variables": { "i": { "issuer": issuer.url(), "subject": "new", "displayName": format!("Dr. {MARKER}") } } }),
+        ),
+    ];
+    let mut disclosed = 0;
+    for (token, body) in requests {
+        let reply = http
+            .post(format!("{base}/graphql"))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .expect("reply");
+        if reply.text().await.expect("body").contains(MARKER) {
+            disclosed += 1;
+        }
+    }
+    assert!(
+        disclosed >= 3,
+        "the markers must really have flowed through the API (seen in {disclosed} responses)"
+    );
+    server.signal("TERM");
+    let status = server.wait(Duration::from_secs(30));
+    assert!(status.success());
+    let logs = server.stderr_text();
+    assert!(
+        logs.lines().count() > 20,
+        "trace logging should be talkative: {logs}"
+    );
+    assert!(
+        logs.contains("graphql operation"),
+        "the requests were logged"
+    );
+    let leaked: Vec<&str> = logs.lines().filter(|l| l.contains(MARKER)).collect();
+    assert!(
+        leaked.is_empty(),
+        "PHI marker in the logs:\n{}",
+        leaked.join("\n")
     );
 }

@@ -2,6 +2,7 @@
 
 mod support;
 
+mod audit;
 mod authentication;
 mod catalog;
 mod commands;

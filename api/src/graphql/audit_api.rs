@@ -9,6 +9,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, FixedOffset, Utc};
 use entities::{audit_event, clinician, emergency_grant};
 use sea_orm::sea_query::Expr;
+use sea_orm::sea_query::extension::postgres::PgExpr;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use uuid::Uuid;
 
@@ -335,10 +336,9 @@ impl AuditQuery {
             query = query.filter(audit_event::Column::Id.gt(after));
         }
         if let Some(patient) = patient {
-            query = query.filter(Expr::cust_with_values(
-                "patient_ids @> ARRAY[$1]::uuid[]",
-                [patient],
-            ));
+            query = query.filter(
+                Expr::col(audit_event::Column::PatientIds).contains(Expr::val(vec![patient])),
+            );
         }
         if let Some(clinician_id) = clinician_id {
             query = query.filter(audit_event::Column::ClinicianId.eq(clinician_id));
@@ -394,10 +394,9 @@ impl AuditQuery {
         let report = async {
             let conn = request.conn().await?;
             let events = audit_event::Entity::find()
-                .filter(Expr::cust_with_values(
-                    "patient_ids @> ARRAY[$1]::uuid[]",
-                    [patient],
-                ))
+                .filter(
+                    Expr::col(audit_event::Column::PatientIds).contains(Expr::val(vec![patient])),
+                )
                 .filter(audit_event::Column::AppRole.like("%\\_clinician"))
                 .order_by_asc(audit_event::Column::Id)
                 .limit(10_000)

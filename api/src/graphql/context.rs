@@ -5,7 +5,7 @@ use sea_orm::DatabaseTransaction;
 use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 use uuid::Uuid;
 
-use super::audit::{self, AuditAction, AuditContext, AuditEntry, AuditLog, AuditOutcome};
+use super::audit::{self, AuditAction, AuditContext, AuditLog, AuditOutcome};
 use crate::db::{AccessMode, Database, RlsScope};
 use crate::error::{ApiError, ErrorCode};
 use crate::principal::Principal;
@@ -25,6 +25,8 @@ pub struct RequestDb {
     request_id: Uuid,
     state: Mutex<ScopeState>,
     audit: Option<(AuditContext, AuditLog)>,
+    /// Set once a mutation resolver asked to write.
+    wrote: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for RequestDb {
@@ -54,7 +56,13 @@ impl RequestDb {
             request_id,
             state: Mutex::new(ScopeState::NotOpened),
             audit: audit.map(|context| (context, AuditLog::default())),
+            wrote: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// True once the request asked to write (a mutation).
+    pub fn wrote(&self) -> bool {
+        self.wrote.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Notes a PHI access for the audit trail (no-op when auditing is off).
@@ -94,6 +102,7 @@ impl RequestDb {
                 "mutations must be sent with POST",
             ));
         }
+        self.wrote.store(true, std::sync::atomic::Ordering::Relaxed);
         self.open(AccessMode::ReadWrite).await
     }
 
@@ -144,62 +153,75 @@ impl RequestDb {
         })
     }
 
-    /// Ends the request's transaction: commit when `success`, otherwise roll back. The audit
-    /// trail is written first: on success in the same transaction (if that fails, nothing
-    /// commits and the caller gets an error instead of data); on failure in a transaction of its
-    /// own after the rollback, with undone successes marked `rolled_back`.
-    pub async fn finish(&self, success: bool) -> Result<(), ApiError> {
-        let mut state = self.state.lock().await;
-        let opened = std::mem::replace(&mut *state, ScopeState::Finished);
-        drop(state);
-        let (entries, context) = match &self.audit {
-            Some((context, log)) => (log.take(), Some(context)),
-            None => (Vec::new(), None),
-        };
+    /// Ends the request's transaction and writes the audit trail, failing closed: if the trail
+    /// cannot be written the caller gets an error instead of data.
+    ///
+    /// - No errors: the events are appended in the request's own transaction, which commits
+    ///   them together with any data written.
+    /// - A mutation with errors: everything is rolled back; the events are then written in a
+    ///   transaction of their own, steps that had succeeded marked `rolled_back`.
+    /// - A query with errors (e.g. a forbidden field) did disclose the rest of its data, but a
+    ///   failed statement leaves its transaction unusable: it is rolled back and the events,
+    ///   successful reads included, are written in a transaction of their own.
+    pub async fn finish(&self, had_errors: bool) -> Result<(), ApiError> {
+        let opened = std::mem::replace(&mut *self.state.lock().await, ScopeState::Finished);
         let scope = match opened {
             ScopeState::Open(scope) => Some(scope),
             _ => None,
         };
-        match (success, scope, context) {
-            (true, Some(scope), Some(context)) if !entries.is_empty() => {
-                if let Err(e) = audit::append(scope.conn(), context, &entries).await {
+        let Some((context, log)) = &self.audit else {
+            return match scope {
+                Some(scope) if !had_errors || !self.wrote() => Ok(scope.commit().await?),
+                Some(scope) => Ok(scope.rollback().await?),
+                None => Ok(()),
+            };
+        };
+        let mut entries = log.take();
+        if !had_errors {
+            if let Some(scope) = scope {
+                if !entries.is_empty()
+                    && let Err(e) = audit::append(scope.conn(), context, &entries).await
+                {
                     let _ = scope.rollback().await;
-                    tracing::error!(
-                        sqlstate = e.sqlstate().as_deref().unwrap_or("none"),
-                        "audit trail write failed; request refused"
-                    );
-                    return Err(ApiError::new(
-                        ErrorCode::ServiceUnavailable,
-                        "the request could not be recorded in the audit trail, so it was not carried out",
-                    ));
+                    return Err(audit_failed(&e));
                 }
                 scope.commit().await?;
             }
-            (true, Some(scope), _) => scope.commit().await?,
-            (false, scope, context) => {
-                if let Some(scope) = scope {
-                    scope.rollback().await?;
-                }
-                if let Some(context) = context.filter(|_| !entries.is_empty()) {
-                    let entries: Vec<AuditEntry> = entries
-                        .into_iter()
-                        .map(|mut e| {
-                            if e.outcome == AuditOutcome::Success {
-                                e.outcome = AuditOutcome::RolledBack;
-                            }
-                            e
-                        })
-                        .collect();
-                    let scope = self
-                        .db
-                        .scope(&self.principal, AccessMode::ReadWrite, self.request_id)
-                        .await?;
-                    audit::append(scope.conn(), context, &entries).await?;
-                    scope.commit().await?;
+            return Ok(());
+        }
+        if let Some(scope) = scope {
+            scope.rollback().await?;
+        }
+        if entries.is_empty() {
+            return Ok(());
+        }
+        if self.wrote() {
+            for entry in &mut entries {
+                if entry.outcome == AuditOutcome::Success {
+                    entry.outcome = AuditOutcome::RolledBack;
                 }
             }
-            (true, None, _) => {}
         }
+        let scope = self
+            .db
+            .scope(&self.principal, AccessMode::ReadWrite, self.request_id)
+            .await?;
+        if let Err(e) = audit::append(scope.conn(), context, &entries).await {
+            let _ = scope.rollback().await;
+            return Err(audit_failed(&e));
+        }
+        scope.commit().await?;
         Ok(())
     }
+}
+
+fn audit_failed(error: &crate::db::DbError) -> ApiError {
+    tracing::error!(
+        sqlstate = error.sqlstate().as_deref().unwrap_or("none"),
+        "audit trail write failed; request refused"
+    );
+    ApiError::new(
+        ErrorCode::ServiceUnavailable,
+        "the request could not be recorded in the audit trail, so it was not carried out",
+    )
 }

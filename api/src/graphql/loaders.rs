@@ -102,12 +102,22 @@ impl Loader<Uuid> for ClinicalNotesLoader {
         match rows {
             Ok(rows) => {
                 savepoint.commit().await.map_err(DbError::from)?;
+                self.0.record(
+                    AuditAction::Read,
+                    AuditOutcome::Success,
+                    rows.iter().map(|(id, _)| *id),
+                );
                 Ok(rows.into_iter().collect())
             }
             Err(e) => {
                 savepoint.rollback().await.map_err(DbError::from)?;
                 let err = DbError::from(e);
                 if err.is_permission_denied() {
+                    self.0.record(
+                        AuditAction::Read,
+                        AuditOutcome::Denied,
+                        keys.iter().copied(),
+                    );
                     Err(ApiError::forbidden(
                         "clinical notes are available to clinicians only",
                     ))

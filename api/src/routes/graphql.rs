@@ -86,7 +86,8 @@ async fn run(state: AppState, request: Request) -> Result<Response, ApiError> {
         graphql_request = graphql_request.data(ArrivedOverGet);
     }
     let mut response = state.schema.execute(graphql_request).await;
-    db.finish(response.errors.is_empty()).await?;
+    // A mutation with any error is undone whole; see `RequestDb::finish` for the audit trail.
+    db.finish(!response.errors.is_empty()).await?;
 
     let mut status = StatusCode::OK;
     let request_failed = response.data == Value::Null && !response.errors.is_empty();

@@ -1,0 +1,755 @@
+//! HIPAA audit controls and emergency access: every PHI access is recorded with the data, the
+//! trail is append-only and tamper-evident, and break-glass access works only through its path.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use migration::MigratorTrait;
+use rowguard::audit_verify::{Verdict, verify};
+use rowguard::db::AccessMode;
+use rowguard::graphql::ApiLimits;
+use rowguard::graphql::audit::{AuditAction, AuditContext, AuditEntry, AuditOutcome, append};
+use rowguard_tests::app::{GraphqlReply, TestApp, oidc_settings};
+use rowguard_tests::fixtures::{Person, admit, assign, enroll_at};
+use rowguard_tests::issuer::TestIssuer;
+use rowguard_tests::{TestDb, connect, test_roles};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::support::{INSUFFICIENT_PRIVILEGE, execute, scope, sqlstate};
+
+/// One stored audit event, as the tests compare it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Event {
+    action: String,
+    outcome: String,
+    purpose: String,
+    patients: BTreeSet<Uuid>,
+    clinician_id: Option<i32>,
+}
+
+fn event(
+    action: &str,
+    outcome: &str,
+    purpose: &str,
+    patients: &[Uuid],
+    clinician: &Person,
+) -> Event {
+    Event {
+        action: action.into(),
+        outcome: outcome.into(),
+        purpose: purpose.into(),
+        patients: patients.iter().copied().collect(),
+        clinician_id: Some(clinician.id),
+    }
+}
+
+async fn events_of(admin: &DatabaseConnection, request_id: Uuid) -> Vec<Event> {
+    let rows = admin
+        .query_all_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "select action, outcome, purpose, patient_ids, clinician_id from rowguard_audit.events \
+             where request_id = $1 order by id",
+            [request_id.into()],
+        ))
+        .await
+        .expect("reading events");
+    let mut events: Vec<Event> = rows
+        .iter()
+        .map(|r| Event {
+            action: r.try_get("", "action").expect("action"),
+            outcome: r.try_get("", "outcome").expect("outcome"),
+            purpose: r.try_get("", "purpose").expect("purpose"),
+            patients: r
+                .try_get::<Vec<Uuid>>("", "patient_ids")
+                .expect("ids")
+                .into_iter()
+                .collect(),
+            clinician_id: r.try_get("", "clinician_id").expect("clinician"),
+        })
+        .collect();
+    events.sort();
+    events
+}
+
+struct World {
+    t: TestDb,
+    issuer: TestIssuer,
+    app: TestApp,
+    admin: DatabaseConnection,
+    alice: Person,
+    carol: Person,
+    dave: Person,
+    a1: Uuid,
+    a2: Uuid,
+    s1: Uuid,
+    b1: Uuid,
+}
+
+impl World {
+    async fn new(limits: ApiLimits) -> World {
+        let t = TestDb::new().await;
+        let issuer = TestIssuer::start().await;
+        let owner = t.owner().await;
+        let alice = enroll_at(&owner, issuer.url(), "alice").await;
+        let bob = enroll_at(&owner, issuer.url(), "bob").await;
+        let carol = enroll_at(&owner, issuer.url(), "carol").await;
+        let dave = enroll_at(&owner, issuer.url(), "dave").await;
+        let (a1, a2, s1, b1) = (
+            admit(&owner, "A-1").await,
+            admit(&owner, "A-2").await,
+            admit(&owner, "S-1").await,
+            admit(&owner, "B-1").await,
+        );
+        for p in [a1, a2, s1] {
+            assign(&owner, &alice, p).await;
+        }
+        for p in [s1, b1] {
+            assign(&owner, &bob, p).await;
+        }
+        let app = TestApp::start_with(&t, oidc_settings(&issuer), limits).await;
+        app.wait_for_keys().await;
+        let admin = t.admin().await;
+        World {
+            t,
+            issuer,
+            app,
+            admin,
+            alice,
+            carol,
+            dave,
+            a1,
+            a2,
+            s1,
+            b1,
+        }
+    }
+
+    fn token(&self, subject: &str, role: &str) -> String {
+        self.issuer.token(subject).roles(&[role]).mint()
+    }
+
+    /// Runs a client operation with a request id we choose, to find its audit events.
+    async fn run(&self, token: &str, operation: &str, variables: Value) -> (GraphqlReply, Uuid) {
+        let request_id = Uuid::new_v4();
+        let body = json!({ "query": rowguard_tests::app::operation(operation), "operationName": operation, "variables": variables });
+        self.send(token, body, request_id).await
+    }
+
+    async fn send(&self, token: &str, body: Value, request_id: Uuid) -> (GraphqlReply, Uuid) {
+        let reply = self
+            .app
+            .http
+            .post(self.app.url("/graphql"))
+            .bearer_auth(token)
+            .header("x-request-id", request_id.to_string())
+            .json(&body)
+            .send()
+            .await
+            .expect("gateway answers");
+        (GraphqlReply::from(reply).await, request_id)
+    }
+}
+
+#[tokio::test]
+async fn each_client_operation_writes_exactly_the_expected_audit_events() {
+    let w = World::new(ApiLimits::default()).await;
+    let (alice, carol) = (
+        w.token("alice", "clinician"),
+        w.token("carol", "coordinator"),
+    );
+
+    let (_, id) = w.run(&alice, "Me", json!({})).await;
+    assert_eq!(
+        events_of(&w.admin, id).await,
+        vec![],
+        "reading yourself touches no PHI"
+    );
+
+    let (_, id) = w.run(&alice, "ClinicianDirectory", json!({})).await;
+    assert_eq!(events_of(&w.admin, id).await, vec![]);
+
+    let (reply, id) = w.run(&alice, "MyPatients", json!({})).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(
+        events_of(&w.admin, id).await,
+        vec![event(
+            "read",
+            "success",
+            "treatment",
+            &[w.a1, w.a2, w.s1],
+            &w.alice
+        )]
+    );
+
+    let (_, id) = w.run(&alice, "PatientDetail", json!({ "id": w.a1 })).await;
+    assert_eq!(
+        events_of(&w.admin, id).await,
+        vec![event("read", "success", "treatment", &[w.a1], &w.alice)]
+    );
+
+    let (reply, id) = w.run(&alice, "PatientDetail", json!({ "id": w.b1 })).await;
+    assert_eq!(reply.data()["patient"], Value::Null);
+    assert_eq!(
+        events_of(&w.admin, id).await,
+        vec![event("read", "not_visible", "treatment", &[w.b1], &w.alice)]
+    );
+
+    let (_, id) = w.run(&carol, "PatientDetail", json!({ "id": w.a1 })).await;
+    assert_eq!(
+        events_of(&w.admin, id).await,
+        vec![
+            event("read", "denied", "operations", &[w.a1], &w.carol),
+            event("read", "success", "operations", &[w.a1], &w.carol),
+        ]
+    );
+
+    let update = json!({ "input": { "id": w.a1, "expectedVersion": 1, "clinicalNotes": "seen" } });
+    let (reply, id) = w.run(&alice, "UpdatePatient", update.clone()).await;
+    assert_eq!(reply.data()["updatePatient"]["version"], 2);
+    assert_eq!(
+        events_of(&w.admin, id).await,
+        vec![
+            event("read", "success", "treatment", &[w.a1], &w.alice),
+            event("update", "success", "treatment", &[w.a1], &w.alice),
+        ],
+        "committed together with the data (the mutation also read the notes back)"
+    );
+
+    let (reply, id) = w.run(&alice, "UpdatePatient", update).await;
+    assert_eq!(reply.code(), Some("CONFLICT"));
+    assert_eq!(
+        events_of(&w.admin, id).await,
+        vec![event("update", "conflict", "treatment", &[w.a1], &w.alice)]
+    );
+
+    let enroll = json!({ "input": { "issuer": w.issuer.url(), "subject": "erin", "displayName": "Dr. Erin" } });
+    let (reply, id) = w.run(&carol, "EnrollClinician", enroll).await;
+    let erin = reply.data()["enrollClinician"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    assert_eq!(
+        events_of(&w.admin, id).await,
+        vec![event("enroll", "success", "operations", &[], &w.carol)]
+    );
+
+    let pair =
+        json!({ "input": { "clinicianId": erin, "patientId": w.b1, "careRole": "CONSULTING" } });
+    let (_, id) = w.run(&carol, "AssignClinician", pair).await;
+    assert_eq!(
+        events_of(&w.admin, id).await,
+        vec![
+            event("assign", "success", "operations", &[w.b1], &w.carol),
+            event("read", "success", "operations", &[w.b1], &w.carol),
+        ]
+    );
+
+    let pair = json!({ "input": { "clinicianId": erin, "patientId": w.b1 } });
+    let (_, id) = w.run(&carol, "UnassignClinician", pair).await;
+    assert_eq!(
+        events_of(&w.admin, id).await,
+        vec![
+            event("read", "success", "operations", &[w.b1], &w.carol),
+            event("unassign", "success", "operations", &[w.b1], &w.carol),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn events_carry_the_actor_and_the_operation_but_no_phi() {
+    let w = World::new(ApiLimits::default()).await;
+    let (_, id) = w
+        .run(&w.token("alice", "clinician"), "MyPatients", json!({}))
+        .await;
+    let row = w
+        .admin
+        .query_one_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "select issuer, subject, app_role, operation_name, to_jsonb(e)::text as everything \
+             from rowguard_audit.events e where request_id = $1",
+            [id.into()],
+        ))
+        .await
+        .expect("query")
+        .expect("one event");
+    let issuer: String = row.try_get("", "issuer").expect("issuer");
+    let subject: String = row.try_get("", "subject").expect("subject");
+    let role: String = row.try_get("", "app_role").expect("role");
+    let operation: String = row.try_get("", "operation_name").expect("operation");
+    assert_eq!(
+        (
+            issuer.as_str(),
+            subject.as_str(),
+            role.as_str(),
+            operation.as_str()
+        ),
+        (w.issuer.url(), "alice", "rgtest_clinician", "MyPatients")
+    );
+    let everything: String = row.try_get("", "everything").expect("row");
+    for phi in ["A-1", "Patient-", "synthetic notes"] {
+        assert!(
+            !everything.contains(phi),
+            "the event holds PHI ({phi}): {everything}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_failed_audit_write_fails_the_request_with_no_phi() {
+    let w = World::new(ApiLimits::default()).await;
+    execute(
+        &w.admin,
+        "revoke execute on function rowguard_audit.append(text, text, uuid[], text, text, text) from rgtest_clinician",
+        [],
+    )
+    .await
+    .expect("break the audit path");
+    let (reply, _) = w
+        .run(&w.token("alice", "clinician"), "MyPatients", json!({}))
+        .await;
+    assert_eq!(
+        (reply.status, reply.code()),
+        (503, Some("SERVICE_UNAVAILABLE")),
+        "{}",
+        reply.body
+    );
+    assert!(
+        reply.body.get("data").is_none_or(Value::is_null),
+        "no data without an audit record: {}",
+        reply.body
+    );
+    assert!(!reply.body.to_string().contains("A-1"));
+}
+
+#[tokio::test]
+async fn the_trail_refuses_update_delete_and_truncate_for_every_role_including_the_owner() {
+    let w = World::new(ApiLimits::default()).await;
+    w.run(&w.token("alice", "clinician"), "MyPatients", json!({}))
+        .await;
+    let owner = w.t.owner().await;
+    for sql in [
+        "update rowguard_audit.events set outcome = 'denied'",
+        "delete from rowguard_audit.events",
+        "truncate rowguard_audit.events",
+        "update rowguard_audit.chain set hash = '\\x00'",
+        "delete from rowguard_audit.chain",
+        "truncate rowguard_audit.chain",
+    ] {
+        let err = execute(&owner, sql, []).await.expect_err(sql);
+        assert_eq!(sqlstate(err), INSUFFICIENT_PRIVILEGE, "owner: {sql}");
+    }
+    let db = w.app.db.clone();
+    for principal in [
+        w.alice.clinician(),
+        w.carol.coordinator(),
+        w.dave.as_role(rowguard::principal::AppRole::Auditor),
+    ] {
+        for sql in [
+            "update rowguard_audit.events set outcome = 'denied'",
+            "delete from rowguard_audit.events",
+            "truncate rowguard_audit.events",
+        ] {
+            let s = scope(&db, &principal, AccessMode::ReadWrite).await;
+            let err = execute(s.conn(), sql, []).await.expect_err(sql);
+            assert_eq!(
+                sqlstate(err),
+                INSUFFICIENT_PRIVILEGE,
+                "{:?}: {sql}",
+                principal.role
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn no_one_can_write_an_event_in_someone_elses_name() {
+    let w = World::new(ApiLimits::default()).await;
+    let s = scope(&w.app.db, &w.alice.clinician(), AccessMode::ReadWrite).await;
+    let err = execute(
+        s.conn(),
+        "insert into rowguard_audit.events (clinician_id, app_role, action, outcome, purpose) \
+         values (1, 'rgtest_clinician', 'read', 'success', 'treatment')",
+        [],
+    )
+    .await
+    .expect_err("no direct insert");
+    assert_eq!(sqlstate(err), INSUFFICIENT_PRIVILEGE);
+    drop(s);
+    // The append function takes no actor: whatever alice appends is stamped as alice.
+    let s = scope(&w.app.db, &w.alice.clinician(), AccessMode::ReadWrite).await;
+    let entry = AuditEntry {
+        action: AuditAction::Read,
+        outcome: AuditOutcome::Success,
+        patients: BTreeSet::from([w.a1]),
+    };
+    append(s.conn(), &AuditContext::default(), &[entry])
+        .await
+        .expect("append");
+    let request = s.request_id();
+    s.commit().await.expect("commit");
+    assert_eq!(
+        events_of(&w.admin, request).await,
+        vec![event("read", "success", "treatment", &[w.a1], &w.alice)]
+    );
+}
+
+/// Appends `count` events from `tasks` concurrent request scopes.
+async fn fill(t: &TestDb, people: &[Person], count: usize, tasks: usize) {
+    let db = t.gateway(tasks as u32).await;
+    let mut handles = Vec::new();
+    for task in 0..tasks {
+        let db = db.clone();
+        let person = people[task % people.len()].clone();
+        handles.push(tokio::spawn(async move {
+            for _ in 0..count / tasks {
+                let s = db
+                    .scope(&person.clinician(), AccessMode::ReadWrite, Uuid::new_v4())
+                    .await
+                    .expect("scope");
+                let entry = AuditEntry {
+                    action: AuditAction::Read,
+                    outcome: AuditOutcome::Success,
+                    patients: BTreeSet::new(),
+                };
+                append(s.conn(), &AuditContext::default(), &[entry])
+                    .await
+                    .expect("append");
+                s.commit().await.expect("commit");
+            }
+        }));
+    }
+    for handle in handles {
+        handle.await.expect("task");
+    }
+}
+
+async fn owner_of(t: &TestDb) -> DatabaseConnection {
+    connect(&t.admin_url(), 1, Some(test_roles().owner())).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_passes_on_ten_thousand_events_written_concurrently() {
+    let w = World::new(ApiLimits::default()).await;
+    fill(&w.t, &[w.alice.clone(), w.carol.clone()], 10_000, 8).await;
+    let verdict = verify(&owner_of(&w.t).await).await.expect("verify");
+    eprintln!("audit verify on a concurrently written trail: {verdict:?}");
+    assert!(
+        matches!(verdict, Verdict::Intact { events } if events >= 10_000),
+        "{verdict:?}"
+    );
+
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_rowguard-cli"))
+        .args(["audit", "verify"])
+        .env("ROWGUARD_MIGRATION_DATABASE_URL", w.t.admin_url())
+        .env("ROWGUARD_ROLE_PREFIX", "rgtest")
+        .output()
+        .expect("rowguard audit verify");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("audit trail intact"));
+}
+
+/// A trail of 50 events, then `tamper` run by a superuser with triggers disabled.
+async fn tampered(tamper: &str) -> (Verdict, std::process::Output) {
+    let w = World::new(ApiLimits::default()).await;
+    fill(&w.t, std::slice::from_ref(&w.alice), 50, 2).await;
+    let admin = w.t.admin().await;
+    admin
+        .execute_unprepared(&format!("set session_replication_role = replica; {tamper}; set session_replication_role = origin;"))
+        .await
+        .expect("tampering as a superuser");
+    let verdict = verify(&owner_of(&w.t).await).await.expect("verify");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_rowguard-cli"))
+        .args(["audit", "verify"])
+        .env("ROWGUARD_MIGRATION_DATABASE_URL", w.t.admin_url())
+        .env("ROWGUARD_ROLE_PREFIX", "rgtest")
+        .output()
+        .expect("rowguard audit verify");
+    (verdict, output)
+}
+
+fn broken_at(verdict: &Verdict) -> i64 {
+    match verdict {
+        Verdict::Broken { event_id, .. } => *event_id,
+        Verdict::Intact { .. } => panic!("tampering went unnoticed"),
+    }
+}
+
+#[tokio::test]
+async fn verify_detects_a_changed_field() {
+    let (verdict, output) =
+        tampered("update rowguard_audit.events set outcome = 'denied' where id = 20").await;
+    assert_eq!(broken_at(&verdict), 20, "{verdict:?}");
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("event 20"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[tokio::test]
+async fn verify_detects_a_deleted_event() {
+    let (verdict, output) = tampered("delete from rowguard_audit.events where id = 30").await;
+    assert_eq!(broken_at(&verdict), 30, "{verdict:?}");
+    assert!(!output.status.success());
+}
+
+#[tokio::test]
+async fn verify_detects_two_swapped_events() {
+    let (verdict, output) = tampered(
+        "update rowguard_audit.chain set event_id = -1 where event_id = 10; \
+         update rowguard_audit.chain set event_id = 10 where event_id = 11; \
+         update rowguard_audit.chain set event_id = 11 where event_id = -1",
+    )
+    .await;
+    let at = broken_at(&verdict);
+    assert!(at == 10 || at == 11, "{verdict:?}");
+    assert!(!output.status.success());
+}
+
+// Break-glass ------------------------------------------------------------------------------------
+
+const REASON: &str =
+    "Unconscious patient in the emergency department, no assigned clinician reachable";
+
+async fn request_access(w: &World, token: &str, patient: Uuid) -> GraphqlReply {
+    let query = "mutation($p: ID!, $r: String!) { requestEmergencyAccess(input: { patientId: $p, reason: $r }) { id active expiresAt } }";
+    w.app
+        .graphql(Some(token), query, json!({ "p": patient, "r": REASON }))
+        .await
+}
+
+async fn mrn_of(w: &World, token: &str, patient: Uuid) -> Value {
+    let reply = w
+        .app
+        .graphql(
+            Some(token),
+            "query($id: ID!) { patient(id: $id) { mrn clinicalNotes } }",
+            json!({ "id": patient }),
+        )
+        .await;
+    reply.data()["patient"]["mrn"].clone()
+}
+
+#[tokio::test]
+async fn break_glass_opens_one_patient_audited_as_emergency_and_an_auditor_reviews_it() {
+    let w = World::new(ApiLimits::default()).await;
+    let alice = w.token("alice", "clinician");
+    assert_eq!(
+        mrn_of(&w, &alice, w.b1).await,
+        Value::Null,
+        "denied before the grant"
+    );
+
+    let granted = request_access(&w, &alice, w.b1).await;
+    assert_eq!(
+        granted.data()["requestEmergencyAccess"]["active"],
+        true,
+        "{}",
+        granted.body
+    );
+    let grant_id = granted.data()["requestEmergencyAccess"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+
+    let request_id = Uuid::new_v4();
+    let (reply, _) = w
+        .send(&alice, json!({ "query": "query($id: ID!) { patient(id: $id) { mrn } }", "variables": { "id": w.b1 } }), request_id)
+        .await;
+    assert_eq!(
+        reply.data()["patient"]["mrn"],
+        "B-1",
+        "allowed during the grant"
+    );
+    assert_eq!(
+        events_of(&w.admin, request_id).await,
+        vec![event("read", "success", "emergency", &[w.b1], &w.alice)]
+    );
+
+    // Only that patient opened.
+    let chens = admit(&w.t.owner().await, "C-1").await;
+    assert_eq!(mrn_of(&w, &alice, chens).await, Value::Null);
+
+    let dave = w.token("dave", "auditor");
+    let pending = w
+        .app
+        .graphql(
+            Some(&dave),
+            "{ emergencyAccessGrants(pendingReview: true) { id patientId reason } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        pending.data()["emergencyAccessGrants"][0]["id"],
+        grant_id.as_str(),
+        "{}",
+        pending.body
+    );
+    assert_eq!(pending.data()["emergencyAccessGrants"][0]["reason"], REASON);
+
+    let reviewed = w
+        .app
+        .graphql(
+            Some(&dave),
+            "mutation($g: ID!) { reviewEmergencyAccess(grantId: $g) { reviewedAt reviewedBy } }",
+            json!({ "g": grant_id }),
+        )
+        .await;
+    assert_eq!(
+        reviewed.data()["reviewEmergencyAccess"]["reviewedBy"],
+        w.dave.id.to_string(),
+        "{}",
+        reviewed.body
+    );
+    let pending = w
+        .app
+        .graphql(
+            Some(&dave),
+            "{ emergencyAccessGrants(pendingReview: true) { id } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(pending.data()["emergencyAccessGrants"], json!([]));
+}
+
+#[tokio::test]
+async fn break_glass_ends_when_the_grant_expires() {
+    let limits = ApiLimits {
+        emergency_access_secs: 1,
+        ..ApiLimits::default()
+    };
+    let w = World::new(limits).await;
+    let alice = w.token("alice", "clinician");
+    let granted = request_access(&w, &alice, w.b1).await;
+    assert_eq!(granted.status, 200, "{}", granted.body);
+    assert_eq!(mrn_of(&w, &alice, w.b1).await, "B-1");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        mrn_of(&w, &alice, w.b1).await,
+        Value::Null,
+        "denied after expiry"
+    );
+}
+
+#[tokio::test]
+async fn break_glass_needs_a_real_reason() {
+    let w = World::new(ApiLimits::default()).await;
+    let query = "mutation($p: ID!) { requestEmergencyAccess(input: { patientId: $p, reason: \"need it\" }) { id } }";
+    let reply = w
+        .app
+        .graphql(
+            Some(&w.token("alice", "clinician")),
+            query,
+            json!({ "p": w.b1 }),
+        )
+        .await;
+    assert_eq!(reply.code(), Some("BAD_USER_INPUT"), "{}", reply.body);
+    assert!(
+        reply.body["errors"][0]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("input.reason")
+    );
+}
+
+#[tokio::test]
+async fn grants_cannot_be_created_or_extended_outside_the_break_glass_path() {
+    let w = World::new(ApiLimits::default()).await;
+    request_access(&w, &w.token("alice", "clinician"), w.b1).await;
+    for sql in [
+        "insert into rowguard.emergency_grants (clinician_id, patient_id, reason, expires_at) \
+         select id, id::text::uuid, 'xxxxxxxxxxxxxxxxxxxxxxxx', now() + interval '1 day' from rowguard.clinicians limit 0",
+        "update rowguard.emergency_grants set expires_at = now() + interval '1 day'",
+        "delete from rowguard.emergency_grants",
+    ] {
+        let s = scope(&w.app.db, &w.alice.clinician(), AccessMode::ReadWrite).await;
+        let err = execute(s.conn(), sql, []).await.expect_err(sql);
+        assert_eq!(sqlstate(err), INSUFFICIENT_PRIVILEGE, "{sql}");
+    }
+    let s = scope(&w.app.db, &w.carol.coordinator(), AccessMode::ReadWrite).await;
+    let err = execute(
+        s.conn(),
+        "select rowguard.request_emergency_access($1, 'a long enough reason here', '1 hour')",
+        [w.a1.into()],
+    )
+    .await
+    .expect_err("only clinicians may break the glass");
+    assert_eq!(sqlstate(err), INSUFFICIENT_PRIVILEGE);
+}
+
+// Auditor API -----------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn auditors_filter_the_trail_and_get_a_patients_access_report() {
+    let w = World::new(ApiLimits::default()).await;
+    let alice = w.token("alice", "clinician");
+    w.run(&alice, "PatientDetail", json!({ "id": w.a2 })).await;
+    w.run(&alice, "MyPatients", json!({})).await;
+    let dave = w.token("dave", "auditor");
+    let events = w
+        .app
+        .graphql(
+            Some(&dave),
+            "query($p: ID!) { auditEvents(filter: { patientId: $p, action: READ }) { edges { node { action outcome purpose patientIds clinicianId operationName } } } }",
+            json!({ "p": w.a2 }),
+        )
+        .await;
+    let alice_id = w.alice.id.to_string();
+    let edges = events.data()["auditEvents"]["edges"]
+        .as_array()
+        .cloned()
+        .unwrap_or_else(|| panic!("{}", events.body));
+    assert_eq!(edges.len(), 2, "{}", events.body);
+    assert!(
+        edges
+            .iter()
+            .all(|e| e["node"]["clinicianId"] == alice_id.as_str())
+    );
+
+    let report = w
+        .app
+        .graphql(Some(&dave), "query($p: ID!) { patientAccessReport(patientId: $p) { clinicianName action purpose } }", json!({ "p": w.a2 }))
+        .await;
+    assert_eq!(
+        report.data()["patientAccessReport"],
+        json!([
+            { "clinicianName": "Dr. alice", "action": "READ", "purpose": "TREATMENT" },
+            { "clinicianName": "Dr. alice", "action": "READ", "purpose": "TREATMENT" },
+        ]),
+        "{}",
+        report.body
+    );
+}
+
+#[tokio::test]
+async fn only_auditors_read_the_trail() {
+    let w = World::new(ApiLimits::default()).await;
+    for (subject, role) in [("alice", "clinician"), ("carol", "coordinator")] {
+        let reply = w
+            .app
+            .graphql(
+                Some(&w.token(subject, role)),
+                "{ auditEvents { edges { cursor } } }",
+                json!({}),
+            )
+            .await;
+        assert_eq!(reply.code(), Some("FORBIDDEN"), "{role}: {}", reply.body);
+    }
+}
+
+#[tokio::test]
+async fn migrations_include_the_audit_schema() {
+    let pending = migration::Migrator::get_pending_migrations(
+        &connect(&TestDb::new().await.admin_url(), 1, None).await,
+    )
+    .await
+    .expect("status");
+    assert!(pending.is_empty());
+}
