@@ -72,6 +72,15 @@ pub struct ApiSettings {
     #[arg(long, env = "ROWGUARD_INTROSPECTION", default_value_t = false, action = clap::ArgAction::Set)]
     pub introspection: bool,
 
+    /// Append every PHI access to the audit trail (HIPAA §164.312(b)). Turn off only to
+    /// measure its cost.
+    #[arg(long, env = "ROWGUARD_AUDIT", default_value_t = true, action = clap::ArgAction::Set)]
+    pub audit: bool,
+
+    /// Length of a break-glass grant, in seconds (at most 24 hours).
+    #[arg(long, env = "ROWGUARD_EMERGENCY_ACCESS_SECS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(60..=86_400))]
+    pub emergency_access_secs: u64,
+
     /// Serve the GraphiQL playground to browsers at GET /graphql.
     #[arg(long, env = "ROWGUARD_PLAYGROUND", default_value_t = false, action = clap::ArgAction::Set)]
     pub playground: bool,
@@ -98,6 +107,8 @@ impl ApiSettings {
             max_root_fields: int(self.max_root_fields, 20),
             max_body_bytes: int(self.max_body_bytes, 1024 * 1024),
             introspection: self.introspection,
+            audit: self.audit,
+            emergency_access_secs: self.emergency_access_secs,
             ..ApiLimits::default()
         }
     }

@@ -177,6 +177,8 @@ async fn serve_dev(
         max_body_bytes: 1024 * 1024,
         cors_origins: Vec::new(),
         introspection: true,
+        audit: true,
+        emergency_access_secs: 3600,
         playground: true,
         playground_assets: "auto".into(),
         playground_assets_dir: None,
