@@ -1,0 +1,72 @@
+//! The benchmark's data: `clinicians` people and `patients` patients, each patient on two care
+//! teams (so ~2 × patients / clinicians per clinician), generated in SQL. Patient ids are
+//! `md5('patient' || n)::uuid`, so load scripts can name any patient without a lookup.
+
+use migration::RoleNames;
+use sea_orm::ConnectionTrait;
+use std::time::Instant;
+
+/// Where the dataset lives.
+#[derive(Debug, Clone)]
+pub struct Dataset {
+    pub port: u16,
+    pub patients: u64,
+    pub clinicians: u64,
+    pub gateway_url: String,
+}
+
+pub async fn build(port: u16, patients: u64, clinicians: u64, issuer: &str) -> Dataset {
+    let admin_url = format!("postgres://postgres@127.0.0.1:{port}/rowguard");
+    rowguard::migrate::run(
+        &rowguard::config::MigrationSettings {
+            url: admin_url.clone(),
+            role_prefix: RoleNames::default(),
+        },
+        rowguard::migrate::MigrateAction::Up,
+    )
+    .await
+    .expect("migrate");
+    let started = Instant::now();
+    let admin = rowguard_tests::connect(&admin_url, 1, None).await;
+    let half = clinicians / 2;
+    let sql = format!(
+        "insert into rowguard.clinicians (oidc_issuer, oidc_subject, display_name)
+           select '{issuer}', 'clinician-' || c, 'Dr. Bench ' || c from generate_series(1, {clinicians}) c;
+         insert into rowguard.patients (id, mrn, given_name, family_name, birth_date, clinical_notes)
+           select md5('patient' || n)::uuid, 'P' || n, 'Given' || (n % 997), 'Family' || (n % 991),
+                  date '1940-01-01' + (n % 25000), 'synthetic benchmark notes ' || n
+           from generate_series(0, {last}) n;
+         insert into rowguard.clinicians_patients (clinician_id, patient_id, care_role)
+           select (n % {clinicians}) + 1, md5('patient' || n)::uuid, 'attending' from generate_series(0, {last}) n
+           union all
+           select ((n + {half}) % {clinicians}) + 1, md5('patient' || n)::uuid, 'consulting' from generate_series(0, {last}) n;
+         analyze;",
+        last = patients - 1
+    );
+    admin
+        .execute_unprepared(&sql)
+        .await
+        .expect("generating the dataset");
+    admin
+        .execute_unprepared("checkpoint")
+        .await
+        .expect("checkpoint");
+    eprintln!(
+        "dataset: {patients} patients, {clinicians} clinicians in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Dataset {
+        port,
+        patients,
+        clinicians,
+        gateway_url: format!("postgres://rowguard_gateway@127.0.0.1:{port}/rowguard"),
+    }
+}
+
+impl Dataset {
+    /// A patient on clinician `c`'s (1-based) care team: n ≡ c - 1 (mod clinicians).
+    pub fn patient_of(&self, c: u64, k: u64) -> u64 {
+        let per = self.patients / self.clinicians;
+        (c - 1) + self.clinicians * (k % per.max(1))
+    }
+}

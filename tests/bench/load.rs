@@ -1,0 +1,497 @@
+//! One scenario: Rowguard under `wrk`, then the same transaction under `pgbench`.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rowguard_tests::issuer::{SPA_CLIENT_ID, TestIssuer};
+use serde_json::json;
+
+use crate::dataset::Dataset;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Scenario {
+    pub name: &'static str,
+    audit: bool,
+    kind: Kind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    MyPatients,
+    PatientWithCareTeam,
+    UpdatePatient,
+}
+
+pub const SCENARIOS: [Scenario; 4] = [
+    Scenario {
+        name: "patients(first: 20)",
+        audit: true,
+        kind: Kind::MyPatients,
+    },
+    Scenario {
+        name: "patients(first: 20), audit off",
+        audit: false,
+        kind: Kind::MyPatients,
+    },
+    Scenario {
+        name: "patient(id) + careTeam",
+        audit: true,
+        kind: Kind::PatientWithCareTeam,
+    },
+    Scenario {
+        name: "updatePatient",
+        audit: true,
+        kind: Kind::UpdatePatient,
+    },
+];
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Measured {
+    pub rps: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+#[derive(Debug)]
+pub struct Row {
+    pub rowguard: Measured,
+    pub pgbench: Measured,
+    pub cpu_us_per_request: f64,
+    pub max_rss_mb: f64,
+}
+
+const PATIENT_COLUMNS: &str = "\"patients\".\"id\", \"patients\".\"mrn\", \"patients\".\"given_name\", \"patients\".\"family_name\", \"patients\".\"birth_date\", \"patients\".\"version\", \"patients\".\"updated_at\"";
+
+pub async fn run(
+    binary: &Path,
+    issuer: &TestIssuer,
+    db: &Dataset,
+    scenario: Scenario,
+    concurrency: u32,
+    duration: Duration,
+) -> Row {
+    let port = rowguard::dev::postgres::free_port().expect("port");
+    let mut child = Command::new(binary)
+        .arg("serve")
+        .env("DATABASE_URL", &db.gateway_url)
+        .env("ROWGUARD_OIDC_ISSUER", issuer.url())
+        .env("ROWGUARD_OIDC_AUDIENCES", SPA_CLIENT_ID)
+        .env("ROWGUARD_LISTEN", format!("127.0.0.1:{port}"))
+        .env("ROWGUARD_DB_MAX_CONNECTIONS", concurrency.to_string())
+        .env("ROWGUARD_AUDIT", scenario.audit.to_string())
+        .env("ROWGUARD_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("starting rowguard");
+    let base = format!("http://127.0.0.1:{port}");
+    wait_ready(&base).await;
+
+    let dir = std::env::temp_dir().join(format!("rowguard-bench-load-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("load dir");
+    let script = dir.join("load.lua");
+    std::fs::write(&script, wrk_script(issuer, db, scenario, concurrency)).expect("lua");
+    check_one_request(issuer, db, scenario, &base).await;
+
+    // Warm up (connections, caches, plans), then measure.
+    wrk(&script, &base, concurrency, Duration::from_secs(3));
+    let cpu_before = cpu_ticks(child.id());
+    let rowguard = wrk(&script, &base, concurrency, duration);
+    let cpu_after = cpu_ticks(child.id());
+    let max_rss_mb = peak_rss_kb(child.id()) as f64 / 1024.0;
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+
+    let requests = rowguard.rps * duration.as_secs_f64();
+    let cpu_us_per_request =
+        (cpu_after - cpu_before) as f64 * 1_000_000.0 / clock_ticks() / requests.max(1.0);
+    let sql = dir.join("transaction.sql");
+    std::fs::write(&sql, pgbench_script(scenario)).expect("pgbench script");
+    let pgbench = pgbench(&sql, db, issuer, concurrency, duration, &dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    Row {
+        rowguard,
+        pgbench,
+        cpu_us_per_request,
+        max_rss_mb,
+    }
+}
+
+async fn wait_ready(base: &str) {
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while http
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .ok()
+        != Some(200)
+    {
+        assert!(Instant::now() < deadline, "rowguard did not become ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn graphql_body(kind: Kind, patient: &str, version: &str) -> String {
+    let body = match kind {
+        Kind::MyPatients => {
+            json!({ "query": "query MyPatients { patients(first: 20) { edges { node { id mrn givenName familyName } } } }", "operationName": "MyPatients" })
+        }
+        Kind::PatientWithCareTeam => {
+            json!({ "query": "query PatientDetail($id: ID!) { patient(id: $id) { mrn careTeam { careRole clinician { displayName } } } }", "operationName": "PatientDetail", "variables": { "id": patient } })
+        }
+        Kind::UpdatePatient => {
+            json!({ "query": "mutation UpdatePatient($id: ID!, $v: Int!) { updatePatient(input: { id: $id, expectedVersion: $v, clinicalNotes: \"benchmark note\" }) { version } }", "operationName": "UpdatePatient", "variables": { "id": patient, "v": version.parse::<i64>().unwrap_or(1) } })
+        }
+    };
+    body.to_string()
+}
+
+fn patient_uuid(n: u64) -> String {
+    let digest = format!("{:032x}", md5_hex(&format!("patient{n}")));
+    format!(
+        "{}-{}-{}-{}-{}",
+        &digest[0..8],
+        &digest[8..12],
+        &digest[12..16],
+        &digest[16..20],
+        &digest[20..32]
+    )
+}
+
+/// The tokens and request bodies, spread over many clinicians. For updates each wrk thread
+/// (one connection each) owns one patient and follows its version from the responses.
+fn wrk_script(issuer: &TestIssuer, db: &Dataset, scenario: Scenario, concurrency: u32) -> String {
+    let mut lua = String::from("local pairs_ = {\n");
+    let count = if scenario.kind == Kind::UpdatePatient {
+        u64::from(concurrency)
+    } else {
+        200
+    };
+    for i in 0..count {
+        let clinician = (i * 7919) % db.clinicians + 1;
+        let token = issuer
+            .token(&format!("clinician-{clinician}"))
+            .times(0, 3000)
+            .mint();
+        let patient = patient_uuid(db.patient_of(clinician, i));
+        let _ = writeln!(lua, "  {{ \"{token}\", \"{patient}\" }},");
+    }
+    lua.push_str("}\n");
+    if scenario.kind == Kind::UpdatePatient {
+        let _ = write!(
+            lua,
+            r#"local next_id = 1
+function setup(thread)
+  thread:set("id", next_id)
+  next_id = next_id + 1
+end
+version = 1
+function request()
+  local pair = pairs_[id]
+  local body = '{{"query":"mutation UpdatePatient($id: ID!, $v: Int!) {{ updatePatient(input: {{ id: $id, expectedVersion: $v, clinicalNotes: \"benchmark note\" }}) {{ version }} }}","operationName":"UpdatePatient","variables":{{"id":"' .. pair[2] .. '","v":' .. version .. '}}}}'
+  return wrk.format("POST", "/graphql", {{ ["Content-Type"] = "application/json", ["Authorization"] = "Bearer " .. pair[1] }}, body)
+end
+function response(status, headers, body)
+  local v = string.match(body, '"version":(%d+)')
+  if v then version = tonumber(v) end
+end
+"#
+        );
+    } else {
+        let template = graphql_body(scenario.kind, "PATIENT", "1")
+            .replace('\\', "\\\\")
+            .replace('\'', "\\'");
+        let _ = write!(
+            lua,
+            r#"local template = '{template}'
+local n = 0
+function request()
+  n = n + 1
+  local pair = pairs_[(n % #pairs_) + 1]
+  local body = string.gsub(template, "PATIENT", pair[2])
+  return wrk.format("POST", "/graphql", {{ ["Content-Type"] = "application/json", ["Authorization"] = "Bearer " .. pair[1] }}, body)
+end
+"#
+        );
+    }
+    lua
+}
+
+/// One request of the scenario must return data, or the numbers would measure errors.
+async fn check_one_request(issuer: &TestIssuer, db: &Dataset, scenario: Scenario, base: &str) {
+    let clinician = 1;
+    let token = issuer.token(&format!("clinician-{clinician}")).mint();
+    let patient = patient_uuid(db.patient_of(clinician, 1_000_003));
+    let body = graphql_body(scenario.kind, &patient, "1");
+    let reply: serde_json::Value = reqwest::Client::new()
+        .post(format!("{base}/graphql"))
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("json");
+    assert!(
+        reply.get("errors").is_none() && !reply["data"].is_null(),
+        "{}: {reply}",
+        scenario.name
+    );
+}
+
+fn wrk(script: &Path, base: &str, concurrency: u32, duration: Duration) -> Measured {
+    let output = Command::new("wrk")
+        .args([
+            "-t",
+            &concurrency.to_string(),
+            "-c",
+            &concurrency.to_string(),
+            "-d",
+            &format!("{}s", duration.as_secs()),
+            "--latency",
+            "-s",
+        ])
+        .arg(script)
+        .arg(format!("{base}/graphql"))
+        .output()
+        .expect("running wrk");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(!text.contains("Non-2xx"), "wrk saw errors:\n{text}");
+    let rps = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no Requests/sec in wrk output:\n{text}"));
+    let percentile = |p: &str| {
+        text.lines()
+            .map(str::trim)
+            .find_map(|l| l.strip_prefix(p))
+            .map(|v| duration_ms(v.trim()))
+            .unwrap_or(f64::NAN)
+    };
+    Measured {
+        rps,
+        p50_ms: percentile("50%"),
+        p99_ms: percentile("99%"),
+    }
+}
+
+fn duration_ms(value: &str) -> f64 {
+    let (number, unit) = value.split_at(
+        value
+            .find(|c: char| c.is_ascii_alphabetic())
+            .unwrap_or(value.len()),
+    );
+    let n: f64 = number.parse().unwrap_or(f64::NAN);
+    match unit {
+        "us" => n / 1000.0,
+        "ms" => n,
+        "s" => n * 1000.0,
+        _ => f64::NAN,
+    }
+}
+
+/// The SQL Rowguard issues for the scenario, statement for statement.
+fn pgbench_script(scenario: Scenario) -> String {
+    let identity = |read_only: bool| {
+        format!(
+            "SELECT set_config('role', 'rowguard_clinician', true), set_config('app.current_user', coalesce(rowguard.clinician_id_for(:iss, 'clinician-' || :c)::text, ''), true) AS clinician_id, set_config('app.request_id', gen_random_uuid()::text, true), set_config('app.issuer', :iss, true), set_config('app.subject', 'clinician-' || :c, true){};\n",
+            if read_only {
+                ", set_config('transaction_read_only', 'on', true)"
+            } else {
+                ""
+            }
+        )
+    };
+    let mut sql = String::from(
+        "\\set c random(1, :clinicians)\n\\set k random(0, :per - 1)\n\\set n (:c - 1) + :clinicians * :k\nBEGIN;\n",
+    );
+    match scenario.kind {
+        Kind::MyPatients => {
+            sql.push_str(&identity(!scenario.audit));
+            let select = format!(
+                "SELECT {PATIENT_COLUMNS} FROM \"rowguard\".\"patients\" WHERE \"patients\".\"id\" IN (SELECT \"patient_id\" FROM \"rowguard\".\"clinicians_patients\" WHERE \"clinicians_patients\".\"clinician_id\" = :c) ORDER BY \"patients\".\"id\" ASC LIMIT 21"
+            );
+            if scenario.audit {
+                let _ = writeln!(
+                    sql,
+                    "SELECT array_agg(id)::text AS ids FROM ({select}) page \\gset"
+                );
+                sql.push_str("SELECT rowguard_audit.append('read', 'success', :ids::uuid[], 'MyPatients', NULL, NULL);\n");
+            } else {
+                let _ = writeln!(sql, "{select};");
+            }
+        }
+        Kind::PatientWithCareTeam => {
+            sql.push_str(&identity(false));
+            let _ = writeln!(
+                sql,
+                "SELECT {PATIENT_COLUMNS} FROM \"rowguard\".\"patients\" WHERE \"patients\".\"id\" = md5('patient' || :n)::uuid LIMIT 1;"
+            );
+            sql.push_str("SELECT \"clinicians_patients\".\"clinician_id\", \"clinicians_patients\".\"patient_id\", \"clinicians_patients\".\"care_role\", \"clinicians_patients\".\"assigned_at\", \"clinicians_patients\".\"assigned_by\" FROM \"rowguard\".\"clinicians_patients\" WHERE \"clinicians_patients\".\"patient_id\" IN (md5('patient' || :n)::uuid);\n");
+            sql.push_str("SELECT \"clinicians\".\"id\", \"clinicians\".\"display_name\", \"clinicians\".\"active\" FROM \"rowguard\".\"clinicians\" WHERE \"clinicians\".\"id\" IN (SELECT clinician_id FROM rowguard.clinicians_patients WHERE patient_id = md5('patient' || :n)::uuid);\n");
+            sql.push_str("SELECT rowguard_audit.append('read', 'success', ARRAY[md5('patient' || :n)::uuid], 'PatientDetail', NULL, NULL);\n");
+        }
+        Kind::UpdatePatient => {
+            sql.push_str(&identity(false));
+            sql.push_str("UPDATE \"rowguard\".\"patients\" SET \"clinical_notes\" = 'benchmark note' WHERE \"patients\".\"id\" = md5('patient' || :n)::uuid AND \"patients\".\"version\" = \"patients\".\"version\";\n");
+            let _ = writeln!(
+                sql,
+                "SELECT {PATIENT_COLUMNS} FROM \"rowguard\".\"patients\" WHERE \"patients\".\"id\" = md5('patient' || :n)::uuid LIMIT 1;"
+            );
+            sql.push_str("SELECT rowguard_audit.append('update', 'success', ARRAY[md5('patient' || :n)::uuid], 'UpdatePatient', NULL, NULL);\n");
+        }
+    }
+    sql.push_str("COMMIT;\n");
+    sql
+}
+
+fn pgbench(
+    script: &Path,
+    db: &Dataset,
+    issuer: &TestIssuer,
+    concurrency: u32,
+    duration: Duration,
+    dir: &Path,
+) -> Measured {
+    let bin = rowguard::dev::postgres::server_bindir()
+        .map(|d| d.join("pgbench"))
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| "pgbench".into());
+    let per = (db.patients / db.clinicians).max(1);
+    let run = |seconds: u64, log: bool| {
+        let mut command = Command::new(&bin);
+        command
+            .args([
+                "-n",
+                "-M",
+                "prepared",
+                "-c",
+                &concurrency.to_string(),
+                "-j",
+                "2",
+                "-T",
+                &seconds.to_string(),
+            ])
+            .args([
+                "-D",
+                &format!("clinicians={}", db.clinicians),
+                "-D",
+                &format!("per={per}"),
+                "-D",
+                &format!("iss={}", issuer.url()),
+            ])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &db.port.to_string(),
+                "-U",
+                "rowguard_gateway",
+                "-f",
+            ])
+            .arg(script)
+            .current_dir(dir);
+        if log {
+            command.args(["-l", "--log-prefix=pgbench_log"]);
+        }
+        command.arg("rowguard").output().expect("running pgbench")
+    };
+    run(3, false);
+    let output = run(duration.as_secs(), true);
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "pgbench failed:\n{text}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let rps = text
+        .lines()
+        .find(|l| l.starts_with("tps = "))
+        .and_then(|l| {
+            l.trim_start_matches("tps = ")
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(f64::NAN);
+    let mut latencies: Vec<u64> = std::fs::read_dir(dir)
+        .expect("pgbench logs")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("pgbench_log"))
+        .flat_map(|e| {
+            std::fs::read_to_string(e.path())
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| l.split_whitespace().nth(2)?.parse().ok())
+                .collect::<Vec<u64>>()
+        })
+        .collect();
+    latencies.sort_unstable();
+    let pick = |q: f64| {
+        latencies
+            .get(((latencies.len() as f64 - 1.0) * q) as usize)
+            .map_or(f64::NAN, |us| *us as f64 / 1000.0)
+    };
+    Measured {
+        rps,
+        p50_ms: pick(0.50),
+        p99_ms: pick(0.99),
+    }
+}
+
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or_default();
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of /proc/pid/stat, i.e. 12 and 13 after the name.
+    fields
+        .get(11)
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0)
+        + fields
+            .get(12)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+}
+
+fn peak_rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+fn md5_hex(input: &str) -> u128 {
+    let output = Command::new("sh")
+        .args(["-c", "printf %s \"$1\" | md5sum", "sh", input])
+        .output()
+        .expect("md5sum");
+    u128::from_str_radix(
+        String::from_utf8_lossy(&output.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap_or("0"),
+        16,
+    )
+    .unwrap_or(0)
+}

@@ -1,0 +1,158 @@
+//! Rowguard's benchmark: one command builds the dataset, starts Rowguard against it with a real
+//! OIDC issuer, drives load over HTTP with `wrk`, replays the same SQL transactions through
+//! `pgbench` at the same concurrency, and prints the comparison.
+//!
+//! `cargo run --release -p rowguard-tests --bin rowguard-bench -- --scales 10000,100000,1000000`
+
+// The report is this program's output.
+#![allow(clippy::print_stdout)]
+
+mod dataset;
+mod load;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use rowguard::dev::postgres::{LocalCluster, free_port};
+use rowguard_tests::issuer::TestIssuer;
+
+#[derive(Debug, Parser)]
+#[command(about = "Rowguard vs. pgbench on the same transactions")]
+struct Args {
+    /// Patient counts to run at (the per-request cost should stay flat).
+    #[arg(long, value_delimiter = ',', default_value = "10000,1000000")]
+    scales: Vec<u64>,
+    /// Clinicians (each patient is on two care teams).
+    #[arg(long, default_value_t = 1000)]
+    clinicians: u64,
+    /// Concurrent clients for both Rowguard and pgbench.
+    #[arg(long, default_value_t = 8)]
+    concurrency: u32,
+    /// Seconds per measurement.
+    #[arg(long, default_value_t = 20)]
+    duration: u64,
+    /// Which scenarios to run (default: all).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    let rowguard = sibling_binary("rowguard-cli");
+    assert!(
+        rowguard.exists(),
+        "build it first: cargo build --release -p rowguard-tests --bins"
+    );
+    for tool in ["wrk", "pgbench"] {
+        assert!(
+            which(tool).is_some()
+                || rowguard::dev::postgres::server_bindir().is_some_and(|d| d.join(tool).exists()),
+            "{tool} is needed (Debian: apt-get install wrk postgresql)"
+        );
+    }
+    let issuer = TestIssuer::start().await;
+    println!("# Rowguard benchmark\n");
+    println!(
+        "machine: {} cores, {}",
+        num_cpus(),
+        first_line("/proc/meminfo")
+    );
+    println!(
+        "concurrency {}, {} s per measurement, {} clinicians\n",
+        args.concurrency, args.duration, args.clinicians
+    );
+    println!(
+        "| patients | scenario | Rowguard req/s | p50 ms | p99 ms | pgbench tps | pgbench p50 ms | pgbench p99 ms | ratio | Rowguard CPU µs/req | Rowguard max RSS MB |"
+    );
+    println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for &patients in &args.scales {
+        let dir =
+            std::env::temp_dir().join(format!("rowguard-bench-{}-{patients}", std::process::id()));
+        let cluster = LocalCluster::new(&dir).expect("server binaries");
+        cluster.init().expect("initdb");
+        let port = free_port().expect("port");
+        cluster
+            .start(
+                port,
+                &[
+                    "shared_buffers=512MB",
+                    "max_connections=100",
+                    "synchronous_commit=off",
+                    "jit=off",
+                ],
+            )
+            .expect("start");
+        let _stop = StopOnDrop(cluster.clone());
+        let db = dataset::build(port, patients, args.clinicians, issuer.url()).await;
+        for scenario in load::SCENARIOS {
+            if !args.only.is_empty() && !args.only.iter().any(|o| o == scenario.name) {
+                continue;
+            }
+            let row = load::run(
+                &rowguard,
+                &issuer,
+                &db,
+                scenario,
+                args.concurrency,
+                Duration::from_secs(args.duration),
+            )
+            .await;
+            println!(
+                "| {patients} | {} | {:.0} | {:.2} | {:.2} | {:.0} | {:.2} | {:.2} | {:.2} | {:.0} | {:.1} |",
+                scenario.name,
+                row.rowguard.rps,
+                row.rowguard.p50_ms,
+                row.rowguard.p99_ms,
+                row.pgbench.rps,
+                row.pgbench.p50_ms,
+                row.pgbench.p99_ms,
+                row.rowguard.rps / row.pgbench.rps,
+                row.cpu_us_per_request,
+                row.max_rss_mb
+            );
+        }
+    }
+}
+
+/// Stops and deletes the benchmark's cluster however the run ends (a failed assertion too).
+struct StopOnDrop(LocalCluster);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.stop();
+        let _ = std::fs::remove_dir_all(self.0.data_dir());
+    }
+}
+
+fn sibling_binary(name: &str) -> PathBuf {
+    std::env::current_exe()
+        .expect("current exe")
+        .with_file_name(name)
+}
+
+pub fn which(tool: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| PathBuf::from(d).join(tool))
+        .find(|p| p.exists())
+}
+
+fn num_cpus() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+fn first_line(path: &str) -> String {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .next()
+                .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        })
+        .unwrap_or_default()
+}
