@@ -39,6 +39,16 @@ pub struct DatabaseSettings {
     #[arg(long, env = "ROWGUARD_DB_ALLOW_UNVERIFIED_TLS", default_value_t = false, action = clap::ArgAction::Set)]
     pub allow_unverified_tls: bool,
 
+    /// Longest a single SQL statement of a request may run (milliseconds); PostgreSQL cancels
+    /// it and the caller gets `SERVICE_UNAVAILABLE`.
+    #[arg(long, env = "ROWGUARD_DB_STATEMENT_TIMEOUT_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(10..=600_000))]
+    pub statement_timeout_ms: u64,
+
+    /// Longest a request's transaction may sit idle (milliseconds) before PostgreSQL ends it,
+    /// so a stuck request cannot hold locks or a connection.
+    #[arg(long, env = "ROWGUARD_DB_IDLE_IN_TRANSACTION_TIMEOUT_MS", default_value_t = 15000, value_parser = clap::value_parser!(u64).range(10..=600_000))]
+    pub idle_in_transaction_timeout_ms: u64,
+
     /// Seconds to wait for a pooled connection before answering "service unavailable".
     #[arg(long, env = "ROWGUARD_DB_ACQUIRE_TIMEOUT_SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=300))]
     pub acquire_timeout_secs: u64,
@@ -54,6 +64,8 @@ impl DatabaseSettings {
             statement_cache_capacity: 100,
             acquire_timeout_secs: 5,
             allow_unverified_tls: false,
+            statement_timeout_ms: 5000,
+            idle_in_transaction_timeout_ms: 15000,
         }
     }
 

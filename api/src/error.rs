@@ -148,6 +148,22 @@ impl From<DbError> for ApiError {
                     "the database is unavailable; retry shortly",
                 )
             }
+            // statement_timeout (57014) or a connection lost mid-request (08xxx, 57P01 when an
+            // administrator terminated the backend): the caller may retry.
+            DbError::Statement(_)
+                if err.sqlstate().is_some_and(|c| {
+                    c == "57014" || c == "57P01" || c == "25P03" || c.starts_with("08")
+                }) =>
+            {
+                tracing::warn!(
+                    sqlstate = err.sqlstate().as_deref().unwrap_or("none"),
+                    "request cancelled by the database"
+                );
+                Self::new(
+                    ErrorCode::ServiceUnavailable,
+                    "the database cancelled or lost the request; retry shortly",
+                )
+            }
             DbError::Statement(_) if err.is_permission_denied() => {
                 Self::forbidden("not permitted for your role")
             }

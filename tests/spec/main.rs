@@ -12,6 +12,7 @@ mod graphql_api;
 mod isolation_under_concurrency;
 mod migrations;
 mod playground;
+mod reliability;
 mod rls_assignments;
 mod rls_clinicians;
 mod rls_patients;

@@ -64,6 +64,16 @@ impl TestApp {
         // A lazy pool: no connection exists until a request needs one, so tests can assert
         // that rejected requests never opened any.
         let db = t.gateway(4).await;
+        Self::start_on(db, oidc, limits, playground).await
+    }
+
+    /// Serves `db` (e.g. with custom limits); does not wait for keys.
+    pub async fn start_on(
+        db: Database,
+        oidc: OidcSettings,
+        limits: ApiLimits,
+        playground: Option<Playground>,
+    ) -> TestApp {
         let auth = Arc::new(Authenticator::new(&oidc).expect("valid OIDC settings"));
         tokio::spawn(keep_fresh(auth.key_store(), oidc.jwks_refresh()));
         let state = AppState {

@@ -130,8 +130,18 @@ impl TestDb {
 
     /// The gateway as the application runs it: a pool of `max_connections` as the login role.
     pub async fn gateway(&self, max_connections: u32) -> Database {
+        self.gateway_with(max_connections, |_| {}).await
+    }
+
+    /// The gateway with adjusted settings (timeouts, limits).
+    pub async fn gateway_with(
+        &self,
+        max_connections: u32,
+        adjust: impl FnOnce(&mut DatabaseSettings),
+    ) -> Database {
         let mut settings = DatabaseSettings::new(self.gateway_url(), test_roles());
         settings.max_connections = max_connections;
+        adjust(&mut settings);
         Database::connect(&settings)
             .await
             .expect("connecting as the gateway")

@@ -37,9 +37,26 @@ impl DbError {
 
 impl From<DbErr> for DbError {
     fn from(err: DbErr) -> Self {
-        match err {
-            DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => DbError::Unavailable(err),
-            other => DbError::Statement(other),
+        let connection_lost = match &err {
+            DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
+            DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => {
+                use sea_orm::sqlx::Error as E;
+                matches!(
+                    e.as_ref(),
+                    E::Io(_)
+                        | E::Tls(_)
+                        | E::Protocol(_)
+                        | E::PoolTimedOut
+                        | E::PoolClosed
+                        | E::WorkerCrashed
+                )
+            }
+            _ => false,
+        };
+        if connection_lost {
+            DbError::Unavailable(err)
+        } else {
+            DbError::Statement(err)
         }
     }
 }

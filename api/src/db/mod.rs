@@ -40,6 +40,23 @@ pub struct Database {
     pool: DatabaseConnection,
     roles: RoleNames,
     statements: Arc<AtomicU64>,
+    limits: TransactionLimits,
+}
+
+/// Per-transaction limits PostgreSQL enforces on every request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransactionLimits {
+    pub statement_timeout_ms: u64,
+    pub idle_in_transaction_timeout_ms: u64,
+}
+
+impl Default for TransactionLimits {
+    fn default() -> Self {
+        Self {
+            statement_timeout_ms: 5000,
+            idle_in_transaction_timeout_ms: 15000,
+        }
+    }
 }
 
 impl Database {
@@ -63,7 +80,12 @@ impl Database {
         let pool = sea_orm::Database::connect(options)
             .await
             .map_err(DbError::from)?;
-        Ok(Self::from_pool(pool, settings.role_prefix.clone()))
+        Ok(
+            Self::from_pool(pool, settings.role_prefix.clone()).with_limits(TransactionLimits {
+                statement_timeout_ms: settings.statement_timeout_ms,
+                idle_in_transaction_timeout_ms: settings.idle_in_transaction_timeout_ms,
+            }),
+        )
     }
 
     /// Wraps an existing pool (tests build one with a single connection to observe reuse).
@@ -78,7 +100,14 @@ impl Database {
             pool,
             roles,
             statements,
+            limits: TransactionLimits::default(),
         }
+    }
+
+    /// Sets the per-transaction limits.
+    pub fn with_limits(mut self, limits: TransactionLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// Statements run through this pool so far.

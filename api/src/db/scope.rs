@@ -41,13 +41,17 @@ const ENTER_READ_WRITE: &str = "select \
      set_config('app.current_user', coalesce(rowguard.clinician_id_for($2, $3)::text, ''), true) as clinician_id, \
      set_config('app.request_id', $4, true), \
      set_config('app.issuer', $2, true), \
-     set_config('app.subject', $3, true)";
+     set_config('app.subject', $3, true), \
+     set_config('statement_timeout', $5, true), \
+     set_config('idle_in_transaction_session_timeout', $6, true)";
 const ENTER_READ_ONLY: &str = "select \
      set_config('role', $1, true), \
      set_config('app.current_user', coalesce(rowguard.clinician_id_for($2, $3)::text, ''), true) as clinician_id, \
      set_config('app.request_id', $4, true), \
      set_config('app.issuer', $2, true), \
      set_config('app.subject', $3, true), \
+     set_config('statement_timeout', $5, true), \
+     set_config('idle_in_transaction_session_timeout', $6, true), \
      set_config('transaction_read_only', 'on', true)";
 
 impl Database {
@@ -71,11 +75,16 @@ impl Database {
             AccessMode::ReadOnly => ENTER_READ_ONLY,
             AccessMode::ReadWrite => ENTER_READ_WRITE,
         };
-        let values: [Value; 4] = [
+        let values: [Value; 6] = [
             role.into(),
             principal.issuer.clone().into(),
             principal.subject.clone().into(),
             request_id.to_string().into(),
+            self.limits.statement_timeout_ms.to_string().into(),
+            self.limits
+                .idle_in_transaction_timeout_ms
+                .to_string()
+                .into(),
         ];
         let row = txn
             .query_one_raw(Statement::from_sql_and_values(

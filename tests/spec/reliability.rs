@@ -1,0 +1,303 @@
+//! Faults: slow statements, killed backends and a database that goes away and comes back.
+
+use std::time::{Duration, Instant};
+
+use migration::RoleNames;
+use rowguard::config::DatabaseSettings;
+use rowguard::db::Database;
+use rowguard::dev::postgres::{LocalCluster, free_port};
+use rowguard::graphql::ApiLimits;
+use rowguard_tests::TestDb;
+use rowguard_tests::app::{TestApp, oidc_settings};
+use rowguard_tests::fixtures::{admit, assign, enroll_at};
+use rowguard_tests::issuer::TestIssuer;
+use sea_orm::{ConnectionTrait, TransactionTrait};
+use serde_json::{Value, json};
+
+const MY_PATIENTS: &str = "{ patients { edges { node { mrn } } } }";
+
+async fn world(adjust: impl FnOnce(&mut DatabaseSettings)) -> (TestDb, TestIssuer, TestApp) {
+    let t = TestDb::new().await;
+    let issuer = TestIssuer::start().await;
+    let owner = t.owner().await;
+    let alice = enroll_at(&owner, issuer.url(), "alice").await;
+    let bob = enroll_at(&owner, issuer.url(), "bob").await;
+    assign(&owner, &alice, admit(&owner, "A-1").await).await;
+    assign(&owner, &bob, admit(&owner, "B-1").await).await;
+    let db = t.gateway_with(4, adjust).await;
+    let app = TestApp::start_on(db, oidc_settings(&issuer), ApiLimits::default(), None).await;
+    app.wait_for_keys().await;
+    (t, issuer, app)
+}
+
+fn mrns(body: &Value) -> Vec<String> {
+    body["data"]["patients"]["edges"]
+        .as_array()
+        .map(|edges| {
+            edges
+                .iter()
+                .filter_map(|e| e["node"]["mrn"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_statement_over_the_timeout_is_cancelled_with_a_coded_error() {
+    let (t, issuer, app) = world(|s| s.statement_timeout_ms = 300).await;
+    let locker = t.admin().await;
+    let admin = t.admin().await;
+    let lock = locker.begin().await.expect("begin");
+    lock.execute_unprepared("lock table rowguard.patients in access exclusive mode")
+        .await
+        .expect("lock");
+    let started = Instant::now();
+    let reply = app
+        .graphql(Some(&issuer.token("alice").mint()), MY_PATIENTS, json!({}))
+        .await;
+    let took = started.elapsed();
+    lock.rollback().await.expect("unlock");
+    assert_eq!(
+        (reply.status, reply.code()),
+        (503, Some("SERVICE_UNAVAILABLE")),
+        "{}",
+        reply.body
+    );
+    assert!(took < Duration::from_secs(3), "cancelled after {took:?}");
+    let again = app
+        .graphql(Some(&issuer.token("alice").mint()), MY_PATIENTS, json!({}))
+        .await;
+    assert_eq!(mrns(&again.body), vec!["A-1"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_killed_mid_request_fails_that_request_only_and_leaks_nothing() {
+    let (t, issuer, app) = world(|_| {}).await;
+    let locker = t.admin().await;
+    let admin = t.admin().await;
+    let lock = locker.begin().await.expect("begin");
+    lock.execute_unprepared("lock table rowguard.patients in access exclusive mode")
+        .await
+        .expect("lock");
+    let token = issuer.token("alice").mint();
+    let slow = {
+        let http = app.http.clone();
+        let url = app.url("/graphql");
+        let token = token.clone();
+        tokio::spawn(async move {
+            http.post(url)
+                .bearer_auth(token)
+                .json(&json!({ "query": MY_PATIENTS }))
+                .send()
+                .await
+        })
+    };
+    // Wait until the request is blocked on the lock, then kill its backend.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let killed = admin
+            .query_one_raw(sea_orm::Statement::from_string(
+                sea_orm::DbBackend::Postgres,
+                "select count(pg_terminate_backend(pid)) as killed from pg_stat_activity \
+                 where usename = 'rgtest_gateway' and wait_event_type = 'Lock'",
+            ))
+            .await
+            .expect("terminate")
+            .and_then(|r| r.try_get::<i64>("", "killed").ok())
+            .unwrap_or(0);
+        if killed > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the request never blocked");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let reply = slow.await.expect("task").expect("reply");
+    let status = reply.status().as_u16();
+    let body: Value = reply.json().await.expect("json");
+    lock.rollback().await.expect("unlock");
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"],
+        "SERVICE_UNAVAILABLE"
+    );
+    for _ in 0..10 {
+        let alice = app
+            .graphql(Some(&issuer.token("alice").mint()), MY_PATIENTS, json!({}))
+            .await;
+        let bob = app
+            .graphql(Some(&issuer.token("bob").mint()), MY_PATIENTS, json!({}))
+            .await;
+        assert_eq!(
+            (mrns(&alice.body), mrns(&bob.body)),
+            (vec!["A-1".to_owned()], vec!["B-1".to_owned()])
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mutation_interrupted_by_a_fault_is_not_applied_at_all() {
+    let (t, issuer, app) = world(|_| {}).await;
+    let locker = t.admin().await;
+    let admin = t.admin().await;
+    let lock = locker.begin().await.expect("begin");
+    lock.execute_unprepared("lock table rowguard.patients in access exclusive mode")
+        .await
+        .expect("lock");
+    let token = issuer.token("alice").mint();
+    let id: String = {
+        let owner = t.owner().await;
+        let row = owner
+            .query_one_raw(sea_orm::Statement::from_string(
+                sea_orm::DbBackend::Postgres,
+                "select patient_id::text as id from rowguard.clinicians_patients cp join rowguard.clinicians c on c.id = cp.clinician_id where c.oidc_subject = 'alice'",
+            ))
+            .await
+            .expect("query")
+            .expect("row");
+        row.try_get("", "id").expect("id")
+    };
+    let mutation = {
+        let http = app.http.clone();
+        let url = app.url("/graphql");
+        let token = token.clone();
+        let id = id.clone();
+        tokio::spawn(async move {
+            http.post(url)
+                .bearer_auth(token)
+                .json(&json!({ "query": "mutation($id: ID!) { updatePatient(input: { id: $id, expectedVersion: 1, clinicalNotes: \"interrupted\" }) { version } }", "variables": { "id": id } }))
+                .send()
+                .await
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let row = admin
+            .query_one_raw(sea_orm::Statement::from_string(
+                sea_orm::DbBackend::Postgres,
+                "select count(pg_terminate_backend(pid)) as killed from pg_stat_activity \
+                 where usename = 'rgtest_gateway' and wait_event_type = 'Lock'",
+            ))
+            .await
+            .expect("terminate");
+        if row
+            .and_then(|r| r.try_get::<i64>("", "killed").ok())
+            .unwrap_or(0)
+            > 0
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the mutation never blocked");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let reply = mutation.await.expect("task").expect("reply");
+    assert_eq!(reply.status().as_u16(), 503);
+    lock.rollback().await.expect("unlock");
+    let state = admin
+        .query_one_raw(sea_orm::Statement::from_sql_and_values(
+            sea_orm::DbBackend::Postgres,
+            "select p.version, p.clinical_notes, \
+                    (select count(*) from rowguard_audit.events e where e.action = 'update' and e.outcome = 'success') as updates \
+             from rowguard.patients p where p.id = $1::uuid",
+            [id.into()],
+        ))
+        .await
+        .expect("query")
+        .expect("row");
+    let version: i32 = state.try_get("", "version").expect("version");
+    let updates: i64 = state.try_get("", "updates").expect("updates");
+    assert_eq!(
+        (version, updates),
+        (1, 0),
+        "neither the data nor a success record may survive the fault"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_database_stops_requests_fail_fast_and_recover_without_restart() {
+    // A cluster of its own: this test stops it.
+    let dir = std::env::temp_dir().join(format!("rowguard-outage-{}", std::process::id()));
+    let cluster = LocalCluster::new(&dir).expect("server binaries");
+    cluster.init().expect("initdb");
+    let port = free_port().expect("port");
+    cluster.start(port, &["fsync=off"]).expect("start");
+    let admin_url = format!("postgres://postgres@127.0.0.1:{port}/rowguard");
+    let roles = RoleNames::new("rgoutage").expect("prefix");
+    rowguard::migrate::run(
+        &rowguard::config::MigrationSettings {
+            url: admin_url.clone(),
+            role_prefix: roles.clone(),
+        },
+        rowguard::migrate::MigrateAction::Up,
+    )
+    .await
+    .expect("migrate");
+    let issuer = TestIssuer::start().await;
+    let owner = rowguard::db::connect_as_role(&admin_url, &roles.owner())
+        .await
+        .expect("owner");
+    let alice = enroll_at(&owner, issuer.url(), "alice").await;
+    assign(&owner, &alice, admit(&owner, "A-1").await).await;
+    let _ = owner.close().await;
+    let mut settings = DatabaseSettings::new(
+        format!("postgres://{}@127.0.0.1:{port}/rowguard", roles.gateway()),
+        roles,
+    );
+    settings.acquire_timeout_secs = 1;
+    let db = Database::connect(&settings).await.expect("pool");
+    let app = TestApp::start_on(db, oidc_settings(&issuer), ApiLimits::default(), None).await;
+    app.wait_for_keys().await;
+    let token = issuer.token("alice").mint();
+    assert_eq!(
+        mrns(&app.graphql(Some(&token), MY_PATIENTS, json!({})).await.body),
+        vec!["A-1"]
+    );
+
+    cluster.stop().expect("stop the database");
+    for _ in 0..3 {
+        let started = Instant::now();
+        let reply = app.graphql(Some(&token), MY_PATIENTS, json!({})).await;
+        assert_eq!(
+            (reply.status, reply.code()),
+            (503, Some("SERVICE_UNAVAILABLE")),
+            "{}",
+            reply.body
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "waited {:?}",
+            started.elapsed()
+        );
+    }
+    let ready = app
+        .http
+        .get(app.url("/readyz"))
+        .send()
+        .await
+        .expect("readyz");
+    assert_eq!(ready.status(), 503);
+
+    cluster
+        .start(port, &["fsync=off"])
+        .expect("restart the database");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let reply = app.graphql(Some(&token), MY_PATIENTS, json!({})).await;
+        if reply.status == 200 {
+            assert_eq!(mrns(&reply.body), vec!["A-1"]);
+            break;
+        }
+        assert!(Instant::now() < deadline, "did not recover: {}", reply.body);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        app.http
+            .get(app.url("/readyz"))
+            .send()
+            .await
+            .expect("readyz")
+            .status(),
+        200
+    );
+    let _ = cluster.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
