@@ -46,7 +46,6 @@ fn mrns(body: &Value) -> Vec<String> {
 async fn a_statement_over_the_timeout_is_cancelled_with_a_coded_error() {
     let (t, issuer, app) = world(|s| s.statement_timeout_ms = 300).await;
     let locker = t.admin().await;
-    let admin = t.admin().await;
     let lock = locker.begin().await.expect("begin");
     lock.execute_unprepared("lock table rowguard.patients in access exclusive mode")
         .await
