@@ -11,6 +11,7 @@ pub mod db;
 pub mod dev;
 pub mod error;
 pub mod graphql;
+pub mod metrics;
 pub mod migrate;
 pub mod principal;
 pub mod routes;

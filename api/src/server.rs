@@ -11,6 +11,7 @@ use crate::auth::{Authenticator, OidcSettings, keep_fresh};
 use crate::config::DatabaseSettings;
 use crate::db::Database;
 use crate::graphql::{ApiLimits, build_schema};
+use crate::metrics::{Metrics, SharedCounters};
 use crate::routes;
 use crate::routes::playground::{AssetSource, Playground, default_assets_dir, load_local};
 use crate::state::AppState;
@@ -189,7 +190,8 @@ pub async fn build_state(
 ) -> Result<AppState, StartError> {
     let db = Database::connect(database).await?;
     db.self_check().await?;
-    let auth = Arc::new(Authenticator::new(oidc)?);
+    let counters = SharedCounters::default();
+    let auth = Arc::new(Authenticator::new(oidc, &counters)?);
     tokio::spawn(keep_fresh(auth.key_store(), oidc.jwks_refresh()));
     Ok(AppState {
         db,
@@ -198,6 +200,7 @@ pub async fn build_state(
         limits,
         cors_origins,
         playground,
+        metrics: Arc::new(Metrics::new(counters)),
     })
 }
 

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use crate::auth::Authenticator;
 use crate::db::Database;
 use crate::graphql::{ApiLimits, RowguardSchema};
+use crate::metrics::Metrics;
 use crate::routes::playground::Playground;
 
 #[derive(Clone)]
@@ -17,6 +18,7 @@ pub struct AppState {
     pub cors_origins: Vec<String>,
     /// The GraphiQL playground, when enabled.
     pub playground: Option<Playground>,
+    pub metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for AppState {

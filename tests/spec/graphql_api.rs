@@ -860,3 +860,66 @@ async fn introspection_is_off_by_default() {
         .await;
     assert_eq!(reply.data()["__schema"], Value::Null, "{}", reply.body);
 }
+
+#[tokio::test]
+async fn metrics_count_requests_by_operation_and_code_without_phi_or_unbounded_labels() {
+    let w = World::new().await;
+    w.app.operation(&w.alice(), "MyPatients", json!({})).await;
+    w.app
+        .operation(
+            &w.alice(),
+            "UpdatePatient",
+            update(w.patients["A-1"], 9, "x"),
+        )
+        .await;
+    w.app.graphql(None, "{ me { id } }", json!({})).await;
+    for i in 0..250 {
+        w.app
+            .http
+            .post(w.app.url("/graphql"))
+            .bearer_auth(w.alice())
+            .json(&json!({ "query": format!("query Op{i} {{ me {{ id }} }}"), "operationName": format!("Op{i}") }))
+            .send()
+            .await
+            .expect("reply");
+    }
+    let text = w
+        .app
+        .http
+        .get(w.app.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    for expected in [
+        "rowguard_graphql_requests_total{operation=\"MyPatients\",code=\"OK\"} 1",
+        "rowguard_graphql_requests_total{operation=\"UpdatePatient\",code=\"CONFLICT\"} 1",
+        "rowguard_token_rejections_total{reason=\"missing\"} 1",
+        "rowguard_jwks_fetches_total{reason=\"ok\"}",
+        "rowguard_db_pool_connections",
+        "rowguard_audit_write_failures_total 0",
+        "rowguard_graphql_request_duration_seconds_bucket",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+    let operations: BTreeSet<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("rowguard_graphql_requests_total{"))
+        .filter_map(|l| l.split("operation=\"").nth(1)?.split('"').next())
+        .collect();
+    assert!(
+        operations.len() <= 201,
+        "{} operation labels",
+        operations.len()
+    );
+    assert!(
+        operations.contains("other"),
+        "names past the cap are folded into \"other\""
+    );
+    assert!(
+        !text.contains("A-1") && !text.contains("Patient-"),
+        "no PHI in metrics"
+    );
+}

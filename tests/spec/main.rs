@@ -9,6 +9,7 @@ mod commands;
 mod connection_reuse;
 mod contract;
 mod graphql_api;
+mod hostile_input;
 mod isolation_under_concurrency;
 mod migrations;
 mod playground;

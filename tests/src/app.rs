@@ -74,7 +74,8 @@ impl TestApp {
         limits: ApiLimits,
         playground: Option<Playground>,
     ) -> TestApp {
-        let auth = Arc::new(Authenticator::new(&oidc).expect("valid OIDC settings"));
+        let counters = rowguard::metrics::SharedCounters::default();
+        let auth = Arc::new(Authenticator::new(&oidc, &counters).expect("valid OIDC settings"));
         tokio::spawn(keep_fresh(auth.key_store(), oidc.jwks_refresh()));
         let state = AppState {
             db: db.clone(),
@@ -83,6 +84,7 @@ impl TestApp {
             limits,
             cors_origins: vec![ALLOWED_ORIGIN.to_owned()],
             playground,
+            metrics: Arc::new(rowguard::metrics::Metrics::new(counters)),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

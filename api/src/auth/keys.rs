@@ -7,7 +7,11 @@ use std::time::{Duration, Instant};
 use openidconnect::core::{CoreJsonWebKeySet, CoreProviderMetadata};
 use openidconnect::{IssuerUrl, reqwest};
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+
 use super::settings::OidcSettings;
+use crate::metrics::ReasonLabel;
 
 /// Why keys could not be (re)loaded. Logged for operators; never shown to callers.
 #[derive(Debug, thiserror::Error)]
@@ -27,12 +31,16 @@ pub struct KeyStore {
     http: reqwest::Client,
     cooldown: Duration,
     keys: RwLock<Option<Arc<CoreJsonWebKeySet>>>,
+    fetches: Family<ReasonLabel, Counter>,
     // Serialises fetches and remembers when the last one started.
     last_fetch: tokio::sync::Mutex<Option<Instant>>,
 }
 
 impl KeyStore {
-    pub fn new(settings: &OidcSettings) -> Result<Self, KeyLoadError> {
+    pub fn new(
+        settings: &OidcSettings,
+        fetches: Family<ReasonLabel, Counter>,
+    ) -> Result<Self, KeyLoadError> {
         let issuer = IssuerUrl::new(settings.issuer.clone())
             .map_err(|_| KeyLoadError::InvalidIssuer(settings.issuer.clone()))?;
         let http = reqwest::Client::builder()
@@ -46,6 +54,7 @@ impl KeyStore {
             http,
             cooldown: settings.jwks_cooldown(),
             keys: RwLock::new(None),
+            fetches,
             last_fetch: tokio::sync::Mutex::new(None),
         })
     }
@@ -86,9 +95,14 @@ impl KeyStore {
 
     async fn fetch(&self) -> Result<(), KeyLoadError> {
         // Discovery also validates that the document's `issuer` equals ours exactly.
-        let metadata = CoreProviderMetadata::discover_async(self.issuer.clone(), &self.http)
-            .await
-            .map_err(|e| KeyLoadError::Fetch(error_chain(&e)))?;
+        let metadata = CoreProviderMetadata::discover_async(self.issuer.clone(), &self.http).await;
+        let outcome = if metadata.is_ok() { "ok" } else { "failed" };
+        self.fetches
+            .get_or_create(&ReasonLabel {
+                reason: outcome.into(),
+            })
+            .inc();
+        let metadata = metadata.map_err(|e| KeyLoadError::Fetch(error_chain(&e)))?;
         let keys = metadata.jwks().clone();
         let count = keys.keys().len();
         if let Ok(mut slot) = self.keys.write() {

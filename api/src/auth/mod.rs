@@ -14,6 +14,7 @@ pub use settings::OidcSettings;
 pub use verify::VerifiedToken;
 use verify::{Rejection, Rules};
 
+use crate::metrics::SharedCounters;
 use crate::principal::Principal;
 
 /// Why a request was not authenticated. Each maps to an HTTP status and a GraphQL error code
@@ -40,11 +41,24 @@ pub struct Authenticator {
     cache: VerifiedCache,
 }
 
+impl AuthError {
+    /// A fixed label for metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AuthError::Missing => "missing",
+            AuthError::InvalidRequest(_) => "invalid_request",
+            AuthError::InvalidToken(_) => "invalid_token",
+            AuthError::Forbidden => "forbidden",
+            AuthError::KeysUnavailable => "keys_unavailable",
+        }
+    }
+}
+
 impl Authenticator {
     /// Builds the authenticator; keys are fetched by [`keep_fresh`], not here, so the server
     /// starts even while the issuer is down.
-    pub fn new(settings: &OidcSettings) -> Result<Self, KeyLoadError> {
-        let keys = Arc::new(KeyStore::new(settings)?);
+    pub fn new(settings: &OidcSettings, counters: &SharedCounters) -> Result<Self, KeyLoadError> {
+        let keys = Arc::new(KeyStore::new(settings, counters.jwks_fetches.clone())?);
         let rules = Rules::new(settings, keys.issuer().clone());
         Ok(Self {
             keys,

@@ -96,6 +96,8 @@ pub struct AuditContext {
     pub operation_name: Option<String>,
     pub persisted_query_hash: Option<String>,
     pub client_id: Option<String>,
+    /// Counts requests refused because their events could not be written.
+    pub failures: prometheus_client::metrics::counter::Counter,
 }
 
 /// Entries of one request; entries with the same action and outcome merge into one event.

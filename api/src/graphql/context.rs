@@ -183,7 +183,7 @@ impl RequestDb {
                     && let Err(e) = audit::append(scope.conn(), context, &entries).await
                 {
                     let _ = scope.rollback().await;
-                    return Err(audit_failed(&e));
+                    return Err(audit_failed(&e, context));
                 }
                 scope.commit().await?;
             }
@@ -208,14 +208,15 @@ impl RequestDb {
             .await?;
         if let Err(e) = audit::append(scope.conn(), context, &entries).await {
             let _ = scope.rollback().await;
-            return Err(audit_failed(&e));
+            return Err(audit_failed(&e, context));
         }
         scope.commit().await?;
         Ok(())
     }
 }
 
-fn audit_failed(error: &crate::db::DbError) -> ApiError {
+fn audit_failed(error: &crate::db::DbError, context: &AuditContext) -> ApiError {
+    context.failures.inc();
     tracing::error!(
         sqlstate = error.sqlstate().as_deref().unwrap_or("none"),
         "audit trail write failed; request refused"

@@ -28,10 +28,17 @@ pub async fn handle(State(state): State<AppState>, request: Request) -> Response
         return super::playground::page_response(playground);
     }
     let wants_graphql_json = accepts(request.headers(), GRAPHQL_RESPONSE_JSON);
-    let mut response = match run(state, request).await {
+    let started = std::time::Instant::now();
+    let metrics = state.metrics.clone();
+    let mut outcome = Outcome::default();
+    let mut response = match run(state, request, &mut outcome).await {
         Ok(response) => response,
-        Err(error) => error.into_response(),
+        Err(error) => {
+            outcome.code = error.code.as_str();
+            error.into_response()
+        }
     };
+    metrics.observe(&outcome.operation, outcome.code, started.elapsed());
     if wants_graphql_json {
         response.headers_mut().insert(
             header::CONTENT_TYPE,
@@ -41,16 +48,49 @@ pub async fn handle(State(state): State<AppState>, request: Request) -> Response
     response
 }
 
-async fn run(state: AppState, request: Request) -> Result<Response, ApiError> {
+/// What the metrics record of a request: a bounded operation label and an outcome code.
+struct Outcome {
+    operation: String,
+    code: &'static str,
+}
+
+impl Default for Outcome {
+    fn default() -> Self {
+        Self {
+            operation: "<unauthenticated>".into(),
+            code: "OK",
+        }
+    }
+}
+
+async fn run(
+    state: AppState,
+    request: Request,
+    outcome: &mut Outcome,
+) -> Result<Response, ApiError> {
     // Authentication comes first: nothing of an unknown caller's request is read or parsed,
     // and no database connection is opened for it.
-    let token = bearer_token(request.uri(), request.headers())?;
-    let principal = state.auth.authenticate(token).await?;
+    let principal = match bearer_token(request.uri(), request.headers()) {
+        Ok(token) => state.auth.authenticate(token).await,
+        Err(e) => Err(e),
+    }
+    .inspect_err(|e| {
+        state
+            .metrics
+            .shared
+            .token_rejections
+            .get_or_create(&crate::metrics::ReasonLabel {
+                reason: e.reason().into(),
+            })
+            .inc();
+    })?;
+    outcome.operation = "<invalid>".into();
 
     let over_get = request.method() == Method::GET;
     let request_id = super::request_id(request.headers());
     let graphql_request = read_request(request, state.limits.max_body_bytes).await?;
     let operation = loggable_name(graphql_request.operation_name.as_deref()).to_owned();
+    outcome.operation = operation.clone();
     let role = principal.role;
     let audit = state.limits.audit.then(|| AuditContext {
         operation_name: graphql_request
@@ -72,6 +112,7 @@ async fn run(state: AppState, request: Request) -> Result<Response, ApiError> {
                 _ => None,
             }),
         client_id: principal.client_id.clone(),
+        failures: state.metrics.shared.audit_write_failures.clone(),
     });
 
     let db = Arc::new(RequestDb::new(
@@ -125,6 +166,7 @@ async fn run(state: AppState, request: Request) -> Result<Response, ApiError> {
             _ => None,
         })
         .collect();
+    outcome.code = codes.first().map_or("OK", |c| code_label(c));
     // Ids, names and codes only: never variables, arguments or results.
     tracing::info!(operation = %operation, %role, status = status.as_u16(), errors = ?codes, "graphql operation");
     let mut reply = (
@@ -218,20 +260,30 @@ fn accepts(headers: &HeaderMap, media_type: &str) -> bool {
         })
 }
 
+/// The static label for a code the response carries.
+fn code_label(code: &str) -> &'static str {
+    ALL_CODES
+        .into_iter()
+        .find(|c| c.as_str() == code)
+        .map_or("OTHER", ErrorCode::as_str)
+}
+
+const ALL_CODES: [ErrorCode; 8] = [
+    ErrorCode::Unauthenticated,
+    ErrorCode::Forbidden,
+    ErrorCode::BadUserInput,
+    ErrorCode::NotFound,
+    ErrorCode::Conflict,
+    ErrorCode::PersistedQueryNotFound,
+    ErrorCode::ServiceUnavailable,
+    ErrorCode::InternalServerError,
+];
+
 fn status_of(code: &str) -> Option<StatusCode> {
-    [
-        ErrorCode::Unauthenticated,
-        ErrorCode::Forbidden,
-        ErrorCode::BadUserInput,
-        ErrorCode::NotFound,
-        ErrorCode::Conflict,
-        ErrorCode::PersistedQueryNotFound,
-        ErrorCode::ServiceUnavailable,
-        ErrorCode::InternalServerError,
-    ]
-    .into_iter()
-    .find(|c| c.as_str() == code)
-    .map(ErrorCode::status)
+    ALL_CODES
+        .into_iter()
+        .find(|c| c.as_str() == code)
+        .map(ErrorCode::status)
 }
 
 /// The bearer token from the `Authorization` header. Tokens in the URL are refused outright:

@@ -12,6 +12,20 @@ pub async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
+/// Prometheus metrics. No PHI and bounded labels; expose it to your monitoring network only.
+pub async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResponse {
+    let text = state
+        .metrics
+        .render(state.db.open_connections(), state.db.statements_executed());
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+}
+
 /// Ready to serve: the issuer's keys are loaded and the database answers.
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let keys = state.auth.is_ready();

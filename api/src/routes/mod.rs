@@ -26,6 +26,7 @@ pub fn app(state: AppState) -> Router {
         .route("/playground/assets/{name}", get(playground::asset))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
         .layer(cors)
         .layer(
             ServiceBuilder::new()

@@ -1,0 +1,156 @@
+//! Prometheus metrics at `GET /metrics`: request counts and latencies by operation name and
+//! outcome code, pool usage, statements, key refreshes, token rejections and audit-write
+//! failures. Labels are bounded (operation names are capped; codes and reasons are fixed sets)
+//! and carry no PHI.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// How many distinct operation names get their own label value; later ones count as "other".
+const MAX_OPERATION_LABELS: usize = 200;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    operation: String,
+    code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OperationLabel {
+    operation: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
+}
+
+/// Counters shared with the parts that count them.
+#[derive(Debug, Clone, Default)]
+pub struct SharedCounters {
+    pub jwks_fetches: Family<ReasonLabel, Counter>,
+    pub token_rejections: Family<ReasonLabel, Counter>,
+    pub audit_write_failures: Counter,
+}
+
+/// The process's metrics.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    durations: Family<OperationLabel, Histogram>,
+    pool_connections: Gauge<i64, std::sync::atomic::AtomicI64>,
+    statements: Gauge<u64, AtomicU64>,
+    operations: Mutex<HashSet<String>>,
+    pub shared: SharedCounters,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Metrics {
+    pub fn new(shared: SharedCounters) -> Self {
+        let mut registry = Registry::with_prefix("rowguard");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "graphql_requests",
+            "GraphQL requests by operation name and outcome code",
+            requests.clone(),
+        );
+        let durations = Family::<OperationLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.001, 2.0, 14))
+        });
+        registry.register(
+            "graphql_request_duration_seconds",
+            "GraphQL request latency by operation name",
+            durations.clone(),
+        );
+        let pool_connections = Gauge::<i64, std::sync::atomic::AtomicI64>::default();
+        registry.register(
+            "db_pool_connections",
+            "Open database connections in the pool",
+            pool_connections.clone(),
+        );
+        let statements = Gauge::<u64, AtomicU64>::default();
+        registry.register(
+            "db_statements",
+            "SQL statements run since start",
+            statements.clone(),
+        );
+        registry.register(
+            "jwks_fetches",
+            "Discovery/JWKS fetches from the identity provider by outcome",
+            shared.jwks_fetches.clone(),
+        );
+        registry.register(
+            "token_rejections",
+            "Refused bearer tokens by reason",
+            shared.token_rejections.clone(),
+        );
+        registry.register(
+            "audit_write_failures",
+            "Requests refused because the audit trail could not be written",
+            shared.audit_write_failures.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            durations,
+            pool_connections,
+            statements,
+            operations: Mutex::new(HashSet::new()),
+            shared,
+        }
+    }
+
+    /// Records one GraphQL request.
+    pub fn observe(&self, operation: &str, code: &str, elapsed: Duration) {
+        let operation = self.bounded(operation);
+        self.requests
+            .get_or_create(&RequestLabels {
+                operation: operation.clone(),
+                code: code.to_owned(),
+            })
+            .inc();
+        self.durations
+            .get_or_create(&OperationLabel { operation })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    fn bounded(&self, operation: &str) -> String {
+        let Ok(mut seen) = self.operations.lock() else {
+            return "other".into();
+        };
+        if seen.contains(operation) {
+            return operation.to_owned();
+        }
+        if seen.len() < MAX_OPERATION_LABELS {
+            seen.insert(operation.to_owned());
+            return operation.to_owned();
+        }
+        "other".into()
+    }
+
+    /// The text exposition, with pool figures read at scrape time.
+    pub fn render(&self, pool_connections: u32, statements: u64) -> String {
+        self.pool_connections.set(i64::from(pool_connections));
+        self.statements.set(statements);
+        let mut text = String::new();
+        if encode(&mut text, &self.registry).is_err() {
+            text.clear();
+        }
+        text
+    }
+}

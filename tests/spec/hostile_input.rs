@@ -1,0 +1,288 @@
+//! Hostile input at the HTTP endpoint: random and mutated documents, bodies, headers and
+//! tokens never cause a panic or a 500, and every refusal is a GraphQL error with a code.
+
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
+use rowguard_tests::TestDb;
+use rowguard_tests::app::{TestApp, operation};
+use rowguard_tests::fixtures::{admit, assign, enroll_at};
+use rowguard_tests::issuer::TestIssuer;
+use serde_json::{Value, json};
+
+async fn world() -> (TestDb, TestIssuer, TestApp) {
+    let t = TestDb::new().await;
+    let issuer = TestIssuer::start().await;
+    let owner = t.owner().await;
+    let alice = enroll_at(&owner, issuer.url(), "alice").await;
+    assign(&owner, &alice, admit(&owner, "A-1").await).await;
+    let app = TestApp::start(&t, &issuer).await;
+    (t, issuer, app)
+}
+
+/// A raw request to throw at the endpoint.
+#[derive(Debug, Clone)]
+struct Attack {
+    content_type: Option<String>,
+    authorization: Option<String>,
+    body: Vec<u8>,
+}
+
+/// Sends `attack` and checks the contract: no 500, and either data or a coded error.
+async fn assert_handled(app: &TestApp, attack: &Attack) -> u16 {
+    let mut request = app.http.post(app.url("/graphql")).body(attack.body.clone());
+    if let Some(content_type) = &attack.content_type {
+        request = request.header("content-type", content_type.as_str());
+    }
+    if let Some(authorization) = &attack.authorization {
+        request = request.header("authorization", authorization.as_str());
+    }
+    let reply = request
+        .send()
+        .await
+        .expect("the server answers (no crash, no dropped connection)");
+    let status = reply.status().as_u16();
+    let text = reply.text().await.expect("body");
+    assert!(status < 500, "status {status} for {attack:?}: {text}");
+    let body: Value =
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON for {attack:?}: {text}"));
+    if let Some(errors) = body.get("errors").and_then(Value::as_array) {
+        for error in errors {
+            assert!(
+                error["extensions"]["code"].is_string(),
+                "an error without a code for {attack:?}: {text}"
+            );
+        }
+    } else {
+        assert!(
+            body.get("data").is_some(),
+            "neither data nor errors for {attack:?}: {text}"
+        );
+    }
+    status
+}
+
+fn fragments() -> Vec<&'static str> {
+    vec![
+        "{",
+        "}",
+        "(",
+        ")",
+        "[",
+        "]",
+        ":",
+        "$",
+        "...",
+        "@include(if: true)",
+        "query",
+        "mutation",
+        "fragment",
+        "on",
+        "patients",
+        "patient",
+        "me",
+        "careTeam",
+        "clinician",
+        "edges",
+        "node",
+        "mrn",
+        "clinicalNotes",
+        "first: 1",
+        "first: -1",
+        "first: 99999999999999999999",
+        "after: \"x\"",
+        "id: \"00000000-0000-0000-0000-000000000000\"",
+        "search: \"\\u0000\"",
+        "__typename",
+        "__schema",
+        "a: me",
+        "\"\\uD800\"",
+        "\u{0}",
+        "é",
+        "😀",
+        "#",
+        ",",
+        "\n",
+        "updatePatient(input: {})",
+        "enrollClinician",
+        "$x: Int",
+        "1e400",
+        "true",
+        "null",
+    ]
+}
+
+fn document() -> impl Strategy<Value = String> {
+    prop::collection::vec(prop::sample::select(fragments()), 0..40)
+        .prop_map(|parts| parts.join(" "))
+}
+
+fn json_value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(|n| json!(n)),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(|f| json!(f)),
+        ".{0,20}".prop_map(Value::String),
+    ];
+    leaf.prop_recursive(3, 24, 4, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+            prop::collection::btree_map("[a-z]{1,6}", inner, 0..4)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+fn mutate(text: String, edits: Vec<(usize, u8)>) -> Vec<u8> {
+    let mut bytes = text.into_bytes();
+    for (at, byte) in edits {
+        if bytes.is_empty() {
+            bytes.push(byte);
+            continue;
+        }
+        let at = at % bytes.len();
+        match byte % 3 {
+            0 => bytes[at] = byte,
+            1 => {
+                bytes.remove(at);
+            }
+            _ => bytes.insert(at, byte),
+        }
+    }
+    bytes
+}
+
+fn attacks(token: String) -> impl Strategy<Value = Attack> {
+    let operations: Vec<String> = [
+        "Me",
+        "MyPatients",
+        "PatientDetail",
+        "UpdatePatient",
+        "AssignClinician",
+    ]
+    .iter()
+    .map(|name| operation(name))
+    .collect();
+    let content_type = prop_oneof![
+        4 => Just(Some("application/json".to_owned())),
+        1 => Just(None),
+        1 => Just(Some("text/plain".to_owned())),
+        1 => Just(Some("multipart/form-data; boundary=x".to_owned())),
+        1 => Just(Some("application/json; charset=latin1".to_owned())),
+        1 => Just(Some("application/graphql".to_owned())),
+    ];
+    let authorization = {
+        let valid = format!("Bearer {token}");
+        let mutated_token = (prop::collection::vec((any::<usize>(), any::<u8>()), 1..4))
+            // Only bytes HTTP allows in a header value: the client could not send others.
+            .prop_map(move |edits| {
+                let mutated: String = mutate(token.clone(), edits)
+                    .into_iter()
+                    .map(|b| {
+                        if b.is_ascii_graphic() {
+                            char::from(b)
+                        } else {
+                            'x'
+                        }
+                    })
+                    .collect();
+                format!("Bearer {mutated}")
+            });
+        prop_oneof![
+            6 => Just(Some(valid)),
+            1 => Just(None),
+            1 => mutated_token.prop_map(Some),
+            1 => "[ -~]{0,40}".prop_map(Some),
+        ]
+    };
+    let body = prop_oneof![
+        // Random documents in a well-formed envelope.
+        3 => (document(), json_value()).prop_map(|(q, v)| json!({ "query": q, "variables": v }).to_string().into_bytes()),
+        // Real client operations, mutated byte by byte.
+        3 => (prop::sample::select(operations), prop::collection::vec((any::<usize>(), any::<u8>()), 1..6))
+            .prop_map(|(q, edits)| json!({ "query": String::from_utf8_lossy(&mutate(q, edits)), "variables": {} }).to_string().into_bytes()),
+        // Random JSON envelopes.
+        2 => json_value().prop_map(|v| v.to_string().into_bytes()),
+        // Raw bytes.
+        1 => prop::collection::vec(any::<u8>(), 0..200),
+    ];
+    (content_type, authorization, body).prop_map(|(content_type, authorization, body)| Attack {
+        content_type,
+        authorization,
+        body,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_and_mutated_requests_never_cause_a_500_and_always_get_a_coded_answer() {
+    let (_t, issuer, app) = world().await;
+    let token = issuer.token("alice").times(0, 3000).mint();
+    let handle = tokio::runtime::Handle::current();
+    let app = std::sync::Arc::new(app);
+    let cases = 400;
+    let statuses = tokio::task::spawn_blocking({
+        let app = app.clone();
+        move || {
+            let mut runner = TestRunner::new(Config {
+                cases,
+                failure_persistence: None,
+                ..Config::default()
+            });
+            let statuses = std::sync::Mutex::new(std::collections::BTreeMap::<u16, u32>::new());
+            runner
+                .run(&attacks(token), |attack| {
+                    let status = handle.block_on(assert_handled(&app, &attack));
+                    *statuses.lock().expect("lock").entry(status).or_default() += 1;
+                    Ok(())
+                })
+                .unwrap_or_else(|e| panic!("{e}"));
+            statuses.into_inner().expect("statuses")
+        }
+    })
+    .await
+    .expect("fuzz task");
+    eprintln!(
+        "hostile input: {} cases, statuses {statuses:?}",
+        statuses.values().sum::<u32>()
+    );
+    assert_eq!(statuses.values().sum::<u32>(), cases);
+}
+
+fn json_attack(token: &str, body: Vec<u8>) -> Attack {
+    Attack {
+        content_type: Some("application/json".into()),
+        authorization: Some(format!("Bearer {token}")),
+        body,
+    }
+}
+
+#[tokio::test]
+async fn named_hostile_inputs_get_coded_4xx_answers() {
+    let (_t, issuer, app) = world().await;
+    let token = issuer.token("alice").mint();
+    let aliases: Vec<String> = (0..10_000).map(|i| format!("a{i}: me {{ id }}")).collect();
+    let mut deep = String::from("__typename");
+    for _ in 0..500 {
+        deep = format!(
+            "me {{ patients {{ edges {{ node {{ careTeam {{ clinician {{ {deep} }} }} }} }} }} }}"
+        );
+    }
+    let cases: Vec<(&str, Attack, u16)> = vec![
+        ("10 MB body", json_attack(&token, json!({ "query": "{ me { id } }", "variables": { "x": "y".repeat(10 * 1024 * 1024) } }).to_string().into_bytes()), 413),
+        ("10,000 aliases", json_attack(&token, json!({ "query": format!("{{ {} }}", aliases.join(" ")) }).to_string().into_bytes()), 400),
+        ("depth 500", json_attack(&token, json!({ "query": format!("{{ {deep} }}") }).to_string().into_bytes()), 400),
+        ("invalid UTF-8", json_attack(&token, b"{\"query\": \"{ me { id } }\xff\xfe\"}".to_vec()), 400),
+        ("null bytes", json_attack(&token, json!({ "query": "{ me\u{0} { id } }" }).to_string().into_bytes()), 400),
+        ("duplicate JSON keys", json_attack(&token, br#"{"query": "{ me { id } }", "query": "{ patients { edges { cursor } } }"}"#.to_vec()), 400),
+        ("huge integer", json_attack(&token, br#"{"query": "query($n: Int) { patients(first: $n) { edges { cursor } } }", "variables": {"n": 123456789012345678901234567890}}"#.to_vec()), 400),
+        ("wrong content type", Attack { content_type: Some("text/plain".into()), authorization: Some(format!("Bearer {token}")), body: br#"{"query": "{ me { id } }"}"#.to_vec() }, 415),
+        ("form content type", Attack { content_type: Some("application/x-www-form-urlencoded".into()), authorization: Some(format!("Bearer {token}")), body: b"query=%7B+me+%7B+id+%7D+%7D".to_vec() }, 415),
+        ("100 KB token", Attack { content_type: Some("application/json".into()), authorization: Some(format!("Bearer {}", "a".repeat(100 * 1024))), body: br#"{"query": "{ me { id } }"}"#.to_vec() }, 401),
+    ];
+    for (name, attack, expected) in cases {
+        let status = assert_handled(&app, &attack).await;
+        assert_eq!(status, expected, "{name}");
+    }
+}
