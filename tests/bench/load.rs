@@ -82,6 +82,10 @@ pub async fn run(
         .env("ROWGUARD_DB_MAX_CONNECTIONS", concurrency.to_string())
         .env("ROWGUARD_AUDIT", scenario.audit.to_string())
         .env("ROWGUARD_LOG", "warn")
+        .env(
+            "ROWGUARD_WORKER_THREADS",
+            std::env::var("BENCH_WORKER_THREADS").unwrap_or_default(),
+        )
         .stdout(Stdio::null())
         .spawn()
         .expect("starting rowguard");
@@ -95,9 +99,14 @@ pub async fn run(
     check_one_request(issuer, db, scenario, &base).await;
 
     // Warm up (connections, caches, plans), then measure.
-    wrk(&script, &base, concurrency, Duration::from_secs(3));
+    let allowed = if scenario.kind == Kind::UpdatePatient {
+        u64::from(concurrency)
+    } else {
+        0
+    };
+    wrk(&script, &base, concurrency, Duration::from_secs(3), allowed);
     let cpu_before = cpu_ticks(child.id());
-    let rowguard = wrk(&script, &base, concurrency, duration);
+    let rowguard = wrk(&script, &base, concurrency, duration, allowed);
     let cpu_after = cpu_ticks(child.id());
     let max_rss_mb = peak_rss_kb(child.id()) as f64 / 1024.0;
     let _ = Command::new("kill")
@@ -197,7 +206,7 @@ function request()
   return wrk.format("POST", "/graphql", {{ ["Content-Type"] = "application/json", ["Authorization"] = "Bearer " .. pair[1] }}, body)
 end
 function response(status, headers, body)
-  local v = string.match(body, '"version":(%d+)')
+  local v = string.match(body, '"version":(%d+)') or string.match(body, 'version (%d+) is current')
   if v then version = tonumber(v) end
 end
 "#
@@ -246,7 +255,13 @@ async fn check_one_request(issuer: &TestIssuer, db: &Dataset, scenario: Scenario
     );
 }
 
-fn wrk(script: &Path, base: &str, concurrency: u32, duration: Duration) -> Measured {
+fn wrk(
+    script: &Path,
+    base: &str,
+    concurrency: u32,
+    duration: Duration,
+    allowed_errors: u64,
+) -> Measured {
     let output = Command::new("wrk")
         .args([
             "-t",
@@ -263,7 +278,17 @@ fn wrk(script: &Path, base: &str, concurrency: u32, duration: Duration) -> Measu
         .output()
         .expect("running wrk");
     let text = String::from_utf8_lossy(&output.stdout);
-    assert!(!text.contains("Non-2xx"), "wrk saw errors:\n{text}");
+    let errors: u64 = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Non-2xx or 3xx responses:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    // An update client's first request after a restart of wrk may hold a stale version (one
+    // CONFLICT each, after which it follows the current version); nothing else may fail.
+    assert!(
+        errors <= allowed_errors,
+        "wrk saw {errors} error responses:\n{text}"
+    );
     let rps = text
         .lines()
         .find_map(|l| l.strip_prefix("Requests/sec:"))

@@ -239,6 +239,22 @@ fn serve_command(issuer: &TestIssuer, database_url: &str, port: u16) -> Command 
     command
 }
 
+/// Polls `/readyz` until the server is ready.
+async fn wait_until_ready(http: &reqwest::Client, base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .map(|r| r.status())
+        .ok()
+        != Some(reqwest::StatusCode::OK)
+    {
+        assert!(Instant::now() < deadline, "serve never became ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn refusal(mut command: Command) -> String {
     let output = command.output().expect("running rowguard serve");
     assert!(
@@ -320,18 +336,7 @@ async fn sigterm_lets_a_slow_request_finish_refuses_new_connections_and_exits_ze
     let mut server = Running::start(serve_command(&issuer, &t.gateway_url(), port));
     let http = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while http
-        .get(format!("{base}/readyz"))
-        .send()
-        .await
-        .map(|r| r.status())
-        .ok()
-        != Some(reqwest::StatusCode::OK)
-    {
-        assert!(Instant::now() < deadline, "serve never became ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until_ready(&http, &base).await;
 
     // Hold a lock on patients so the request below is slow.
     let admin = t.admin().await;
@@ -424,18 +429,7 @@ async fn the_most_verbose_logs_carry_no_phi() {
     let mut server = Running::start(command);
     let http = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while http
-        .get(format!("{base}/readyz"))
-        .send()
-        .await
-        .map(|r| r.status())
-        .ok()
-        != Some(reqwest::StatusCode::OK)
-    {
-        assert!(Instant::now() < deadline, "serve never became ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until_ready(&http, &base).await;
     let alice_token = issuer.token("alice").mint();
     let carol_token = issuer.token("carol").roles(&["coordinator"]).mint();
     let requests = [

@@ -42,6 +42,32 @@ fn mrns(body: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Waits until a gateway backend is blocked on a lock (the request is in flight), then
+/// terminates it, as a crashed or killed backend would end.
+async fn kill_backend_waiting_on_a_lock(admin: &sea_orm::DatabaseConnection) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let killed = admin
+            .query_one_raw(sea_orm::Statement::from_string(
+                sea_orm::DbBackend::Postgres,
+                "select count(pg_terminate_backend(pid)) as killed from pg_stat_activity \
+                 where usename = 'rgtest_gateway' and wait_event_type = 'Lock'",
+            ))
+            .await
+            .expect("terminate")
+            .and_then(|r| r.try_get::<i64>("", "killed").ok())
+            .unwrap_or(0);
+        if killed > 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the request never blocked on the lock"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_statement_over_the_timeout_is_cancelled_with_a_coded_error() {
     let (t, issuer, app) = world(|s| s.statement_timeout_ms = 300).await;
@@ -91,25 +117,7 @@ async fn a_backend_killed_mid_request_fails_that_request_only_and_leaks_nothing(
                 .await
         })
     };
-    // Wait until the request is blocked on the lock, then kill its backend.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let killed = admin
-            .query_one_raw(sea_orm::Statement::from_string(
-                sea_orm::DbBackend::Postgres,
-                "select count(pg_terminate_backend(pid)) as killed from pg_stat_activity \
-                 where usename = 'rgtest_gateway' and wait_event_type = 'Lock'",
-            ))
-            .await
-            .expect("terminate")
-            .and_then(|r| r.try_get::<i64>("", "killed").ok())
-            .unwrap_or(0);
-        if killed > 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the request never blocked");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    kill_backend_waiting_on_a_lock(&admin).await;
     let reply = slow.await.expect("task").expect("reply");
     let status = reply.status().as_u16();
     let body: Value = reply.json().await.expect("json");
@@ -168,26 +176,7 @@ async fn a_mutation_interrupted_by_a_fault_is_not_applied_at_all() {
                 .await
         })
     };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let row = admin
-            .query_one_raw(sea_orm::Statement::from_string(
-                sea_orm::DbBackend::Postgres,
-                "select count(pg_terminate_backend(pid)) as killed from pg_stat_activity \
-                 where usename = 'rgtest_gateway' and wait_event_type = 'Lock'",
-            ))
-            .await
-            .expect("terminate");
-        if row
-            .and_then(|r| r.try_get::<i64>("", "killed").ok())
-            .unwrap_or(0)
-            > 0
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the mutation never blocked");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    kill_backend_waiting_on_a_lock(&admin).await;
     let reply = mutation.await.expect("task").expect("reply");
     assert_eq!(reply.status().as_u16(), 503);
     lock.rollback().await.expect("unlock");

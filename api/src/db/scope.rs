@@ -32,19 +32,12 @@ pub struct RlsScope {
 // All of the identity goes in with ONE statement, so it costs one round trip and the transaction
 // never runs a query under a half-set identity. `set_config(..., true)` is transaction-local
 // (`SET LOCAL`); a session-level setting would leak to the next request on this connection.
-// Values are bound parameters: nothing from a token is ever spliced into SQL. Setting
-// `transaction_read_only` to on is allowed at any point of a transaction (only switching it off
-// after the first query is refused), which saves a separate `SET TRANSACTION READ ONLY`.
-// The issuer and subject are kept too, for the audit trail's actor stamp.
-const ENTER_READ_WRITE: &str = "select \
-     set_config('role', $1, true), \
-     set_config('app.current_user', coalesce(rowguard.clinician_id_for($2, $3)::text, ''), true) as clinician_id, \
-     set_config('app.request_id', $4, true), \
-     set_config('app.issuer', $2, true), \
-     set_config('app.subject', $3, true), \
-     set_config('statement_timeout', $5, true), \
-     set_config('idle_in_transaction_session_timeout', $6, true)";
-const ENTER_READ_ONLY: &str = "select \
+// Values are bound parameters: nothing from a token is ever spliced into SQL. The issuer and
+// subject are kept too, for the audit trail's actor stamp, and the per-request limits ride
+// along. `transaction_read_only` may be switched on at any point of a transaction (only
+// switching it off after the first query is refused), which saves a separate
+// `SET TRANSACTION READ ONLY`; setting it off in a read-write transaction changes nothing.
+const ENTER: &str = "select \
      set_config('role', $1, true), \
      set_config('app.current_user', coalesce(rowguard.clinician_id_for($2, $3)::text, ''), true) as clinician_id, \
      set_config('app.request_id', $4, true), \
@@ -52,7 +45,7 @@ const ENTER_READ_ONLY: &str = "select \
      set_config('app.subject', $3, true), \
      set_config('statement_timeout', $5, true), \
      set_config('idle_in_transaction_session_timeout', $6, true), \
-     set_config('transaction_read_only', 'on', true)";
+     set_config('transaction_read_only', $7, true)";
 
 impl Database {
     /// Opens a transaction that runs as `principal` in the given mode.
@@ -71,11 +64,11 @@ impl Database {
             AppRole::Coordinator => self.roles.coordinator(),
             AppRole::Auditor => self.roles.auditor(),
         };
-        let sql = match mode {
-            AccessMode::ReadOnly => ENTER_READ_ONLY,
-            AccessMode::ReadWrite => ENTER_READ_WRITE,
+        let read_only = match mode {
+            AccessMode::ReadOnly => "on",
+            AccessMode::ReadWrite => "off",
         };
-        let values: [Value; 6] = [
+        let values: [Value; 7] = [
             role.into(),
             principal.issuer.clone().into(),
             principal.subject.clone().into(),
@@ -85,11 +78,12 @@ impl Database {
                 .idle_in_transaction_timeout_ms
                 .to_string()
                 .into(),
+            read_only.into(),
         ];
         let row = txn
             .query_one_raw(Statement::from_sql_and_values(
                 DbBackend::Postgres,
-                sql,
+                ENTER,
                 values,
             ))
             .await
