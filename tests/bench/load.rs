@@ -202,7 +202,7 @@ end
 version = 1
 function request()
   local pair = pairs_[id]
-  local body = '{{"query":"mutation UpdatePatient($id: ID!, $v: Int!) {{ updatePatient(input: {{ id: $id, expectedVersion: $v, clinicalNotes: \"benchmark note\" }}) {{ version }} }}","operationName":"UpdatePatient","variables":{{"id":"' .. pair[2] .. '","v":' .. version .. '}}}}'
+  local body = '{{"query":"mutation UpdatePatient($id: ID!, $v: Int!) {{ updatePatient(input: {{ id: $id, expectedVersion: $v, clinicalNotes: \\\"benchmark note\\\" }}) {{ version }} }}","operationName":"UpdatePatient","variables":{{"id":"' .. pair[2] .. '","v":' .. version .. '}}}}'
   return wrk.format("POST", "/graphql", {{ ["Content-Type"] = "application/json", ["Authorization"] = "Bearer " .. pair[1] }}, body)
 end
 function response(status, headers, body)
