@@ -53,14 +53,6 @@ impl TestApp {
         limits: ApiLimits,
         playground: Option<Playground>,
     ) -> TestApp {
-        // Server logs show with a failing test's output; ROWGUARD_TEST_LOG=debug for more.
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(
-                tracing_subscriber::EnvFilter::try_from_env("ROWGUARD_TEST_LOG")
-                    .unwrap_or_else(|_| "warn".into()),
-            )
-            .with_test_writer()
-            .try_init();
         // A lazy pool: no connection exists until a request needs one, so tests can assert
         // that rejected requests never opened any.
         let db = t.gateway(4).await;
@@ -74,6 +66,14 @@ impl TestApp {
         limits: ApiLimits,
         playground: Option<Playground>,
     ) -> TestApp {
+        // Server logs show with a failing test's output; ROWGUARD_TEST_LOG=debug for more.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_env("ROWGUARD_TEST_LOG")
+                    .unwrap_or_else(|_| "warn".into()),
+            )
+            .with_test_writer()
+            .try_init();
         let counters = rowguard::metrics::SharedCounters::default();
         let auth = Arc::new(Authenticator::new(&oidc, &counters).expect("valid OIDC settings"));
         tokio::spawn(keep_fresh(auth.key_store(), oidc.jwks_refresh()));

@@ -29,6 +29,11 @@ impl Cluster {
         }
     }
 
+    /// The server's port (for a pooler placed in front of it on loopback).
+    pub fn port(&self) -> u16 {
+        self.admin.get_port()
+    }
+
     /// URL of `database` as the administrator.
     pub fn url_for(&self, database: &str) -> String {
         let o = &self.admin;

@@ -9,6 +9,7 @@ pub mod app;
 mod cluster;
 pub mod fixtures;
 pub mod issuer;
+pub mod pooler;
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -1,0 +1,88 @@
+//! PgBouncer in front of a test database, as managed and serverless deployments run it (Debian's `pgbouncer` package; started as the `postgres` user when root,
+//! since PgBouncer refuses to run as root).
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rowguard::dev::postgres::free_port;
+
+/// A running PgBouncer; stopped when dropped.
+#[derive(Debug)]
+pub struct Pooler {
+    child: Child,
+    pub port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl Pooler {
+    /// Pools `database` on `127.0.0.1:backend_port` with `pool_size` server connections.
+    pub fn start(
+        backend_port: u16,
+        database: &str,
+        users: &[&str],
+        pool_size: u32,
+        mode: &str,
+    ) -> Pooler {
+        let port = free_port().expect("port");
+        let dir =
+            std::env::temp_dir().join(format!("rowguard-pgbouncer-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("pgbouncer dir");
+        let auth: String = users.iter().map(|u| format!("\"{u}\" \"\"\n")).collect();
+        std::fs::write(dir.join("users.txt"), auth).expect("auth file");
+        std::fs::write(
+            dir.join("pgbouncer.ini"),
+            format!(
+                "[databases]\n{database} = host=127.0.0.1 port={backend_port} dbname={database}\n\n\
+                 [pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n\
+                 auth_type = trust\nauth_file = {auth}\npool_mode = {mode}\n\
+                 default_pool_size = {pool_size}\nmax_client_conn = 200\nlogfile = {log}\n\
+                 ignore_startup_parameters = extra_float_digits\n",
+                auth = dir.join("users.txt").display(),
+                log = dir.join("pgbouncer.log").display(),
+            ),
+        )
+        .expect("config");
+        let as_root = Command::new("id")
+            .arg("-u")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+            .unwrap_or(false);
+        let mut command = if as_root {
+            let _ = Command::new("chown")
+                .args(["-R", "postgres"])
+                .arg(&dir)
+                .status();
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--", "pgbouncer"]);
+            c
+        } else {
+            Command::new("pgbouncer")
+        };
+        let child = command
+            .arg(dir.join("pgbouncer.ini"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting pgbouncer (install Debian's pgbouncer package)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "pgbouncer did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Pooler { child, port, dir }
+    }
+}
+
+impl Drop for Pooler {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
+        let _ = Command::new("pkill")
+            .args(["-INT", "-f"])
+            .arg(self.dir.join("pgbouncer.ini"))
+            .status();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
