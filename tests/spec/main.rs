@@ -4,7 +4,6 @@ mod support;
 
 mod audit;
 mod authentication;
-mod behind_pgbouncer;
 mod catalog;
 mod commands;
 mod connection_reuse;
