@@ -8,9 +8,9 @@ use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelec
 use uuid::Uuid;
 
 use super::audit::{AuditAction, AuditOutcome};
-use super::pagination::PATIENT_COLUMNS;
+use super::pagination::find_patient;
 use super::query::find_clinician;
-use super::types::{CareRole, Clinician, EmergencyAccessGrant, Patient, PatientRow};
+use super::types::{CareRole, Clinician, EmergencyAccessGrant, Patient};
 use super::{RequestDb, request_db};
 use crate::db::DbError;
 use crate::error::{ApiError, ErrorCode};
@@ -290,13 +290,7 @@ async fn apply_update(
         .exec(&*conn)
         .await
         .map_err(|e| write_error(e.into()))?;
-    let row = patient::Entity::find_by_id(id)
-        .select_only()
-        .columns(PATIENT_COLUMNS)
-        .into_model::<PatientRow>()
-        .one(&*conn)
-        .await
-        .map_err(DbError::from)?;
+    let row = find_patient(&conn, id).await?;
     match (updated.rows_affected, row) {
         (1, Some(row)) => Ok(Patient(row)),
         (_, None) => Err(ApiError::not_found("patient")),
@@ -446,14 +440,7 @@ async fn find_grant(
 }
 
 async fn read_patient(conn: &sea_orm::DatabaseTransaction, id: Uuid) -> Result<Patient, ApiError> {
-    let row = patient::Entity::find_by_id(id)
-        .select_only()
-        .columns(PATIENT_COLUMNS)
-        .into_model::<PatientRow>()
-        .one(conn)
-        .await
-        .map_err(DbError::from)
-        .map_err(ApiError::from)?;
+    let row = find_patient(conn, id).await?;
     Ok(Patient(row.ok_or_else(|| ApiError::not_found("patient"))?))
 }
 

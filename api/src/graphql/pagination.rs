@@ -106,6 +106,21 @@ pub fn search_pattern(search: Option<String>) -> Result<Option<String>, ApiError
     Ok(Some(format!("%{escaped}%")))
 }
 
+/// One patient's row (without clinical notes), as the caller may see it: `None` when it does
+/// not exist or is not visible.
+pub async fn find_patient(
+    conn: &sea_orm::DatabaseTransaction,
+    id: Uuid,
+) -> Result<Option<PatientRow>, ApiError> {
+    Ok(patient::Entity::find_by_id(id)
+        .select_only()
+        .columns(PATIENT_COLUMNS)
+        .into_model::<PatientRow>()
+        .one(conn)
+        .await
+        .map_err(crate::db::DbError::from)?)
+}
+
 /// One page of the patients `filter` selects and the caller may see.
 pub async fn patients_page(
     ctx: &Context<'_>,

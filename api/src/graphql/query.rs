@@ -1,7 +1,7 @@
 //! Read operations. Every one runs in the request's read-only RLS scope.
 
 use async_graphql::{Context, ID, Object, Result};
-use entities::{clinician, patient};
+use entities::clinician;
 use sea_orm::sea_query::Expr;
 use sea_orm::sea_query::extension::postgres::PgExpr;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
@@ -9,10 +9,10 @@ use uuid::Uuid;
 
 use super::audit::{AuditAction, AuditOutcome};
 use super::pagination::{
-    PATIENT_COLUMNS, PatientConnection, PatientFilter, patients_page, search_pattern,
+    PatientConnection, PatientFilter, find_patient, patients_page, search_pattern,
 };
 use super::request_db;
-use super::types::{Clinician, ClinicianRow, Patient, PatientRow};
+use super::types::{Clinician, ClinicianRow, Patient};
 use crate::db::DbError;
 use crate::error::ApiError;
 
@@ -74,14 +74,7 @@ impl ClinicalQuery {
         let request = request_db(ctx)?;
         let row = {
             let conn = request.conn().await?;
-            patient::Entity::find_by_id(id)
-                .select_only()
-                .columns(PATIENT_COLUMNS)
-                .into_model::<PatientRow>()
-                .one(&*conn)
-                .await
-                .map_err(DbError::from)
-                .map_err(ApiError::from)
+            find_patient(&conn, id).await
         };
         match &row {
             Ok(Some(_)) => request.record(AuditAction::Read, AuditOutcome::Success, [id]),
