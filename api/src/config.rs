@@ -28,10 +28,17 @@ pub struct DatabaseSettings {
     #[arg(long, env = "ROWGUARD_DB_MAX_CONNECTIONS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub max_connections: u32,
 
-    /// Prepared statements cached per connection. Set 0 behind a transaction pooler
-    /// (PgBouncer < 1.21 in transaction mode, Supavisor), which cannot keep named statements.
+    /// Prepared statements cached per connection. 0 turns the cache off; each transaction then
+    /// starts by dropping the statements earlier transactions left on its server connection.
     #[arg(long, env = "ROWGUARD_DB_STATEMENT_CACHE", default_value_t = 100)]
     pub statement_cache_capacity: usize,
+
+    /// Set when a pooler hands out server connections per transaction without managing
+    /// prepared statements itself (PgBouncer < 1.21 `pool_mode = transaction`, Supavisor in
+    /// transaction mode). Turns the statement cache off and starts each transaction with
+    /// `DEALLOCATE ALL`, so no statement name outlives the transaction that made it.
+    #[arg(long, env = "ROWGUARD_DB_TRANSACTION_POOLER", default_value_t = false, action = clap::ArgAction::Set)]
+    pub transaction_pooler: bool,
 
     /// Allow a connection to a remote database without verifying its TLS certificate
     /// (`sslmode=verify-full`). Only for networks you trust: otherwise anyone on the path can
@@ -55,6 +62,15 @@ pub struct DatabaseSettings {
 }
 
 impl DatabaseSettings {
+    /// The driver's statement cache size after the pooler setting is applied.
+    pub fn effective_statement_cache(&self) -> usize {
+        if self.transaction_pooler {
+            0
+        } else {
+            self.statement_cache_capacity
+        }
+    }
+
     /// Settings for `url` with every other value at its default.
     pub fn new(url: impl Into<String>, role_prefix: RoleNames) -> Self {
         Self {
@@ -62,6 +78,7 @@ impl DatabaseSettings {
             role_prefix,
             max_connections: 10,
             statement_cache_capacity: 100,
+            transaction_pooler: false,
             acquire_timeout_secs: 5,
             allow_unverified_tls: false,
             statement_timeout_ms: 5000,

@@ -4,6 +4,7 @@ mod support;
 
 mod audit;
 mod authentication;
+mod behind_pgbouncer;
 mod catalog;
 mod commands;
 mod connection_reuse;

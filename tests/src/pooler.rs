@@ -1,5 +1,6 @@
-//! PgBouncer in front of a test database, as managed and serverless deployments run it (Debian's `pgbouncer` package; started as the `postgres` user when root,
-//! since PgBouncer refuses to run as root).
+//! PgBouncer in front of a test database, as managed and serverless deployments run it
+//! (Debian's `pgbouncer` package; it drops to the `postgres` user when started as root, since it
+//! refuses to run as root).
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -47,17 +48,16 @@ impl Pooler {
             .output()
             .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
             .unwrap_or(false);
-        let mut command = if as_root {
+        let mut command = Command::new("pgbouncer");
+        if as_root {
             let _ = Command::new("chown")
                 .args(["-R", "postgres"])
                 .arg(&dir)
                 .status();
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--", "pgbouncer"]);
-            c
-        } else {
-            Command::new("pgbouncer")
-        };
+            // PgBouncer drops to this user itself: the child is PgBouncer, not a wrapper, so
+            // stopping it needs no process search.
+            command.args(["-u", "postgres"]);
+        }
         let child = command
             .arg(dir.join("pgbouncer.ini"))
             .stdout(Stdio::null())
@@ -74,14 +74,17 @@ impl Pooler {
 }
 
 impl Drop for Pooler {
+    /// SIGTERM is PgBouncer's immediate shutdown (SIGINT would wait for clients that may never
+    /// leave); SIGKILL if it has not gone within five seconds.
     fn drop(&mut self) {
         let _ = Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
+            .args(["-TERM", &self.child.id().to_string()])
             .status();
-        let _ = Command::new("pkill")
-            .args(["-INT", "-f"])
-            .arg(self.dir.join("pgbouncer.ini"))
-            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }

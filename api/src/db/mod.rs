@@ -16,7 +16,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use migration::RoleNames;
 use sea_orm::sqlx::postgres::PgConnectOptions;
-use sea_orm::{ConnectOptions, DatabaseConnection};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, DatabaseConnection, DatabaseTransaction, TransactionTrait,
+};
 
 use crate::config::DatabaseSettings;
 
@@ -41,6 +43,11 @@ pub struct Database {
     roles: RoleNames,
     statements: Arc<AtomicU64>,
     limits: TransactionLimits,
+    /// Without a statement cache, sqlx still gives every statement a name (`sqlx_s_N`) and never
+    /// closes it. On a direct connection those pile up for the connection's life; behind a
+    /// transaction pooler they stay on a server connection another client gets next, whose own
+    /// `sqlx_s_N` then collides (42P05). Each transaction therefore begins with `DEALLOCATE ALL`.
+    drop_stale_statements: bool,
 }
 
 /// Per-transaction limits PostgreSQL enforces on every request.
@@ -63,7 +70,7 @@ impl Database {
     /// Opens the pool described by the settings. Connections are made lazily, so an unreachable
     /// database shows up per request (as "service unavailable") rather than aborting startup.
     pub async fn connect(settings: &DatabaseSettings) -> Result<Self, DbError> {
-        let cache = settings.statement_cache_capacity;
+        let cache = settings.effective_statement_cache();
         let mut options = ConnectOptions::new(settings.url.clone());
         options
             .max_connections(settings.max_connections)
@@ -80,12 +87,13 @@ impl Database {
         let pool = sea_orm::Database::connect(options)
             .await
             .map_err(DbError::from)?;
-        Ok(
+        let mut database =
             Self::from_pool(pool, settings.role_prefix.clone()).with_limits(TransactionLimits {
                 statement_timeout_ms: settings.statement_timeout_ms,
                 idle_in_transaction_timeout_ms: settings.idle_in_transaction_timeout_ms,
-            }),
-        )
+            });
+        database.drop_stale_statements = cache == 0;
+        Ok(database)
     }
 
     /// Wraps an existing pool (tests build one with a single connection to observe reuse).
@@ -101,6 +109,7 @@ impl Database {
             roles,
             statements,
             limits: TransactionLimits::default(),
+            drop_stale_statements: false,
         }
     }
 
@@ -108,6 +117,20 @@ impl Database {
     pub fn with_limits(mut self, limits: TransactionLimits) -> Self {
         self.limits = limits;
         self
+    }
+
+    /// Opens a transaction on a pooled connection, with no statement left from earlier
+    /// transactions when the statement cache is off. Everything the gateway sends runs inside
+    /// one, so a transaction pooler never moves a half-finished statement to another server.
+    async fn begin(&self) -> Result<DatabaseTransaction, DbError> {
+        let txn = self.pool.begin().await.map_err(DbError::from)?;
+        if self.drop_stale_statements {
+            // Simple-query protocol: this statement has no name of its own to collide.
+            txn.execute_unprepared("DEALLOCATE ALL")
+                .await
+                .map_err(DbError::Statement)?;
+        }
+        Ok(txn)
     }
 
     /// Statements run through this pool so far.

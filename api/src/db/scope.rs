@@ -1,6 +1,4 @@
-use sea_orm::{
-    ConnectionTrait, DatabaseTransaction, DbBackend, Statement, TransactionTrait, Value,
-};
+use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, Statement, Value};
 use uuid::Uuid;
 
 use super::{Database, DbError};
@@ -58,7 +56,7 @@ impl Database {
         mode: AccessMode,
         request_id: Uuid,
     ) -> Result<RlsScope, DbError> {
-        let txn = self.pool.begin().await.map_err(DbError::from)?;
+        let txn = self.begin().await?;
         let role = match principal.role {
             AppRole::Clinician => self.roles.clinician(),
             AppRole::Coordinator => self.roles.coordinator(),

@@ -1,6 +1,6 @@
 use std::fmt;
 
-use sea_orm::{ConnectionTrait, DbBackend, QueryResult, Statement, Value};
+use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, QueryResult, Statement, Value};
 
 use super::{Database, DbError};
 
@@ -34,13 +34,15 @@ impl Database {
     /// security for it. Called before serving; any problem means refusing to start.
     pub async fn self_check(&self) -> Result<(), SelfCheckError> {
         let mut problems = Vec::new();
-        let login = self
-            .one(
-                "select current_user::text as name, rolsuper, rolbypassrls, rolinherit \
+        // Catalog reads only; a transaction keeps them on one server connection behind a pooler.
+        let txn = self.begin().await?;
+        let login = one(
+            &txn,
+            "select current_user::text as name, rolsuper, rolbypassrls, rolinherit \
                  from pg_catalog.pg_roles where rolname = current_user",
-                [],
-            )
-            .await?;
+            [],
+        )
+        .await?;
         let name: String = get(&login, "name")?;
         if get::<bool>(&login, "rolsuper")? {
             problems.push(format!(
@@ -63,8 +65,8 @@ impl Database {
             ));
         }
 
-        let tables = self
-            .all(
+        let tables = all(
+                &txn,
                 "select n.nspname || '.' || c.relname as name, c.relrowsecurity, c.relforcerowsecurity, \
                         pg_catalog.pg_has_role(current_user, c.relowner, 'MEMBER') as owned, \
                         pg_catalog.has_table_privilege(current_user, c.oid, \
@@ -116,8 +118,8 @@ impl Database {
             self.roles.coordinator(),
             self.roles.auditor(),
         ] {
-            let member = self
-                .one(
+            let member = one(
+                &txn,
                     "select exists (select from pg_catalog.pg_roles where rolname = $1) as present, \
                             coalesce((select pg_catalog.pg_has_role(current_user, oid, 'MEMBER') \
                                       from pg_catalog.pg_roles where rolname = $1), false) as member",
@@ -137,43 +139,42 @@ impl Database {
             }
         }
 
+        txn.rollback().await.map_err(DbError::from)?;
         if problems.is_empty() {
             Ok(())
         } else {
             Err(SelfCheckError::Failed(SelfCheckFailed { problems }))
         }
     }
+}
 
-    async fn one<const N: usize>(
-        &self,
-        sql: &str,
-        values: [Value; N],
-    ) -> Result<QueryResult, DbError> {
-        self.pool
-            .query_one_raw(Statement::from_sql_and_values(
-                DbBackend::Postgres,
-                sql,
-                values,
-            ))
-            .await
-            .map_err(DbError::from)?
-            .ok_or_else(|| DbError::Statement(sea_orm::DbErr::RecordNotFound(sql.to_owned())))
-    }
+async fn one<const N: usize>(
+    txn: &DatabaseTransaction,
+    sql: &str,
+    values: [Value; N],
+) -> Result<QueryResult, DbError> {
+    txn.query_one_raw(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        sql,
+        values,
+    ))
+    .await
+    .map_err(DbError::from)?
+    .ok_or_else(|| DbError::Statement(sea_orm::DbErr::RecordNotFound(sql.to_owned())))
+}
 
-    async fn all<const N: usize>(
-        &self,
-        sql: &str,
-        values: [Value; N],
-    ) -> Result<Vec<QueryResult>, DbError> {
-        self.pool
-            .query_all_raw(Statement::from_sql_and_values(
-                DbBackend::Postgres,
-                sql,
-                values,
-            ))
-            .await
-            .map_err(DbError::from)
-    }
+async fn all<const N: usize>(
+    txn: &DatabaseTransaction,
+    sql: &str,
+    values: [Value; N],
+) -> Result<Vec<QueryResult>, DbError> {
+    txn.query_all_raw(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        sql,
+        values,
+    ))
+    .await
+    .map_err(DbError::from)
 }
 
 /// Why the self-check did not pass.
