@@ -19,3 +19,4 @@ mod rls_assignments;
 mod rls_clinicians;
 mod rls_patients;
 mod self_check;
+mod tls_to_postgres;

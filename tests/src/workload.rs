@@ -88,8 +88,12 @@ impl Ward {
     /// An endless random plan of steps, starting from `seed`.
     pub fn plan(&self, seed: u64) -> impl Iterator<Item = Step> + use<> {
         let mut rng = XorShift(seed);
-        let position: BTreeMap<Uuid, usize> =
-            self.patients.iter().enumerate().map(|(i, p)| (*p, i)).collect();
+        let position: BTreeMap<Uuid, usize> = self
+            .patients
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (*p, i))
+            .collect();
         // Half of the updates aim at the caller's own patients, half anywhere (mostly others').
         let own: Vec<Vec<usize>> = self
             .callers

@@ -28,6 +28,15 @@ impl DbError {
         }
     }
 
+    /// Why no connection could be had (refused, timed out, certificate not verified...), for
+    /// operators: connection failures carry no row data, unlike statement errors.
+    pub fn connection_failure(&self) -> Option<String> {
+        match self {
+            DbError::Unavailable(e) => Some(e.to_string()),
+            DbError::Statement(_) => None,
+        }
+    }
+
     /// True when PostgreSQL refused for lack of privilege (SQLSTATE 42501), e.g. a coordinator
     /// selecting clinical notes.
     pub fn is_permission_denied(&self) -> bool {

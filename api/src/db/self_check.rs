@@ -182,7 +182,11 @@ async fn all<const N: usize>(
 pub enum SelfCheckError {
     #[error(transparent)]
     Failed(#[from] SelfCheckFailed),
-    #[error("could not run the startup self-check: {0}")]
+    #[error(
+        "could not run the startup self-check: {error}{why}",
+        error = .0,
+        why = .0.connection_failure().map(|why| format!(" ({why})")).unwrap_or_default()
+    )]
     Database(#[from] DbError),
 }
 
