@@ -41,6 +41,11 @@ impl MigratorTrait for Migrator {
                 up: include_str!("sql/0004_audit_and_emergency_access.up.sql"),
                 down: include_str!("sql/0004_audit_and_emergency_access.down.sql"),
             }),
+            Box::new(SqlMigration {
+                name: "m20261126_000005_assignment_probes",
+                up: include_str!("sql/0005_assignment_probes.up.sql"),
+                down: include_str!("sql/0005_assignment_probes.down.sql"),
+            }),
         ]
     }
 }

@@ -11,6 +11,7 @@ use sea_orm::EntityTrait;
 
 use crate::support::{
     INSUFFICIENT_PRIVILEGE, execute, patients_seen_by, scope, sqlstate, visible_assignments,
+    visible_clinicians,
 };
 
 #[tokio::test]
@@ -175,4 +176,48 @@ async fn unenrolled_coordinator_can_neither_see_nor_assign() {
             .contains("violates row-level security policy"),
         "unexpected error: {err}"
     );
+}
+
+#[tokio::test]
+async fn an_emergency_grant_opens_the_care_team_only_while_it_lasts() {
+    let t = TestDb::new().await;
+    let owner = t.owner().await;
+    let alice = enroll(&owner, "alice").await;
+    let bob = enroll(&owner, "bob").await;
+    let bobs_patient = admit(&owner, "B-1").await;
+    assign(&owner, &bob, bobs_patient).await;
+    let db = t.gateway(2).await;
+    let before = scope(&db, &alice.clinician(), AccessMode::ReadOnly).await;
+    assert_eq!(visible_assignments(&before).await, BTreeSet::new());
+    assert_eq!(
+        visible_clinicians(&before).await,
+        BTreeSet::from([alice.id])
+    );
+    before.rollback().await.expect("rollback");
+
+    let s = scope(&db, &alice.clinician(), AccessMode::ReadWrite).await;
+    execute(
+        s.conn(),
+        "select rowguard.request_emergency_access($1, 'unresponsive in the emergency department', interval '1 second')",
+        [bobs_patient.into()],
+    )
+    .await
+    .expect("break glass");
+    s.commit().await.expect("commit");
+
+    let during = scope(&db, &alice.clinician(), AccessMode::ReadOnly).await;
+    assert_eq!(
+        visible_assignments(&during).await,
+        BTreeSet::from([(bob.id, bobs_patient)])
+    );
+    assert_eq!(
+        visible_clinicians(&during).await,
+        BTreeSet::from([alice.id, bob.id])
+    );
+    during.rollback().await.expect("rollback");
+
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let after = scope(&db, &alice.clinician(), AccessMode::ReadOnly).await;
+    assert_eq!(visible_assignments(&after).await, BTreeSet::new());
+    assert_eq!(visible_clinicians(&after).await, BTreeSet::from([alice.id]));
 }
