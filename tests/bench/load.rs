@@ -99,14 +99,23 @@ pub async fn run(
     check_one_request(issuer, db, scenario, &base).await;
 
     // Warm up (connections, caches, plans), then measure.
-    let allowed = if scenario.kind == Kind::UpdatePatient {
-        u64::from(concurrency)
+    // Update clients follow their own patient's version, one connection per wrk thread; the
+    // read scenarios use two threads, like pgbench's `-j 2`.
+    let (allowed, threads) = if scenario.kind == Kind::UpdatePatient {
+        (u64::from(concurrency), concurrency)
     } else {
-        0
+        (0, PGBENCH_THREADS.min(concurrency))
     };
-    wrk(&script, &base, concurrency, Duration::from_secs(3), allowed);
+    let load = Load {
+        script: &script,
+        base: &base,
+        threads,
+        connections: concurrency,
+        allowed_errors: allowed,
+    };
+    wrk(&load, Duration::from_secs(3));
     let cpu_before = cpu_ticks(child.id());
-    let rowguard = wrk(&script, &base, concurrency, duration, allowed);
+    let rowguard = wrk(&load, duration);
     let cpu_after = cpu_ticks(child.id());
     let max_rss_mb = peak_rss_kb(child.id()) as f64 / 1024.0;
     let _ = Command::new("kill")
@@ -218,12 +227,17 @@ end
         let _ = write!(
             lua,
             r#"local template = '{template}'
+-- Every request is formatted once, up front: the load generator shares the 2 cores with Rowguard
+-- and PostgreSQL, so its own per-request work must be as small as pgbench's.
+local requests = {{}}
+for i, pair in ipairs(pairs_) do
+  local body = string.gsub(template, "PATIENT", pair[2])
+  requests[i] = wrk.format("POST", "/graphql", {{ ["Content-Type"] = "application/json", ["Authorization"] = "Bearer " .. pair[1] }}, body)
+end
 local n = 0
 function request()
   n = n + 1
-  local pair = pairs_[(n % #pairs_) + 1]
-  local body = string.gsub(template, "PATIENT", pair[2])
-  return wrk.format("POST", "/graphql", {{ ["Content-Type"] = "application/json", ["Authorization"] = "Bearer " .. pair[1] }}, body)
+  return requests[(n % #requests) + 1]
 end
 "#
         );
@@ -255,25 +269,32 @@ async fn check_one_request(issuer: &TestIssuer, db: &Dataset, scenario: Scenario
     );
 }
 
-fn wrk(
-    script: &Path,
-    base: &str,
-    concurrency: u32,
-    duration: Duration,
+/// How wrk drives one scenario.
+struct Load<'a> {
+    script: &'a Path,
+    base: &'a str,
+    threads: u32,
+    connections: u32,
     allowed_errors: u64,
-) -> Measured {
+}
+
+/// pgbench's `-j`: its worker threads.
+const PGBENCH_THREADS: u32 = 2;
+
+fn wrk(load: &Load<'_>, duration: Duration) -> Measured {
+    let (base, allowed_errors) = (load.base, load.allowed_errors);
     let output = Command::new("wrk")
         .args([
             "-t",
-            &concurrency.to_string(),
+            &load.threads.to_string(),
             "-c",
-            &concurrency.to_string(),
+            &load.connections.to_string(),
             "-d",
             &format!("{}s", duration.as_secs()),
             "--latency",
             "-s",
         ])
-        .arg(script)
+        .arg(load.script)
         .arg(format!("{base}/graphql"))
         .output()
         .expect("running wrk");
@@ -327,12 +348,8 @@ fn duration_ms(value: &str) -> f64 {
 fn pgbench_script(scenario: Scenario) -> String {
     let identity = |read_only: bool| {
         format!(
-            "SELECT set_config('role', 'rowguard_clinician', true), set_config('app.current_user', coalesce(rowguard.clinician_id_for(:iss, 'clinician-' || :c)::text, ''), true) AS clinician_id, set_config('app.request_id', gen_random_uuid()::text, true), set_config('app.issuer', :iss, true), set_config('app.subject', 'clinician-' || :c, true){};\n",
-            if read_only {
-                ", set_config('transaction_read_only', 'on', true)"
-            } else {
-                ""
-            }
+            "SELECT set_config('role', 'rowguard_clinician', true), set_config('app.current_user', coalesce(rowguard.clinician_id_for(:iss, 'clinician-' || :c)::text, ''), true) AS clinician_id, set_config('app.request_id', gen_random_uuid()::text, true), set_config('app.issuer', :iss, true), set_config('app.subject', 'clinician-' || :c, true), set_config('statement_timeout', '5000', true), set_config('idle_in_transaction_session_timeout', '15000', true), set_config('transaction_read_only', '{}', true);\n",
+            if read_only { "on" } else { "off" }
         )
     };
     let mut sql = String::from(
@@ -401,7 +418,7 @@ fn pgbench(
                 "-c",
                 &concurrency.to_string(),
                 "-j",
-                "2",
+                &PGBENCH_THREADS.to_string(),
                 "-T",
                 &seconds.to_string(),
             ])
