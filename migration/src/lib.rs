@@ -46,6 +46,11 @@ impl MigratorTrait for Migrator {
                 up: include_str!("sql/0005_assignment_probes.up.sql"),
                 down: include_str!("sql/0005_assignment_probes.down.sql"),
             }),
+            Box::new(SqlMigration {
+                name: "m20261126_000006_audit_chain_lookup",
+                up: include_str!("sql/0006_audit_chain_lookup.up.sql"),
+                down: include_str!("sql/0006_audit_chain_lookup.down.sql"),
+            }),
         ]
     }
 }

@@ -32,9 +32,12 @@ struct Args {
     /// Seconds per measurement.
     #[arg(long, default_value_t = 20)]
     duration: u64,
-    /// Which scenarios to run (default: all).
-    #[arg(long, value_delimiter = ',')]
+    /// Which scenarios to run, separated by `;` (default: all).
+    #[arg(long, value_delimiter = ';')]
     only: Vec<String>,
+    /// Rounds per scenario: Rowguard and pgbench alternate, and the median run of each is shown.
+    #[arg(long, default_value_t = 3)]
+    rounds: u32,
 }
 
 #[tokio::main]
@@ -97,6 +100,7 @@ async fn main() {
                 scenario,
                 args.concurrency,
                 Duration::from_secs(args.duration),
+                args.rounds,
             )
             .await;
             println!(
