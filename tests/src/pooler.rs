@@ -5,7 +5,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rowguard::dev::postgres::free_port;
+use rowguard::dev::postgres::{free_port, is_root};
 
 /// A running PgBouncer; stopped when dropped.
 #[derive(Debug)]
@@ -43,13 +43,8 @@ impl Pooler {
             ),
         )
         .expect("config");
-        let as_root = Command::new("id")
-            .arg("-u")
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-            .unwrap_or(false);
         let mut command = Command::new("pgbouncer");
-        if as_root {
+        if is_root() {
             let _ = Command::new("chown")
                 .args(["-R", "postgres"])
                 .arg(&dir)

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use migration::RoleNames;
-use rowguard::dev::postgres::{LocalCluster, free_port};
+use rowguard::dev::postgres::{LocalCluster, free_port, is_root};
 
 /// A throwaway certificate authority.
 #[derive(Debug)]
@@ -190,12 +190,7 @@ fn owned_by_server(files: &[&Path]) {
     for file in files {
         std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     }
-    let as_root = Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false);
-    if as_root {
+    if is_root() {
         let status = Command::new("chown")
             .arg("postgres:postgres")
             .args(files)

@@ -226,7 +226,8 @@ fn run(mut command: Command, what: &str) -> Result<(), ClusterError> {
     }
 }
 
-fn is_root() -> bool {
+/// True when this process runs as root (PostgreSQL and PgBouncer then run as `postgres`).
+pub fn is_root() -> bool {
     id(&["-u"]).is_some_and(|uid| uid == 0)
 }
 
