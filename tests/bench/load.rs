@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rowguard_tests::issuer::{SPA_CLIENT_ID, TestIssuer};
 use serde_json::json;
@@ -156,18 +156,10 @@ fn median(mut runs: Vec<Measured>) -> Measured {
 
 async fn wait_ready(base: &str) {
     let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while http
-        .get(format!("{base}/readyz"))
-        .send()
-        .await
-        .map(|r| r.status().as_u16())
-        .ok()
-        != Some(200)
-    {
-        assert!(Instant::now() < deadline, "rowguard did not become ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    assert!(
+        rowguard_tests::process::ready_within(&http, base, Duration::from_secs(60)).await,
+        "rowguard did not become ready"
+    );
 }
 
 fn graphql_body(kind: Kind, patient: &str, version: &str) -> String {

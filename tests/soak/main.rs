@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use rowguard::dev::postgres::free_port;
 use rowguard_tests::issuer::{SPA_CLIENT_ID, TestIssuer};
+use rowguard_tests::process::ready_within;
 use rowguard_tests::workload::Ward;
 use rowguard_tests::{TestDb, test_roles};
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
@@ -74,23 +75,11 @@ async fn two_minutes_of_mixed_traffic_without_an_error_a_leak_or_growth() {
     let pid = server.0.id();
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while http
-        .get(format!("{base}/readyz"))
-        .send()
-        .await
-        .map(|r| r.status().is_success())
-        .unwrap_or(false)
-        .eq(&false)
-    {
-        let exited = server.0.try_wait().expect("server status");
-        assert!(
-            exited.is_none() && Instant::now() < deadline,
-            "serve did not become ready: {}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    assert!(
+        ready_within(&http, &base, Duration::from_secs(30)).await,
+        "serve did not become ready: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
 
     // The database's view of the gateway's connections, sampled every 250 ms.
     let admin = t.admin().await;

@@ -387,13 +387,7 @@ async fn issuer_down_at_startup_means_not_ready_until_it_comes_up() {
     issuer.set_up(false);
     let app = TestApp::start_with(&t, oidc_settings(&issuer), ApiLimits::default()).await;
 
-    let ready = app
-        .http
-        .get(app.url("/readyz"))
-        .send()
-        .await
-        .expect("readyz");
-    assert_eq!(ready.status(), 503);
+    assert_eq!(app.readiness().await, 503);
     let token = issuer.token("alice").mint();
     let reply = app.graphql(Some(&token), MY_PATIENTS, json!({})).await;
     assert_eq!(
@@ -404,21 +398,11 @@ async fn issuer_down_at_startup_means_not_ready_until_it_comes_up() {
     );
 
     issuer.set_up(true);
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let status = app
-            .http
-            .get(app.url("/readyz"))
-            .send()
-            .await
-            .expect("readyz")
-            .status();
-        if status == 200 {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "never became ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    assert!(
+        rowguard_tests::process::ready_within(&app.http, &app.url(""), Duration::from_secs(15))
+            .await,
+        "never became ready"
+    );
     let reply = app.graphql(Some(&token), MY_PATIENTS, json!({})).await;
     assert_eq!(mrns(&reply), set(&["A-1"]), "{}", reply.body);
 }

@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use rowguard::dev::postgres::{LocalCluster, free_port};
 use rowguard_tests::TestDb;
-use rowguard_tests::fixtures::{admit, assign, enroll_at};
+use rowguard_tests::fixtures::{admit, assign, enroll_at, lock_patients};
 use rowguard_tests::issuer::{SPA_CLIENT_ID, TestIssuer};
-use sea_orm::{ConnectionTrait, TransactionTrait};
+use rowguard_tests::process;
 use serde_json::{Value, json};
 
 const CLI: &str = env!("CARGO_BIN_EXE_rowguard-cli");
@@ -26,16 +26,7 @@ struct Running {
 /// A failed test must not leave `rowguard dev` (and its embedded PostgreSQL) running.
 impl Drop for Running {
     fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = Command::new("kill")
-                .args(["-INT", &self.child.id().to_string()])
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = self.child.kill();
-        }
+        process::stop(&mut self.child, "-INT", Duration::from_secs(20));
     }
 }
 
@@ -241,18 +232,10 @@ fn serve_command(issuer: &TestIssuer, database_url: &str, port: u16) -> Command 
 
 /// Polls `/readyz` until the server is ready.
 async fn wait_until_ready(http: &reqwest::Client, base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while http
-        .get(format!("{base}/readyz"))
-        .send()
-        .await
-        .map(|r| r.status())
-        .ok()
-        != Some(reqwest::StatusCode::OK)
-    {
-        assert!(Instant::now() < deadline, "serve never became ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    assert!(
+        process::ready_within(http, base, Duration::from_secs(30)).await,
+        "serve never became ready"
+    );
 }
 
 fn refusal(mut command: Command) -> String {
@@ -340,10 +323,7 @@ async fn sigterm_lets_a_slow_request_finish_refuses_new_connections_and_exits_ze
 
     // Hold a lock on patients so the request below is slow.
     let admin = t.admin().await;
-    let lock = admin.begin().await.expect("begin");
-    lock.execute_unprepared("lock table rowguard.patients in access exclusive mode")
-        .await
-        .expect("lock");
+    let lock = lock_patients(&admin).await;
     let token = issuer.token("alice").mint();
     let slow = tokio::spawn({
         let http = http.clone();

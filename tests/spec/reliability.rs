@@ -9,9 +9,9 @@ use rowguard::dev::postgres::{LocalCluster, free_port};
 use rowguard::graphql::ApiLimits;
 use rowguard_tests::TestDb;
 use rowguard_tests::app::{TestApp, oidc_settings};
-use rowguard_tests::fixtures::{admit, assign, enroll_at};
+use rowguard_tests::fixtures::{admit, assign, enroll_at, lock_patients};
 use rowguard_tests::issuer::TestIssuer;
-use sea_orm::{ConnectionTrait, TransactionTrait};
+use sea_orm::ConnectionTrait;
 use serde_json::{Value, json};
 
 const MY_PATIENTS: &str = "{ patients { edges { node { mrn } } } }";
@@ -72,10 +72,7 @@ async fn kill_backend_waiting_on_a_lock(admin: &sea_orm::DatabaseConnection) {
 async fn a_statement_over_the_timeout_is_cancelled_with_a_coded_error() {
     let (t, issuer, app) = world(|s| s.statement_timeout_ms = 300).await;
     let locker = t.admin().await;
-    let lock = locker.begin().await.expect("begin");
-    lock.execute_unprepared("lock table rowguard.patients in access exclusive mode")
-        .await
-        .expect("lock");
+    let lock = lock_patients(&locker).await;
     let started = Instant::now();
     let reply = app
         .graphql(Some(&issuer.token("alice").mint()), MY_PATIENTS, json!({}))
@@ -100,10 +97,7 @@ async fn a_backend_killed_mid_request_fails_that_request_only_and_leaks_nothing(
     let (t, issuer, app) = world(|_| {}).await;
     let locker = t.admin().await;
     let admin = t.admin().await;
-    let lock = locker.begin().await.expect("begin");
-    lock.execute_unprepared("lock table rowguard.patients in access exclusive mode")
-        .await
-        .expect("lock");
+    let lock = lock_patients(&locker).await;
     let token = issuer.token("alice").mint();
     let slow = {
         let http = app.http.clone();
@@ -146,10 +140,7 @@ async fn a_mutation_interrupted_by_a_fault_is_not_applied_at_all() {
     let (t, issuer, app) = world(|_| {}).await;
     let locker = t.admin().await;
     let admin = t.admin().await;
-    let lock = locker.begin().await.expect("begin");
-    lock.execute_unprepared("lock table rowguard.patients in access exclusive mode")
-        .await
-        .expect("lock");
+    let lock = lock_patients(&locker).await;
     let token = issuer.token("alice").mint();
     let id: String = {
         let owner = t.owner().await;
@@ -256,13 +247,7 @@ async fn when_the_database_stops_requests_fail_fast_and_recover_without_restart(
             started.elapsed()
         );
     }
-    let ready = app
-        .http
-        .get(app.url("/readyz"))
-        .send()
-        .await
-        .expect("readyz");
-    assert_eq!(ready.status(), 503);
+    assert_eq!(app.readiness().await, 503);
 
     cluster
         .start(port, &["fsync=off"])
@@ -277,15 +262,7 @@ async fn when_the_database_stops_requests_fail_fast_and_recover_without_restart(
         assert!(Instant::now() < deadline, "did not recover: {}", reply.body);
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert_eq!(
-        app.http
-            .get(app.url("/readyz"))
-            .send()
-            .await
-            .expect("readyz")
-            .status(),
-        200
-    );
+    assert_eq!(app.readiness().await, 200);
     let _ = cluster.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -112,6 +112,17 @@ impl TestApp {
         }
     }
 
+    /// The HTTP status of `/readyz` now.
+    pub async fn readiness(&self) -> u16 {
+        self.http
+            .get(self.url("/readyz"))
+            .send()
+            .await
+            .expect("readyz")
+            .status()
+            .as_u16()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }

@@ -3,7 +3,10 @@
 
 use chrono::{NaiveDate, TimeDelta, Utc};
 use rowguard::principal::{AppRole, Principal};
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement, Value};
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, Statement,
+    TransactionTrait, Value,
+};
 use uuid::Uuid;
 
 /// The issuer the fixtures' people belong to unless a test says otherwise.
@@ -137,4 +140,14 @@ pub async fn assign(owner: &DatabaseConnection, person: &Person, patient: Uuid) 
         [person.id.into(), patient.into()],
     )
     .await;
+}
+
+/// Holds an ACCESS EXCLUSIVE lock on `patients` until the returned transaction ends, so any
+/// request that reads patients blocks: a slow statement, or a backend in flight to kill.
+pub async fn lock_patients(admin: &DatabaseConnection) -> DatabaseTransaction {
+    let lock = admin.begin().await.expect("begin");
+    lock.execute_unprepared("lock table rowguard.patients in access exclusive mode")
+        .await
+        .expect("lock");
+    lock
 }

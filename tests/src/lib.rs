@@ -10,6 +10,7 @@ mod cluster;
 pub mod fixtures;
 pub mod issuer;
 pub mod pooler;
+pub mod process;
 pub mod tls;
 pub mod workload;
 

@@ -72,15 +72,7 @@ impl Drop for Pooler {
     /// SIGTERM is PgBouncer's immediate shutdown (SIGINT would wait for clients that may never
     /// leave); SIGKILL if it has not gone within five seconds.
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        crate::process::stop(&mut self.child, "-TERM", Duration::from_secs(5));
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
