@@ -59,11 +59,34 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum AuditCommand {
-    /// Walk the hash chain; exit non-zero at the first altered, deleted or reordered record.
-    /// Connects with ROWGUARD_MIGRATION_DATABASE_URL as the schema owner.
+    /// Prove the trail: recompute every link from the events, check every checkpoint's
+    /// signature and that the chain still extends the newest one. Exits non-zero, naming each
+    /// problem, on an altered, deleted, inserted, reordered or long-unsealed event, a cut-off
+    /// tail, a re-hashed chain, or a forged or missing checkpoint. Connects with
+    /// ROWGUARD_MIGRATION_DATABASE_URL as the schema owner.
     Verify {
         #[command(flatten)]
         settings: MigrationSettings,
+        /// Public key(s) whose checkpoints are trusted (PEM files): the current key and any
+        /// earlier one still signing part of the trail.
+        #[arg(
+            long = "public-key",
+            env = "ROWGUARD_AUDIT_PUBLIC_KEYS",
+            value_delimiter = ','
+        )]
+        public_keys: Vec<std::path::PathBuf>,
+        /// The external copy of the checkpoints (ROWGUARD_AUDIT_CHECKPOINT_DIR of the sealers).
+        #[arg(long = "checkpoints", env = "ROWGUARD_AUDIT_CHECKPOINT_DIR")]
+        checkpoints: Option<std::path::PathBuf>,
+        /// Seconds an event may wait to be sealed before it counts as a problem.
+        #[arg(long = "max-seal-lag-secs", default_value_t = 300)]
+        max_seal_lag_secs: u64,
+    },
+    /// Create an Ed25519 signing key for audit checkpoints: writes the private key to FILE
+    /// (mode 0600) and the public key to FILE.pub, and prints the public key.
+    Keygen {
+        /// Where to write the private key (refuses to overwrite).
+        file: std::path::PathBuf,
     },
 }
 
@@ -128,34 +151,27 @@ async fn run(command: Command) -> Result<(), String> {
             .write_all(crate::graphql::sdl().as_bytes())
             .map_err(|e| format!("writing the schema: {e}")),
         Command::Audit {
-            command: AuditCommand::Verify { settings },
+            command:
+                AuditCommand::Verify {
+                    settings,
+                    public_keys,
+                    checkpoints,
+                    max_seal_lag_secs,
+                },
         } => {
-            let owner = crate::db::connect_as_role(&settings.url, &settings.role_prefix.owner())
-                .await
-                .map_err(|e| format!("connecting to verify the audit trail: {e}"))?;
-            let verdict = crate::audit_verify::verify(&owner)
-                .await
-                .map_err(|e| format!("reading the audit trail: {e}"))?;
-            let _ = owner.close().await;
-            match verdict {
-                crate::audit_verify::Verdict::Intact { events } => {
-                    let _ = writeln!(
-                        std::io::stdout(),
-                        "audit trail intact: {events} events, every link verified"
-                    );
-                    Ok(())
-                }
-                crate::audit_verify::Verdict::Broken {
-                    seq,
-                    event_id,
-                    problem,
-                } => Err(format!(
-                    "audit trail broken at event {event_id}{}: {problem}",
-                    seq.map(|s| format!(" (chain position {s})"))
-                        .unwrap_or_default()
-                )),
-            }
+            crate::audit::verify::run_command(
+                &settings,
+                &public_keys,
+                checkpoints,
+                max_seal_lag_secs,
+            )
+            .await
         }
+        Command::Audit {
+            command: AuditCommand::Keygen { file },
+        } => crate::audit::keys::write_new_key(&file).map(|public| {
+            let _ = std::io::stdout().write_all(public.as_bytes());
+        }),
         Command::Check { settings } => {
             let db = Database::connect(&settings)
                 .await

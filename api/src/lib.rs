@@ -3,7 +3,7 @@
 //! The gateway establishes *who is asking* ([`principal`]) and opens one transaction per request
 //! with that identity set ([`db::RlsScope`]); PostgreSQL's policies decide which rows exist.
 
-pub mod audit_verify;
+pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod config;

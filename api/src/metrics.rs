@@ -41,6 +41,8 @@ pub struct SharedCounters {
     pub jwks_fetches: Family<ReasonLabel, Counter>,
     pub token_rejections: Family<ReasonLabel, Counter>,
     pub audit_write_failures: Counter,
+    /// The audit sealer's state and counters.
+    pub sealer: std::sync::Arc<crate::audit::sealer::SealerStatus>,
 }
 
 /// The process's metrics.
@@ -50,6 +52,8 @@ pub struct Metrics {
     durations: Family<OperationLabel, Histogram>,
     pool_connections: Gauge<i64, std::sync::atomic::AtomicI64>,
     statements: Gauge<u64, AtomicU64>,
+    sealer_leader: Gauge<i64, std::sync::atomic::AtomicI64>,
+    unsealed_age: Gauge<f64, AtomicU64>,
     operations: Mutex<HashSet<String>>,
     pub shared: SharedCounters,
 }
@@ -104,12 +108,47 @@ impl Metrics {
             "Requests refused because the audit trail could not be written",
             shared.audit_write_failures.clone(),
         );
+        let sealer_leader = Gauge::<i64, std::sync::atomic::AtomicI64>::default();
+        registry.register(
+            "audit_sealer_leader",
+            "1 while this replica holds the audit sealing lease",
+            sealer_leader.clone(),
+        );
+        let unsealed_age = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "audit_unsealed_age_seconds",
+            "Age of the oldest audit event not yet sealed into the chain (0 when none)",
+            unsealed_age.clone(),
+        );
+        let sealer = &shared.sealer.metrics;
+        registry.register(
+            "audit_sealed_events",
+            "Audit events sealed into the chain by this replica",
+            sealer.sealed.clone(),
+        );
+        registry.register(
+            "audit_checkpoints",
+            "Signed audit checkpoints written by this replica",
+            sealer.checkpoints.clone(),
+        );
+        registry.register(
+            "audit_seal_errors",
+            "Failed audit seal rounds and checkpoint writes",
+            sealer.errors.clone(),
+        );
+        registry.register(
+            "audit_seal_lag_seconds",
+            "Time from an audit event's write to its seal",
+            sealer.lag.clone(),
+        );
         Self {
             registry,
             requests,
             durations,
             pool_connections,
             statements,
+            sealer_leader,
+            unsealed_age,
             operations: Mutex::new(HashSet::new()),
             shared,
         }
@@ -147,6 +186,9 @@ impl Metrics {
     pub fn render(&self, pool_connections: u32, statements: u64) -> String {
         self.pool_connections.set(i64::from(pool_connections));
         self.statements.set(statements);
+        let sealer = &self.shared.sealer;
+        self.sealer_leader.set(i64::from(sealer.is_leader()));
+        self.unsealed_age.set(sealer.unsealed_age().as_secs_f64());
         let mut text = String::new();
         if encode(&mut text, &self.registry).is_err() {
             text.clear();

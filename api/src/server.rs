@@ -7,8 +7,11 @@ use std::time::Duration;
 
 use clap::Args;
 
+use crate::audit::checkpoint::CheckpointDir;
+use crate::audit::keys::AuditSigner;
+use crate::audit::sealer::{Sealer, SealerStatus};
 use crate::auth::{Authenticator, OidcSettings, keep_fresh};
-use crate::config::DatabaseSettings;
+use crate::config::{AuditSettings, DatabaseSettings};
 use crate::db::Database;
 use crate::graphql::{ApiLimits, build_schema};
 use crate::metrics::{Metrics, SharedCounters};
@@ -31,6 +34,9 @@ pub struct ServeSettings {
 
     #[command(flatten)]
     pub api: ApiSettings,
+
+    #[command(flatten)]
+    pub audit: AuditSettings,
 
     /// Seconds to let in-flight requests finish after SIGTERM/SIGINT before exiting anyway.
     #[arg(long, env = "ROWGUARD_SHUTDOWN_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=3600))]
@@ -152,6 +158,10 @@ pub enum StartError {
     SelfCheck(#[from] crate::db::SelfCheckError),
     #[error("ROWGUARD_PLAYGROUND_ASSETS=local: {0}")]
     Playground(String),
+    #[error("ROWGUARD_AUDIT_SIGNING_KEY {0}")]
+    AuditKey(#[from] crate::audit::keys::KeyError),
+    #[error("ROWGUARD_AUDIT_CHECKPOINT_DIR {0}: {1}")]
+    CheckpointDir(std::path::PathBuf, std::io::Error),
     #[error("cannot listen on {0}: {1}")]
     Listen(SocketAddr, std::io::Error),
 }
@@ -184,13 +194,18 @@ impl ServeSettings {
 pub async fn build_state(
     database: &DatabaseSettings,
     oidc: &OidcSettings,
-    limits: ApiLimits,
+    mut limits: ApiLimits,
     cors_origins: Vec<String>,
     playground: Option<Playground>,
+    audit: &AuditSettings,
 ) -> Result<AppState, StartError> {
+    limits.seal_lag_alert = audit.sealer_settings().lag_alert;
     let db = Database::connect(database).await?;
     db.self_check().await?;
     let counters = SharedCounters::default();
+    if limits.audit {
+        start_sealer(&db, audit, counters.sealer.clone())?;
+    }
     let auth = Arc::new(Authenticator::new(oidc, &counters)?);
     tokio::spawn(keep_fresh(auth.key_store(), oidc.jwks_refresh()));
     Ok(AppState {
@@ -202,6 +217,40 @@ pub async fn build_state(
         playground,
         metrics: Arc::new(Metrics::new(counters)),
     })
+}
+
+/// Starts this replica's audit sealer (it seals only while it holds the lease). The signing key is
+/// read here, so a bad key stops start-up with the file's name.
+pub fn start_sealer(
+    db: &Database,
+    settings: &AuditSettings,
+    status: Arc<SealerStatus>,
+) -> Result<(), StartError> {
+    let signer = match &settings.signing_key {
+        Some(path) => Some(Arc::new(AuditSigner::from_file(path)?)),
+        None => {
+            tracing::warn!(
+                "ROWGUARD_AUDIT_SIGNING_KEY is not set: the audit chain is sealed but no checkpoint is \
+                 signed, so the database's administrators could rewrite it unnoticed"
+            );
+            None
+        }
+    };
+    let sink = match &settings.checkpoint_dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).map_err(|e| StartError::CheckpointDir(dir.clone(), e))?;
+            Some(CheckpointDir::new(dir.clone()))
+        }
+        None => None,
+    };
+    if let Some(signer) = &signer {
+        tracing::info!(key_id = %signer.key_id(), checkpoint_dir = ?settings.checkpoint_dir, "audit checkpoints are signed");
+    }
+    if settings.sealer {
+        let sealer = Sealer::new(db.clone(), settings.sealer_settings(), signer, sink, status);
+        tokio::spawn(sealer.run(std::future::pending::<()>()));
+    }
+    Ok(())
 }
 
 /// `rowguard serve`: serves until `shutdown` resolves.
@@ -216,6 +265,7 @@ pub async fn serve(
         settings.api.limits(),
         settings.api.cors_origins.clone(),
         settings.api.playground()?,
+        &settings.audit,
     )
     .await?;
     let listener = tokio::net::TcpListener::bind(settings.listen)

@@ -51,6 +51,11 @@ impl MigratorTrait for Migrator {
                 up: include_str!("sql/0006_audit_chain_lookup.up.sql"),
                 down: include_str!("sql/0006_audit_chain_lookup.down.sql"),
             }),
+            Box::new(SqlMigration {
+                name: "m20261201_000007_audit_sealed_off_path",
+                up: include_str!("sql/0007_audit_sealed_off_path.up.sql"),
+                down: include_str!("sql/0007_audit_sealed_off_path.down.sql"),
+            }),
         ]
     }
 }

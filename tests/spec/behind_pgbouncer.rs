@@ -58,7 +58,7 @@ async fn thousands_of_reads_and_updates_through_a_transaction_pooler_never_leak(
     db.self_check()
         .await
         .expect("the startup self-check passes through the pooler");
-    let app = TestApp::start_on(db, oidc_settings(&issuer), ApiLimits::default(), None).await;
+    let app = TestApp::start_on(db, oidc_settings(&issuer), ApiLimits::default(), None, None).await;
     app.wait_for_keys().await;
 
     let tally = ward

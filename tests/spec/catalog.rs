@@ -73,7 +73,8 @@ async fn every_table_in_the_app_schema_has_row_level_security_and_patients_force
             DbBackend::Postgres,
             "select n.nspname || '.' || c.relname as name, c.relrowsecurity as enabled, c.relforcerowsecurity as forced \
              from pg_class c join pg_namespace n on n.oid = c.relnamespace \
-             where n.nspname in ('rowguard', 'rowguard_audit') and c.relkind in ('r', 'p') order by 1",
+             where n.nspname in ('rowguard', 'rowguard_audit') and c.relkind in ('r', 'p') and not c.relispartition \
+             order by 1",
         ))
         .await
         .expect("query");
@@ -89,8 +90,9 @@ async fn every_table_in_the_app_schema_has_row_level_security_and_patients_force
         .collect();
     assert_eq!(
         tables.len(),
-        6,
-        "clinicians, clinicians_patients, emergency_grants, patients, audit events and chain: {tables:?}"
+        8,
+        "clinicians, clinicians_patients, emergency_grants, patients, and the audit trail's events, \
+         chain, checkpoints and sealer lease: {tables:?}"
     );
     for (name, enabled, forced) in &tables {
         assert!(enabled, "{name} has row level security disabled");
@@ -98,6 +100,19 @@ async fn every_table_in_the_app_schema_has_row_level_security_and_patients_force
             assert!(forced, "patients must FORCE row level security");
         }
     }
+    let partitions_without_rls = admin
+        .query_all_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "select c.relname from pg_class c join pg_namespace n on n.oid = c.relnamespace \
+             where n.nspname = 'rowguard_audit' and c.relkind = 'r' and c.relispartition \
+               and not c.relrowsecurity",
+        ))
+        .await
+        .expect("query");
+    assert!(
+        partitions_without_rls.is_empty(),
+        "every audit partition has row level security of its own"
+    );
 }
 
 #[tokio::test]

@@ -3,6 +3,8 @@
 mod support;
 
 mod audit;
+mod audit_integrity;
+mod audit_sealing_replicas;
 mod authentication;
 mod behind_pgbouncer;
 mod catalog;

@@ -25,7 +25,7 @@ async fn world(adjust: impl FnOnce(&mut DatabaseSettings)) -> (TestDb, TestIssue
     assign(&owner, &alice, admit(&owner, "A-1").await).await;
     assign(&owner, &bob, admit(&owner, "B-1").await).await;
     let db = t.gateway_with(4, adjust).await;
-    let app = TestApp::start_on(db, oidc_settings(&issuer), ApiLimits::default(), None).await;
+    let app = TestApp::start_on(db, oidc_settings(&issuer), ApiLimits::default(), None, None).await;
     app.wait_for_keys().await;
     (t, issuer, app)
 }
@@ -223,7 +223,7 @@ async fn when_the_database_stops_requests_fail_fast_and_recover_without_restart(
     );
     settings.acquire_timeout_secs = 1;
     let db = Database::connect(&settings).await.expect("pool");
-    let app = TestApp::start_on(db, oidc_settings(&issuer), ApiLimits::default(), None).await;
+    let app = TestApp::start_on(db, oidc_settings(&issuer), ApiLimits::default(), None, None).await;
     app.wait_for_keys().await;
     let token = issuer.token("alice").mint();
     assert_eq!(

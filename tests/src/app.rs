@@ -2,10 +2,13 @@
 //! test issuer through the same code `rowguard serve` uses.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use rowguard::auth::{Authenticator, OidcSettings, keep_fresh};
+use rowguard::config::AuditSettings;
 use rowguard::db::Database;
 use rowguard::graphql::{ApiLimits, build_schema};
 use rowguard::routes;
@@ -26,6 +29,53 @@ pub struct TestApp {
     pub db: Database,
     pub auth: Arc<Authenticator>,
     pub http: reqwest::Client,
+    /// Where this gateway's audit sealer keeps its key and checkpoints.
+    pub audit: TestAudit,
+    pub counters: rowguard::metrics::SharedCounters,
+}
+
+/// A signing key and checkpoint directory of one test's audit sealer, in a directory of its own.
+#[derive(Debug, Clone)]
+pub struct TestAudit {
+    pub settings: AuditSettings,
+    /// The public half of the signing key (what `rowguard audit verify --public-key` takes).
+    pub public_key: PathBuf,
+    pub checkpoint_dir: PathBuf,
+}
+
+impl TestAudit {
+    /// A new key and an empty checkpoint directory; the sealer runs every 20 ms and signs a
+    /// checkpoint at most every 200 ms, so specs see their events sealed quickly.
+    pub fn new() -> TestAudit {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "rowguard-test-audit-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("audit test directory");
+        let key = dir.join("signing-key.pem");
+        rowguard::audit::keys::write_new_key(&key).expect("audit signing key");
+        let checkpoint_dir = dir.join("checkpoints");
+        TestAudit {
+            settings: AuditSettings {
+                signing_key: Some(key),
+                checkpoint_dir: Some(checkpoint_dir.clone()),
+                checkpoint_secs: 1,
+                seal_interval_ms: 20,
+                ..AuditSettings::default()
+            },
+            public_key: dir.join("signing-key.pem.pub"),
+            checkpoint_dir,
+        }
+    }
+}
+
+impl Default for TestAudit {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// OIDC settings that trust `issuer` for the SPA and API audiences.
@@ -54,17 +104,21 @@ impl TestApp {
         playground: Option<Playground>,
     ) -> TestApp {
         // A lazy pool: no connection exists until a request needs one, so tests can assert
-        // that rejected requests never opened any.
+        // that rejected requests never opened any. The sealer has a connection of its own, as
+        // in `rowguard serve`.
         let db = t.gateway(4).await;
-        Self::start_on(db, oidc, limits, playground).await
+        let sealer = t.gateway(1).await;
+        Self::start_on(db, oidc, limits, playground, Some(sealer)).await
     }
 
-    /// Serves `db` (e.g. with custom limits); does not wait for keys.
+    /// Serves `db` (e.g. with custom limits); does not wait for keys. With `sealer`, audit
+    /// events are sealed through that database as `rowguard serve` does.
     pub async fn start_on(
         db: Database,
         oidc: OidcSettings,
         limits: ApiLimits,
         playground: Option<Playground>,
+        sealer: Option<Database>,
     ) -> TestApp {
         // Server logs show with a failing test's output; ROWGUARD_TEST_LOG=debug for more.
         let _ = tracing_subscriber::fmt()
@@ -75,6 +129,13 @@ impl TestApp {
             .with_test_writer()
             .try_init();
         let counters = rowguard::metrics::SharedCounters::default();
+        let audit = TestAudit::new();
+        if let Some(sealer) = &sealer
+            && limits.audit
+        {
+            rowguard::server::start_sealer(sealer, &audit.settings, counters.sealer.clone())
+                .expect("starting the audit sealer");
+        }
         let auth = Arc::new(Authenticator::new(&oidc, &counters).expect("valid OIDC settings"));
         tokio::spawn(keep_fresh(auth.key_store(), oidc.jwks_refresh()));
         let state = AppState {
@@ -84,7 +145,7 @@ impl TestApp {
             limits,
             cors_origins: vec![ALLOWED_ORIGIN.to_owned()],
             playground,
-            metrics: Arc::new(rowguard::metrics::Metrics::new(counters)),
+            metrics: Arc::new(rowguard::metrics::Metrics::new(counters.clone())),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -98,6 +159,8 @@ impl TestApp {
             db,
             auth,
             http: reqwest::Client::new(),
+            audit,
+            counters,
         }
     }
 
@@ -174,6 +237,8 @@ impl TestApp {
 pub struct GraphqlReply {
     pub status: u16,
     pub www_authenticate: Option<String>,
+    /// The server's id for the request (`X-Request-Id`), as the audit trail and logs carry it.
+    pub request_id: Option<uuid::Uuid>,
     pub body: Value,
 }
 
@@ -185,12 +250,18 @@ impl GraphqlReply {
             .get("www-authenticate")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
+        let request_id = response
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
         let text = response.text().await.expect("body");
         let body =
             serde_json::from_str(&text).unwrap_or_else(|_| panic!("body is not JSON: {text}"));
         GraphqlReply {
             status,
             www_authenticate,
+            request_id,
             body,
         }
     }

@@ -8,7 +8,7 @@ mod scope;
 mod self_check;
 
 pub use error::DbError;
-pub use scope::{AccessMode, RlsScope};
+pub use scope::{AccessMode, RequestIds, RlsScope};
 pub use self_check::{SelfCheckError, SelfCheckFailed};
 
 use std::sync::Arc;
@@ -48,6 +48,9 @@ pub struct Database {
     /// transaction pooler they stay on a server connection another client gets next, whose own
     /// `sqlx_s_N` then collides (42P05). Each transaction therefore begins with `DEALLOCATE ALL`.
     drop_stale_statements: bool,
+    /// Behind a transaction pooler the connection's default isolation cannot be set at startup,
+    /// so each transaction sets READ COMMITTED itself.
+    set_isolation_per_transaction: bool,
 }
 
 /// Per-transaction limits PostgreSQL enforces on every request.
@@ -71,6 +74,7 @@ impl Database {
     /// database shows up per request (as "service unavailable") rather than aborting startup.
     pub async fn connect(settings: &DatabaseSettings) -> Result<Self, DbError> {
         let cache = settings.effective_statement_cache();
+        let pooled = settings.transaction_pooler;
         let mut options = ConnectOptions::new(settings.url.clone());
         options
             .max_connections(settings.max_connections)
@@ -86,8 +90,18 @@ impl Database {
             // bound), but the noise hides what matters.
             .sqlx_logging(false)
             .map_sqlx_postgres_opts(move |o: PgConnectOptions| {
-                o.statement_cache_capacity(cache)
-                    .application_name("rowguard")
+                let o = o
+                    .statement_cache_capacity(cache)
+                    .application_name("rowguard");
+                // Request and sealer transactions run READ COMMITTED whatever the database's
+                // default (the audit sealer and the update conflict checks are written for it).
+                // A startup option costs no round trip; transaction poolers refuse startup
+                // options, so there `begin` sets the level instead.
+                if pooled {
+                    o
+                } else {
+                    o.options([("default_transaction_isolation", "read committed")])
+                }
             });
         let pool = sea_orm::Database::connect(options)
             .await
@@ -98,6 +112,7 @@ impl Database {
                 idle_in_transaction_timeout_ms: settings.idle_in_transaction_timeout_ms,
             });
         database.drop_stale_statements = cache == 0;
+        database.set_isolation_per_transaction = pooled;
         Ok(database)
     }
 
@@ -115,6 +130,7 @@ impl Database {
             statements,
             limits: TransactionLimits::default(),
             drop_stale_statements: false,
+            set_isolation_per_transaction: false,
         }
     }
 
@@ -129,13 +145,28 @@ impl Database {
     /// one, so a transaction pooler never moves a half-finished statement to another server.
     async fn begin(&self) -> Result<DatabaseTransaction, DbError> {
         let txn = self.pool.begin().await.map_err(DbError::from)?;
-        if self.drop_stale_statements {
-            // Simple-query protocol: this statement has no name of its own to collide.
-            txn.execute_unprepared("DEALLOCATE ALL")
-                .await
-                .map_err(DbError::Statement)?;
-        }
+        // Simple-query protocol, one round trip for both: these statements have no name of
+        // their own to collide.
+        let setup = match (
+            self.drop_stale_statements,
+            self.set_isolation_per_transaction,
+        ) {
+            (true, true) => "DEALLOCATE ALL; SET TRANSACTION ISOLATION LEVEL READ COMMITTED",
+            (true, false) => "DEALLOCATE ALL",
+            (false, true) => "SET TRANSACTION ISOLATION LEVEL READ COMMITTED",
+            (false, false) => return Ok(txn),
+        };
+        txn.execute_unprepared(setup)
+            .await
+            .map_err(DbError::Statement)?;
         Ok(txn)
+    }
+
+    /// A transaction as the gateway's login role itself (no application role, no identity), for
+    /// the gateway's own upkeep: the audit sealer and the self-check. Never for PHI: the login
+    /// role holds no table privileges, so it can only call the functions granted to it.
+    pub(crate) async fn maintenance(&self) -> Result<DatabaseTransaction, DbError> {
+        self.begin().await
     }
 
     /// Statements run through this pool so far.

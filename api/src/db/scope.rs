@@ -43,7 +43,29 @@ const ENTER: &str = "select \
      set_config('app.subject', $3, true), \
      set_config('statement_timeout', $5, true), \
      set_config('idle_in_transaction_session_timeout', $6, true), \
-     set_config('transaction_read_only', $7, true)";
+     set_config('transaction_read_only', $7, true), \
+     set_config('app.correlation_id', $8, true), \
+     set_config('app.trace_id', $9, true)";
+
+/// The ids one request is known by: the server's own request id (the audit trail's, the logs'
+/// and the response's), the client's correlation id if it sent one, and the W3C trace id.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestIds {
+    pub request_id: Uuid,
+    /// What the client sent as `X-Request-Id`, already checked to be short plain text.
+    pub correlation_id: Option<String>,
+    /// 32 lower-case hex digits.
+    pub trace_id: Option<String>,
+}
+
+impl From<Uuid> for RequestIds {
+    fn from(request_id: Uuid) -> Self {
+        Self {
+            request_id,
+            ..Self::default()
+        }
+    }
+}
 
 impl Database {
     /// Opens a transaction that runs as `principal` in the given mode.
@@ -54,8 +76,10 @@ impl Database {
         &self,
         principal: &Principal,
         mode: AccessMode,
-        request_id: Uuid,
+        ids: impl Into<RequestIds>,
     ) -> Result<RlsScope, DbError> {
+        let ids = ids.into();
+        let request_id = ids.request_id;
         let txn = self.begin().await?;
         let role = match principal.role {
             AppRole::Clinician => self.roles.clinician(),
@@ -66,7 +90,7 @@ impl Database {
             AccessMode::ReadOnly => "on",
             AccessMode::ReadWrite => "off",
         };
-        let values: [Value; 7] = [
+        let values: [Value; 9] = [
             role.into(),
             principal.issuer.clone().into(),
             principal.subject.clone().into(),
@@ -77,6 +101,8 @@ impl Database {
                 .to_string()
                 .into(),
             read_only.into(),
+            ids.correlation_id.unwrap_or_default().into(),
+            ids.trace_id.unwrap_or_default().into(),
         ];
         let row = txn
             .query_one_raw(Statement::from_sql_and_values(

@@ -191,9 +191,17 @@ async fn serve_dev(
     playground.extra_controls = Some(user_picker(&idp.issuer));
     playground.extra_connect_src = Some(idp.issuer.clone());
     let limits: ApiLimits = api.limits();
-    let state = build_state(&database, &oidc, limits, Vec::new(), Some(playground))
-        .await
-        .map_err(|e| e.to_string())?;
+    let audit = dev_audit_settings(&settings.data_dir)?;
+    let state = build_state(
+        &database,
+        &oidc,
+        limits,
+        Vec::new(),
+        Some(playground),
+        &audit,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
 
     let auth = state.auth.clone();
     let banner = banner(&gateway_origin, &idp.issuer).await;
@@ -212,6 +220,20 @@ async fn serve_dev(
     run_http(listener, state, shutdown, Duration::from_secs(10))
         .await
         .map_err(|e| e.to_string())
+}
+
+/// Dev signs its audit checkpoints with a key of its own, kept in the data directory next to the
+/// checkpoint files, so `rowguard audit verify` can be tried on the demo trail.
+fn dev_audit_settings(data_dir: &std::path::Path) -> Result<crate::config::AuditSettings, String> {
+    let key = data_dir.join("audit-signing-key.pem");
+    if !key.exists() {
+        crate::audit::keys::write_new_key(&key)?;
+    }
+    Ok(crate::config::AuditSettings {
+        signing_key: Some(key),
+        checkpoint_dir: Some(data_dir.join("audit-checkpoints")),
+        ..Default::default()
+    })
 }
 
 /// In a checkout without the playground's npm packages, installs them (exact versions from the

@@ -13,10 +13,11 @@ use sea_orm::sea_query::extension::postgres::PgExpr;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use uuid::Uuid;
 
-use super::audit::{AuditAction, AuditOutcome};
 use super::{ApiLimits, RequestDb, request_db};
+use crate::audit::record::{AuditAction, AuditOutcome};
 use crate::db::DbError;
 use crate::error::ApiError;
+use crate::principal::AppRole;
 
 macro_rules! db_enum {
     ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident => $db:literal),+ $(,)? }) => {
@@ -195,9 +196,39 @@ pub struct AuditEventFilter {
     pub to: Option<DateTime<Utc>>,
 }
 
-/// One access to a patient's record, for the accounting a patient may ask for.
+/// The kind of person behind an access.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+pub enum AccessorRole {
+    /// A clinician (treatment, or emergency access).
+    Clinician,
+    /// A care coordinator (operations).
+    Coordinator,
+    /// An auditor (reviewing the trail).
+    Auditor,
+}
+
+impl AccessorRole {
+    /// The application role of a database role name (`<prefix>_clinician`, ...).
+    pub fn from_db_role(role: &str) -> Option<Self> {
+        let role = role.strip_suffix("_writer").unwrap_or(role);
+        if role.ends_with("_clinician") {
+            Some(Self::Clinician)
+        } else if role.ends_with("_coordinator") {
+            Some(Self::Coordinator)
+        } else if role.ends_with("_auditor") {
+            Some(Self::Auditor)
+        } else {
+            None
+        }
+    }
+}
+
+/// One access to a patient's record, by anyone in any role, for the accounting a patient may
+/// ask for.
 #[derive(Debug, SimpleObject)]
 pub struct PatientAccess {
+    /// In which role.
+    pub role: Option<AccessorRole>,
     /// When.
     pub occurred_at: DateTime<FixedOffset>,
     /// Who (their enrolled id), if known.
@@ -382,8 +413,8 @@ impl AuditQuery {
         })
     }
 
-    /// Who accessed this patient's record, when and why: the accounting of disclosures a patient
-    /// may ask for. Auditors only.
+    /// Who accessed this patient's record, in any role, when and why: the accounting of
+    /// disclosures a patient may ask for. Auditors only.
     async fn patient_access_report(
         &self,
         ctx: &Context<'_>,
@@ -397,7 +428,6 @@ impl AuditQuery {
                 .filter(
                     Expr::col(audit_event::Column::PatientIds).contains(Expr::val(vec![patient])),
                 )
-                .filter(audit_event::Column::AppRole.like("%\\_clinician"))
                 .order_by_asc(audit_event::Column::Id)
                 .limit(10_000)
                 .all(&*conn)
@@ -418,6 +448,7 @@ impl AuditQuery {
                 events
                     .into_iter()
                     .map(|e| PatientAccess {
+                        role: AccessorRole::from_db_role(&e.app_role),
                         occurred_at: e.occurred_at,
                         clinician_id: e.clinician_id.map(|id| ID(id.to_string())),
                         clinician_name: e.clinician_id.and_then(|id| names.get(&id).cloned()),
@@ -446,12 +477,26 @@ impl AuditQuery {
             query = query.filter(emergency_grant::Column::ReviewedAt.is_null());
         }
         let request = request_db(ctx)?;
-        let conn = request.conn().await?;
-        let rows = query
-            .all(&*conn)
-            .await
-            .map_err(DbError::from)
-            .map_err(ApiError::from)?;
-        Ok(rows.into_iter().map(EmergencyAccessGrant).collect())
+        let rows = {
+            let conn = request.conn().await?;
+            query
+                .all(&*conn)
+                .await
+                .map_err(DbError::from)
+                .map_err(ApiError::from)
+        };
+        // Grants name patients and hold free-text reasons: listing them is an access too.
+        let action = if request.principal().role == AppRole::Auditor {
+            AuditAction::AuditRead
+        } else {
+            AuditAction::Read
+        };
+        let patients: Vec<Uuid> = rows.iter().flatten().map(|g| g.patient_id).collect();
+        let outcome = match &rows {
+            Ok(_) => AuditOutcome::Success,
+            Err(e) => AuditOutcome::from_error(e),
+        };
+        request.record(action, outcome, patients);
+        Ok(rows?.into_iter().map(EmergencyAccessGrant).collect())
     }
 }

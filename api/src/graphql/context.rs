@@ -5,8 +5,8 @@ use sea_orm::DatabaseTransaction;
 use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 use uuid::Uuid;
 
-use super::audit::{self, AuditAction, AuditContext, AuditLog, AuditOutcome};
-use crate::db::{AccessMode, Database, RlsScope};
+use crate::audit::record::{self, AuditAction, AuditContext, AuditLog, AuditOutcome};
+use crate::db::{AccessMode, Database, RequestIds, RlsScope};
 use crate::error::{ApiError, ErrorCode};
 use crate::principal::Principal;
 
@@ -22,7 +22,7 @@ pub struct RequestDb {
     db: Database,
     principal: Principal,
     allow_writes: bool,
-    request_id: Uuid,
+    ids: RequestIds,
     state: Mutex<ScopeState>,
     audit: Option<(AuditContext, AuditLog)>,
     /// Set once a mutation resolver asked to write.
@@ -34,7 +34,7 @@ impl std::fmt::Debug for RequestDb {
         f.debug_struct("RequestDb")
             .field("principal", &self.principal)
             .field("allow_writes", &self.allow_writes)
-            .field("request_id", &self.request_id)
+            .field("request_id", &self.ids.request_id)
             .finish_non_exhaustive()
     }
 }
@@ -46,14 +46,14 @@ impl RequestDb {
         db: Database,
         principal: Principal,
         allow_writes: bool,
-        request_id: Uuid,
+        ids: RequestIds,
         audit: Option<AuditContext>,
     ) -> Self {
         Self {
             db,
             principal,
             allow_writes,
-            request_id,
+            ids,
             state: Mutex::new(ScopeState::NotOpened),
             audit: audit.map(|context| (context, AuditLog::default())),
             wrote: std::sync::atomic::AtomicBool::new(false),
@@ -82,7 +82,7 @@ impl RequestDb {
     }
 
     pub fn request_id(&self) -> Uuid {
-        self.request_id
+        self.ids.request_id
     }
 
     /// The request's transaction for reading. A query operation opens it `READ ONLY`; under a
@@ -123,7 +123,7 @@ impl RequestDb {
             ScopeState::NotOpened => {
                 let scope = self
                     .db
-                    .scope(&self.principal, mode, self.request_id)
+                    .scope(&self.principal, mode, self.ids.clone())
                     .await?;
                 *state = ScopeState::Open(scope);
             }
@@ -180,7 +180,7 @@ impl RequestDb {
         if !had_errors {
             if let Some(scope) = scope {
                 if !entries.is_empty()
-                    && let Err(e) = audit::append(scope.conn(), context, &entries).await
+                    && let Err(e) = record::append(scope.conn(), context, &entries).await
                 {
                     let _ = scope.rollback().await;
                     return Err(audit_failed(&e, context));
@@ -204,9 +204,9 @@ impl RequestDb {
         }
         let scope = self
             .db
-            .scope(&self.principal, AccessMode::ReadWrite, self.request_id)
+            .scope(&self.principal, AccessMode::ReadWrite, self.ids.clone())
             .await?;
-        if let Err(e) = audit::append(scope.conn(), context, &entries).await {
+        if let Err(e) = record::append(scope.conn(), context, &entries).await {
             let _ = scope.rollback().await;
             return Err(audit_failed(&e, context));
         }

@@ -10,8 +10,8 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect, TransactionTra
 use uuid::Uuid;
 
 use super::RequestDb;
-use super::audit::{AuditAction, AuditOutcome};
 use super::types::{CareRole, CareTeamMember, Clinician, ClinicianRow};
+use crate::audit::record::{AuditAction, AuditOutcome};
 use crate::db::DbError;
 use crate::error::ApiError;
 

@@ -1,6 +1,5 @@
 //! The GraphQL API: schema, per-request context and resolvers.
 
-pub mod audit;
 mod audit_api;
 mod context;
 mod loaders;
@@ -45,6 +44,8 @@ pub struct ApiLimits {
     pub audit: bool,
     /// Length of a break-glass grant.
     pub emergency_access_secs: u64,
+    /// Unsealed audit events older than this are reported by `/readyz`.
+    pub seal_lag_alert: std::time::Duration,
 }
 
 impl Default for ApiLimits {
@@ -60,6 +61,7 @@ impl Default for ApiLimits {
             introspection: false,
             audit: true,
             emergency_access_secs: 3600,
+            seal_lag_alert: std::time::Duration::from_secs(5),
         }
     }
 }

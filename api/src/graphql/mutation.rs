@@ -7,11 +7,11 @@ use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect, Set};
 use uuid::Uuid;
 
-use super::audit::{AuditAction, AuditOutcome};
 use super::pagination::find_patient;
 use super::query::find_clinician;
 use super::types::{CareRole, Clinician, EmergencyAccessGrant, Patient};
 use super::{RequestDb, request_db};
+use crate::audit::record::{AuditAction, AuditOutcome};
 use crate::db::DbError;
 use crate::error::{ApiError, ErrorCode};
 

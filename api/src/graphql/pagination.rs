@@ -15,10 +15,10 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use super::audit::{AuditAction, AuditOutcome};
 use super::loaders::{CareTeams, ClinicalNotes};
 use super::types::{Patient, PatientRow};
 use super::{ApiLimits, RequestDb};
+use crate::audit::record::{AuditAction, AuditOutcome};
 use crate::error::ApiError;
 use crate::principal::AppRole;
 

@@ -7,12 +7,12 @@ use sea_orm::sea_query::extension::postgres::PgExpr;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use uuid::Uuid;
 
-use super::audit::{AuditAction, AuditOutcome};
 use super::pagination::{
     PatientConnection, PatientFilter, find_patient, patients_page, search_pattern,
 };
 use super::request_db;
 use super::types::{Clinician, ClinicianRow, Patient};
+use crate::audit::record::{AuditAction, AuditOutcome};
 use crate::db::DbError;
 use crate::error::ApiError;
 

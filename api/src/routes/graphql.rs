@@ -9,9 +9,9 @@ use axum::extract::{FromRequest, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 
+use crate::audit::record::AuditContext;
 use crate::auth::AuthError;
 use crate::error::{ApiError, ErrorCode};
-use crate::graphql::audit::AuditContext;
 use crate::graphql::{self, ArrivedOverGet, MUTATION_OVER_GET, RequestDb};
 use crate::state::AppState;
 
@@ -87,7 +87,14 @@ async fn run(
     outcome.operation = "<invalid>".into();
 
     let over_get = request.method() == Method::GET;
-    let request_id = super::request_id(request.headers());
+    let ids = crate::db::RequestIds {
+        request_id: super::request_ids::of(&request),
+        correlation_id: request
+            .extensions()
+            .get::<super::request_ids::CorrelationId>()
+            .and_then(|c| c.0.clone()),
+        trace_id: None,
+    };
     let graphql_request = read_request(request, state.limits.max_body_bytes).await?;
     let operation = loggable_name(graphql_request.operation_name.as_deref()).to_owned();
     outcome.operation = operation.clone();
@@ -119,7 +126,7 @@ async fn run(
         state.db.clone(),
         principal,
         !over_get,
-        request_id,
+        ids,
         audit,
     ));
     let mut graphql_request = graphql::attach(graphql_request, db.clone());

@@ -36,11 +36,27 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
         StatusCode::SERVICE_UNAVAILABLE
     };
     let word = |ok: bool| if ok { "ok" } else { "unavailable" };
+    // A lagging sealer is reported, not made a reason to stop serving: taking every replica out
+    // of rotation would not seal anything faster. Monitor `rowguard_audit_unsealed_age_seconds`.
+    let sealer = &state.metrics.shared.sealer;
+    let sealing = if !state.limits.audit {
+        "off"
+    } else if sealer.unsealed_age() > state.limits.seal_lag_alert {
+        "lagging"
+    } else {
+        "ok"
+    };
     (
         status,
         Json(json!({
             "status": if status == StatusCode::OK { "ready" } else { "not ready" },
-            "checks": { "identity_provider_keys": word(keys), "database": word(database) }
+            "checks": {
+                "identity_provider_keys": word(keys),
+                "database": word(database),
+                "audit_sealing": sealing,
+                "audit_unsealed_age_secs": sealer.unsealed_age().as_secs(),
+                "audit_checkpoints": if sealer.is_signing() { "signed" } else { "unsigned" },
+            }
         })),
     )
 }

@@ -3,6 +3,7 @@
 mod graphql;
 mod health;
 pub mod playground;
+pub mod request_ids;
 
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use axum::routing::get;
 use tower::ServiceBuilder;
 use tower_http::LatencyUnit;
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::request_id::PropagateRequestIdLayer;
 use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
@@ -30,7 +31,7 @@ pub fn app(state: AppState) -> Router {
         .layer(cors)
         .layer(
             ServiceBuilder::new()
-                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                .map_request(request_ids::assign)
                 .layer(
                     // One span per request: its id, method and path. Never the query string or
                     // headers: a GET request's query string can carry search terms (PHI), and
@@ -39,7 +40,12 @@ pub fn app(state: AppState) -> Router {
                         .make_span_with(|request: &axum::http::Request<_>| {
                             tracing::info_span!(
                                 "request",
-                                id = %request_id(request.headers()),
+                                id = %request_ids::of(request),
+                                correlation_id = request
+                                    .extensions()
+                                    .get::<request_ids::CorrelationId>()
+                                    .and_then(|c| c.0.as_deref())
+                                    .unwrap_or(""),
                                 method = %request.method(),
                                 path = %request.uri().path(),
                             )
@@ -55,16 +61,6 @@ pub fn app(state: AppState) -> Router {
                 .layer(PropagateRequestIdLayer::x_request_id()),
         )
         .with_state(state)
-}
-
-/// The request's id as a UUID: ours, or a caller-supplied one if it is a UUID. Anything else a
-/// caller sends is replaced, so logs and `app.request_id` never carry arbitrary client text.
-pub fn request_id(headers: &axum::http::HeaderMap) -> uuid::Uuid {
-    headers
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(uuid::Uuid::new_v4)
 }
 
 /// Browsers may call the API only from the configured origins. Credentials and the

@@ -1,0 +1,196 @@
+//! Signed checkpoints of the chain: "the chain had `seq` links and its last hash was
+//! `head_hash`, at `created_at`", signed with the sealer's key. The sealer stores each one in the
+//! database and in an append-only directory outside it; `rowguard audit verify` checks that the
+//! trail still extends the latest one, so a rewritten, re-hashed or cut trail shows.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::keys::{AuditSigner, SignatureCheck, TrustedKeys};
+
+/// The format tag every checkpoint body carries.
+pub const FORMAT: &str = "rowguard-audit-checkpoint/1";
+
+/// What a checkpoint states.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointBody {
+    pub format: String,
+    /// Links in the chain (the `seq` of its last link).
+    pub seq: i64,
+    /// The last link's hash, lower-case hex.
+    pub head_hash: String,
+    pub created_at: String,
+    /// Which key signed it (see [`super::keys::key_id`]).
+    pub key_id: String,
+}
+
+/// A checkpoint as stored: the exact signed text and its signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedCheckpoint {
+    pub body: String,
+    pub signature: Vec<u8>,
+}
+
+/// The file form: `{"body": "<the signed JSON text>", "signature": "<base64>"}`.
+#[derive(Serialize, Deserialize)]
+struct CheckpointFile {
+    body: String,
+    signature: String,
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl SignedCheckpoint {
+    /// Signs the statement that the chain has `seq` links ending in `head_hash`.
+    pub fn sign(signer: &AuditSigner, seq: i64, head_hash: &[u8], at: DateTime<Utc>) -> Self {
+        let body = CheckpointBody {
+            format: FORMAT.to_owned(),
+            seq,
+            head_hash: hex(head_hash),
+            created_at: at.to_rfc3339_opts(SecondsFormat::Micros, true),
+            key_id: signer.key_id().to_owned(),
+        };
+        // Serialising strings and integers cannot fail.
+        let body = serde_json::to_string(&body).unwrap_or_default();
+        let signature = signer.sign(body.as_bytes());
+        Self { body, signature }
+    }
+
+    /// The statement, if the body is one.
+    pub fn parse(&self) -> Option<CheckpointBody> {
+        serde_json::from_str::<CheckpointBody>(&self.body)
+            .ok()
+            .filter(|b| b.format == FORMAT)
+    }
+
+    /// Whether a trusted key signed exactly this body.
+    pub fn check(&self, keys: &TrustedKeys) -> SignatureCheck {
+        match self.parse() {
+            Some(body) => keys.verify(&body.key_id, self.body.as_bytes(), &self.signature),
+            None => SignatureCheck::Invalid,
+        }
+    }
+
+    pub fn to_file_text(&self) -> String {
+        let file = CheckpointFile {
+            body: self.body.clone(),
+            signature: STANDARD.encode(&self.signature),
+        };
+        serde_json::to_string(&file).unwrap_or_default() + "\n"
+    }
+
+    pub fn from_file_text(text: &str) -> Option<Self> {
+        let file: CheckpointFile = serde_json::from_str(text).ok()?;
+        Some(Self {
+            body: file.body,
+            signature: STANDARD.decode(file.signature).ok()?,
+        })
+    }
+}
+
+/// An append-only directory of checkpoint files, one per checkpoint, filed by day:
+/// `DIR/2026/12/01/checkpoint-00000000000000001234.json`. Files are created, never rewritten.
+#[derive(Debug, Clone)]
+pub struct CheckpointDir {
+    root: PathBuf,
+}
+
+impl CheckpointDir {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Writes `checkpoint` unless a file for its seq exists already with the same content. A
+    /// different file under the same name is never replaced.
+    pub fn write(&self, checkpoint: &SignedCheckpoint) -> std::io::Result<()> {
+        let body = checkpoint
+            .parse()
+            .ok_or_else(|| std::io::Error::other("not a checkpoint"))?;
+        let day = DateTime::parse_from_rfc3339(&body.created_at)
+            .map(|t| t.with_timezone(&Utc).format("%Y/%m/%d").to_string())
+            .unwrap_or_else(|_| "undated".to_owned());
+        let dir = self.root.join(day);
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join(format!("checkpoint-{:020}.json", body.seq));
+        let text = checkpoint.to_file_text();
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(mut file) => {
+                file.write_all(text.as_bytes())?;
+                file.sync_all()
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                if std::fs::read_to_string(&path)? == text {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::other(format!(
+                        "{} exists with other content; not replaced",
+                        path.display()
+                    )))
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Every checkpoint file under the directory, with its path (unreadable ones as `None`).
+    pub fn read_all(&self) -> std::io::Result<Vec<(PathBuf, Option<SignedCheckpoint>)>> {
+        let mut found = Vec::new();
+        let mut pending = vec![self.root.clone()];
+        while let Some(dir) = pending.pop() {
+            for entry in std::fs::read_dir(&dir)? {
+                let path = entry?.path();
+                if path.is_dir() {
+                    pending.push(path);
+                } else if path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("checkpoint-") && n.ends_with(".json"))
+                {
+                    let parsed = std::fs::read_to_string(&path)
+                        .ok()
+                        .and_then(|text| SignedCheckpoint::from_file_text(&text));
+                    found.push((path, parsed));
+                }
+            }
+        }
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(found)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_checkpoint_survives_its_file_form_and_any_change_breaks_it() {
+        let signer = AuditSigner::generate();
+        let keys = TrustedKeys::new(vec![signer.public_key()]);
+        let checkpoint = SignedCheckpoint::sign(&signer, 42, &[0xab; 32], Utc::now());
+        let again = SignedCheckpoint::from_file_text(&checkpoint.to_file_text()).expect("parses");
+        assert_eq!(again, checkpoint);
+        assert_eq!(again.check(&keys), SignatureCheck::Valid);
+        assert_eq!(again.parse().map(|b| b.seq), Some(42));
+
+        let forged = SignedCheckpoint {
+            body: checkpoint.body.replace("\"seq\":42", "\"seq\":41"),
+            signature: checkpoint.signature.clone(),
+        };
+        assert_eq!(forged.check(&keys), SignatureCheck::Invalid);
+    }
+}

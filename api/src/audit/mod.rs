@@ -1,0 +1,11 @@
+//! The audit trail (HIPAA §164.312(b)): what each request did to PHI, recorded in its own
+//! transaction ([`record`]), sealed into a hash chain in the background ([`sealer`]), anchored
+//! by signed checkpoints outside the database ([`checkpoint`], [`keys`]), and proved by
+//! [`verify`] from the rows themselves ([`canonical`]).
+
+pub mod canonical;
+pub mod checkpoint;
+pub mod keys;
+pub mod record;
+pub mod sealer;
+pub mod verify;

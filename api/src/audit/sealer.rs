@@ -1,0 +1,449 @@
+//! The background sealer: chains final audit events in commit-safe order, off the request path.
+//!
+//! Requests append events with plain INSERTs. Every replica runs this task; a lease row in the
+//! database (renewed inside each seal transaction, so it also works through transaction poolers)
+//! lets exactly one of them seal at a time, and another takes over when the leader stops renewing.
+//! A seal round is one READ COMMITTED transaction: take or renew the lease, read the head, read
+//! the final events after it (those whose writing transaction is below the oldest one still
+//! running), hash them in Rust, append the links, and now and then sign a checkpoint. The chain's
+//! primary key refuses a second link with the same number, so even two sealers that both believe
+//! they lead cannot fork it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, FromQueryResult, Statement, Value};
+
+use super::canonical::{CanonicalVersion, EventRow, GENESIS, link_hash};
+use super::checkpoint::{CheckpointDir, SignedCheckpoint, hex};
+use super::keys::AuditSigner;
+use crate::db::{Database, DbError};
+
+/// How the sealer works.
+#[derive(Debug, Clone)]
+pub struct SealerSettings {
+    /// Pause between rounds while there is nothing left to seal.
+    pub interval: Duration,
+    /// Most events sealed per round.
+    pub batch: u32,
+    /// Least time between two checkpoints (a checkpoint is only written when links were added).
+    pub checkpoint_every: Duration,
+    /// A lease not renewed for this long may be taken by another replica.
+    pub lease_ttl: Duration,
+    /// Events unsealed for longer than this make the sealer warn and `/readyz` say so.
+    pub lag_alert: Duration,
+}
+
+impl Default for SealerSettings {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_millis(200),
+            batch: 2000,
+            checkpoint_every: Duration::from_secs(10),
+            lease_ttl: Duration::from_secs(3),
+            lag_alert: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What the sealer reports to `/readyz` and `/metrics`. Shared by every replica's task.
+#[derive(Debug, Default)]
+pub struct SealerStatus {
+    leader: AtomicBool,
+    /// Age in milliseconds of the oldest event not yet sealed (0 when none), as last seen.
+    unsealed_age_ms: AtomicI64,
+    /// Whether checkpoints are signed (a signing key was given).
+    signing: AtomicBool,
+    pub metrics: SealerMetrics,
+}
+
+/// Counters and histograms the sealer feeds.
+#[derive(Debug, Clone)]
+pub struct SealerMetrics {
+    pub sealed: prometheus_client::metrics::counter::Counter,
+    pub checkpoints: prometheus_client::metrics::counter::Counter,
+    pub errors: prometheus_client::metrics::counter::Counter,
+    /// Time from an event's write to its seal, in seconds.
+    pub lag: prometheus_client::metrics::histogram::Histogram,
+}
+
+impl Default for SealerMetrics {
+    fn default() -> Self {
+        Self {
+            sealed: Default::default(),
+            checkpoints: Default::default(),
+            errors: Default::default(),
+            lag: prometheus_client::metrics::histogram::Histogram::new(
+                prometheus_client::metrics::histogram::exponential_buckets(0.01, 2.0, 14),
+            ),
+        }
+    }
+}
+
+impl SealerStatus {
+    pub fn is_leader(&self) -> bool {
+        self.leader.load(Ordering::Relaxed)
+    }
+
+    /// Age of the oldest unsealed event when last looked at.
+    pub fn unsealed_age(&self) -> Duration {
+        Duration::from_millis(self.unsealed_age_ms.load(Ordering::Relaxed).max(0) as u64)
+    }
+
+    pub fn is_signing(&self) -> bool {
+        self.signing.load(Ordering::Relaxed)
+    }
+
+    fn set_unsealed_since(&self, oldest: Option<DateTime<Utc>>) {
+        let age = oldest.map_or(0, |t| (Utc::now() - t).num_milliseconds().max(0));
+        self.unsealed_age_ms.store(age, Ordering::Relaxed);
+    }
+}
+
+/// One replica's sealer.
+#[derive(Debug)]
+pub struct Sealer {
+    db: Database,
+    settings: SealerSettings,
+    signer: Option<Arc<AuditSigner>>,
+    sink: Option<CheckpointDir>,
+    holder: String,
+    status: Arc<SealerStatus>,
+}
+
+#[derive(Debug, FromQueryResult)]
+struct Head {
+    seq: i64,
+    hash: Vec<u8>,
+    after_txid: i64,
+    after_id: i64,
+}
+
+/// What one round did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Round {
+    pub leader: bool,
+    pub sealed: usize,
+    pub checkpoint: Option<i64>,
+}
+
+impl Sealer {
+    pub fn new(
+        db: Database,
+        settings: SealerSettings,
+        signer: Option<Arc<AuditSigner>>,
+        sink: Option<CheckpointDir>,
+        status: Arc<SealerStatus>,
+    ) -> Self {
+        status.signing.store(signer.is_some(), Ordering::Relaxed);
+        let holder = format!(
+            "{}:{}:{}",
+            hostname(),
+            std::process::id(),
+            uuid::Uuid::new_v4()
+        );
+        Self {
+            db,
+            settings,
+            signer,
+            sink,
+            holder,
+            status,
+        }
+    }
+
+    /// Seals until `stop` resolves. Database errors end a round, never the task.
+    pub async fn run(mut self, stop: impl std::future::Future<Output = ()>) {
+        tokio::pin!(stop);
+        let mut last_checkpoint: Option<Instant> = None;
+        let mut partitions_checked: Option<Instant> = None;
+        let mut warned_lag = false;
+        loop {
+            if partitions_checked.is_none_or(|at| at.elapsed() > Duration::from_secs(3600)) {
+                match self.ensure_partitions().await {
+                    Ok(()) => partitions_checked = Some(Instant::now()),
+                    Err(e) => tracing::warn!(
+                        sqlstate = e.sqlstate().as_deref().unwrap_or("none"),
+                        "audit partitions not checked"
+                    ),
+                }
+            }
+            let pause = match self.round(&mut last_checkpoint).await {
+                Ok(round) if round.sealed >= self.settings.batch as usize => Duration::ZERO,
+                Ok(round) if round.leader => self.settings.interval,
+                // Followers only need to notice a leader that stopped renewing its lease.
+                Ok(_) => self.settings.lease_ttl / 3,
+                Err(e) => {
+                    self.status.metrics.errors.inc();
+                    self.status.leader.store(false, Ordering::Relaxed);
+                    tracing::warn!(
+                        sqlstate = e.sqlstate().as_deref().unwrap_or("none"),
+                        "audit seal round failed"
+                    );
+                    self.settings.lease_ttl / 3
+                }
+            };
+            let lagging = self.status.unsealed_age() > self.settings.lag_alert;
+            if lagging && !warned_lag {
+                tracing::warn!(
+                    unsealed_secs = self.status.unsealed_age().as_secs(),
+                    bound_secs = self.settings.lag_alert.as_secs(),
+                    "audit events are waiting to be sealed longer than the bound"
+                );
+            }
+            warned_lag = lagging;
+            tokio::select! {
+                () = &mut stop => break,
+                () = tokio::time::sleep(pause) => {}
+            }
+        }
+        self.status.leader.store(false, Ordering::Relaxed);
+    }
+
+    async fn ensure_partitions(&self) -> Result<(), DbError> {
+        let txn = self.db.maintenance().await?;
+        txn.execute_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "select rowguard_audit.ensure_partitions(now(), 2)",
+        ))
+        .await
+        .map_err(DbError::from)?;
+        txn.commit().await.map_err(DbError::from)
+    }
+
+    /// One round: lead or follow, seal what is final, maybe checkpoint.
+    pub async fn round(&mut self, last_checkpoint: &mut Option<Instant>) -> Result<Round, DbError> {
+        let txn = self.db.maintenance().await?;
+        let leader: bool = one(
+            &txn,
+            "select rowguard_audit.take_seal_lease($1, $2) as leader",
+            vec![
+                self.holder.clone().into(),
+                i32::try_from(self.settings.lease_ttl.as_millis())
+                    .unwrap_or(i32::MAX)
+                    .into(),
+            ],
+        )
+        .await?
+        .try_get("", "leader")
+        .map_err(DbError::Statement)?;
+        if !leader {
+            let oldest: Option<DateTime<Utc>> = one(
+                &txn,
+                "select rowguard_audit.oldest_unsealed() as oldest",
+                vec![],
+            )
+            .await?
+            .try_get("", "oldest")
+            .map_err(DbError::Statement)?;
+            txn.rollback().await.map_err(DbError::from)?;
+            self.status.set_unsealed_since(oldest);
+            self.status.leader.store(false, Ordering::Relaxed);
+            return Ok(Round::default());
+        }
+        if !self.status.leader.swap(true, Ordering::Relaxed) {
+            tracing::info!(holder = %self.holder, "this replica now seals the audit trail");
+            self.backfill_sink(&txn).await;
+        }
+
+        let head = txn
+            .query_one_raw(Statement::from_string(
+                DbBackend::Postgres,
+                "select seq, hash, after_txid, after_id from rowguard_audit.chain_head()",
+            ))
+            .await
+            .map_err(DbError::from)?
+            .map(|row| Head::from_query_result(&row, ""))
+            .transpose()
+            .map_err(DbError::Statement)?;
+        let (mut seq, mut previous, after_txid, after_id) = match head {
+            Some(h) => (h.seq, h.hash, h.after_txid, h.after_id),
+            None => (0, GENESIS.to_vec(), -1, -1),
+        };
+        let events = EventRow::find_by_statement(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            format!(
+                "select {} from rowguard_audit.final_events($1, $2, $3)",
+                super::canonical::EVENT_COLUMNS
+            ),
+            [
+                after_txid.into(),
+                after_id.into(),
+                i32::try_from(self.settings.batch)
+                    .unwrap_or(i32::MAX)
+                    .into(),
+            ],
+        ))
+        .all(&txn)
+        .await
+        .map_err(DbError::from)?;
+
+        let mut round = Round {
+            leader: true,
+            sealed: events.len(),
+            checkpoint: None,
+        };
+        if !events.is_empty() {
+            let first_seq = seq + 1;
+            let (mut seqs, mut ids, mut txids, mut prevs, mut hashes) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            for event in &events {
+                let hash = link_hash(&previous, CanonicalVersion::V2, event);
+                seq += 1;
+                seqs.push(seq);
+                ids.push(event.id);
+                txids.push(event.txid);
+                prevs.push(hex(&previous));
+                hashes.push(hex(&hash));
+                previous = hash.to_vec();
+            }
+            debug_assert_eq!(seqs.first().copied(), Some(first_seq));
+            txn.execute_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "select rowguard_audit.extend_chain($1, $2, $3, $4, $5)",
+                [
+                    seqs.into(),
+                    ids.into(),
+                    txids.into(),
+                    prevs.into(),
+                    hashes.into(),
+                ],
+            ))
+            .await
+            .map_err(DbError::from)?;
+        }
+
+        let due = last_checkpoint.is_none_or(|at| at.elapsed() >= self.settings.checkpoint_every);
+        let checkpoint = match &self.signer {
+            Some(signer) if due && seq > 0 && (round.sealed > 0 || last_checkpoint.is_none()) => {
+                let checkpoint = SignedCheckpoint::sign(signer, seq, &previous, Utc::now());
+                let body = checkpoint.parse().ok_or_else(|| {
+                    DbError::Statement(sea_orm::DbErr::Custom("unsigned checkpoint".into()))
+                })?;
+                txn.execute_raw(Statement::from_sql_and_values(
+                    DbBackend::Postgres,
+                    "select rowguard_audit.record_checkpoint($1, decode($2, 'hex'), $3::timestamptz, $4, $5, decode($6, 'hex'))",
+                    [
+                        seq.into(),
+                        body.head_hash.clone().into(),
+                        body.created_at.clone().into(),
+                        body.key_id.clone().into(),
+                        checkpoint.body.clone().into(),
+                        hex(&checkpoint.signature).into(),
+                    ],
+                ))
+                .await
+                .map_err(DbError::from)?;
+                Some(checkpoint)
+            }
+            _ => None,
+        };
+
+        let oldest: Option<DateTime<Utc>> = one(
+            &txn,
+            "select rowguard_audit.oldest_unsealed() as oldest",
+            vec![],
+        )
+        .await?
+        .try_get("", "oldest")
+        .map_err(DbError::Statement)?;
+        txn.commit().await.map_err(DbError::from)?;
+        self.status.set_unsealed_since(oldest);
+
+        let now = Utc::now();
+        for event in &events {
+            let lag = (now - event.occurred_at.with_timezone(&Utc)).num_milliseconds();
+            self.status.metrics.lag.observe(lag.max(0) as f64 / 1000.0);
+        }
+        self.status.metrics.sealed.inc_by(events.len() as u64);
+        if let Some(checkpoint) = checkpoint {
+            *last_checkpoint = Some(Instant::now());
+            round.checkpoint = Some(seq);
+            self.status.metrics.checkpoints.inc();
+            self.publish(&checkpoint);
+        }
+        Ok(round)
+    }
+
+    /// Writes a committed checkpoint outside the database: the directory sink, and the log (for
+    /// a log pipeline to ship).
+    fn publish(&self, checkpoint: &SignedCheckpoint) {
+        if let Some(body) = checkpoint.parse() {
+            tracing::info!(
+                seq = body.seq,
+                head_hash = %body.head_hash,
+                key_id = %body.key_id,
+                created_at = %body.created_at,
+                signature = %hex(&checkpoint.signature),
+                "audit checkpoint"
+            );
+        }
+        if let Some(sink) = &self.sink
+            && let Err(e) = sink.write(checkpoint)
+        {
+            self.status.metrics.errors.inc();
+            tracing::error!(error = %e, dir = %sink.root().display(), "audit checkpoint not written to the checkpoint directory");
+        }
+    }
+
+    /// A leader that died between committing a checkpoint and writing its file left the
+    /// directory one short; the next leader copies the recent checkpoints over (files that exist
+    /// are left as they are).
+    async fn backfill_sink(&self, txn: &DatabaseTransaction) {
+        let Some(sink) = &self.sink else { return };
+        let rows = txn
+            .query_all_raw(Statement::from_string(
+                DbBackend::Postgres,
+                "select body, encode(signature, 'hex') as signature from rowguard_audit.recent_checkpoints(100)",
+            ))
+            .await;
+        let Ok(rows) = rows else { return };
+        for row in rows {
+            let (Ok(body), Ok(signature)) = (
+                row.try_get::<String>("", "body"),
+                row.try_get::<String>("", "signature"),
+            ) else {
+                continue;
+            };
+            let Some(signature) = unhex(&signature) else {
+                continue;
+            };
+            if let Err(e) = sink.write(&SignedCheckpoint { body, signature }) {
+                tracing::warn!(error = %e, "audit checkpoint not copied to the checkpoint directory");
+            }
+        }
+    }
+}
+
+pub fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+async fn one(
+    txn: &DatabaseTransaction,
+    sql: &str,
+    values: Vec<Value>,
+) -> Result<sea_orm::QueryResult, DbError> {
+    txn.query_one_raw(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        sql,
+        values,
+    ))
+    .await
+    .map_err(DbError::from)?
+    .ok_or_else(|| DbError::Statement(sea_orm::DbErr::RecordNotFound(sql.to_owned())))
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "host".to_owned())
+}

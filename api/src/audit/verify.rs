@@ -1,0 +1,500 @@
+//! `rowguard audit verify`: proves the trail in the database is the one that was sealed.
+//!
+//! Every link's hash is recomputed here, from the event rows, in the canonical form of
+//! [`super::canonical`]; nothing the database computes is trusted. Checkpoints (from the database
+//! and from the external directory) are checked against the public keys the operator trusts, and
+//! the chain must still pass through every one of them and reach the newest: a trail that was
+//! edited and re-hashed, cut short or spliced does not.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::time::Duration;
+
+use chrono::Utc;
+use sea_orm::{DatabaseConnection, DbBackend, DbErr, FromQueryResult, Statement};
+
+use super::canonical::{CanonicalVersion, EVENT_COLUMNS, EventRow, GENESIS, link_hash};
+use super::checkpoint::{CheckpointBody, CheckpointDir, SignedCheckpoint, hex};
+use super::keys::{SignatureCheck, TrustedKeys};
+
+/// What the verifier was given.
+#[derive(Debug, Clone)]
+pub struct VerifyOptions {
+    /// Public keys whose checkpoints are trusted (the current key and any earlier ones).
+    pub keys: TrustedKeys,
+    /// The external copy of the checkpoints.
+    pub checkpoint_dir: Option<CheckpointDir>,
+    /// An event may wait this long to be sealed before it counts as a problem.
+    pub max_seal_lag: Duration,
+}
+
+impl Default for VerifyOptions {
+    fn default() -> Self {
+        Self {
+            keys: TrustedKeys::default(),
+            checkpoint_dir: None,
+            max_seal_lag: Duration::from_secs(300),
+        }
+    }
+}
+
+/// What the verifier found. The trail is sound when `problems` is empty.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    /// Links walked.
+    pub links: u64,
+    /// Checkpoints whose signature was checked and which the chain passes through.
+    pub checkpoints: u64,
+    /// The newest trusted checkpoint's link number.
+    pub latest_checkpoint: Option<i64>,
+    /// Events written but not yet sealed, within the allowed lag.
+    pub pending: u64,
+    pub problems: Vec<Problem>,
+    pub warnings: Vec<String>,
+}
+
+/// One reason the trail cannot be trusted as it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The event concerned, if one is.
+    pub event_id: Option<i64>,
+    /// The chain position concerned, if one is.
+    pub seq: Option<i64>,
+    pub what: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.event_id, self.seq) {
+            (Some(e), Some(s)) => write!(f, "event {e} (link {s}): {}", self.what),
+            (Some(e), None) => write!(f, "event {e}: {}", self.what),
+            (None, Some(s)) => write!(f, "link {s}: {}", self.what),
+            (None, None) => f.write_str(&self.what),
+        }
+    }
+}
+
+impl Report {
+    pub fn is_intact(&self) -> bool {
+        self.problems.is_empty()
+    }
+
+    fn problem(&mut self, event_id: Option<i64>, seq: Option<i64>, what: impl Into<String>) {
+        // A rewritten trail can break every link after it; the first few say enough.
+        if self.problems.len() < 200 {
+            self.problems.push(Problem {
+                event_id,
+                seq,
+                what: what.into(),
+            });
+        }
+    }
+}
+
+#[derive(Debug, FromQueryResult)]
+struct Link {
+    seq: i64,
+    event_id: i64,
+    event_txid: i64,
+    version: i16,
+    prev_hash: Vec<u8>,
+    hash: Vec<u8>,
+}
+
+#[derive(Debug, FromQueryResult)]
+struct StoredCheckpoint {
+    seq: i64,
+    body: String,
+    signature: Vec<u8>,
+}
+
+#[derive(Debug, FromQueryResult)]
+struct Unsealed {
+    id: i64,
+    txid: i64,
+    occurred_at: chrono::DateTime<chrono::FixedOffset>,
+}
+
+const PAGE: i64 = 5000;
+
+/// Verifies the trail. `conn` must read `rowguard_audit` unfiltered (the schema owner).
+pub async fn verify(conn: &DatabaseConnection, options: &VerifyOptions) -> Result<Report, DbErr> {
+    let mut report = Report::default();
+    let trusted = checkpoints(conn, options, &mut report).await?;
+    report.latest_checkpoint = trusted.keys().next_back().copied();
+
+    // Walk the chain in order, recomputing every hash from the event it seals.
+    let mut after = 0_i64;
+    let mut expected_seq: Option<i64> = None;
+    let mut previous: Vec<u8> = GENESIS.to_vec();
+    let mut last_order: Option<(i64, i64)> = None;
+    let mut last_seq = 0_i64;
+    loop {
+        let links = Link::find_by_statement(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "select seq, event_id, event_txid, version, prev_hash, hash from rowguard_audit.chain \
+             where seq > $1 order by seq limit $2",
+            [after.into(), PAGE.into()],
+        ))
+        .all(conn)
+        .await?;
+        let Some(last) = links.last() else { break };
+        after = last.seq;
+        let ids: Vec<i64> = links.iter().map(|l| l.event_id).collect();
+        let events: HashMap<i64, EventRow> =
+            EventRow::find_by_statement(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                format!("select {EVENT_COLUMNS} from rowguard_audit.events where id = any($1)"),
+                [ids.into()],
+            ))
+            .all(conn)
+            .await?
+            .into_iter()
+            .map(|e| (e.id, e))
+            .collect();
+
+        for link in links {
+            let (seq, event_id) = (link.seq, link.event_id);
+            match expected_seq {
+                None if seq == 1 => {}
+                // The trail may start after archived links, but only where a trusted checkpoint
+                // vouches for the hash it starts from.
+                None => match trusted.get(&(seq - 1)) {
+                    Some(cp) if cp.head_hash == hex(&link.prev_hash) => {
+                        previous = link.prev_hash.clone();
+                        report.warnings.push(format!(
+                            "the chain starts at link {seq}: links 1 to {} were archived (checkpoint {} vouches for them)",
+                            seq - 1,
+                            seq - 1
+                        ));
+                    }
+                    _ => report.problem(
+                        None,
+                        Some(seq),
+                        format!(
+                            "the chain starts at link {seq}: links before it are missing and no checkpoint vouches for them"
+                        ),
+                    ),
+                },
+                Some(expected) if seq != expected => report.problem(
+                    None,
+                    Some(seq),
+                    format!("links {expected} to {} are missing", seq - 1),
+                ),
+                Some(_) => {}
+            }
+            expected_seq = Some(seq + 1);
+            last_seq = seq;
+            report.links += 1;
+
+            if link.prev_hash != previous {
+                report.problem(
+                    Some(event_id),
+                    Some(seq),
+                    "does not link to the link before it (links deleted, inserted or reordered)",
+                );
+            }
+            match (
+                events.get(&event_id),
+                CanonicalVersion::from_db(link.version),
+            ) {
+                (None, _) => report.problem(Some(event_id), Some(seq), "the event was deleted"),
+                (Some(_), None) => report.problem(
+                    Some(event_id),
+                    Some(seq),
+                    format!("unknown canonical version {}", link.version),
+                ),
+                (Some(event), Some(version)) => {
+                    if link_hash(&link.prev_hash, version, event)[..] != link.hash[..] {
+                        report.problem(
+                            Some(event_id),
+                            Some(seq),
+                            "the event's content was altered after it was sealed",
+                        );
+                    }
+                    if version == CanonicalVersion::V2 {
+                        let order = (event.txid, event.id);
+                        if event.txid != link.event_txid
+                            || last_order.is_some_and(|last| order <= last)
+                        {
+                            report.problem(
+                                Some(event_id),
+                                Some(seq),
+                                "sealed out of order (events reordered)",
+                            );
+                        }
+                        last_order = Some(order);
+                    }
+                }
+            }
+            if let Some(cp) = trusted.get(&seq) {
+                if cp.head_hash == hex(&link.hash) {
+                    report.checkpoints += 1;
+                } else {
+                    report.problem(
+                        None,
+                        Some(seq),
+                        format!(
+                            "the chain no longer matches the signed checkpoint of {} (the trail was rewritten and re-hashed)",
+                            cp.created_at
+                        ),
+                    );
+                }
+            }
+            // Follow the stored links, so one altered event is reported once, not at every
+            // link after it; a re-hashed trail still fails at the next checkpoint.
+            previous = link.hash;
+        }
+    }
+    if let Some(latest) = report.latest_checkpoint
+        && latest > last_seq
+    {
+        report.problem(
+            None,
+            Some(latest),
+            format!(
+                "the chain ends at link {last_seq}, but a signed checkpoint says it had {latest} links: the tail was cut off"
+            ),
+        );
+    }
+
+    unsealed(conn, options, last_order, &mut report).await?;
+    Ok(report)
+}
+
+/// Checks every checkpoint's signature, in the database and in the directory, and returns the
+/// trusted ones by link number.
+async fn checkpoints(
+    conn: &DatabaseConnection,
+    options: &VerifyOptions,
+    report: &mut Report,
+) -> Result<BTreeMap<i64, CheckpointBody>, DbErr> {
+    let stored = StoredCheckpoint::find_by_statement(Statement::from_string(
+        DbBackend::Postgres,
+        "select seq, body, signature from rowguard_audit.checkpoints order by seq",
+    ))
+    .all(conn)
+    .await?;
+    let external = match &options.checkpoint_dir {
+        None => None,
+        Some(dir) => match dir.read_all() {
+            Ok(files) => Some(files),
+            Err(e) => {
+                report.problem(
+                    None,
+                    None,
+                    format!(
+                        "cannot read the checkpoint directory {}: {e}",
+                        dir.root().display()
+                    ),
+                );
+                Some(Vec::new())
+            }
+        },
+    };
+    if stored.is_empty() && external.as_ref().is_none_or(Vec::is_empty) {
+        report.warnings.push(
+            "the trail has no signed checkpoints: its links are consistent, but whoever controls the \
+             database could have rewritten and re-hashed it (give `rowguard serve` a signing key)"
+                .to_owned(),
+        );
+        return Ok(BTreeMap::new());
+    }
+    if options.keys.is_empty() {
+        report.problem(
+            None,
+            None,
+            "the trail has signed checkpoints: pass the public key(s) with --public-key to check them",
+        );
+    }
+
+    let mut trusted: BTreeMap<i64, CheckpointBody> = BTreeMap::new();
+    let mut in_database: BTreeMap<i64, String> = BTreeMap::new();
+    let mut accept = |checkpoint: &SignedCheckpoint,
+                      whence: &str,
+                      report: &mut Report|
+     -> Option<CheckpointBody> {
+        let body = checkpoint.parse();
+        let seq = body.as_ref().map(|b| b.seq);
+        match checkpoint.check(&options.keys) {
+            SignatureCheck::Valid => {}
+            SignatureCheck::UnknownKey if options.keys.is_empty() => return None,
+            SignatureCheck::UnknownKey => {
+                report.problem(
+                    None,
+                    seq,
+                    format!(
+                        "checkpoint {whence} is signed by key {}, which is not among the given public keys (forged, or pass the old key too)",
+                        body.as_ref().map_or("?", |b| b.key_id.as_str())
+                    ),
+                );
+                return None;
+            }
+            SignatureCheck::Invalid => {
+                report.problem(
+                    None,
+                    seq,
+                    format!("checkpoint {whence} has an invalid signature (forged or altered)"),
+                );
+                return None;
+            }
+        }
+        let body = body?;
+        if let Some(known) = trusted.get(&body.seq)
+            && known != &body
+        {
+            report.problem(
+                None,
+                Some(body.seq),
+                format!("two different signed checkpoints for link {} (the sealer's key may be compromised)", body.seq),
+            );
+        }
+        trusted.insert(body.seq, body.clone());
+        Some(body)
+    };
+    for row in &stored {
+        let checkpoint = SignedCheckpoint {
+            body: row.body.clone(),
+            signature: row.signature.clone(),
+        };
+        if let Some(body) = accept(&checkpoint, "in the database", report) {
+            if body.seq != row.seq {
+                report.problem(
+                    None,
+                    Some(row.seq),
+                    "checkpoint row was moved to another link number",
+                );
+            }
+            in_database.insert(body.seq, row.body.clone());
+        }
+    }
+    if let Some(files) = external {
+        let mut in_directory: BTreeMap<i64, String> = BTreeMap::new();
+        for (path, checkpoint) in files {
+            let Some(checkpoint) = checkpoint else {
+                report.problem(
+                    None,
+                    None,
+                    format!("checkpoint file {} is not a checkpoint", path.display()),
+                );
+                continue;
+            };
+            if let Some(body) = accept(&checkpoint, &format!("file {}", path.display()), report) {
+                in_directory.insert(body.seq, checkpoint.body.clone());
+            }
+        }
+        for seq in in_directory.keys() {
+            if !in_database.contains_key(seq) {
+                report.problem(
+                    None,
+                    Some(*seq),
+                    "a signed checkpoint in the directory is missing from the database (deleted)",
+                );
+            }
+        }
+        for seq in in_database.keys() {
+            if !in_directory.contains_key(seq) {
+                report.problem(
+                    None,
+                    Some(*seq),
+                    "a signed checkpoint in the database is missing from the checkpoint directory",
+                );
+            }
+        }
+    }
+    Ok(trusted)
+}
+
+/// Events not in the chain: ones the sealer has already passed were written around the append
+/// path; others may just be waiting, unless for too long.
+async fn unsealed(
+    conn: &DatabaseConnection,
+    options: &VerifyOptions,
+    sealed_up_to: Option<(i64, i64)>,
+    report: &mut Report,
+) -> Result<(), DbErr> {
+    let rows = Unsealed::find_by_statement(Statement::from_string(
+        DbBackend::Postgres,
+        "select e.id, e.txid, e.occurred_at from rowguard_audit.events e \
+         where not exists (select 1 from rowguard_audit.chain c where c.event_id = e.id) \
+         order by e.txid, e.id",
+    ))
+    .all(conn)
+    .await?;
+    let now = Utc::now();
+    for row in rows {
+        let waited = (now - row.occurred_at.with_timezone(&Utc))
+            .to_std()
+            .unwrap_or_default();
+        if sealed_up_to.is_some_and(|last| (row.txid, row.id) < last) || row.txid <= 0 {
+            report.problem(
+                Some(row.id),
+                None,
+                "is not in the chain although the sealer has passed it (inserted around the append path)",
+            );
+        } else if waited > options.max_seal_lag {
+            report.problem(
+                Some(row.id),
+                None,
+                format!(
+                    "unsealed for {}s, longer than {}s (is a sealer running?)",
+                    waited.as_secs(),
+                    options.max_seal_lag.as_secs()
+                ),
+            );
+        } else {
+            report.pending += 1;
+        }
+    }
+    Ok(())
+}
+
+/// `rowguard audit verify`: prints what was checked and every problem; an error (non-zero exit)
+/// when there is any.
+pub async fn run_command(
+    settings: &crate::config::MigrationSettings,
+    public_keys: &[std::path::PathBuf],
+    checkpoints: Option<std::path::PathBuf>,
+    max_seal_lag_secs: u64,
+) -> Result<(), String> {
+    use std::io::Write;
+    let keys = TrustedKeys::from_files(public_keys).map_err(|e| format!("--public-key {e}"))?;
+    let options = VerifyOptions {
+        keys,
+        checkpoint_dir: checkpoints.map(CheckpointDir::new),
+        max_seal_lag: Duration::from_secs(max_seal_lag_secs),
+    };
+    let owner = crate::db::connect_as_role(&settings.url, &settings.role_prefix.owner())
+        .await
+        .map_err(|e| format!("connecting to verify the audit trail: {e}"))?;
+    let report = verify(&owner, &options)
+        .await
+        .map_err(|e| format!("reading the audit trail: {e}"));
+    let _ = owner.close().await;
+    let report = report?;
+    let mut out = std::io::stdout();
+    for warning in &report.warnings {
+        let _ = writeln!(out, "warning: {warning}");
+    }
+    let summary = format!(
+        "{} links recomputed, {} signed checkpoints matched (newest at link {}), {} events waiting to be sealed",
+        report.links,
+        report.checkpoints,
+        report
+            .latest_checkpoint
+            .map_or_else(|| "none".to_owned(), |s| s.to_string()),
+        report.pending
+    );
+    if report.is_intact() {
+        let _ = writeln!(out, "audit trail intact: {summary}");
+        return Ok(());
+    }
+    let mut message = format!(
+        "audit trail NOT intact ({} problems; {summary}):",
+        report.problems.len()
+    );
+    for problem in &report.problems {
+        message.push_str(&format!("\n  - {problem}"));
+    }
+    Err(message)
+}

@@ -1,0 +1,799 @@
+//! The audit trail against the people who run the database: every way the schema owner or a
+//! superuser could rewrite it is tried here, and `rowguard audit verify` (given the public key
+//! and the checkpoint directory) must name each one. The sealer is driven round by round so each
+//! spec knows exactly what was sealed and checkpointed.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use migration::{Migrator, MigratorTrait, RoleNames};
+use rowguard::audit::canonical::{CanonicalVersion, EVENT_COLUMNS, EventRow, GENESIS, link_hash};
+use rowguard::audit::checkpoint::{CheckpointDir, SignedCheckpoint, hex};
+use rowguard::audit::keys::{AuditSigner, TrustedKeys};
+use rowguard::audit::record::{AuditAction, AuditContext, AuditEntry, AuditOutcome, append};
+use rowguard::audit::sealer::{Sealer, SealerSettings, SealerStatus};
+use rowguard::audit::verify::{Report, VerifyOptions, verify};
+use rowguard::db::{AccessMode, Database};
+use rowguard_tests::fixtures::{Person, enroll};
+use rowguard_tests::{TestDb, cluster, connect, migration_connection, test_roles};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, FromQueryResult, Statement};
+use uuid::Uuid;
+
+use crate::support::query_count;
+
+/// Who tampers.
+#[derive(Debug, Clone, Copy)]
+enum Attacker {
+    /// `rowguard_owner`: owns the trail's tables, so it can disable their triggers and grant
+    /// itself UPDATE and DELETE.
+    Owner,
+    /// A superuser, with triggers off for the session.
+    Superuser,
+}
+
+const ATTACKERS: [Attacker; 2] = [Attacker::Owner, Attacker::Superuser];
+
+/// A test database with a trail, its sealer (key, checkpoint directory) and a way to tamper.
+struct Trail {
+    t: TestDb,
+    db: Database,
+    sealer: Sealer,
+    last_checkpoint: Option<Instant>,
+    signer: Arc<AuditSigner>,
+    dir: PathBuf,
+    person: Person,
+}
+
+fn scratch_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "rowguard-audit-{name}-{}-{}",
+        std::process::id(),
+        Uuid::new_v4()
+    ));
+    std::fs::create_dir_all(&dir).expect("scratch directory");
+    dir
+}
+
+fn sealer(db: &Database, signer: &Arc<AuditSigner>, dir: &std::path::Path) -> Sealer {
+    Sealer::new(
+        db.clone(),
+        SealerSettings {
+            batch: 20,
+            checkpoint_every: Duration::ZERO,
+            ..SealerSettings::default()
+        },
+        Some(signer.clone()),
+        Some(CheckpointDir::new(dir)),
+        Arc::new(SealerStatus::default()),
+    )
+}
+
+impl Trail {
+    /// `events` events, sealed in rounds of 20, each round checkpointed.
+    async fn new(events: usize) -> Trail {
+        let t = TestDb::new().await;
+        let person = enroll(&t.owner().await, "alice").await;
+        let db = t.gateway(2).await;
+        let signer = Arc::new(AuditSigner::generate());
+        let dir = scratch_dir("checkpoints");
+        let sealer = sealer(&db, &signer, &dir);
+        let mut trail = Trail {
+            t,
+            db,
+            sealer,
+            last_checkpoint: None,
+            signer,
+            dir,
+            person,
+        };
+        trail.append(events).await;
+        trail.seal_all().await;
+        trail
+    }
+
+    async fn append(&self, count: usize) {
+        for _ in 0..count {
+            let scope = self
+                .db
+                .scope(
+                    &self.person.clinician(),
+                    AccessMode::ReadWrite,
+                    Uuid::new_v4(),
+                )
+                .await
+                .expect("scope");
+            let entry = AuditEntry {
+                action: AuditAction::Read,
+                outcome: AuditOutcome::Success,
+                patients: BTreeSet::from([Uuid::new_v4()]),
+            };
+            append(scope.conn(), &AuditContext::default(), &[entry])
+                .await
+                .expect("append");
+            scope.commit().await.expect("commit");
+        }
+    }
+
+    /// Seals until every committed event is in the chain. The horizon is the whole cluster's
+    /// oldest running transaction, so another spec's open transaction can hold sealing back
+    /// for a moment; a replaced sealer (key rotation) first waits for its predecessor's lease
+    /// to run out.
+    async fn seal_all(&mut self) {
+        let admin = self.t.admin().await;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let round = self
+                .sealer
+                .round(&mut self.last_checkpoint)
+                .await
+                .expect("seal round");
+            if round.sealed > 0 {
+                continue;
+            }
+            // A replaced sealer (key rotation) waits for its predecessor's lease to run out.
+            if round.leader && unsealed(&admin).await == 0 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "events stayed unsealed for a minute"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn options(&self, keys: Vec<&AuditSigner>) -> VerifyOptions {
+        VerifyOptions {
+            keys: TrustedKeys::new(keys.iter().map(|k| k.public_key()).collect()),
+            checkpoint_dir: Some(CheckpointDir::new(&self.dir)),
+            max_seal_lag: Duration::from_secs(300),
+        }
+    }
+
+    async fn verify(&self) -> Report {
+        self.verify_with(vec![&self.signer]).await
+    }
+
+    async fn verify_with(&self, keys: Vec<&AuditSigner>) -> Report {
+        let owner = self.t.owner().await;
+        verify(&owner, &self.options(keys)).await.expect("verify")
+    }
+
+    /// Runs `sql` as `attacker`, with the trail's append-only triggers out of the way.
+    async fn tamper(&self, attacker: Attacker, sql: &str) {
+        let script = match attacker {
+            Attacker::Owner => format!(
+                "do $$ declare r record; begin \
+                   for r in select c.oid::regclass as t from pg_class c join pg_namespace n on n.oid = c.relnamespace \
+                            where n.nspname = 'rowguard_audit' and c.relkind in ('r', 'p') loop \
+                     execute format('alter table %s disable trigger user', r.t); \
+                     execute format('grant update, delete, truncate on %s to {owner}', r.t); \
+                   end loop; end $$; {sql}",
+                owner = test_roles().owner()
+            ),
+            Attacker::Superuser => {
+                format!(
+                    "set session_replication_role = replica; {sql}; set session_replication_role = origin"
+                )
+            }
+        };
+        let conn = match attacker {
+            Attacker::Owner => self.t.owner().await,
+            Attacker::Superuser => self.t.admin().await,
+        };
+        conn.execute_unprepared(&script)
+            .await
+            .unwrap_or_else(|e| panic!("tampering as {attacker:?} failed: {e}\n{script}"));
+    }
+
+    /// The id of the event sealed at chain position `seq`.
+    async fn event_at(&self, seq: i64) -> i64 {
+        query_count(
+            &self.t.admin().await,
+            &format!("select event_id as value from rowguard_audit.chain where seq = {seq}"),
+        )
+        .await
+        .expect("link")
+    }
+
+    /// Every link and event, in chain order (as an attacker with the database would read them).
+    async fn links(&self) -> Vec<(i64, EventRow)> {
+        #[derive(FromQueryResult)]
+        struct Pos {
+            seq: i64,
+            event_id: i64,
+        }
+        let admin = self.t.admin().await;
+        let positions = Pos::find_by_statement(Statement::from_string(
+            DbBackend::Postgres,
+            "select seq, event_id from rowguard_audit.chain order by seq",
+        ))
+        .all(&admin)
+        .await
+        .expect("links");
+        let events = EventRow::find_by_statement(Statement::from_string(
+            DbBackend::Postgres,
+            format!("select {EVENT_COLUMNS} from rowguard_audit.events"),
+        ))
+        .all(&admin)
+        .await
+        .expect("events");
+        positions
+            .into_iter()
+            .filter_map(|p| {
+                events
+                    .iter()
+                    .find(|e| e.id == p.event_id)
+                    .map(|e| (p.seq, e.clone()))
+            })
+            .collect()
+    }
+
+    /// SQL that replaces the whole chain with one recomputed (correctly, in Rust) over `events`
+    /// in the given order: what an attacker who read the verifier's source would do.
+    fn rehash_sql(events: &[EventRow]) -> String {
+        let mut previous = GENESIS.to_vec();
+        let mut rows = Vec::new();
+        for (i, event) in events.iter().enumerate() {
+            let hash = link_hash(&previous, CanonicalVersion::V2, event);
+            rows.push(format!(
+                "({}, {}, {}, 2, '\\x{}'::bytea, '\\x{}'::bytea)",
+                i + 1,
+                event.id,
+                event.txid,
+                hex(&previous),
+                hex(&hash)
+            ));
+            previous = hash.to_vec();
+        }
+        format!(
+            "delete from rowguard_audit.chain; \
+             insert into rowguard_audit.chain (seq, event_id, event_txid, version, prev_hash, hash) values {}",
+            rows.join(", ")
+        )
+    }
+}
+
+/// Committed events not in the chain.
+async fn unsealed(admin: &DatabaseConnection) -> i64 {
+    query_count(
+        admin,
+        "select count(*) as value from rowguard_audit.events e \
+         where not exists (select 1 from rowguard_audit.chain c where c.event_id = e.id)",
+    )
+    .await
+    .expect("unsealed count")
+}
+
+fn problems(report: &Report) -> String {
+    report
+        .problems
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn assert_caught(report: &Report, attacker: Attacker, needle: &str) {
+    assert!(
+        !report.is_intact(),
+        "{attacker:?}'s tampering went unnoticed: {report:?}"
+    );
+    assert!(
+        problems(report).contains(needle),
+        "{attacker:?}: expected a problem mentioning {needle:?}, got:\n{}",
+        problems(report)
+    );
+}
+
+#[tokio::test]
+async fn an_untouched_trail_verifies_clean_against_its_key_and_checkpoints() {
+    let trail = Trail::new(50).await;
+    let report = trail.verify().await;
+    assert!(report.is_intact(), "{}", problems(&report));
+    assert_eq!(report.links, 50);
+    assert_eq!(report.latest_checkpoint, Some(50));
+    assert!(report.checkpoints >= 3, "{report:?}");
+    assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+    let files = CheckpointDir::new(&trail.dir)
+        .read_all()
+        .expect("checkpoint files");
+    assert_eq!(files.len() as u64, report.checkpoints);
+}
+
+#[tokio::test]
+async fn a_trail_verifies_across_a_key_rotation_with_both_public_keys() {
+    let mut trail = Trail::new(30).await;
+    let old = trail.signer.clone();
+    let new = Arc::new(AuditSigner::generate());
+    trail.signer = new.clone();
+    trail.sealer = sealer(&trail.db, &new, &trail.dir);
+    trail.last_checkpoint = None;
+    trail.append(30).await;
+    trail.seal_all().await;
+
+    let report = trail.verify_with(vec![&old, &new]).await;
+    assert!(report.is_intact(), "{}", problems(&report));
+    assert_eq!((report.links, report.latest_checkpoint), (60, Some(60)));
+
+    let report = trail.verify_with(vec![&new]).await;
+    assert!(
+        problems(&report).contains("not among the given public keys"),
+        "checkpoints of the retired key need its public key: {}",
+        problems(&report)
+    );
+}
+
+#[tokio::test]
+async fn deleting_an_event_is_caught() {
+    for attacker in ATTACKERS {
+        let trail = Trail::new(50).await;
+        let victim = trail.event_at(17).await;
+        trail
+            .tamper(
+                attacker,
+                &format!("delete from rowguard_audit.events where id = {victim}"),
+            )
+            .await;
+        assert_caught(
+            &trail.verify().await,
+            attacker,
+            &format!("event {victim} (link 17): the event was deleted"),
+        );
+    }
+}
+
+#[tokio::test]
+async fn changing_an_event_is_caught() {
+    for attacker in ATTACKERS {
+        let trail = Trail::new(50).await;
+        let victim = trail.event_at(23).await;
+        trail
+            .tamper(
+                attacker,
+                &format!(
+                    "update rowguard_audit.events set patient_ids = '{{}}' where id = {victim}"
+                ),
+            )
+            .await;
+        assert_caught(
+            &trail.verify().await,
+            attacker,
+            &format!("event {victim} (link 23): the event's content was altered"),
+        );
+    }
+}
+
+#[tokio::test]
+async fn inserting_an_event_into_the_past_is_caught() {
+    for attacker in ATTACKERS {
+        let trail = Trail::new(50).await;
+        let links = trail.links().await;
+        let (_, before) = &links[9];
+        trail
+            .tamper(
+                attacker,
+                &format!(
+                    "insert into rowguard_audit.events (txid, occurred_at, clinician_id, app_role, action, outcome, purpose) \
+                     values ({}, '{}', {}, 'rgtest_clinician', 'read', 'success', 'treatment')",
+                    before.txid,
+                    before.occurred_at.to_rfc3339(),
+                    trail.person.id
+                ),
+            )
+            .await;
+        assert_caught(
+            &trail.verify().await,
+            attacker,
+            "inserted around the append path",
+        );
+    }
+}
+
+#[tokio::test]
+async fn reordering_events_and_re_hashing_is_caught() {
+    for attacker in ATTACKERS {
+        let trail = Trail::new(50).await;
+        let mut events: Vec<EventRow> = trail.links().await.into_iter().map(|(_, e)| e).collect();
+        events.swap(10, 11);
+        trail.tamper(attacker, &Trail::rehash_sql(&events)).await;
+        let report = trail.verify().await;
+        assert_caught(&report, attacker, "sealed out of order");
+        assert_caught(&report, attacker, "no longer matches the signed checkpoint");
+    }
+}
+
+#[tokio::test]
+async fn cutting_off_the_tail_is_caught() {
+    for attacker in ATTACKERS {
+        let trail = Trail::new(50).await;
+        trail
+            .tamper(
+                attacker,
+                "delete from rowguard_audit.events where id in (select event_id from rowguard_audit.chain where seq > 40); \
+                 delete from rowguard_audit.chain where seq > 40; \
+                 delete from rowguard_audit.checkpoints where seq > 40",
+            )
+            .await;
+        let report = trail.verify().await;
+        assert_caught(&report, attacker, "the tail was cut off");
+        assert_caught(&report, attacker, "missing from the database");
+    }
+}
+
+#[tokio::test]
+async fn rewriting_an_event_and_re_hashing_the_whole_chain_is_caught() {
+    for attacker in ATTACKERS {
+        let trail = Trail::new(50).await;
+        let mut events: Vec<EventRow> = trail.links().await.into_iter().map(|(_, e)| e).collect();
+        events[5].patient_ids = vec![];
+        let victim = events[5].id;
+        trail
+            .tamper(
+                attacker,
+                &format!(
+                    "update rowguard_audit.events set patient_ids = '{{}}' where id = {victim}; \
+                     delete from rowguard_audit.checkpoints; {}",
+                    Trail::rehash_sql(&events)
+                ),
+            )
+            .await;
+        let report = trail.verify().await;
+        assert_caught(&report, attacker, "no longer matches the signed checkpoint");
+        assert_caught(&report, attacker, "missing from the database");
+    }
+}
+
+#[tokio::test]
+async fn re_hashing_with_a_replaced_canonical_function_is_caught() {
+    // The first review's attack: redefine the canonical form inside the database, change an
+    // event and re-seal every link with the database's own sha256.
+    for attacker in ATTACKERS {
+        let trail = Trail::new(50).await;
+        let victim = trail.event_at(8).await;
+        trail
+            .tamper(
+                attacker,
+                &format!(
+                    "create function rowguard_audit.canonical(e rowguard_audit.events) returns text \
+                       language sql immutable as $f$ select e.id::text || e.action $f$; \
+                     update rowguard_audit.events set outcome = 'denied' where id = {victim}; \
+                     do $$ declare r record; previous bytea := '\\x00'; begin \
+                       for r in select c.seq, e as ev from rowguard_audit.chain c join rowguard_audit.events e on e.id = c.event_id order by c.seq loop \
+                         update rowguard_audit.chain set prev_hash = previous, \
+                           hash = sha256(previous || convert_to(rowguard_audit.canonical(r.ev), 'UTF8')) where seq = r.seq \
+                           returning hash into previous; \
+                       end loop; end $$"
+                ),
+            )
+            .await;
+        let report = trail.verify().await;
+        assert_caught(&report, attacker, "the event's content was altered");
+        assert_caught(&report, attacker, "no longer matches the signed checkpoint");
+    }
+}
+
+#[tokio::test]
+async fn a_forged_or_altered_checkpoint_is_caught() {
+    for attacker in ATTACKERS {
+        let trail = Trail::new(50).await;
+        // A checkpoint for a rewritten head, signed with a key of the attacker's own.
+        let rogue = AuditSigner::generate();
+        let forged = SignedCheckpoint::sign(&rogue, 51, &[7; 32], chrono::Utc::now());
+        let body = forged.parse().expect("body");
+        trail
+            .tamper(
+                attacker,
+                &format!(
+                    "insert into rowguard_audit.checkpoints (seq, head_hash, created_at, key_id, body, signature) \
+                     values (51, '\\x{}', now(), '{}', '{}', '\\x{}')",
+                    body.head_hash,
+                    body.key_id,
+                    forged.body.replace('\'', "''"),
+                    hex(&forged.signature)
+                ),
+            )
+            .await;
+        assert_caught(
+            &trail.verify().await,
+            attacker,
+            "not among the given public keys",
+        );
+    }
+
+    // The copy outside the database, altered by whoever can write the directory.
+    let trail = Trail::new(50).await;
+    let (path, checkpoint) = CheckpointDir::new(&trail.dir)
+        .read_all()
+        .expect("files")
+        .pop()
+        .expect("a checkpoint file");
+    let checkpoint = checkpoint.expect("a checkpoint");
+    let altered = SignedCheckpoint {
+        body: checkpoint.body.replace("\"seq\":", "\"seq\":1"),
+        signature: checkpoint.signature,
+    };
+    std::fs::write(&path, altered.to_file_text()).expect("rewrite the file");
+    assert_caught(&trail.verify().await, Attacker::Owner, "invalid signature");
+}
+
+#[tokio::test]
+async fn without_the_public_key_a_signed_trail_is_not_called_intact() {
+    let trail = Trail::new(10).await;
+    let report = trail.verify_with(vec![]).await;
+    assert!(
+        problems(&report).contains("pass the public key"),
+        "{}",
+        problems(&report)
+    );
+}
+
+#[tokio::test]
+async fn an_unsigned_trail_verifies_the_old_way_with_a_warning() {
+    let t = TestDb::new().await;
+    let person = enroll(&t.owner().await, "alice").await;
+    let db = t.gateway(2).await;
+    let mut unsigned = Sealer::new(
+        db.clone(),
+        SealerSettings::default(),
+        None,
+        None,
+        Arc::new(SealerStatus::default()),
+    );
+    for _ in 0..5 {
+        let scope = db
+            .scope(&person.clinician(), AccessMode::ReadWrite, Uuid::new_v4())
+            .await
+            .expect("scope");
+        let entry = AuditEntry {
+            action: AuditAction::Read,
+            outcome: AuditOutcome::Success,
+            patients: BTreeSet::new(),
+        };
+        append(scope.conn(), &AuditContext::default(), &[entry])
+            .await
+            .expect("append");
+        scope.commit().await.expect("commit");
+    }
+    let mut sealed = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while sealed < 5 {
+        sealed += unsigned.round(&mut None).await.expect("round").sealed;
+        assert!(Instant::now() < deadline, "the trail was not sealed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let report = verify(&t.owner().await, &VerifyOptions::default())
+        .await
+        .expect("verify");
+    assert!(report.is_intact(), "{}", problems(&report));
+    assert!(
+        report
+            .warnings
+            .iter()
+            .any(|w| w.contains("no signed checkpoints")),
+        "{:?}",
+        report.warnings
+    );
+}
+
+#[tokio::test]
+async fn a_rolled_back_append_never_enters_the_chain_and_pending_events_wait_for_their_transaction()
+{
+    let mut trail = Trail::new(5).await;
+    // An open transaction holding an event: the sealer must not pass it (nor anything after it)
+    // until it ends, and an event of a rolled-back transaction never appears.
+    let open = trail
+        .db
+        .scope(
+            &trail.person.clinician(),
+            AccessMode::ReadWrite,
+            Uuid::new_v4(),
+        )
+        .await
+        .expect("scope");
+    let entry = AuditEntry {
+        action: AuditAction::Read,
+        outcome: AuditOutcome::Success,
+        patients: BTreeSet::new(),
+    };
+    append(
+        open.conn(),
+        &AuditContext::default(),
+        std::slice::from_ref(&entry),
+    )
+    .await
+    .expect("append");
+    trail.append(3).await;
+    for _ in 0..10 {
+        let round = trail
+            .sealer
+            .round(&mut trail.last_checkpoint)
+            .await
+            .expect("round");
+        assert_eq!(
+            round.sealed, 0,
+            "an event behind an open transaction was sealed"
+        );
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    let admin = trail.t.admin().await;
+    let links = || async {
+        query_count(&admin, "select count(*) as value from rowguard_audit.chain")
+            .await
+            .expect("count")
+    };
+    assert_eq!(
+        links().await,
+        5,
+        "nothing after the open transaction is final yet"
+    );
+    open.rollback().await.expect("rollback");
+    trail.seal_all().await;
+    assert_eq!(
+        links().await,
+        8,
+        "the three later events, not the rolled-back one"
+    );
+    let report = trail.verify().await;
+    assert!(report.is_intact(), "{}", problems(&report));
+}
+
+#[tokio::test]
+async fn a_trail_sealed_by_the_old_commit_trigger_still_verifies_after_the_upgrade() {
+    // A database as migration 0006 left it, with events sealed at commit (canonical form v1)...
+    let name = format!(
+        "rgt_{}_upgrade_{}",
+        std::process::id(),
+        Uuid::new_v4().simple()
+    );
+    cluster().create_database(&name, None).await;
+    let url = cluster().url_for(&name);
+    // Its own role prefix: reverting at the end drops the roles, which other specs' databases use.
+    let roles = RoleNames::new(&format!("rgup{}", std::process::id())).expect("prefix");
+    let owner = migration_connection(&url, &roles).await;
+    Migrator::up(&owner, Some(6)).await.expect("up to 0006");
+    let admin = connect(&url, 1, None).await;
+    admin
+        .execute_unprepared(&format!("alter role {} password 'up'", roles.gateway()))
+        .await
+        .expect("gateway password");
+    let person = enroll(&connect(&url, 1, Some(roles.owner())).await, "alice").await;
+    let gateway = cluster().url_as(&name, &roles.gateway(), "up");
+    let db = Database::from_pool(connect(&gateway, 2, None).await, roles.clone());
+    let append_some = |n: usize| {
+        let db = db.clone();
+        let principal = person.clinician();
+        async move {
+            for _ in 0..n {
+                let scope = db
+                    .scope(&principal, AccessMode::ReadWrite, Uuid::new_v4())
+                    .await
+                    .expect("scope");
+                let entry = AuditEntry {
+                    action: AuditAction::Read,
+                    outcome: AuditOutcome::Success,
+                    patients: BTreeSet::from([Uuid::new_v4(), Uuid::new_v4()]),
+                };
+                append(scope.conn(), &AuditContext::default(), &[entry])
+                    .await
+                    .expect("append");
+                scope.commit().await.expect("commit");
+            }
+        }
+    };
+    append_some(7).await;
+    assert_eq!(
+        query_count(&admin, "select count(*) as value from rowguard_audit.chain")
+            .await
+            .expect("count"),
+        7
+    );
+
+    // ...upgraded, then sealed and signed by the gateway from there on.
+    Migrator::up(&owner, None).await.expect("upgrade");
+    append_some(5).await;
+    let signer = Arc::new(AuditSigner::generate());
+    let dir = scratch_dir("upgrade");
+    let mut sealer = sealer(&db, &signer, &dir);
+    let mut sealed = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while sealed < 5 {
+        sealed += sealer.round(&mut None).await.expect("round").sealed;
+        assert!(
+            Instant::now() < deadline,
+            "the upgraded trail was not sealed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let options = VerifyOptions {
+        keys: TrustedKeys::new(vec![signer.public_key()]),
+        checkpoint_dir: Some(CheckpointDir::new(&dir)),
+        max_seal_lag: Duration::from_secs(300),
+    };
+    let owner_session = connect(&url, 1, Some(roles.owner())).await;
+    let report = verify(&owner_session, &options).await.expect("verify");
+    assert!(report.is_intact(), "{}", problems(&report));
+    assert_eq!((report.links, report.latest_checkpoint), (12, Some(12)));
+
+    // The old links are recomputed too: a change to one of them is still caught.
+    admin
+        .execute_unprepared(
+            "set session_replication_role = replica; \
+             update rowguard_audit.events set outcome = 'denied' where id = 3",
+        )
+        .await
+        .expect("tamper");
+    let report = verify(&owner_session, &options).await.expect("verify");
+    assert!(
+        problems(&report).contains("event 3 (link"),
+        "{}",
+        problems(&report)
+    );
+    drop((owner_session, admin, db));
+    Migrator::down(&owner, None).await.expect("clean up");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_events_written_concurrently_seal_and_verify_from_the_command_line() {
+    let mut trail = Trail::new(0).await;
+    trail.sealer = Sealer::new(
+        trail.db.clone(),
+        SealerSettings {
+            checkpoint_every: Duration::ZERO,
+            ..SealerSettings::default()
+        },
+        Some(trail.signer.clone()),
+        Some(CheckpointDir::new(&trail.dir)),
+        Arc::new(SealerStatus::default()),
+    );
+    crate::audit::fill(&trail.t, std::slice::from_ref(&trail.person), 10_000, 8).await;
+    trail.seal_all().await;
+    let report = trail.verify().await;
+    eprintln!("audit verify on 10,000 concurrently written events: {report:?}");
+    assert!(report.is_intact(), "{}", problems(&report));
+    assert_eq!(report.links, 10_000);
+
+    let public = trail.dir.join("public.pem");
+    std::fs::write(&public, trail.signer.public_pem().expect("pem")).expect("public key");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_rowguard-cli"))
+        .args(["audit", "verify", "--public-key"])
+        .arg(&public)
+        .arg("--checkpoints")
+        .arg(&trail.dir)
+        .env("ROWGUARD_MIGRATION_DATABASE_URL", trail.t.admin_url())
+        .env("ROWGUARD_ROLE_PREFIX", "rgtest")
+        .output()
+        .expect("rowguard audit verify");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("audit trail intact: 10000 links"),
+        "{stdout}"
+    );
+
+    // The same command names the damage and fails.
+    trail
+        .tamper(Attacker::Superuser, "delete from rowguard_audit.events where id = (select event_id from rowguard_audit.chain where seq = 5000)")
+        .await;
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_rowguard-cli"))
+        .args(["audit", "verify", "--public-key"])
+        .arg(&public)
+        .arg("--checkpoints")
+        .arg(&trail.dir)
+        .env("ROWGUARD_MIGRATION_DATABASE_URL", trail.t.admin_url())
+        .env("ROWGUARD_ROLE_PREFIX", "rgtest")
+        .output()
+        .expect("rowguard audit verify");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("(link 5000): the event was deleted"),
+        "{stderr}"
+    );
+}
