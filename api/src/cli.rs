@@ -82,6 +82,33 @@ enum AuditCommand {
         #[arg(long = "max-seal-lag-secs", default_value_t = 300)]
         max_seal_lag_secs: u64,
     },
+    /// Retire one past month of the trail: verify the whole trail, export the month's events
+    /// with their links to FILE, sign a statement of what was archived (stored in the database
+    /// and the checkpoint directory) and detach the month's partition. The rest of the trail
+    /// keeps verifying; `audit verify` accounts for the month through the signed statement.
+    Archive {
+        #[command(flatten)]
+        settings: MigrationSettings,
+        /// The month to archive, `YYYY-MM` (UTC).
+        #[arg(long)]
+        month: String,
+        /// Where to write the export (refuses to overwrite).
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// The audit signing key (signs the archive statement).
+        #[arg(long = "signing-key", env = "ROWGUARD_AUDIT_SIGNING_KEY")]
+        signing_key: std::path::PathBuf,
+        /// Earlier public keys whose checkpoints are still part of the trail.
+        #[arg(
+            long = "public-key",
+            env = "ROWGUARD_AUDIT_PUBLIC_KEYS",
+            value_delimiter = ','
+        )]
+        public_keys: Vec<std::path::PathBuf>,
+        /// The checkpoint directory (checked, and given the archive statement).
+        #[arg(long = "checkpoints", env = "ROWGUARD_AUDIT_CHECKPOINT_DIR")]
+        checkpoints: Option<std::path::PathBuf>,
+    },
     /// Create an Ed25519 signing key for audit checkpoints: writes the private key to FILE
     /// (mode 0600) and the public key to FILE.pub, and prints the public key.
     Keygen {
@@ -167,6 +194,28 @@ async fn run(command: Command) -> Result<(), String> {
             )
             .await
         }
+        Command::Audit {
+            command:
+                AuditCommand::Archive {
+                    settings,
+                    month,
+                    out,
+                    signing_key,
+                    public_keys,
+                    checkpoints,
+                },
+        } => crate::audit::archive::run_command(
+            &settings,
+            &month,
+            &out,
+            &signing_key,
+            &public_keys,
+            checkpoints,
+        )
+        .await
+        .map(|summary| {
+            let _ = std::io::stdout().write_all(summary.as_bytes());
+        }),
         Command::Audit {
             command: AuditCommand::Keygen { file },
         } => crate::audit::keys::write_new_key(&file).map(|public| {

@@ -791,3 +791,75 @@ async fn one_request_id_reaches_the_response_and_the_audit_row_and_the_clients_o
         assert_eq!(correlation.as_deref(), Some(client_id));
     }
 }
+
+// Separation of duties ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn an_auditor_cannot_review_an_emergency_grant_they_hold_themselves() {
+    let w = World::new(ApiLimits::default()).await;
+    // dave works shifts as a clinician too: the same enrolled person, another role.
+    let granted = request_access(&w, &w.token("dave", "clinician"), w.b1).await;
+    let grant = granted.data()["requestEmergencyAccess"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{}", granted.body))
+        .to_owned();
+    let review = "mutation($g: ID!) { reviewEmergencyAccess(grantId: $g) { reviewedBy } }";
+    let own = w
+        .app
+        .graphql(
+            Some(&w.token("dave", "auditor")),
+            review,
+            json!({ "g": grant }),
+        )
+        .await;
+    assert_eq!(own.code(), Some("FORBIDDEN"), "{}", own.body);
+
+    // Enforced by the database, whatever the client: straight through the RLS scope too.
+    let s = scope(
+        &w.app.db,
+        &w.dave.as_role(rowguard::principal::AppRole::Auditor),
+        AccessMode::ReadWrite,
+    )
+    .await;
+    let err = execute(
+        s.conn(),
+        "select rowguard.review_emergency_access($1)",
+        [grant.parse::<i64>().expect("id").into()],
+    )
+    .await
+    .expect_err("reviewing one's own grant");
+    assert_eq!(sqlstate(err), INSUFFICIENT_PRIVILEGE);
+    drop(s);
+
+    // Another auditor may.
+    let erin = enroll_at(&w.t.owner().await, w.issuer.url(), "erin").await;
+    let other = w
+        .app
+        .graphql(
+            Some(&w.token("erin", "auditor")),
+            review,
+            json!({ "g": grant }),
+        )
+        .await;
+    assert_eq!(
+        other.data()["reviewEmergencyAccess"]["reviewedBy"],
+        erin.id.to_string(),
+        "{}",
+        other.body
+    );
+}
+
+#[tokio::test]
+async fn coordinators_cannot_rename_or_deactivate_anyone() {
+    let w = World::new(ApiLimits::default()).await;
+    for sql in [
+        "update rowguard.clinicians set display_name = 'Renamed' where id = $1",
+        "update rowguard.clinicians set active = false where id = $1",
+    ] {
+        let s = scope(&w.app.db, &w.carol.coordinator(), AccessMode::ReadWrite).await;
+        let err = execute(s.conn(), sql, [w.dave.id.into()])
+            .await
+            .expect_err(sql);
+        assert_eq!(sqlstate(err), INSUFFICIENT_PRIVILEGE, "{sql}");
+    }
+}

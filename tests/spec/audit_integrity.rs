@@ -797,3 +797,102 @@ async fn ten_thousand_events_written_concurrently_seal_and_verify_from_the_comma
         "{stderr}"
     );
 }
+
+// Retention ---------------------------------------------------------------------------------------
+
+/// Writes `count` events dated in `month` (YYYY-MM) the way old traffic would have left them.
+async fn backdated_events(trail: &Trail, month: &str, count: usize) {
+    trail
+        .t
+        .admin()
+        .await
+        .execute_unprepared(&format!(
+            "select rowguard_audit.ensure_partitions('{month}-01', 0); \
+             insert into rowguard_audit.events (occurred_at, clinician_id, app_role, action, outcome, purpose, patient_ids) \
+             select timestamptz '{month}-10 08:00:00+00' + n * interval '1 minute', {}, 'rgtest_clinician', \
+                    'read', 'success', 'treatment', array[gen_random_uuid()] \
+             from generate_series(1, {count}) n",
+            trail.person.id
+        ))
+        .await
+        .expect("back-dated events");
+}
+
+#[tokio::test]
+async fn an_archived_month_is_exported_signed_and_detached_and_the_rest_still_verifies() {
+    let mut trail = Trail::new(0).await;
+    backdated_events(&trail, "2026-09", 10).await;
+    backdated_events(&trail, "2026-10", 7).await;
+    trail.append(5).await;
+    trail.seal_all().await;
+    let options = trail.options(vec![&trail.signer]);
+    let owner = trail.t.owner().await;
+    let out = trail.dir.join("2026-09.ndjson");
+
+    let refused = rowguard::audit::archive::archive(
+        &owner,
+        chrono::Utc::now().date_naive(),
+        &out,
+        &trail.signer,
+        &options,
+    )
+    .await
+    .expect_err("the current month is not over");
+    assert!(refused.contains("not over yet"), "{refused}");
+
+    let month = rowguard::audit::archive::parse_month("2026-09").expect("month");
+    let body = rowguard::audit::archive::archive(&owner, month, &out, &trail.signer, &options)
+        .await
+        .expect("archive");
+    assert_eq!(body.events, 10);
+    let export = std::fs::read(&out).expect("export");
+    assert_eq!(
+        hex(&<sha2::Sha256 as sha2::Digest>::digest(&export)),
+        body.export_sha256
+    );
+    assert_eq!(export.iter().filter(|b| **b == b'\n').count(), 10);
+    let attached = query_count(
+        &trail.t.admin().await,
+        "select count(*) as value from pg_inherits i join pg_class c on c.oid = i.inhrelid \
+         where c.relname = 'events_2026_09'",
+    )
+    .await
+    .expect("query");
+    assert_eq!(attached, 0, "the month's partition is detached");
+
+    let report = trail.verify().await;
+    assert!(report.is_intact(), "{}", problems(&report));
+    assert_eq!((report.links, report.archived), (22, 10));
+    assert!(
+        report
+            .warnings
+            .iter()
+            .any(|w| w.contains("2026-09 (10 events")),
+        "{:?}",
+        report.warnings
+    );
+
+    // An archived month is no cover for deleting an event of another month.
+    let victim = trail
+        .links()
+        .await
+        .into_iter()
+        .find(|(_, e)| e.occurred_at.to_rfc3339().starts_with("2026-10"))
+        .expect("an October event");
+    trail
+        .tamper(
+            Attacker::Owner,
+            &format!(
+                "delete from rowguard_audit.events where id = {id}; \
+                 update rowguard_audit.chain set event_occurred_at = '2026-09-15 00:00:00+00' where seq = {seq}",
+                id = victim.1.id,
+                seq = victim.0
+            ),
+        )
+        .await;
+    assert_caught(
+        &trail.verify().await,
+        Attacker::Owner,
+        "archived month 2026-09",
+    );
+}

@@ -69,7 +69,7 @@ pub const EVENT_COLUMNS: &str = "id, occurred_at, txid, request_id, correlation_
      action, outcome, patient_ids, purpose";
 
 /// PostgreSQL's timestamp precision is the microsecond; both forms spell all six digits in UTC.
-fn timestamp(at: &DateTime<FixedOffset>) -> String {
+pub fn timestamp(at: &DateTime<FixedOffset>) -> String {
     at.with_timezone(&Utc)
         .to_rfc3339_opts(SecondsFormat::Micros, true)
 }

@@ -63,18 +63,29 @@ impl SignedCheckpoint {
         Self { body, signature }
     }
 
-    /// The statement, if the body is one.
+    /// The statement, if the body is a checkpoint.
     pub fn parse(&self) -> Option<CheckpointBody> {
         serde_json::from_str::<CheckpointBody>(&self.body)
             .ok()
             .filter(|b| b.format == FORMAT)
     }
 
-    /// Whether a trusted key signed exactly this body.
+    /// Signs any statement that names its key (`key_id`), e.g. an archive statement.
+    pub fn sign_statement(signer: &AuditSigner, statement: &impl Serialize) -> Self {
+        let body = serde_json::to_string(statement).unwrap_or_default();
+        let signature = signer.sign(body.as_bytes());
+        Self { body, signature }
+    }
+
+    /// Whether a trusted key signed exactly this body (of any statement kind).
     pub fn check(&self, keys: &TrustedKeys) -> SignatureCheck {
-        match self.parse() {
-            Some(body) => keys.verify(&body.key_id, self.body.as_bytes(), &self.signature),
-            None => SignatureCheck::Invalid,
+        #[derive(Deserialize)]
+        struct Signer {
+            key_id: String,
+        }
+        match serde_json::from_str::<Signer>(&self.body) {
+            Ok(body) => keys.verify(&body.key_id, self.body.as_bytes(), &self.signature),
+            Err(_) => SignatureCheck::Invalid,
         }
     }
 
@@ -123,32 +134,34 @@ impl CheckpointDir {
         let dir = self.root.join(day);
         std::fs::create_dir_all(&dir)?;
         let path = dir.join(format!("checkpoint-{:020}.json", body.seq));
-        let text = checkpoint.to_file_text();
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-        {
-            Ok(mut file) => {
-                file.write_all(text.as_bytes())?;
-                file.sync_all()
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                if std::fs::read_to_string(&path)? == text {
-                    Ok(())
-                } else {
-                    Err(std::io::Error::other(format!(
-                        "{} exists with other content; not replaced",
-                        path.display()
-                    )))
-                }
-            }
-            Err(e) => Err(e),
-        }
+        write_once(&path, &checkpoint.to_file_text())
+    }
+
+    /// Writes a signed archive statement as `DIR/archives/archive-<month>.json` (never replacing
+    /// a different one).
+    pub fn write_archive(&self, month: &str, statement: &SignedCheckpoint) -> std::io::Result<()> {
+        let dir = self.root.join("archives");
+        std::fs::create_dir_all(&dir)?;
+        write_once(
+            &dir.join(format!("archive-{month}.json")),
+            &statement.to_file_text(),
+        )
+    }
+
+    /// Every archive statement file, with its path (unreadable ones as `None`).
+    pub fn read_archives(&self) -> std::io::Result<Vec<(PathBuf, Option<SignedCheckpoint>)>> {
+        self.read_files("archive-")
     }
 
     /// Every checkpoint file under the directory, with its path (unreadable ones as `None`).
     pub fn read_all(&self) -> std::io::Result<Vec<(PathBuf, Option<SignedCheckpoint>)>> {
+        self.read_files("checkpoint-")
+    }
+
+    fn read_files(
+        &self,
+        prefix: &str,
+    ) -> std::io::Result<Vec<(PathBuf, Option<SignedCheckpoint>)>> {
         let mut found = Vec::new();
         let mut pending = vec![self.root.clone()];
         while let Some(dir) = pending.pop() {
@@ -159,7 +172,7 @@ impl CheckpointDir {
                 } else if path
                     .file_name()
                     .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with("checkpoint-") && n.ends_with(".json"))
+                    .is_some_and(|n| n.starts_with(prefix) && n.ends_with(".json"))
                 {
                     let parsed = std::fs::read_to_string(&path)
                         .ok()
@@ -170,6 +183,32 @@ impl CheckpointDir {
         }
         found.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(found)
+    }
+}
+
+/// Creates `path` with `text`; a file already there is left alone if it holds the same text and
+/// is an error otherwise.
+fn write_once(path: &Path, text: &str) -> std::io::Result<()> {
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+    {
+        Ok(mut file) => {
+            file.write_all(text.as_bytes())?;
+            file.sync_all()
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            if std::fs::read_to_string(path)? == text {
+                Ok(())
+            } else {
+                Err(std::io::Error::other(format!(
+                    "{} exists with other content; not replaced",
+                    path.display()
+                )))
+            }
+        }
+        Err(e) => Err(e),
     }
 }
 

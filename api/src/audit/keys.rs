@@ -155,6 +155,10 @@ impl TrustedKeys {
         self.0.is_empty()
     }
 
+    pub fn keys(&self) -> Vec<VerifyingKey> {
+        self.0.clone()
+    }
+
     /// Whether `signature` over `message` was made by the trusted key named `key_id`.
     pub fn verify(&self, key_id: &str, message: &[u8], signature: &[u8]) -> SignatureCheck {
         let Some(key) = self.0.iter().find(|k| self::key_id(k) == key_id) else {

@@ -3,6 +3,7 @@
 //! by signed checkpoints outside the database ([`checkpoint`], [`keys`]), and proved by
 //! [`verify`] from the rows themselves ([`canonical`]).
 
+pub mod archive;
 pub mod canonical;
 pub mod checkpoint;
 pub mod keys;

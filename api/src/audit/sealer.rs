@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, FromQueryResult, Statement, Value};
 
-use super::canonical::{CanonicalVersion, EventRow, GENESIS, link_hash};
+use super::canonical::{CanonicalVersion, EventRow, GENESIS, link_hash, timestamp};
 use super::checkpoint::{CheckpointDir, SignedCheckpoint, hex};
 use super::keys::AuditSigner;
 use crate::db::{Database, DbError};
@@ -287,14 +287,21 @@ impl Sealer {
         };
         if !events.is_empty() {
             let first_seq = seq + 1;
-            let (mut seqs, mut ids, mut txids, mut prevs, mut hashes) =
-                (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            let (mut seqs, mut ids, mut txids, mut times, mut prevs, mut hashes) = (
+                Vec::new(),
+                Vec::new(),
+                Vec::new(),
+                Vec::new(),
+                Vec::new(),
+                Vec::new(),
+            );
             for event in &events {
                 let hash = link_hash(&previous, CanonicalVersion::V2, event);
                 seq += 1;
                 seqs.push(seq);
                 ids.push(event.id);
                 txids.push(event.txid);
+                times.push(timestamp(&event.occurred_at));
                 prevs.push(hex(&previous));
                 hashes.push(hex(&hash));
                 previous = hash.to_vec();
@@ -302,11 +309,12 @@ impl Sealer {
             debug_assert_eq!(seqs.first().copied(), Some(first_seq));
             txn.execute_raw(Statement::from_sql_and_values(
                 DbBackend::Postgres,
-                "select rowguard_audit.extend_chain($1, $2, $3, $4, $5)",
+                "select rowguard_audit.extend_chain($1, $2, $3, $4::text[]::timestamptz[], $5, $6)",
                 [
                     seqs.into(),
                     ids.into(),
                     txids.into(),
+                    times.into(),
                     prevs.into(),
                     hashes.into(),
                 ],

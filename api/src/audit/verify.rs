@@ -6,13 +6,14 @@
 //! the chain must still pass through every one of them and reach the newest: a trail that was
 //! edited and re-hashed, cut short or spliced does not.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::time::Duration;
 
 use chrono::Utc;
 use sea_orm::{DatabaseConnection, DbBackend, DbErr, FromQueryResult, Statement};
 
+use super::archive::{self, ArchiveBody, LinksDigest};
 use super::canonical::{CanonicalVersion, EVENT_COLUMNS, EventRow, GENESIS, link_hash};
 use super::checkpoint::{CheckpointBody, CheckpointDir, SignedCheckpoint, hex};
 use super::keys::{SignatureCheck, TrustedKeys};
@@ -49,6 +50,8 @@ pub struct Report {
     pub latest_checkpoint: Option<i64>,
     /// Events written but not yet sealed, within the allowed lag.
     pub pending: u64,
+    /// Events of archived months (exported and detached), accounted for by signed statements.
+    pub archived: u64,
     pub problems: Vec<Problem>,
     pub warnings: Vec<String>,
 }
@@ -96,6 +99,7 @@ struct Link {
     seq: i64,
     event_id: i64,
     event_txid: i64,
+    event_occurred_at: Option<chrono::DateTime<chrono::FixedOffset>>,
     version: i16,
     prev_hash: Vec<u8>,
     hash: Vec<u8>,
@@ -122,6 +126,8 @@ pub async fn verify(conn: &DatabaseConnection, options: &VerifyOptions) -> Resul
     let mut report = Report::default();
     let trusted = checkpoints(conn, options, &mut report).await?;
     report.latest_checkpoint = trusted.keys().next_back().copied();
+    let archived_months = archives(conn, options, &mut report).await?;
+    let mut archived_links: BTreeMap<String, LinksDigest> = BTreeMap::new();
 
     // Walk the chain in order, recomputing every hash from the event it seals.
     let mut after = 0_i64;
@@ -132,7 +138,7 @@ pub async fn verify(conn: &DatabaseConnection, options: &VerifyOptions) -> Resul
     loop {
         let links = Link::find_by_statement(Statement::from_sql_and_values(
             DbBackend::Postgres,
-            "select seq, event_id, event_txid, version, prev_hash, hash from rowguard_audit.chain \
+            "select seq, event_id, event_txid, event_occurred_at, version, prev_hash, hash from rowguard_audit.chain \
              where seq > $1 order by seq limit $2",
             [after.into(), PAGE.into()],
         ))
@@ -194,10 +200,22 @@ pub async fn verify(conn: &DatabaseConnection, options: &VerifyOptions) -> Resul
                     "does not link to the link before it (links deleted, inserted or reordered)",
                 );
             }
+            let archived_month = link
+                .event_occurred_at
+                .map(|t| archive::month_of(&t))
+                .filter(|m| archived_months.contains_key(m));
             match (
                 events.get(&event_id),
                 CanonicalVersion::from_db(link.version),
             ) {
+                (None, _) if archived_month.is_some() => {
+                    if let Some(month) = archived_month {
+                        archived_links
+                            .entry(month)
+                            .or_default()
+                            .add(seq, &link.hash);
+                    }
+                }
                 (None, _) => report.problem(Some(event_id), Some(seq), "the event was deleted"),
                 (Some(_), None) => report.problem(
                     Some(event_id),
@@ -258,8 +276,98 @@ pub async fn verify(conn: &DatabaseConnection, options: &VerifyOptions) -> Resul
         );
     }
 
+    for (month, statement) in &archived_months {
+        let found = archived_links.remove(month).unwrap_or_default();
+        let count = found.count;
+        if count != statement.events || found.finish() != statement.links_digest {
+            report.problem(
+                None,
+                None,
+                format!(
+                    "archived month {month}: {count} links with their events gone, but the signed archive \
+                     statement covers {} links with another digest (events deleted, or links altered, \
+                     under cover of the archive)",
+                    statement.events
+                ),
+            );
+        }
+        report.archived += count;
+    }
+    if !archived_months.is_empty() {
+        report.warnings.push(format!(
+            "archived months (exported and detached; their events are accounted for by signed statements): {}",
+            archived_months
+                .iter()
+                .map(|(m, s)| format!("{m} ({} events, export sha256 {})", s.events, s.export_sha256))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+
     unsealed(conn, options, last_order, &mut report).await?;
     Ok(report)
+}
+
+/// The signed archive statements (database and directory), by month.
+async fn archives(
+    conn: &DatabaseConnection,
+    options: &VerifyOptions,
+    report: &mut Report,
+) -> Result<BTreeMap<String, ArchiveBody>, DbErr> {
+    let stored = StoredCheckpoint::find_by_statement(Statement::from_string(
+        DbBackend::Postgres,
+        "select 0::bigint as seq, body, signature from rowguard_audit.archives order by month",
+    ))
+    .all(conn)
+    .await?;
+    let mut months = BTreeMap::new();
+    let mut accept = |statement: SignedCheckpoint, whence: &str, report: &mut Report| {
+        let body = ArchiveBody::parse(&statement);
+        match (statement.check(&options.keys), body) {
+            (SignatureCheck::Valid, Some(body)) => {
+                months.insert(body.month.clone(), body);
+            }
+            _ => report.problem(
+                None,
+                None,
+                format!(
+                    "archive statement {whence} is not signed by a given key (forged or altered)"
+                ),
+            ),
+        }
+    };
+    let mut in_database = BTreeSet::new();
+    for row in stored {
+        let statement = SignedCheckpoint {
+            body: row.body,
+            signature: row.signature,
+        };
+        if let Some(body) = ArchiveBody::parse(&statement) {
+            in_database.insert(body.month);
+        }
+        accept(statement, "in the database", report);
+    }
+    if let Some(dir) = &options.checkpoint_dir
+        && let Ok(files) = dir.read_archives()
+    {
+        for (path, statement) in files {
+            let Some(statement) = statement else { continue };
+            if let Some(body) = ArchiveBody::parse(&statement)
+                && !in_database.contains(&body.month)
+            {
+                report.problem(
+                    None,
+                    None,
+                    format!(
+                        "the archive statement for {} is missing from the database",
+                        body.month
+                    ),
+                );
+            }
+            accept(statement, &format!("file {}", path.display()), report);
+        }
+    }
+    Ok(months)
 }
 
 /// Checks every checkpoint's signature, in the database and in the directory, and returns the

@@ -31,14 +31,16 @@ DROP TABLE rowguard_audit.sealer_lease;
 DROP FUNCTION rowguard_audit.recent_checkpoints(integer);
 DROP FUNCTION rowguard_audit.oldest_unsealed();
 DROP FUNCTION rowguard_audit.record_checkpoint(bigint, bytea, timestamptz, text, text, bytea);
-DROP FUNCTION rowguard_audit.extend_chain(bigint[], bigint[], bigint[], text[], text[]);
+DROP FUNCTION rowguard_audit.extend_chain(bigint[], bigint[], bigint[], timestamptz[], text[], text[]);
 DROP FUNCTION rowguard_audit.final_events(bigint, bigint, integer);
 DROP FUNCTION rowguard_audit.chain_head();
 DROP FUNCTION rowguard_audit.ensure_partitions(timestamptz, integer);
 REVOKE USAGE ON SCHEMA rowguard_audit FROM {gateway};
 DROP TABLE rowguard_audit.checkpoints;
+DROP TABLE rowguard_audit.archives;
 
-ALTER TABLE rowguard_audit.chain DROP COLUMN version, DROP COLUMN event_txid, DROP COLUMN sealed_at;
+ALTER TABLE rowguard_audit.chain DROP COLUMN version, DROP COLUMN event_txid, DROP COLUMN sealed_at,
+  DROP COLUMN event_occurred_at;
 ALTER TABLE rowguard_audit.chain ALTER COLUMN seq ADD GENERATED ALWAYS AS IDENTITY;
 SELECT setval(pg_get_serial_sequence('rowguard_audit.chain', 'seq'),
               coalesce((SELECT max(seq) FROM rowguard_audit.chain), 0) + 1, false);

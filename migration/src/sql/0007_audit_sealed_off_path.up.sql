@@ -128,6 +128,16 @@ INSERT INTO rowguard_audit.events (id, occurred_at, txid, request_id, clinician_
   FROM rowguard_audit.events_0004;
 SELECT setval('rowguard_audit.event_ids',
               coalesce((SELECT max(id) FROM rowguard_audit.events_0004), 0) + 1, false);
+-- Each link also names when its event happened, so that once a month's partition has been
+-- archived (exported, signed for and detached), the links of its events are known to be archived
+-- rather than deleted. Filled in here for the links 0004 made.
+ALTER TABLE rowguard_audit.chain ADD COLUMN event_occurred_at timestamptz;
+ALTER TABLE rowguard_audit.chain DISABLE TRIGGER chain_append_only;
+GRANT UPDATE (event_occurred_at) ON rowguard_audit.chain TO {owner};
+UPDATE rowguard_audit.chain c SET event_occurred_at = e.occurred_at
+  FROM rowguard_audit.events_0004 e WHERE e.id = c.event_id;
+REVOKE UPDATE (event_occurred_at) ON rowguard_audit.chain FROM {owner};
+ALTER TABLE rowguard_audit.chain ENABLE TRIGGER chain_append_only;
 DROP TABLE rowguard_audit.events_0004;
 
 -- Append-only for every role, the owner included (a speed bump: the proof is the signed chain).
@@ -177,6 +187,21 @@ GRANT SELECT ON rowguard_audit.checkpoints TO {auditor};
 CREATE POLICY checkpoints_auditor_select ON rowguard_audit.checkpoints FOR SELECT TO {auditor}
   USING ((SELECT nullif(current_setting('app.current_user', true), '')::integer) IS NOT NULL);
 
+-- Archived months: a signed statement per month whose partition was exported and detached
+-- (`rowguard audit archive`), so `audit verify` can tell an archived event from a deleted one.
+CREATE TABLE rowguard_audit.archives (
+  month date PRIMARY KEY,
+  created_at timestamptz NOT NULL DEFAULT now(),
+  body text NOT NULL,
+  signature bytea NOT NULL
+);
+CREATE TRIGGER archives_append_only BEFORE UPDATE OR DELETE ON rowguard_audit.archives
+  FOR EACH ROW EXECUTE FUNCTION rowguard_audit.refuse_change();
+CREATE TRIGGER archives_no_truncate BEFORE TRUNCATE ON rowguard_audit.archives
+  FOR EACH STATEMENT EXECUTE FUNCTION rowguard_audit.refuse_change();
+REVOKE UPDATE, DELETE, TRUNCATE ON rowguard_audit.archives FROM {owner};
+ALTER TABLE rowguard_audit.archives ENABLE ROW LEVEL SECURITY;
+
 -- The sealer's interface -----------------------------------------------------------------------------
 --
 -- The gateway's login role calls these directly (no role switch): it still owns nothing and holds
@@ -223,7 +248,8 @@ GRANT EXECUTE ON FUNCTION rowguard_audit.final_events(bigint, bigint, integer) T
 -- Appends links (hashes as hex). The first must follow the current head; the primary key and the
 -- unique event id refuse a fork or a second seal of one event.
 CREATE FUNCTION rowguard_audit.extend_chain(
-  p_seq bigint[], p_event_id bigint[], p_event_txid bigint[], p_prev_hash text[], p_hash text[])
+  p_seq bigint[], p_event_id bigint[], p_event_txid bigint[], p_event_occurred_at timestamptz[],
+  p_prev_hash text[], p_hash text[])
   RETURNS void
   LANGUAGE plpgsql SECURITY DEFINER
   SET search_path = pg_catalog, pg_temp
@@ -237,13 +263,13 @@ BEGIN
      OR decode(p_prev_hash[1], 'hex') IS DISTINCT FROM coalesce(head_hash, '\x00'::bytea) THEN
     RAISE EXCEPTION 'the chain moved on: another sealer is active' USING ERRCODE = 'serialization_failure';
   END IF;
-  INSERT INTO rowguard_audit.chain (seq, event_id, event_txid, version, prev_hash, hash)
-  SELECT s, e, t, 2, decode(p, 'hex'), decode(h, 'hex')
-  FROM unnest(p_seq, p_event_id, p_event_txid, p_prev_hash, p_hash) AS u(s, e, t, p, h);
+  INSERT INTO rowguard_audit.chain (seq, event_id, event_txid, event_occurred_at, version, prev_hash, hash)
+  SELECT s, e, t, o, 2, decode(p, 'hex'), decode(h, 'hex')
+  FROM unnest(p_seq, p_event_id, p_event_txid, p_event_occurred_at, p_prev_hash, p_hash) AS u(s, e, t, o, p, h);
 END
 $fn$;
-REVOKE ALL ON FUNCTION rowguard_audit.extend_chain(bigint[], bigint[], bigint[], text[], text[]) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION rowguard_audit.extend_chain(bigint[], bigint[], bigint[], text[], text[]) TO {gateway};
+REVOKE ALL ON FUNCTION rowguard_audit.extend_chain(bigint[], bigint[], bigint[], timestamptz[], text[], text[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION rowguard_audit.extend_chain(bigint[], bigint[], bigint[], timestamptz[], text[], text[]) TO {gateway};
 
 CREATE FUNCTION rowguard_audit.record_checkpoint(
   p_seq bigint, p_head_hash bytea, p_created_at timestamptz, p_key_id text, p_body text, p_signature bytea)

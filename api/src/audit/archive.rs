@@ -1,0 +1,300 @@
+//! `rowguard audit archive --month YYYY-MM --out FILE`: retires one month of the trail.
+//!
+//! The month's events are exported (one JSON line per event, with its link), a statement of what
+//! was archived is signed with the audit key and stored in the database and the checkpoint
+//! directory, and the month's partition is detached. The chain keeps every link, so the rest of
+//! the trail still verifies end to end; `audit verify` counts the links of an archived month
+//! against the signed statement instead of reporting their events as deleted.
+
+use std::io::Write;
+use std::path::Path;
+
+use chrono::{Datelike, NaiveDate, SecondsFormat, Utc};
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DbBackend, FromQueryResult, Statement, TransactionTrait,
+};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::canonical::{CanonicalVersion, EVENT_COLUMNS, EventRow, canonical};
+use super::checkpoint::{CheckpointDir, SignedCheckpoint, hex};
+use super::keys::AuditSigner;
+use super::verify::{VerifyOptions, verify};
+
+/// The format tag of archive statements.
+pub const FORMAT: &str = "rowguard-audit-archive/1";
+
+/// What an archive statement says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArchiveBody {
+    pub format: String,
+    /// `YYYY-MM` (UTC).
+    pub month: String,
+    /// Events (= links) archived.
+    pub events: u64,
+    /// SHA-256 over every archived link in chain order: its number (8 bytes, big-endian) then
+    /// its hash. Verification recomputes it from the links left in the chain.
+    pub links_digest: String,
+    /// SHA-256 of the export file.
+    pub export_sha256: String,
+    pub created_at: String,
+    pub key_id: String,
+}
+
+impl ArchiveBody {
+    pub fn parse(statement: &SignedCheckpoint) -> Option<Self> {
+        serde_json::from_str::<Self>(&statement.body)
+            .ok()
+            .filter(|b| b.format == FORMAT)
+    }
+}
+
+/// Accumulates [`ArchiveBody::links_digest`].
+#[derive(Debug, Clone, Default)]
+pub struct LinksDigest {
+    hasher: Sha256,
+    pub count: u64,
+}
+
+impl LinksDigest {
+    pub fn add(&mut self, seq: i64, hash: &[u8]) {
+        self.hasher.update(seq.to_be_bytes());
+        self.hasher.update(hash);
+        self.count += 1;
+    }
+
+    pub fn finish(self) -> String {
+        hex(&self.hasher.finalize())
+    }
+}
+
+/// `YYYY-MM` of a month's first day.
+pub fn month_name(month: NaiveDate) -> String {
+    format!("{:04}-{:02}", month.year(), month.month())
+}
+
+/// `YYYY-MM` (UTC) of a moment.
+pub fn month_of(at: &chrono::DateTime<chrono::FixedOffset>) -> String {
+    at.with_timezone(&Utc).format("%Y-%m").to_string()
+}
+
+/// Parses `YYYY-MM`.
+pub fn parse_month(text: &str) -> Option<NaiveDate> {
+    NaiveDate::parse_from_str(&format!("{text}-01"), "%Y-%m-%d").ok()
+}
+
+#[derive(Debug, FromQueryResult)]
+struct ArchivedLink {
+    seq: i64,
+    version: i16,
+    hash: Vec<u8>,
+}
+
+/// Archives `month`: refuses unless the whole trail verifies and every event of the month is
+/// sealed; the export goes to `out`.
+pub async fn archive(
+    owner: &DatabaseConnection,
+    month: NaiveDate,
+    out: &Path,
+    signer: &AuditSigner,
+    options: &VerifyOptions,
+) -> Result<ArchiveBody, String> {
+    let name = month_name(month);
+    let this_month = Utc::now().date_naive().with_day(1).unwrap_or(month);
+    if month >= this_month {
+        return Err(format!(
+            "{name} is not over yet: only past months can be archived"
+        ));
+    }
+    let partition = format!("events_{}", name.replace('-', "_"));
+    let attached = owner
+        .query_one_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "select exists (select 1 from pg_catalog.pg_inherits i \
+               join pg_catalog.pg_class c on c.oid = i.inhrelid \
+               join pg_catalog.pg_namespace n on n.oid = c.relnamespace \
+               where n.nspname = 'rowguard_audit' and c.relname = $1) as attached",
+            [partition.clone().into()],
+        ))
+        .await
+        .map_err(|e| e.to_string())?
+        .and_then(|r| r.try_get::<bool>("", "attached").ok())
+        .unwrap_or(false);
+    if !attached {
+        return Err(format!(
+            "there is no attached partition rowguard_audit.{partition} (already archived?)"
+        ));
+    }
+
+    let report = verify(owner, options).await.map_err(|e| e.to_string())?;
+    if !report.is_intact() {
+        let problems: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
+        return Err(format!(
+            "the trail does not verify, so nothing is archived:\n  - {}",
+            problems.join("\n  - ")
+        ));
+    }
+    let unsealed = owner
+        .query_one_raw(Statement::from_string(
+            DbBackend::Postgres,
+            format!(
+                "select count(*) as n from rowguard_audit.{partition} e \
+                 where not exists (select 1 from rowguard_audit.chain c where c.event_id = e.id)"
+            ),
+        ))
+        .await
+        .map_err(|e| e.to_string())?
+        .and_then(|r| r.try_get::<i64>("", "n").ok())
+        .unwrap_or(0);
+    if unsealed > 0 {
+        return Err(format!("{unsealed} events of {name} are not sealed yet"));
+    }
+
+    // The export: every event of the month with its link, in chain order.
+    let links = ArchivedLink::find_by_statement(Statement::from_string(
+        DbBackend::Postgres,
+        format!(
+            "select c.seq, c.version, c.hash from rowguard_audit.chain c \
+             join rowguard_audit.{partition} e on e.id = c.event_id order by c.seq"
+        ),
+    ))
+    .all(owner)
+    .await
+    .map_err(|e| e.to_string())?;
+    let events: std::collections::HashMap<i64, EventRow> =
+        EventRow::find_by_statement(Statement::from_string(
+            DbBackend::Postgres,
+            format!("select {EVENT_COLUMNS} from rowguard_audit.{partition}"),
+        ))
+        .all(owner)
+        .await
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .map(|e| (e.id, e))
+        .collect();
+    let seq_to_event: std::collections::HashMap<i64, i64> = owner
+        .query_all_raw(Statement::from_string(
+            DbBackend::Postgres,
+            format!(
+                "select c.seq, c.event_id from rowguard_audit.chain c \
+                 join rowguard_audit.{partition} e on e.id = c.event_id"
+            ),
+        ))
+        .await
+        .map_err(|e| e.to_string())?
+        .iter()
+        .filter_map(|r| Some((r.try_get("", "seq").ok()?, r.try_get("", "event_id").ok()?)))
+        .collect();
+
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(out)
+        .map_err(|e| format!("{}: {e}", out.display()))?;
+    let mut file_hash = Sha256::new();
+    let mut digest = LinksDigest::default();
+    for link in &links {
+        let event = seq_to_event
+            .get(&link.seq)
+            .and_then(|id| events.get(id))
+            .ok_or_else(|| format!("link {} lost its event while exporting", link.seq))?;
+        let event_json =
+            String::from_utf8(canonical(CanonicalVersion::V2, event)).map_err(|e| e.to_string())?;
+        let line = format!(
+            "{{\"seq\":{},\"link_version\":{},\"link_hash\":\"{}\",\"event\":{}}}\n",
+            link.seq,
+            link.version,
+            hex(&link.hash),
+            event_json
+        );
+        file.write_all(line.as_bytes())
+            .map_err(|e| format!("{}: {e}", out.display()))?;
+        file_hash.update(line.as_bytes());
+        digest.add(link.seq, &link.hash);
+    }
+    file.sync_all()
+        .map_err(|e| format!("{}: {e}", out.display()))?;
+
+    let body = ArchiveBody {
+        format: FORMAT.to_owned(),
+        month: name.clone(),
+        events: digest.count,
+        links_digest: digest.finish(),
+        export_sha256: hex(&file_hash.finalize()),
+        created_at: Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true),
+        key_id: signer.key_id().to_owned(),
+    };
+    let statement = SignedCheckpoint::sign_statement(signer, &body);
+
+    // Record the statement and detach the partition in one transaction: either both or neither.
+    let txn = owner.begin().await.map_err(|e| e.to_string())?;
+    txn.execute_raw(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "insert into rowguard_audit.archives (month, body, signature) values ($1, $2, $3)",
+        [
+            month.into(),
+            statement.body.clone().into(),
+            statement.signature.clone().into(),
+        ],
+    ))
+    .await
+    .map_err(|e| e.to_string())?;
+    txn.execute_unprepared(&format!(
+        "alter table rowguard_audit.events detach partition rowguard_audit.{partition}; \
+         alter table rowguard_audit.{partition} rename to archived_{partition}"
+    ))
+    .await
+    .map_err(|e| e.to_string())?;
+    txn.commit().await.map_err(|e| e.to_string())?;
+    if let Some(dir) = &options.checkpoint_dir {
+        dir.write_archive(&name, &statement).map_err(|e| {
+            format!(
+                "the month was archived, but the statement was not written to {}: {e}",
+                dir.root().display()
+            )
+        })?;
+    }
+    Ok(body)
+}
+
+/// `rowguard audit archive`.
+pub async fn run_command(
+    settings: &crate::config::MigrationSettings,
+    month: &str,
+    out: &Path,
+    signing_key: &Path,
+    public_keys: &[std::path::PathBuf],
+    checkpoints: Option<std::path::PathBuf>,
+) -> Result<String, String> {
+    let month = parse_month(month).ok_or_else(|| format!("--month {month:?} is not YYYY-MM"))?;
+    let signer = AuditSigner::from_file(signing_key)
+        .map_err(|e| format!("ROWGUARD_AUDIT_SIGNING_KEY {e}"))?;
+    let mut keys: Vec<_> = vec![signer.public_key()];
+    if !public_keys.is_empty() {
+        keys.extend(
+            super::keys::TrustedKeys::from_files(public_keys)
+                .map_err(|e| format!("--public-key {e}"))?
+                .keys(),
+        );
+    }
+    let options = VerifyOptions {
+        keys: super::keys::TrustedKeys::new(keys),
+        checkpoint_dir: checkpoints.map(CheckpointDir::new),
+        ..VerifyOptions::default()
+    };
+    let owner = crate::db::connect_as_role(&settings.url, &settings.role_prefix.owner())
+        .await
+        .map_err(|e| format!("connecting to archive the audit trail: {e}"))?;
+    let result = archive(&owner, month, out, &signer, &options).await;
+    let _ = owner.close().await;
+    let body = result?;
+    Ok(format!(
+        "archived {}: {} events exported to {} (sha256 {}); the partition was detached as \
+         rowguard_audit.archived_events_{} — drop it once the export is stored\n",
+        body.month,
+        body.events,
+        out.display(),
+        body.export_sha256,
+        body.month.replace('-', "_")
+    ))
+}
