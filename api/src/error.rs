@@ -18,6 +18,8 @@ pub enum ErrorCode {
     NotFound,
     Conflict,
     PersistedQueryNotFound,
+    /// Over a per-person limit (requests in flight, or the request quota).
+    RateLimited,
     ServiceUnavailable,
     InternalServerError,
 }
@@ -31,6 +33,7 @@ impl ErrorCode {
             ErrorCode::NotFound => "NOT_FOUND",
             ErrorCode::Conflict => "CONFLICT",
             ErrorCode::PersistedQueryNotFound => "PERSISTED_QUERY_NOT_FOUND",
+            ErrorCode::RateLimited => "RATE_LIMITED",
             ErrorCode::ServiceUnavailable => "SERVICE_UNAVAILABLE",
             ErrorCode::InternalServerError => "INTERNAL_SERVER_ERROR",
         }
@@ -44,6 +47,7 @@ impl ErrorCode {
             ErrorCode::BadUserInput | ErrorCode::PersistedQueryNotFound => StatusCode::BAD_REQUEST,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::Conflict => StatusCode::CONFLICT,
+            ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::InternalServerError => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -59,6 +63,8 @@ pub struct ApiError {
     challenge: Option<String>,
     /// Overrides the code's usual HTTP status (e.g. 413 for an over-size body).
     status: Option<StatusCode>,
+    /// Seconds after which a retry may succeed (`Retry-After`).
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -68,7 +74,14 @@ impl ApiError {
             message: message.into(),
             challenge: None,
             status: None,
+            retry_after: None,
         }
+    }
+
+    /// Tells the client when a retry may succeed.
+    pub fn with_retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
     }
 
     pub fn with_status(mut self, status: StatusCode) -> Self {
@@ -134,6 +147,7 @@ impl From<AuthError> for ApiError {
             message: message.to_owned(),
             challenge,
             status: None,
+            retry_after: None,
         }
     }
 }
@@ -195,10 +209,14 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, challenge);
         }
-        if self.code == ErrorCode::ServiceUnavailable {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        let retry_after = match (self.retry_after, self.code) {
+            (Some(seconds), _) => Some(seconds),
+            (None, ErrorCode::ServiceUnavailable) => Some(5),
+            (None, ErrorCode::RateLimited) => Some(1),
+            _ => None,
+        };
+        if let Some(value) = retry_after.and_then(|s| HeaderValue::from_str(&s.to_string()).ok()) {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
         }
         response
     }

@@ -14,6 +14,7 @@ pub mod graphql;
 pub mod metrics;
 pub mod migrate;
 pub mod principal;
+pub mod quota;
 pub mod routes;
 pub mod server;
 pub mod state;

@@ -4,7 +4,7 @@
 //! and carry no PHI.
 
 use std::collections::HashSet;
-use std::sync::Mutex;
+use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
@@ -16,8 +16,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-/// How many distinct operation names get their own label value; later ones count as "other".
-const MAX_OPERATION_LABELS: usize = 200;
+/// Labels that are not operation names: requests refused before an operation was known.
+const FIXED_OPERATION_LABELS: [&str; 3] = ["<unauthenticated>", "<invalid>", "<anonymous>"];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -54,7 +54,9 @@ pub struct Metrics {
     statements: Gauge<u64, AtomicU64>,
     sealer_leader: Gauge<i64, std::sync::atomic::AtomicI64>,
     unsealed_age: Gauge<f64, AtomicU64>,
-    operations: Mutex<HashSet<String>>,
+    /// Operation names that get a label of their own (the trusted documents'); any other name a
+    /// client sends is counted as "other", so clients cannot grow the label set.
+    known_operations: std::sync::RwLock<Arc<HashSet<String>>>,
     pub shared: SharedCounters,
 }
 
@@ -149,7 +151,7 @@ impl Metrics {
             statements,
             sealer_leader,
             unsealed_age,
-            operations: Mutex::new(HashSet::new()),
+            known_operations: std::sync::RwLock::new(Arc::default()),
             shared,
         }
     }
@@ -168,18 +170,24 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
+    /// Names the operations that may have labels of their own (replacing the previous set).
+    pub fn set_known_operations(&self, names: impl IntoIterator<Item = String>) {
+        if let Ok(mut known) = self.known_operations.write() {
+            *known = Arc::new(names.into_iter().collect());
+        }
+    }
+
     fn bounded(&self, operation: &str) -> String {
-        let Ok(mut seen) = self.operations.lock() else {
-            return "other".into();
-        };
-        if seen.contains(operation) {
-            return operation.to_owned();
+        let known = self
+            .known_operations
+            .read()
+            .map(|k| k.contains(operation))
+            .unwrap_or(false);
+        if known || FIXED_OPERATION_LABELS.contains(&operation) {
+            operation.to_owned()
+        } else {
+            "other".into()
         }
-        if seen.len() < MAX_OPERATION_LABELS {
-            seen.insert(operation.to_owned());
-            return operation.to_owned();
-        }
-        "other".into()
     }
 
     /// The text exposition, with pool figures read at scrape time.

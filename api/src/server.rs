@@ -26,6 +26,15 @@ pub struct ServeSettings {
     #[arg(long, env = "ROWGUARD_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
+    /// Address of the Prometheus endpoint (`GET /metrics`), apart from the API so that only
+    /// your monitoring network can reach it.
+    #[arg(
+        long,
+        env = "ROWGUARD_METRICS_LISTEN",
+        default_value = "127.0.0.1:9464"
+    )]
+    pub metrics_listen: SocketAddr,
+
     #[command(flatten)]
     pub database: DatabaseSettings,
 
@@ -54,17 +63,41 @@ pub struct ApiSettings {
     #[arg(long, env = "ROWGUARD_MAX_DEPTH", default_value_t = 12, value_parser = clap::value_parser!(u64).range(2..=100))]
     pub max_depth: u64,
 
-    /// Highest query complexity accepted.
-    #[arg(long, env = "ROWGUARD_MAX_COMPLEXITY", default_value_t = 500, value_parser = clap::value_parser!(u64).range(10..=100_000))]
+    /// Highest cost accepted: every field that returns records counts once per record it can
+    /// return (lists by their `first`, nested lists multiplied), fragments expanded.
+    #[arg(long, env = "ROWGUARD_MAX_COMPLEXITY", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(10..=1_000_000))]
     pub max_complexity: u64,
 
-    /// Most aliases accepted in one document (alias bombs).
+    /// Most field selections in one operation, fragments expanded where they are spread.
+    #[arg(long, env = "ROWGUARD_MAX_FIELDS", default_value_t = 250, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub max_fields: u64,
+
+    /// Most aliases accepted in one operation, fragments expanded (alias bombs).
     #[arg(long, env = "ROWGUARD_MAX_ALIASES", default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=10_000))]
     pub max_aliases: u64,
 
-    /// Most root fields accepted in one operation.
+    /// Most root fields accepted in one operation, fragments expanded.
     #[arg(long, env = "ROWGUARD_MAX_ROOT_FIELDS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=1000))]
     pub max_root_fields: u64,
+
+    /// Most SQL statements the resolvers of one request may run; past it the request is
+    /// stopped and rolled back.
+    #[arg(long, env = "ROWGUARD_MAX_STATEMENTS", default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub max_statements: u64,
+
+    /// Largest answer in bytes (row data loaded for it is held to the same bound).
+    #[arg(long, env = "ROWGUARD_MAX_RESPONSE_BYTES", default_value_t = 8 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1024..=1024 * 1024 * 1024))]
+    pub max_response_bytes: u64,
+
+    /// Longest a request may take, in milliseconds; then its transaction is cancelled and the
+    /// caller gets SERVICE_UNAVAILABLE. No statement may run longer either.
+    #[arg(long, env = "ROWGUARD_REQUEST_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(10..=600_000))]
+    pub request_timeout_ms: u64,
+
+    /// Most requests one person (issuer and subject) may have in flight on this replica; more
+    /// are answered 429 RATE_LIMITED.
+    #[arg(long, env = "ROWGUARD_QUOTA_CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub concurrency_per_person: u32,
 
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "ROWGUARD_MAX_BODY_BYTES", default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u64).range(1024..=64 * 1024 * 1024))]
@@ -109,10 +142,15 @@ impl ApiSettings {
         ApiLimits {
             max_page_size: self.max_page_size,
             max_depth: int(self.max_depth, 12),
-            max_complexity: int(self.max_complexity, 500),
+            max_complexity: int(self.max_complexity, 2000),
+            max_fields: int(self.max_fields, 250),
             max_aliases: int(self.max_aliases, 30),
             max_root_fields: int(self.max_root_fields, 20),
             max_body_bytes: int(self.max_body_bytes, 1024 * 1024),
+            max_statements: self.max_statements,
+            max_response_bytes: int(self.max_response_bytes, 8 * 1024 * 1024),
+            request_timeout: Duration::from_millis(self.request_timeout_ms),
+            concurrency_per_person: self.concurrency_per_person,
             introspection: self.introspection,
             audit: self.audit,
             emergency_access_secs: self.emergency_access_secs,
@@ -216,6 +254,7 @@ pub async fn build_state(
         cors_origins,
         playground,
         metrics: Arc::new(Metrics::new(counters)),
+        concurrency: crate::quota::ConcurrencyLimiter::new(limits.concurrency_per_person),
     })
 }
 
@@ -271,7 +310,8 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .map_err(|e| StartError::Listen(settings.listen, e))?;
-    tracing::info!(listen = %settings.listen, "rowguard is serving");
+    serve_metrics(settings.metrics_listen, state.clone()).await?;
+    tracing::info!(listen = %settings.listen, metrics = %settings.metrics_listen, "rowguard is serving");
     run_http(
         listener,
         state,
@@ -280,6 +320,20 @@ pub async fn serve(
     )
     .await
     .map_err(|e| StartError::Listen(settings.listen, e))
+}
+
+/// Serves `GET /metrics` on its own listener for the life of the process.
+pub async fn serve_metrics(addr: SocketAddr, state: AppState) -> Result<SocketAddr, StartError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| StartError::Listen(addr, e))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| StartError::Listen(addr, e))?;
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, routes::metrics_app(state)).await;
+    });
+    Ok(bound)
 }
 
 /// Serves `state` on `listener`. When `shutdown` resolves the listener closes at once (new

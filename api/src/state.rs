@@ -19,6 +19,8 @@ pub struct AppState {
     /// The GraphiQL playground, when enabled.
     pub playground: Option<Playground>,
     pub metrics: Arc<Metrics>,
+    /// Requests in flight per person.
+    pub concurrency: crate::quota::ConcurrencyLimiter,
 }
 
 impl std::fmt::Debug for AppState {

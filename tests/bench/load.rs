@@ -80,6 +80,7 @@ pub async fn run(
         .env("ROWGUARD_OIDC_ISSUER", issuer.url())
         .env("ROWGUARD_OIDC_AUDIENCES", SPA_CLIENT_ID)
         .env("ROWGUARD_LISTEN", format!("127.0.0.1:{port}"))
+        .env("ROWGUARD_METRICS_LISTEN", "127.0.0.1:0")
         .env("ROWGUARD_DB_MAX_CONNECTIONS", concurrency.to_string())
         .env("ROWGUARD_AUDIT", scenario.audit.to_string())
         .env("ROWGUARD_LOG", "warn")

@@ -65,6 +65,7 @@ async fn two_minutes_of_mixed_traffic_without_an_error_a_leak_or_growth() {
             .env("ROWGUARD_OIDC_ISSUER", issuer.url())
             .env("ROWGUARD_OIDC_AUDIENCES", SPA_CLIENT_ID)
             .env("ROWGUARD_LISTEN", format!("127.0.0.1:{port}"))
+            .env("ROWGUARD_METRICS_LISTEN", "127.0.0.1:0")
             .env("ROWGUARD_DB_MAX_CONNECTIONS", POOL.to_string())
             .env("ROWGUARD_LOG", "warn")
             .stdout(Stdio::null())

@@ -31,6 +31,7 @@ const CLI: &str = env!("CARGO_BIN_EXE_rowguard-cli");
 struct Replica {
     child: Child,
     base: String,
+    metrics: String,
 }
 
 impl Drop for Replica {
@@ -40,7 +41,11 @@ impl Drop for Replica {
 }
 
 async fn is_leader(http: &reqwest::Client, replica: &Replica) -> bool {
-    let Ok(reply) = http.get(format!("{}/metrics", replica.base)).send().await else {
+    let Ok(reply) = http
+        .get(format!("{}/metrics", replica.metrics))
+        .send()
+        .await
+    else {
         return false;
     };
     reply
@@ -82,6 +87,7 @@ async fn three_replicas_under_repeatable_read_keep_one_chain_when_the_sealing_le
     let mut replicas: Vec<Replica> = (0..3)
         .map(|i| {
             let port = free_port().expect("port");
+            let metrics_port = free_port().expect("port");
             let log = std::fs::File::create(dir.join(format!("replica-{i}.log"))).expect("log");
             let child = Command::new(CLI)
                 .arg("serve")
@@ -90,6 +96,10 @@ async fn three_replicas_under_repeatable_read_keep_one_chain_when_the_sealing_le
                 .env("ROWGUARD_OIDC_ISSUER", issuer.url())
                 .env("ROWGUARD_OIDC_AUDIENCES", SPA_CLIENT_ID)
                 .env("ROWGUARD_LISTEN", format!("127.0.0.1:{port}"))
+                .env(
+                    "ROWGUARD_METRICS_LISTEN",
+                    format!("127.0.0.1:{metrics_port}"),
+                )
                 .env("ROWGUARD_DB_MAX_CONNECTIONS", "4")
                 .env("ROWGUARD_AUDIT_SIGNING_KEY", &key)
                 .env("ROWGUARD_AUDIT_CHECKPOINT_DIR", &checkpoints)
@@ -103,6 +113,7 @@ async fn three_replicas_under_repeatable_read_keep_one_chain_when_the_sealing_le
             Replica {
                 child,
                 base: format!("http://127.0.0.1:{port}"),
+                metrics: format!("http://127.0.0.1:{metrics_port}"),
             }
         })
         .collect();

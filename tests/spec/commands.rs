@@ -226,6 +226,7 @@ fn serve_command(issuer: &TestIssuer, database_url: &str, port: u16) -> Command 
         .env("ROWGUARD_OIDC_ISSUER", issuer.url())
         .env("ROWGUARD_OIDC_AUDIENCES", SPA_CLIENT_ID)
         .env("ROWGUARD_LISTEN", format!("127.0.0.1:{port}"))
+        .env("ROWGUARD_METRICS_LISTEN", "127.0.0.1:0")
         .env("ROWGUARD_LOG_FORMAT", "json");
     command
 }

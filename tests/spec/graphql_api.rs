@@ -886,7 +886,7 @@ async fn metrics_count_requests_by_operation_and_code_without_phi_or_unbounded_l
     let text = w
         .app
         .http
-        .get(w.app.url("/metrics"))
+        .get(w.app.metrics_url())
         .send()
         .await
         .expect("metrics")
@@ -917,6 +917,10 @@ async fn metrics_count_requests_by_operation_and_code_without_phi_or_unbounded_l
     assert!(
         operations.contains("other"),
         "names past the cap are folded into \"other\""
+    );
+    assert!(
+        !operations.iter().any(|o| o.starts_with("Op")),
+        "only known operation names get labels: {operations:?}"
     );
     assert!(
         !text.contains("A-1") && !text.contains("Patient-"),

@@ -26,6 +26,8 @@ pub const ALLOWED_ORIGIN: &str = "https://clinic.rowguard.test";
 #[derive(Debug)]
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// Where `GET /metrics` is served (its own listener, as in `rowguard serve`).
+    pub metrics_addr: SocketAddr,
     pub db: Database,
     pub auth: Arc<Authenticator>,
     pub http: reqwest::Client,
@@ -146,7 +148,15 @@ impl TestApp {
             cors_origins: vec![ALLOWED_ORIGIN.to_owned()],
             playground,
             metrics: Arc::new(rowguard::metrics::Metrics::new(counters.clone())),
+            concurrency: rowguard::quota::ConcurrencyLimiter::new(limits.concurrency_per_person),
         };
+        // The repository's client operations are the known ones (what a trusted-documents
+        // manifest names in production): they get metric labels of their own.
+        state.metrics.set_known_operations(operation_names());
+        let metrics_addr =
+            rowguard::server::serve_metrics("127.0.0.1:0".parse().expect("addr"), state.clone())
+                .await
+                .expect("metrics listener");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind gateway");
@@ -156,6 +166,7 @@ impl TestApp {
         });
         TestApp {
             addr,
+            metrics_addr,
             db,
             auth,
             http: reqwest::Client::new(),
@@ -190,6 +201,11 @@ impl TestApp {
         format!("http://{}{path}", self.addr)
     }
 
+    /// The Prometheus endpoint.
+    pub fn metrics_url(&self) -> String {
+        format!("http://{}/metrics", self.metrics_addr)
+    }
+
     /// POSTs a GraphQL operation with `token` as the bearer token.
     pub async fn graphql(
         &self,
@@ -206,6 +222,19 @@ impl TestApp {
         }
         GraphqlReply::from(request.send().await.expect("gateway answers")).await
     }
+}
+
+/// The names of the client operations in `tests/operations/`.
+pub fn operation_names() -> Vec<String> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("operations");
+    std::fs::read_dir(&dir)
+        .expect("tests/operations")
+        .filter_map(|e| {
+            let path = e.ok()?.path();
+            (path.extension()? == "graphql")
+                .then(|| path.file_stem()?.to_str().map(str::to_owned))?
+        })
+        .collect()
 }
 
 /// The text of a client operation in `tests/operations/<name>.graphql`.

@@ -78,7 +78,25 @@ impl Database {
         mode: AccessMode,
         ids: impl Into<RequestIds>,
     ) -> Result<RlsScope, DbError> {
+        self.scope_within(principal, mode, ids, std::time::Duration::MAX)
+            .await
+    }
+
+    /// As [`Database::scope`], for a request that must be over within `time_left`: no statement
+    /// of it may run longer than that (nor than the configured statement timeout).
+    pub async fn scope_within(
+        &self,
+        principal: &Principal,
+        mode: AccessMode,
+        ids: impl Into<RequestIds>,
+        time_left: std::time::Duration,
+    ) -> Result<RlsScope, DbError> {
         let ids = ids.into();
+        let statement_timeout_ms = self
+            .limits
+            .statement_timeout_ms
+            .min(u64::try_from(time_left.as_millis()).unwrap_or(u64::MAX))
+            .max(1);
         let request_id = ids.request_id;
         let txn = self.begin().await?;
         let role = match principal.role {
@@ -95,7 +113,7 @@ impl Database {
             principal.issuer.clone().into(),
             principal.subject.clone().into(),
             request_id.to_string().into(),
-            self.limits.statement_timeout_ms.to_string().into(),
+            statement_timeout_ms.to_string().into(),
             self.limits
                 .idle_in_transaction_timeout_ms
                 .to_string()

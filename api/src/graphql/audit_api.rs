@@ -387,7 +387,7 @@ impl AuditQuery {
         let rows = {
             let conn = request.conn().await?;
             query
-                .all(&*conn)
+                .all(&conn)
                 .await
                 .map_err(DbError::from)
                 .map_err(ApiError::from)
@@ -430,7 +430,7 @@ impl AuditQuery {
                 )
                 .order_by_asc(audit_event::Column::Id)
                 .limit(10_000)
-                .all(&*conn)
+                .all(&conn)
                 .await
                 .map_err(DbError::from)?;
             let ids: Vec<i32> = events.iter().filter_map(|e| e.clinician_id).collect();
@@ -439,7 +439,7 @@ impl AuditQuery {
                 .columns([clinician::Column::Id, clinician::Column::DisplayName])
                 .filter(clinician::Column::Id.is_in(ids))
                 .into_tuple::<(i32, String)>()
-                .all(&*conn)
+                .all(&conn)
                 .await
                 .map_err(DbError::from)?
                 .into_iter()
@@ -480,7 +480,7 @@ impl AuditQuery {
         let rows = {
             let conn = request.conn().await?;
             query
-                .all(&*conn)
+                .all(&conn)
                 .await
                 .map_err(DbError::from)
                 .map_err(ApiError::from)

@@ -1,7 +1,14 @@
 //! The request's database access as resolvers see it: one lazily opened RLS scope, shared by
-//! every resolver and DataLoader of the request, and nothing else.
+//! every resolver and DataLoader of the request, and nothing else. It also holds the request's
+//! budget: a statement count, a byte count and a deadline. Once any is spent the request is
+//! stopped: every later statement is refused, the transaction is rolled back and the caller
+//! gets the reason instead of data.
 
-use sea_orm::DatabaseTransaction;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use async_graphql::async_trait::async_trait;
+use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, ExecResult, QueryResult};
 use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 use uuid::Uuid;
 
@@ -16,6 +23,30 @@ enum ScopeState {
     Finished,
 }
 
+/// What one request may spend.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestBudget {
+    /// SQL statements resolvers may run (the identity statement, the audit append, BEGIN and
+    /// COMMIT are not counted).
+    pub max_statements: u64,
+    /// Bytes of row data resolvers may load (clinical notes are the large ones); the serialized
+    /// response is held to the same bound.
+    pub max_bytes: usize,
+    /// When the request must be over.
+    pub deadline: Instant,
+}
+
+impl RequestBudget {
+    /// A budget that starts now.
+    pub fn starting_now(max_statements: u64, max_bytes: usize, timeout: Duration) -> Self {
+        Self {
+            max_statements,
+            max_bytes,
+            deadline: Instant::now() + timeout,
+        }
+    }
+}
+
 /// Put into each GraphQL request's data. Resolvers reach PostgreSQL only through
 /// [`RequestDb::conn`], i.e. as the caller; the pool itself is not in the context.
 pub struct RequestDb {
@@ -26,7 +57,16 @@ pub struct RequestDb {
     state: Mutex<ScopeState>,
     audit: Option<(AuditContext, AuditLog)>,
     /// Set once a mutation resolver asked to write.
-    wrote: std::sync::atomic::AtomicBool,
+    wrote: AtomicBool,
+    /// Set by the request policy when the operation is a mutation.
+    mutation: AtomicBool,
+    budget: RequestBudget,
+    statements: AtomicU64,
+    bytes: AtomicUsize,
+    /// Why the request was stopped, if it was.
+    stopped: std::sync::Mutex<Option<ApiError>>,
+    /// The client went away before the answer: nothing may commit.
+    abandoned: AtomicBool,
 }
 
 impl std::fmt::Debug for RequestDb {
@@ -48,6 +88,7 @@ impl RequestDb {
         allow_writes: bool,
         ids: RequestIds,
         audit: Option<AuditContext>,
+        budget: RequestBudget,
     ) -> Self {
         Self {
             db,
@@ -56,13 +97,28 @@ impl RequestDb {
             ids,
             state: Mutex::new(ScopeState::NotOpened),
             audit: audit.map(|context| (context, AuditLog::default())),
-            wrote: std::sync::atomic::AtomicBool::new(false),
+            wrote: AtomicBool::new(false),
+            mutation: AtomicBool::new(false),
+            budget,
+            statements: AtomicU64::new(0),
+            bytes: AtomicUsize::new(0),
+            stopped: std::sync::Mutex::new(None),
+            abandoned: AtomicBool::new(false),
         }
     }
 
     /// True once the request asked to write (a mutation).
     pub fn wrote(&self) -> bool {
-        self.wrote.load(std::sync::atomic::Ordering::Relaxed)
+        self.wrote.load(Ordering::Relaxed)
+    }
+
+    pub fn set_mutation(&self, mutation: bool) {
+        self.mutation.store(mutation, Ordering::Relaxed);
+    }
+
+    /// Whether the operation is a mutation (known once the request policy has run).
+    pub fn is_mutation(&self) -> bool {
+        self.mutation.load(Ordering::Relaxed)
     }
 
     /// Notes a PHI access for the audit trail (no-op when auditing is off).
@@ -85,25 +141,102 @@ impl RequestDb {
         self.ids.request_id
     }
 
-    /// The request's transaction for reading. A query operation opens it `READ ONLY`; under a
-    /// mutation it is the mutation's read-write transaction.
-    pub async fn conn(&self) -> Result<MappedMutexGuard<'_, DatabaseTransaction>, ApiError> {
-        self.open(AccessMode::ReadOnly).await
+    /// Stops the request for `reason` (the first reason wins).
+    pub fn stop(&self, reason: ApiError) {
+        if let Ok(mut stopped) = self.stopped.lock()
+            && stopped.is_none()
+        {
+            tracing::warn!(code = reason.code.as_str(), reason = %reason.message, "request stopped");
+            *stopped = Some(reason);
+        }
+    }
+
+    /// Why the request was stopped, if it was.
+    pub fn stopped(&self) -> Option<ApiError> {
+        self.stopped.lock().ok().and_then(|s| s.clone())
+    }
+
+    /// Marks the request as abandoned by its client: its transaction will not commit.
+    pub fn abandon(&self) {
+        self.abandoned.store(true, Ordering::Relaxed);
+    }
+
+    pub fn abandoned(&self) -> bool {
+        self.abandoned.load(Ordering::Relaxed)
+    }
+
+    /// Counts row data a resolver loaded; past the budget the request stops.
+    pub fn charge_bytes(&self, bytes: usize) -> Result<(), ApiError> {
+        let total = self.bytes.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        if total > self.budget.max_bytes {
+            self.stop(too_large(self.budget.max_bytes));
+        }
+        self.check()
+    }
+
+    /// The time left before the deadline.
+    pub fn remaining(&self) -> Duration {
+        self.budget
+            .deadline
+            .saturating_duration_since(Instant::now())
+    }
+
+    /// Refuses work once the request is stopped, past its deadline or abandoned.
+    fn check(&self) -> Result<(), ApiError> {
+        if Instant::now() >= self.budget.deadline {
+            self.stop(ApiError::new(
+                ErrorCode::ServiceUnavailable,
+                "the request took longer than the server allows and was cancelled",
+            ));
+        }
+        if let Some(reason) = self.stopped() {
+            return Err(reason);
+        }
+        if self.abandoned() {
+            return Err(ApiError::new(
+                ErrorCode::ServiceUnavailable,
+                "the client went away",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Counts one statement against the budget.
+    fn charge_statement(&self) -> Result<(), ApiError> {
+        let used = self.statements.fetch_add(1, Ordering::Relaxed) + 1;
+        if used > self.budget.max_statements {
+            self.stop(ApiError::new(
+                ErrorCode::BadUserInput,
+                format!(
+                    "the operation needs more than {} database statements; ask for less in one request",
+                    self.budget.max_statements
+                ),
+            ));
+        }
+        self.check()
+    }
+
+    /// The request's transaction for reading. A query operation opens it as the application's
+    /// read role; under a mutation it is the mutation's read-write transaction.
+    pub async fn conn(&self) -> Result<RequestConn<'_>, ApiError> {
+        self.check()?;
+        let txn = self.open(AccessMode::ReadOnly).await?;
+        Ok(RequestConn { txn, request: self })
     }
 
     /// The request's transaction for writing. Mutation resolvers call this first, so the whole
     /// operation runs in one read-write transaction.
-    pub async fn conn_for_write(
-        &self,
-    ) -> Result<MappedMutexGuard<'_, DatabaseTransaction>, ApiError> {
+    pub async fn conn_for_write(&self) -> Result<RequestConn<'_>, ApiError> {
         if !self.allow_writes {
             return Err(ApiError::new(
-                crate::error::ErrorCode::BadUserInput,
+                ErrorCode::BadUserInput,
                 "mutations must be sent with POST",
             ));
         }
-        self.wrote.store(true, std::sync::atomic::Ordering::Relaxed);
-        self.open(AccessMode::ReadWrite).await
+        self.check()?;
+        self.wrote.store(true, Ordering::Relaxed);
+        let txn = self.open(AccessMode::ReadWrite).await?;
+        Ok(RequestConn { txn, request: self })
     }
 
     /// Holding the returned guard serialises statements, which one connection does anyway.
@@ -123,7 +256,7 @@ impl RequestDb {
             ScopeState::NotOpened => {
                 let scope = self
                     .db
-                    .scope(&self.principal, mode, self.ids.clone())
+                    .scope_within(&self.principal, mode, self.ids.clone(), self.remaining())
                     .await?;
                 *state = ScopeState::Open(scope);
             }
@@ -163,21 +296,27 @@ impl RequestDb {
     /// - A query with errors (e.g. a forbidden field) did disclose the rest of its data, but a
     ///   failed statement leaves its transaction unusable: it is rolled back and the events,
     ///   successful reads included, are written in a transaction of their own.
+    /// - A stopped or abandoned request returns nothing: it is rolled back, and its reads are
+    ///   recorded with outcome `error` (they ran, nothing was disclosed).
     pub async fn finish(&self, had_errors: bool) -> Result<(), ApiError> {
         let opened = std::mem::replace(&mut *self.state.lock().await, ScopeState::Finished);
         let scope = match opened {
             ScopeState::Open(scope) => Some(scope),
             _ => None,
         };
+        let withheld = self.stopped().is_some() || self.abandoned();
+        let failed = had_errors || withheld;
         let Some((context, log)) = &self.audit else {
             return match scope {
-                Some(scope) if !had_errors || !self.wrote() => Ok(scope.commit().await?),
+                Some(scope) if !withheld && (!had_errors || !self.wrote()) => {
+                    Ok(scope.commit().await?)
+                }
                 Some(scope) => Ok(scope.rollback().await?),
                 None => Ok(()),
             };
         };
         let mut entries = log.take();
-        if !had_errors {
+        if !failed {
             if let Some(scope) = scope {
                 if !entries.is_empty()
                     && let Err(e) = record::append(scope.conn(), context, &entries).await
@@ -195,11 +334,15 @@ impl RequestDb {
         if entries.is_empty() {
             return Ok(());
         }
-        if self.wrote() {
-            for entry in &mut entries {
-                if entry.outcome == AuditOutcome::Success {
-                    entry.outcome = AuditOutcome::RolledBack;
-                }
+        for entry in &mut entries {
+            if entry.outcome == AuditOutcome::Success {
+                entry.outcome = if withheld {
+                    AuditOutcome::Error
+                } else if self.wrote() {
+                    AuditOutcome::RolledBack
+                } else {
+                    AuditOutcome::Success
+                };
             }
         }
         let scope = self
@@ -215,6 +358,14 @@ impl RequestDb {
     }
 }
 
+/// The error for a request whose answer would be larger than `max` bytes.
+pub fn too_large(max: usize) -> ApiError {
+    ApiError::new(
+        ErrorCode::BadUserInput,
+        format!("the answer would be larger than {max} bytes; ask for fewer records or fields"),
+    )
+}
+
 fn audit_failed(error: &crate::db::DbError, context: &AuditContext) -> ApiError {
     context.failures.inc();
     tracing::error!(
@@ -225,4 +376,53 @@ fn audit_failed(error: &crate::db::DbError, context: &AuditContext) -> ApiError 
         ErrorCode::ServiceUnavailable,
         "the request could not be recorded in the audit trail, so it was not carried out",
     )
+}
+
+/// The request's transaction as resolvers use it: every statement is counted against the
+/// request's budget and refused once the request is stopped.
+pub struct RequestConn<'a> {
+    txn: MappedMutexGuard<'a, DatabaseTransaction>,
+    request: &'a RequestDb,
+}
+
+impl std::fmt::Debug for RequestConn<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestConn").finish_non_exhaustive()
+    }
+}
+
+impl RequestConn<'_> {
+    fn charge(&self) -> Result<(), DbErr> {
+        // The reason is kept on the request; resolvers only need to stop.
+        self.request
+            .charge_statement()
+            .map_err(|e| DbErr::Custom(e.message))
+    }
+}
+
+#[async_trait]
+impl ConnectionTrait for RequestConn<'_> {
+    fn get_database_backend(&self) -> DbBackend {
+        self.txn.get_database_backend()
+    }
+
+    async fn execute_raw(&self, stmt: sea_orm::Statement) -> Result<ExecResult, DbErr> {
+        self.charge()?;
+        self.txn.execute_raw(stmt).await
+    }
+
+    async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
+        self.charge()?;
+        self.txn.execute_unprepared(sql).await
+    }
+
+    async fn query_one_raw(&self, stmt: sea_orm::Statement) -> Result<Option<QueryResult>, DbErr> {
+        self.charge()?;
+        self.txn.query_one_raw(stmt).await
+    }
+
+    async fn query_all_raw(&self, stmt: sea_orm::Statement) -> Result<Vec<QueryResult>, DbErr> {
+        self.charge()?;
+        self.txn.query_all_raw(stmt).await
+    }
 }

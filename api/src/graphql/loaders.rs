@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use async_graphql::dataloader::{DataLoader, HashMapCache, Loader};
 use entities::{clinician, clinician_patient, patient};
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect, TransactionTrait};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect};
 use uuid::Uuid;
 
 use super::RequestDb;
@@ -36,7 +36,7 @@ impl Loader<Uuid> for CareTeamLoader {
         let conn = self.0.conn().await?;
         let assignments = clinician_patient::Entity::find()
             .filter(clinician_patient::Column::PatientId.is_in(keys.iter().copied()))
-            .all(&*conn)
+            .all(&conn)
             .await
             .map_err(DbError::from)?;
         let clinician_ids: Vec<i32> = assignments.iter().map(|a| a.clinician_id).collect();
@@ -49,7 +49,7 @@ impl Loader<Uuid> for CareTeamLoader {
             ])
             .filter(clinician::Column::Id.is_in(clinician_ids))
             .into_model::<ClinicianRow>()
-            .all(&*conn)
+            .all(&conn)
             .await
             .map_err(DbError::from)?
             .into_iter()
@@ -82,7 +82,9 @@ impl Loader<Uuid> for CareTeamLoader {
 }
 
 /// Loads clinical notes by patient id, inside a savepoint: for roles without the column grant
-/// PostgreSQL refuses the statement, which must not abort the rest of the request.
+/// PostgreSQL refuses the statement, which must not abort the rest of the request. (Plain
+/// `SAVEPOINT` statements rather than a nested transaction object, so they are counted against
+/// the request's statement budget like every other.)
 pub struct ClinicalNotesLoader(pub Arc<RequestDb>);
 
 impl Loader<Uuid> for ClinicalNotesLoader {
@@ -91,17 +93,24 @@ impl Loader<Uuid> for ClinicalNotesLoader {
 
     async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, Self::Value>, Self::Error> {
         let conn = self.0.conn().await?;
-        let savepoint = conn.begin().await.map_err(DbError::from)?;
+        conn.execute_unprepared("SAVEPOINT clinical_notes")
+            .await
+            .map_err(DbError::from)?;
         let rows = patient::Entity::find()
             .select_only()
             .columns([patient::Column::Id, patient::Column::ClinicalNotes])
             .filter(patient::Column::Id.is_in(keys.iter().copied()))
             .into_tuple::<(Uuid, String)>()
-            .all(&savepoint)
+            .all(&conn)
             .await;
         match rows {
             Ok(rows) => {
-                savepoint.commit().await.map_err(DbError::from)?;
+                conn.execute_unprepared("RELEASE SAVEPOINT clinical_notes")
+                    .await
+                    .map_err(DbError::from)?;
+                // Notes are the one field that can be large (up to 100,000 characters each).
+                self.0
+                    .charge_bytes(rows.iter().map(|(_, notes)| notes.len()).sum())?;
                 self.0.record(
                     AuditAction::Read,
                     AuditOutcome::Success,
@@ -110,7 +119,9 @@ impl Loader<Uuid> for ClinicalNotesLoader {
                 Ok(rows.into_iter().collect())
             }
             Err(e) => {
-                savepoint.rollback().await.map_err(DbError::from)?;
+                conn.execute_unprepared("ROLLBACK TO SAVEPOINT clinical_notes")
+                    .await
+                    .map_err(DbError::from)?;
                 let err = DbError::from(e);
                 if err.is_permission_denied() {
                     self.0.record(

@@ -7,6 +7,7 @@ mod mutation;
 mod pagination;
 mod policy;
 mod query;
+pub mod shape;
 mod types;
 
 use std::sync::Arc;
@@ -18,7 +19,7 @@ use async_graphql::extensions::apollo_persisted_queries::{
 use async_graphql::{Context, EmptySubscription, SDLExportOptions, Schema};
 
 pub use audit_api::{AuditQuery, EmergencyAccessGrant};
-pub use context::RequestDb;
+pub use context::{RequestBudget, RequestDb, too_large};
 use loaders::{CareTeamLoader, CareTeams, ClinicalNotes, ClinicalNotesLoader};
 pub use mutation::Mutation;
 pub use policy::{ArrivedOverGet, MUTATION_OVER_GET};
@@ -34,10 +35,21 @@ pub type RowguardSchema = Schema<Query, Mutation, EmptySubscription>;
 pub struct ApiLimits {
     pub max_page_size: i32,
     pub max_depth: usize,
+    /// Most field selections, fragments expanded.
+    pub max_fields: usize,
+    /// Highest cost (see [`shape::Shape::cost`]).
     pub max_complexity: usize,
     pub max_aliases: usize,
     pub max_root_fields: usize,
     pub max_body_bytes: usize,
+    /// Most SQL statements resolvers may run for one request.
+    pub max_statements: u64,
+    /// Largest answer (and row data loaded for it), in bytes.
+    pub max_response_bytes: usize,
+    /// Longest a request may take, start to finish.
+    pub request_timeout: std::time::Duration,
+    /// Most requests one person may have in flight.
+    pub concurrency_per_person: u32,
     pub persisted_query_cache_size: usize,
     pub introspection: bool,
     /// Append every PHI access to the audit trail (HIPAA §164.312(b)); on by default.
@@ -53,10 +65,15 @@ impl Default for ApiLimits {
         Self {
             max_page_size: 100,
             max_depth: 12,
-            max_complexity: 500,
+            max_fields: 250,
+            max_complexity: 2000,
             max_aliases: 30,
             max_root_fields: 20,
             max_body_bytes: 1024 * 1024,
+            max_statements: 50,
+            max_response_bytes: 8 * 1024 * 1024,
+            request_timeout: std::time::Duration::from_secs(10),
+            concurrency_per_person: 8,
             persisted_query_cache_size: 2000,
             introspection: false,
             audit: true,
@@ -70,8 +87,9 @@ impl Default for ApiLimits {
 pub fn build_schema(limits: ApiLimits) -> RowguardSchema {
     let mut builder = Schema::build(Query::default(), Mutation, EmptySubscription)
         .data(limits)
+        // Depth and cost are measured by the request policy, fragments expanded; the engine's
+        // own depth check stays as a second net.
         .limit_depth(limits.max_depth)
-        .limit_complexity(limits.max_complexity)
         .limit_recursive_depth(64)
         .limit_directives(10)
         // Apollo's Automatic Persisted Queries; resolution comes before the request policy so

@@ -287,7 +287,7 @@ async fn apply_update(
 ) -> Result<Patient, ApiError> {
     let conn = request.conn_for_write().await?;
     let updated = update
-        .exec(&*conn)
+        .exec(&conn)
         .await
         .map_err(|e| write_error(e.into()))?;
     let row = find_patient(&conn, id).await?;
@@ -320,7 +320,7 @@ async fn enroll(
             ..Default::default()
         };
         clinician::Entity::insert(row)
-            .exec_without_returning(&*conn)
+            .exec_without_returning(&conn)
             .await
             .map_err(|e| write_error(e.into()))?;
         let found: Option<i32> = clinician::Entity::find()
@@ -329,7 +329,7 @@ async fn enroll(
             .filter(clinician::Column::OidcIssuer.eq(issuer))
             .filter(clinician::Column::OidcSubject.eq(subject))
             .into_tuple()
-            .one(&*conn)
+            .one(&conn)
             .await
             .map_err(DbError::from)?;
         found.ok_or_else(|| ApiError::internal("an enrolled clinician could not be read back"))?
@@ -353,7 +353,7 @@ async fn assign(
         ..Default::default()
     };
     clinician_patient::Entity::insert(row)
-        .exec_without_returning(&*conn)
+        .exec_without_returning(&conn)
         .await
         .map_err(|e| write_error(e.into()))?;
     read_patient(&conn, patient_id).await
@@ -368,7 +368,7 @@ async fn unassign(
     let deleted = clinician_patient::Entity::delete_many()
         .filter(clinician_patient::Column::ClinicianId.eq(clinician_id))
         .filter(clinician_patient::Column::PatientId.eq(patient_id))
-        .exec(&*conn)
+        .exec(&conn)
         .await
         .map_err(|e| write_error(e.into()))?;
     if deleted.rows_affected == 0 {
@@ -429,7 +429,7 @@ async fn review(request: &RequestDb, grant_id: i64) -> Result<EmergencyAccessGra
 }
 
 async fn find_grant(
-    conn: &sea_orm::DatabaseTransaction,
+    conn: &impl ConnectionTrait,
     id: i64,
 ) -> Result<Option<EmergencyAccessGrant>, ApiError> {
     Ok(emergency_grant::Entity::find_by_id(id)
@@ -439,7 +439,7 @@ async fn find_grant(
         .map(EmergencyAccessGrant))
 }
 
-async fn read_patient(conn: &sea_orm::DatabaseTransaction, id: Uuid) -> Result<Patient, ApiError> {
+async fn read_patient(conn: &impl ConnectionTrait, id: Uuid) -> Result<Patient, ApiError> {
     let row = find_patient(conn, id).await?;
     Ok(Patient(row.ok_or_else(|| ApiError::not_found("patient"))?))
 }

@@ -10,8 +10,8 @@ use entities::{clinician_patient, patient};
 use sea_orm::sea_query::extension::postgres::PgExpr;
 use sea_orm::sea_query::{Expr, Query as SqlQuery};
 use sea_orm::{
-    ColumnTrait, Condition, DbBackend, EntityName, EntityTrait, FromQueryResult, QueryFilter,
-    QueryOrder, QuerySelect, QueryTrait,
+    ColumnTrait, Condition, ConnectionTrait, DbBackend, EntityName, EntityTrait, FromQueryResult,
+    QueryFilter, QueryOrder, QuerySelect, QueryTrait,
 };
 use uuid::Uuid;
 
@@ -110,7 +110,7 @@ pub fn search_pattern(search: Option<String>) -> Result<Option<String>, ApiError
 /// One patient's row (without clinical notes), as the caller may see it: `None` when it does
 /// not exist or is not visible.
 pub async fn find_patient(
-    conn: &sea_orm::DatabaseTransaction,
+    conn: &impl ConnectionTrait,
     id: Uuid,
 ) -> Result<Option<PatientRow>, ApiError> {
     Ok(patient::Entity::find_by_id(id)
@@ -195,7 +195,7 @@ pub async fn patients_page(
     let rows = {
         let conn = request.conn().await?;
         PatientRow::find_by_statement(statement)
-            .all(&*conn)
+            .all(&conn)
             .await
             .map_err(crate::db::DbError::from)
     };

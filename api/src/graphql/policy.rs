@@ -1,16 +1,18 @@
-//! Request limits the GraphQL engine does not enforce itself, checked on the parsed document
-//! before anything executes: mutations only over POST, and caps on aliases and root fields
-//! (alias bombs). Runs after persisted-query resolution, so hash-only requests are checked too.
+//! Request limits checked on the parsed document before anything executes: mutations only over
+//! POST, and the operation's shape (depth, fields, aliases, root fields and cost, with fragments
+//! expanded where they are spread; see [`super::shape`]). Runs after persisted-query resolution,
+//! so hash-only requests are checked too.
 
 use std::sync::Arc;
 
 use async_graphql::extensions::{
     Extension, ExtensionContext, ExtensionFactory, NextPrepareRequest,
 };
-use async_graphql::parser::types::{ExecutableDocument, OperationType, Selection, SelectionSet};
+use async_graphql::parser::types::{ExecutableDocument, OperationDefinition, OperationType};
 use async_graphql::{ErrorExtensionValues, Request, ServerError, ServerResult};
 
 use super::ApiLimits;
+use super::shape::{ShapeLimits, measure};
 use crate::error::ErrorCode;
 
 /// Marks a request that arrived over GET (which may only read).
@@ -38,29 +40,43 @@ impl Extension for RequestPolicyExtension {
         mut request: Request,
         next: NextPrepareRequest<'_>,
     ) -> ServerResult<Request> {
-        let over_get = ctx.data_opt::<ArrivedOverGet>().is_some();
+        let over_get = request_data::<ArrivedOverGet>(&request).is_some();
+        let db = request_data::<Arc<super::RequestDb>>(&request).cloned();
         let operation_name = request.operation_name.clone();
         // Parsed once here; the engine reuses this document.
+        let variables = request.variables.clone();
         let doc = request.parsed_query()?;
         if over_get && is_mutation(doc, operation_name.as_deref()) {
             return Err(bad_input(MUTATION_OVER_GET.to_owned()));
         }
-        let aliases = count_aliases(doc);
-        if aliases > self.0.max_aliases {
-            return Err(bad_input(format!(
-                "the query uses {aliases} aliases; at most {} are allowed",
-                self.0.max_aliases
-            )));
-        }
-        let root_fields = root_field_count(doc, operation_name.as_deref());
-        if root_fields > self.0.max_root_fields {
-            return Err(bad_input(format!(
-                "the operation selects {root_fields} root fields; at most {} are allowed",
-                self.0.max_root_fields
-            )));
+        if let Some(operation) = selected_operation(doc, operation_name.as_deref()) {
+            let limits = ShapeLimits {
+                max_depth: self.0.max_depth,
+                max_fields: self.0.max_fields,
+                max_aliases: self.0.max_aliases,
+                max_root_fields: self.0.max_root_fields,
+                max_cost: self.0.max_complexity as u64,
+                default_page_size: u64::try_from(super::pagination::DEFAULT_PAGE_SIZE)
+                    .unwrap_or(20),
+                max_page_size: u64::try_from(self.0.max_page_size).unwrap_or(100),
+            };
+            measure(doc, operation, &variables, &limits)
+                .map_err(|too_large| bad_input(too_large.to_string()))?;
+            if let Some(db) = db {
+                db.set_mutation(operation.ty == OperationType::Mutation);
+            }
         }
         next.run(ctx, request).await
     }
+}
+
+/// Data attached to the request being prepared (the engine only merges it into the context
+/// after this step).
+fn request_data<T: std::any::Any>(request: &Request) -> Option<&T> {
+    request
+        .data
+        .get(&std::any::TypeId::of::<T>())
+        .and_then(|data| data.downcast_ref::<T>())
 }
 
 fn bad_input(message: String) -> ServerError {
@@ -74,7 +90,7 @@ fn bad_input(message: String) -> ServerError {
 fn selected_operation<'d>(
     doc: &'d ExecutableDocument,
     name: Option<&str>,
-) -> Option<&'d async_graphql::parser::types::OperationDefinition> {
+) -> Option<&'d OperationDefinition> {
     match name {
         Some(name) => doc
             .operations
@@ -97,35 +113,4 @@ fn is_mutation(doc: &ExecutableDocument, name: Option<&str>) -> bool {
             .iter()
             .any(|(_, op)| op.node.ty == OperationType::Mutation),
     }
-}
-
-fn count_in(set: &SelectionSet) -> usize {
-    set.items
-        .iter()
-        .map(|item| match &item.node {
-            Selection::Field(field) => {
-                usize::from(field.node.alias.is_some()) + count_in(&field.node.selection_set.node)
-            }
-            Selection::InlineFragment(fragment) => count_in(&fragment.node.selection_set.node),
-            Selection::FragmentSpread(_) => 0,
-        })
-        .sum()
-}
-
-fn count_aliases(doc: &ExecutableDocument) -> usize {
-    let in_operations: usize = doc
-        .operations
-        .iter()
-        .map(|(_, op)| count_in(&op.node.selection_set.node))
-        .sum();
-    let in_fragments: usize = doc
-        .fragments
-        .values()
-        .map(|fragment| count_in(&fragment.node.selection_set.node))
-        .sum();
-    in_operations + in_fragments
-}
-
-fn root_field_count(doc: &ExecutableDocument, name: Option<&str>) -> usize {
-    selected_operation(doc, name).map_or(0, |op| op.selection_set.node.items.len())
 }

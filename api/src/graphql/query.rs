@@ -110,7 +110,7 @@ impl ClinicalQuery {
         let conn = request.conn().await?;
         let rows = query
             .into_model::<ClinicianRow>()
-            .all(&*conn)
+            .all(&conn)
             .await
             .map_err(DbError::from)
             .map_err(ApiError::from)?;
@@ -133,7 +133,7 @@ pub async fn find_clinician(
         ])
         .filter(clinician::Column::Id.eq(id))
         .into_model::<ClinicianRow>()
-        .one(&*conn)
+        .one(&conn)
         .await
         .map_err(DbError::from)?;
     Ok(row.map(Clinician))

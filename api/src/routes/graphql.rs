@@ -1,6 +1,7 @@
 //! `POST|GET /graphql`: authenticate, run the operation in one RLS scope, end the scope.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_graphql::{ErrorExtensionValues, Value};
 use async_graphql_axum::GraphQLRequest;
@@ -12,12 +13,17 @@ use axum::response::{IntoResponse, Response};
 use crate::audit::record::AuditContext;
 use crate::auth::AuthError;
 use crate::error::{ApiError, ErrorCode};
-use crate::graphql::{self, ArrivedOverGet, MUTATION_OVER_GET, RequestDb};
+use crate::graphql::{self, ArrivedOverGet, MUTATION_OVER_GET, RequestBudget, RequestDb};
+use crate::principal::Principal;
 use crate::state::AppState;
 
 /// The GraphQL-over-HTTP media type; plain `application/json` is served to clients that do not
 /// ask for it.
 const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
+
+/// How long past its deadline a request's answer is awaited before the caller is told it timed
+/// out (the transaction is cancelled at the deadline; this covers its rollback).
+const DEADLINE_GRACE: Duration = Duration::from_secs(1);
 
 pub async fn handle(State(state): State<AppState>, request: Request) -> Response {
     // A browser navigating to /graphql gets the playground (when enabled), not a 401.
@@ -63,6 +69,24 @@ impl Default for Outcome {
     }
 }
 
+/// Marks the request abandoned if the caller goes away (this future is dropped) before its
+/// answer is ready; the execution task then rolls back instead of committing.
+struct AbandonOnDrop(Option<Arc<RequestDb>>);
+
+impl Drop for AbandonOnDrop {
+    fn drop(&mut self) {
+        if let Some(db) = self.0.take() {
+            db.abandon();
+        }
+    }
+}
+
+/// One executed operation: the GraphQL response and its serialized body.
+struct Executed {
+    response: async_graphql::Response,
+    body: Vec<u8>,
+}
+
 async fn run(
     state: AppState,
     request: Request,
@@ -70,19 +94,19 @@ async fn run(
 ) -> Result<Response, ApiError> {
     // Authentication comes first: nothing of an unknown caller's request is read or parsed,
     // and no database connection is opened for it.
-    let principal = match bearer_token(request.uri(), request.headers()) {
-        Ok(token) => state.auth.authenticate(token).await,
-        Err(e) => Err(e),
-    }
-    .inspect_err(|e| {
-        state
-            .metrics
-            .shared
-            .token_rejections
-            .get_or_create(&crate::metrics::ReasonLabel {
-                reason: e.reason().into(),
-            })
-            .inc();
+    let principal = authenticate(&state, request.uri(), request.headers()).await?;
+    let _in_flight = state.concurrency.try_acquire(&principal).ok_or_else(|| {
+        tracing::info!(
+            limit = state.concurrency.cap(),
+            "request refused: too many in flight for one person"
+        );
+        ApiError::new(
+            ErrorCode::RateLimited,
+            format!(
+                "you already have {} requests in progress; wait for one to finish",
+                state.concurrency.cap()
+            ),
+        )
     })?;
     outcome.operation = "<invalid>".into();
 
@@ -99,12 +123,183 @@ async fn run(
     let operation = loggable_name(graphql_request.operation_name.as_deref()).to_owned();
     outcome.operation = operation.clone();
     let role = principal.role;
-    let audit = state.limits.audit.then(|| AuditContext {
-        operation_name: graphql_request
+    let audit = state
+        .limits
+        .audit
+        .then(|| audit_context(&state, &graphql_request, &operation, &principal));
+
+    let limits = state.limits;
+    let db = Arc::new(RequestDb::new(
+        state.db.clone(),
+        principal,
+        !over_get,
+        ids,
+        audit,
+        RequestBudget::starting_now(
+            limits.max_statements,
+            limits.max_response_bytes,
+            limits.request_timeout,
+        ),
+    ));
+    let mut graphql_request = graphql::attach(graphql_request, db.clone());
+    if over_get {
+        graphql_request = graphql_request.data(ArrivedOverGet);
+    }
+    // The operation runs on a task of its own, so a caller that goes away mid-request cannot
+    // cut a database call short (which could return a connection with an open transaction to
+    // the pool); the task always ends its transaction, rolling back if the caller is gone.
+    let execution = tokio::spawn(execute(
+        state.schema.clone(),
+        graphql_request,
+        db.clone(),
+        limits.max_response_bytes,
+    ));
+    let mut abandon = AbandonOnDrop(Some(db.clone()));
+    let finished = tokio::time::timeout(db.remaining() + DEADLINE_GRACE, execution).await;
+    abandon.0 = None;
+    let Executed { response, body } = match finished {
+        Ok(Ok(executed)) => executed?,
+        Ok(Err(join)) => return Err(ApiError::internal(format!("request task failed: {join}"))),
+        Err(_) => {
+            let timeout = ApiError::new(
+                ErrorCode::ServiceUnavailable,
+                "the request took longer than the server allows and was cancelled",
+            );
+            db.stop(timeout.clone());
+            return Err(timeout);
+        }
+    };
+
+    let codes: Vec<&str> = response
+        .errors
+        .iter()
+        .filter_map(|e| match e.extensions.as_ref()?.get("code") {
+            Some(Value::String(code)) => Some(code.as_str()),
+            _ => None,
+        })
+        .collect();
+    let request_failed = response.data == Value::Null && !response.errors.is_empty();
+    let status = match (request_failed, response.errors.first(), codes.first()) {
+        (true, Some(first), _) if over_get && first.message == MUTATION_OVER_GET => {
+            StatusCode::METHOD_NOT_ALLOWED
+        }
+        // As Apollo Server does: the client retries with the full query.
+        (true, _, Some(&code)) if code == ErrorCode::PersistedQueryNotFound.as_str() => {
+            StatusCode::OK
+        }
+        (true, _, Some(code)) => status_of(code).unwrap_or(StatusCode::BAD_REQUEST),
+        _ => StatusCode::OK,
+    };
+    outcome.code = codes.first().map_or("OK", |c| code_label(c));
+    // Ids, names and codes only: never variables, arguments or results.
+    tracing::info!(operation = %operation, %role, status = status.as_u16(), errors = ?codes, "graphql operation");
+    let mut reply = (
+        status,
+        [
+            (header::CACHE_CONTROL, "no-store"),
+            (header::CONTENT_TYPE, "application/json"),
+        ],
+        body,
+    )
+        .into_response();
+    if status == StatusCode::METHOD_NOT_ALLOWED {
+        reply
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
+    }
+    Ok(reply)
+}
+
+/// Runs the operation and ends its transaction. The answer is withheld (and the transaction
+/// rolled back) when the request was stopped by a limit or abandoned; a mutation with any
+/// error is rolled back whole and answers no data.
+async fn execute(
+    schema: graphql::RowguardSchema,
+    request: async_graphql::Request,
+    db: Arc<RequestDb>,
+    max_response_bytes: usize,
+) -> Result<Executed, ApiError> {
+    let mut response = schema.execute(request).await;
+    code_every_error(&mut response);
+    let mut body = serde_json::to_vec(&response).map_err(ApiError::internal)?;
+    if body.len() > max_response_bytes {
+        db.stop(graphql::too_large(max_response_bytes));
+    }
+    db.finish(!response.errors.is_empty()).await?;
+    if let Some(reason) = db.stopped() {
+        return Err(reason);
+    }
+    if db.abandoned() {
+        return Err(ApiError::new(
+            ErrorCode::ServiceUnavailable,
+            "the client went away",
+        ));
+    }
+    if db.is_mutation() && !response.errors.is_empty() && response.data != Value::Null {
+        // Rolled back: whatever the earlier fields returned was never written.
+        response.data = Value::Null;
+        body = serde_json::to_vec(&response).map_err(ApiError::internal)?;
+    }
+    Ok(Executed { response, body })
+}
+
+/// Gives every error an `extensions.code`.
+fn code_every_error(response: &mut async_graphql::Response) {
+    for error in &mut response.errors {
+        let extensions = error
+            .extensions
+            .get_or_insert_with(ErrorExtensionValues::default);
+        if extensions.get("code").is_some() {
+            continue;
+        }
+        let code = if error.message == "PersistedQueryNotFound" {
+            // Apollo clients recognise this one by code and then send the full query.
+            ErrorCode::PersistedQueryNotFound
+        } else {
+            // Errors raised by the GraphQL engine itself (parse, validation) are the caller's
+            // to fix.
+            ErrorCode::BadUserInput
+        };
+        extensions.set("code", code.as_str());
+    }
+}
+
+/// Verifies the bearer token, counting refusals by reason.
+async fn authenticate(
+    state: &AppState,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Result<Principal, ApiError> {
+    let principal = match bearer_token(uri, headers) {
+        Ok(token) => state.auth.authenticate(token).await,
+        Err(e) => Err(e),
+    };
+    principal.map_err(|e| {
+        state
+            .metrics
+            .shared
+            .token_rejections
+            .get_or_create(&crate::metrics::ReasonLabel {
+                reason: e.reason().into(),
+            })
+            .inc();
+        ApiError::from(e)
+    })
+}
+
+/// The per-request facts the audit trail records (names and hashes, never PHI).
+fn audit_context(
+    state: &AppState,
+    request: &async_graphql::Request,
+    operation: &str,
+    principal: &Principal,
+) -> AuditContext {
+    AuditContext {
+        operation_name: request
             .operation_name
             .as_deref()
-            .map(|_| operation.clone()),
-        persisted_query_hash: graphql_request
+            .map(|_| operation.to_owned()),
+        persisted_query_hash: request
             .extensions
             .get("persistedQuery")
             .and_then(|pq| match pq {
@@ -120,74 +315,7 @@ async fn run(
             }),
         client_id: principal.client_id.clone(),
         failures: state.metrics.shared.audit_write_failures.clone(),
-    });
-
-    let db = Arc::new(RequestDb::new(
-        state.db.clone(),
-        principal,
-        !over_get,
-        ids,
-        audit,
-    ));
-    let mut graphql_request = graphql::attach(graphql_request, db.clone());
-    if over_get {
-        graphql_request = graphql_request.data(ArrivedOverGet);
     }
-    let mut response = state.schema.execute(graphql_request).await;
-    // A mutation with any error is undone whole; see `RequestDb::finish` for the audit trail.
-    db.finish(!response.errors.is_empty()).await?;
-
-    let mut status = StatusCode::OK;
-    let request_failed = response.data == Value::Null && !response.errors.is_empty();
-    for (i, error) in response.errors.iter_mut().enumerate() {
-        let extensions = error
-            .extensions
-            .get_or_insert_with(ErrorExtensionValues::default);
-        let code = match extensions.get("code") {
-            Some(Value::String(code)) => code.clone(),
-            // Apollo clients recognise this one by code and then send the full query.
-            _ if error.message == "PersistedQueryNotFound" => {
-                ErrorCode::PersistedQueryNotFound.as_str().to_owned()
-            }
-            // Errors raised by the GraphQL engine itself (parse, validation, limits) are the
-            // caller's to fix.
-            _ => ErrorCode::BadUserInput.as_str().to_owned(),
-        };
-        extensions.set("code", code.as_str());
-        if i == 0 && request_failed {
-            status = if over_get && error.message == MUTATION_OVER_GET {
-                StatusCode::METHOD_NOT_ALLOWED
-            } else if code == ErrorCode::PersistedQueryNotFound.as_str() {
-                // As Apollo Server does: the client retries with the full query.
-                StatusCode::OK
-            } else {
-                status_of(&code).unwrap_or(StatusCode::BAD_REQUEST)
-            };
-        }
-    }
-    let codes: Vec<String> = response
-        .errors
-        .iter()
-        .filter_map(|e| match e.extensions.as_ref()?.get("code") {
-            Some(Value::String(code)) => Some(code.clone()),
-            _ => None,
-        })
-        .collect();
-    outcome.code = codes.first().map_or("OK", |c| code_label(c));
-    // Ids, names and codes only: never variables, arguments or results.
-    tracing::info!(operation = %operation, %role, status = status.as_u16(), errors = ?codes, "graphql operation");
-    let mut reply = (
-        status,
-        [(header::CACHE_CONTROL, "no-store")],
-        axum::Json(response),
-    )
-        .into_response();
-    if status == StatusCode::METHOD_NOT_ALLOWED {
-        reply
-            .headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static("POST"));
-    }
-    Ok(reply)
 }
 
 /// Reads a GraphQL request from the query string (GET) or a JSON body (POST) of bounded size.
@@ -221,6 +349,7 @@ async fn read_request(
     } else {
         Body::empty()
     };
+    let over_get = parts.method == Method::GET;
     GraphQLRequest::<async_graphql_axum::rejection::GraphQLRejection>::from_request(
         Request::from_parts(parts, body),
         &(),
@@ -228,12 +357,30 @@ async fn read_request(
     .await
     .map(GraphQLRequest::into_inner)
     .map_err(|rejection| {
-        tracing::info!(reason = %rejection.0, "malformed GraphQL request");
+        // A fixed category only: the parser's message can quote the offending value, and a
+        // query string or body can hold a patient's name.
+        tracing::info!(
+            reason = rejection_category(&rejection.0, over_get),
+            "malformed GraphQL request"
+        );
         ApiError::new(
             ErrorCode::BadUserInput,
             "the request is not a valid GraphQL request",
         )
     })
+}
+
+/// What kind of malformed request this was, in words that carry nothing of the request.
+fn rejection_category(error: &async_graphql::ParseRequestError, over_get: bool) -> &'static str {
+    use async_graphql::ParseRequestError as E;
+    match error {
+        E::Io(_) => "body could not be read",
+        E::InvalidRequest(_) if over_get => "query string is not a GraphQL request",
+        E::InvalidRequest(_) => "body is not a GraphQL request",
+        E::PayloadTooLarge => "body too large",
+        E::UnsupportedBatch => "batch requests are not supported",
+        _ => "unsupported request encoding",
+    }
 }
 
 /// The client's operation name if it looks like a GraphQL name (they are chosen by developers,
@@ -275,13 +422,14 @@ fn code_label(code: &str) -> &'static str {
         .map_or("OTHER", ErrorCode::as_str)
 }
 
-const ALL_CODES: [ErrorCode; 8] = [
+const ALL_CODES: [ErrorCode; 9] = [
     ErrorCode::Unauthenticated,
     ErrorCode::Forbidden,
     ErrorCode::BadUserInput,
     ErrorCode::NotFound,
     ErrorCode::Conflict,
     ErrorCode::PersistedQueryNotFound,
+    ErrorCode::RateLimited,
     ErrorCode::ServiceUnavailable,
     ErrorCode::InternalServerError,
 ];

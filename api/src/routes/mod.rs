@@ -27,7 +27,6 @@ pub fn app(state: AppState) -> Router {
         .route("/playground/assets/{name}", get(playground::asset))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics))
         .layer(cors)
         .layer(
             ServiceBuilder::new()
@@ -60,6 +59,14 @@ pub fn app(state: AppState) -> Router {
                 )
                 .layer(PropagateRequestIdLayer::x_request_id()),
         )
+        .with_state(state)
+}
+
+/// The metrics endpoint, served on its own listener (`ROWGUARD_METRICS_LISTEN`, loopback by
+/// default) so the API port never exposes it.
+pub fn metrics_app(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(health::metrics))
         .with_state(state)
 }
 

@@ -1,0 +1,356 @@
+//! The size of an operation as it will run: every fragment spread expanded where it is spread,
+//! every alias counted each time its fragment is spread, and lists costed by how many items they
+//! can return. Measured on the parsed document before anything executes; the walk stops at the
+//! first limit it passes, so even a fragment bomb (fragments spreading each other twice over)
+//! costs no more than the limits allow.
+
+use async_graphql::parser::types::{
+    ExecutableDocument, Field, OperationDefinition, Selection, SelectionSet,
+};
+use async_graphql::{Value, Variables};
+
+/// The limits an operation must stay within.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShapeLimits {
+    pub max_depth: usize,
+    pub max_fields: usize,
+    pub max_aliases: usize,
+    pub max_root_fields: usize,
+    pub max_cost: u64,
+    /// `first` when a list does not say.
+    pub default_page_size: u64,
+    /// Largest `first` counted (larger ones are refused by the resolver anyway).
+    pub max_page_size: u64,
+}
+
+/// What the operation adds up to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Shape {
+    pub depth: usize,
+    /// Field selections, fragments expanded (`__typename` is free).
+    pub fields: usize,
+    pub aliases: usize,
+    pub root_fields: usize,
+    /// Every field that returns objects costs 1 for each object it can return, nested costs
+    /// multiplied by the list sizes above them; scalar fields are free (they come with their row).
+    pub cost: u64,
+}
+
+/// Why an operation was refused. The message is safe to show (names and numbers only).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TooLarge {
+    #[error("the operation is nested {0} levels deep; at most {1} are allowed")]
+    Depth(usize, usize),
+    #[error("the operation selects more than {0} fields (fragments counted where they are spread)")]
+    Fields(usize),
+    #[error("the operation uses more than {0} aliases (fragments counted where they are spread)")]
+    Aliases(usize),
+    #[error(
+        "the operation selects more than {0} root fields (fragments counted where they are spread)"
+    )]
+    RootFields(usize),
+    #[error(
+        "the operation could return about {0} records; at most {1} are allowed (ask for smaller pages or fewer nested lists)"
+    )]
+    Cost(u64, u64),
+    #[error("fragment {0} spreads itself")]
+    FragmentCycle(String),
+    #[error("unknown fragment {0}")]
+    UnknownFragment(String),
+}
+
+/// How many items a list field can return when it has no `first` argument: the hard limits
+/// the resolvers apply (care teams have no limit of their own; 10 is a generous team).
+fn fixed_list_size(field: &str) -> Option<u64> {
+    match field {
+        "careTeam" => Some(10),
+        "clinicians" | "emergencyAccessGrants" => Some(1000),
+        "patientAccessReport" => Some(10_000),
+        _ => None,
+    }
+}
+
+/// Connection fields whose `edges` repeat `first` times.
+fn is_connection(field: &str) -> bool {
+    matches!(field, "patients" | "auditEvents")
+}
+
+/// Measures `operation` of `doc`, refusing it at the first limit it passes.
+pub fn measure(
+    doc: &ExecutableDocument,
+    operation: &OperationDefinition,
+    variables: &Variables,
+    limits: &ShapeLimits,
+) -> Result<Shape, TooLarge> {
+    let mut walk = Walk {
+        doc,
+        variables,
+        limits,
+        shape: Shape::default(),
+        spreading: Vec::new(),
+    };
+    let cost = walk.set(&operation.selection_set.node, 1, None)?;
+    walk.shape.cost = cost;
+    if cost > limits.max_cost {
+        return Err(TooLarge::Cost(cost, limits.max_cost));
+    }
+    Ok(walk.shape)
+}
+
+struct Walk<'a> {
+    doc: &'a ExecutableDocument,
+    variables: &'a Variables,
+    limits: &'a ShapeLimits,
+    shape: Shape,
+    /// Fragments being expanded on the current path.
+    spreading: Vec<&'a str>,
+}
+
+impl<'a> Walk<'a> {
+    /// The cost of `set` at `depth` (root fields are at depth 1). `edges` is how many times an
+    /// `edges` field directly inside repeats (set inside connections).
+    fn set(
+        &mut self,
+        set: &'a SelectionSet,
+        depth: usize,
+        edges: Option<u64>,
+    ) -> Result<u64, TooLarge> {
+        let mut cost = 0u64;
+        for item in &set.items {
+            let item_cost = match &item.node {
+                Selection::Field(field) => self.field(&field.node, depth, edges)?,
+                Selection::InlineFragment(fragment) => {
+                    self.set(&fragment.node.selection_set.node, depth, edges)?
+                }
+                Selection::FragmentSpread(spread) => {
+                    let name = spread.node.fragment_name.node.as_str();
+                    if self.spreading.contains(&name) {
+                        return Err(TooLarge::FragmentCycle(name.to_owned()));
+                    }
+                    let fragment = self
+                        .doc
+                        .fragments
+                        .get(&spread.node.fragment_name.node)
+                        .ok_or_else(|| TooLarge::UnknownFragment(name.to_owned()))?;
+                    self.spreading.push(name);
+                    let cost = self.set(&fragment.node.selection_set.node, depth, edges)?;
+                    self.spreading.pop();
+                    cost
+                }
+            };
+            cost = cost.saturating_add(item_cost);
+            if cost > self.limits.max_cost {
+                return Err(TooLarge::Cost(cost, self.limits.max_cost));
+            }
+        }
+        Ok(cost)
+    }
+
+    fn field(
+        &mut self,
+        field: &'a Field,
+        depth: usize,
+        edges: Option<u64>,
+    ) -> Result<u64, TooLarge> {
+        let name = field.name.node.as_str();
+        // Introspection is governed by its own setting; its standard query is large by design.
+        if name.starts_with("__") {
+            return Ok(0);
+        }
+        if depth > self.limits.max_depth {
+            return Err(TooLarge::Depth(depth, self.limits.max_depth));
+        }
+        self.shape.depth = self.shape.depth.max(depth);
+        self.shape.fields += 1;
+        if self.shape.fields > self.limits.max_fields {
+            return Err(TooLarge::Fields(self.limits.max_fields));
+        }
+        if field.alias.is_some() {
+            self.shape.aliases += 1;
+            if self.shape.aliases > self.limits.max_aliases {
+                return Err(TooLarge::Aliases(self.limits.max_aliases));
+            }
+        }
+        if depth == 1 {
+            self.shape.root_fields += 1;
+            if self.shape.root_fields > self.limits.max_root_fields {
+                return Err(TooLarge::RootFields(self.limits.max_root_fields));
+            }
+        }
+        let children = &field.selection_set.node;
+        if children.items.is_empty() {
+            return Ok(0);
+        }
+        let repeat = match name {
+            "edges" => edges.unwrap_or(1),
+            other => fixed_list_size(other).unwrap_or(1),
+        };
+        let inner_edges = is_connection(name).then(|| self.page_size(field));
+        let inner = self.set(children, depth + 1, inner_edges)?;
+        Ok(1u64.saturating_add(repeat.saturating_mul(inner)))
+    }
+
+    /// The `first` a connection field asks for (a literal or a variable), within the page limits.
+    fn page_size(&self, field: &Field) -> u64 {
+        let first = field
+            .arguments
+            .iter()
+            .find(|(name, _)| name.node.as_str() == "first")
+            .and_then(|(_, value)| {
+                value
+                    .node
+                    .clone()
+                    .into_const_with(|name| {
+                        Ok::<_, ()>(self.variables.get(&name).cloned().unwrap_or(Value::Null))
+                    })
+                    .ok()
+            });
+        match first {
+            Some(Value::Number(n)) => n.as_u64().unwrap_or(0).min(self.limits.max_page_size),
+            _ => self.limits.default_page_size,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: ShapeLimits = ShapeLimits {
+        max_depth: 12,
+        max_fields: 250,
+        max_aliases: 30,
+        max_root_fields: 20,
+        max_cost: 2000,
+        default_page_size: 20,
+        max_page_size: 100,
+    };
+
+    fn shape(query: &str) -> Result<Shape, TooLarge> {
+        shape_with(query, Variables::default())
+    }
+
+    fn shape_with(query: &str, variables: Variables) -> Result<Shape, TooLarge> {
+        let doc = async_graphql::parser::parse_query(query).expect("parses");
+        let (_, op) = doc.operations.iter().next().expect("an operation");
+        measure(&doc, &op.node, &variables, &LIMITS)
+    }
+
+    use async_graphql::Name;
+
+    #[test]
+    fn root_fields_spread_from_a_fragment_are_counted() {
+        let fields: Vec<String> = (0..25).map(|i| format!("m{i}: me {{ id }}")).collect();
+        let query = format!(
+            "query Q {{ ...F }} fragment F on Query {{ {} }}",
+            fields.join(" ")
+        );
+        // 25 aliases would already be refused above 30; count roots before aliases bite.
+        let limits = ShapeLimits {
+            max_aliases: 1000,
+            ..LIMITS
+        };
+        let doc = async_graphql::parser::parse_query(&query).expect("parses");
+        let (_, op) = doc.operations.iter().next().expect("op");
+        assert_eq!(
+            measure(&doc, &op.node, &Variables::default(), &limits),
+            Err(TooLarge::RootFields(20))
+        );
+        let inline = format!("{{ ... on Query {{ {} }} }}", fields.join(" "));
+        let doc = async_graphql::parser::parse_query(&inline).expect("parses");
+        let (_, op) = doc.operations.iter().next().expect("op");
+        assert_eq!(
+            measure(&doc, &op.node, &Variables::default(), &limits),
+            Err(TooLarge::RootFields(20))
+        );
+    }
+
+    #[test]
+    fn aliases_in_a_fragment_count_every_time_it_is_spread() {
+        let query = "query Q { a: me { ...F } b: me { ...F } c: me { ...F } } \
+                     fragment F on Clinician { x1: id x2: id x3: id x4: id x5: id x6: id x7: id x8: id x9: id x10: id }";
+        assert_eq!(shape(query), Err(TooLarge::Aliases(30)));
+    }
+
+    #[test]
+    fn lists_cost_by_their_first() {
+        let page = |first: u64| {
+            shape(&format!(
+                "{{ patients(first: {first}) {{ edges {{ node {{ id careTeam {{ clinician {{ id }} }} }} }} pageInfo {{ hasNextPage }} }} }}"
+            ))
+            .expect("accepted")
+            .cost
+        };
+        // patients 1 + edges (1 + first × node (1 + careTeam (1 + 10 × clinician 1))) + pageInfo 1
+        assert_eq!(page(10), 1 + (1 + 10 * 12) + 1);
+        assert_eq!(page(100), 1 + (1 + 100 * 12) + 1);
+        let mut vars = Variables::default();
+        vars.insert(Name::new("n"), async_graphql::Value::from(50));
+        let by_variable = shape_with(
+            "query($n: Int) { patients(first: $n) { edges { node { careTeam { clinician { id } } } } } }",
+            vars,
+        )
+        .expect("accepted");
+        assert_eq!(by_variable.cost, 1 + (1 + 50 * 12));
+    }
+
+    #[test]
+    fn the_first_reviews_amplification_query_is_refused() {
+        let inner = "patients(first:100){edges{node{careTeam{clinician{patients(first:100){edges{node{careTeam{clinician{id}}}}}}}}}}";
+        let aliases: Vec<String> = (0..30).map(|i| format!("a{i}: {inner}")).collect();
+        let query = format!(
+            "query Amp {{ ...F }} fragment F on Query {{ {} }}",
+            aliases.join(" ")
+        );
+        assert!(
+            matches!(shape(&query), Err(TooLarge::Cost(..))),
+            "{:?}",
+            shape(&query)
+        );
+    }
+
+    #[test]
+    fn a_fragment_bomb_stops_at_the_field_limit() {
+        // Each level spreads the next twice: 2^40 fields if expanded in full.
+        let mut fragments = String::from("fragment F40 on Clinician { id }");
+        for level in (0..40).rev() {
+            fragments.push_str(&format!(
+                " fragment F{level} on Clinician {{ ...F{next} ...F{next} }}",
+                next = level + 1
+            ));
+        }
+        let query = format!("{{ me {{ ...F0 }} }} {fragments}");
+        assert_eq!(shape(&query), Err(TooLarge::Fields(250)));
+    }
+
+    #[test]
+    fn a_fragment_cycle_is_refused() {
+        let query =
+            "{ me { ...A } } fragment A on Clinician { ...B } fragment B on Clinician { ...A }";
+        assert!(matches!(shape(query), Err(TooLarge::FragmentCycle(_))));
+    }
+
+    #[test]
+    fn depth_counts_through_fragments() {
+        let mut query = String::from("id");
+        for _ in 0..13 {
+            query = format!(
+                "patients(first: 1) {{ edges {{ node {{ careTeam {{ clinician {{ {query} }} }} }} }} }}"
+            );
+        }
+        assert!(matches!(
+            shape(&format!("{{ ...F }} fragment F on Query {{ {query} }}")),
+            Err(TooLarge::Depth(..))
+        ));
+    }
+
+    #[test]
+    fn the_client_operations_are_well_within_the_limits() {
+        let my_patients = "fragment S on Patient { __typename id mrn } \
+            query MyPatients($first: Int) { patients(first: $first) { edges { cursor node { ...S careTeam { careRole clinician { id displayName } } } } pageInfo { hasNextPage endCursor } } }";
+        let mut vars = Variables::default();
+        vars.insert(Name::new("first"), async_graphql::Value::from(100));
+        let shape = shape_with(my_patients, vars).expect("accepted");
+        assert!(shape.cost <= 1300, "{shape:?}");
+    }
+}
