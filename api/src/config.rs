@@ -95,12 +95,12 @@ impl DatabaseSettings {
             .parse()
             .map_err(|e| format!("DATABASE_URL is not a valid PostgreSQL URL: {e}"))?;
         let host = options.get_host();
+        // Loopback is decided by parsing the address: a name such as `127.evil.example` only
+        // looks like one.
         let local = options.get_socket().is_some()
             || host.starts_with('/')
             || host == "localhost"
-            || host == "::1"
-            || host == "[::1]"
-            || host.starts_with("127.");
+            || is_loopback_ip_literal(host);
         if local
             || self.allow_unverified_tls
             || matches!(options.get_ssl_mode(), PgSslMode::VerifyFull)
@@ -117,6 +117,25 @@ impl DatabaseSettings {
 
     pub fn acquire_timeout(&self) -> Duration {
         Duration::from_secs(self.acquire_timeout_secs)
+    }
+}
+
+/// Whether `host` (optionally with `:port`, IPv6 optionally in brackets) is a loopback IP
+/// address written as a literal.
+pub fn is_loopback_ip_literal(host: &str) -> bool {
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.split_once(']'))
+        .map(|(h, _)| h)
+        .unwrap_or(host);
+    if let Ok(ip) = bare.parse::<std::net::IpAddr>() {
+        return ip.is_loopback();
+    }
+    match host.rsplit_once(':') {
+        Some((ip, port)) if port.chars().all(|c| c.is_ascii_digit()) => ip
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|ip| ip.is_loopback()),
+        _ => false,
     }
 }
 
@@ -171,6 +190,48 @@ pub struct AuditSettings {
     /// Take part in sealing (one replica seals at a time; the others stand by).
     #[arg(long = "audit-sealer", env = "ROWGUARD_AUDIT_SEALER", default_value_t = true, action = clap::ArgAction::Set)]
     pub sealer: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_is_an_address_not_a_prefix() {
+        for yes in [
+            "127.0.0.1",
+            "127.0.0.1:5432",
+            "127.1.2.3",
+            "::1",
+            "[::1]",
+            "[::1]:8080",
+        ] {
+            assert!(is_loopback_ip_literal(yes), "{yes}");
+        }
+        for no in [
+            "127.evil.example",
+            "127.0.0.1.nip.io",
+            "localhost",
+            "10.0.0.1",
+            "[::2]:1",
+        ] {
+            assert!(!is_loopback_ip_literal(no), "{no}");
+        }
+    }
+
+    #[test]
+    fn a_remote_database_named_like_loopback_needs_verified_tls() {
+        let settings = DatabaseSettings::new(
+            "postgres://rowguard_gateway@127.evil.example:5432/rowguard",
+            RoleNames::default(),
+        );
+        assert!(settings.check_transport_security().is_err());
+        let settings = DatabaseSettings::new(
+            "postgres://rowguard_gateway@127.0.0.1:5432/rowguard",
+            RoleNames::default(),
+        );
+        assert!(settings.check_transport_security().is_ok());
+    }
 }
 
 impl Default for AuditSettings {

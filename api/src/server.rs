@@ -207,17 +207,7 @@ pub enum StartError {
 impl ServeSettings {
     /// Checks what clap cannot: settings that are only wrong in combination.
     pub fn validate(&self) -> Result<(), StartError> {
-        if self.oidc.issuer.trim().is_empty() {
-            return Err(StartError::Settings(
-                "ROWGUARD_OIDC_ISSUER is required: the URL of your identity provider".into(),
-            ));
-        }
-        if !(self.oidc.issuer.starts_with("https://") || self.oidc.issuer.starts_with("http://")) {
-            return Err(StartError::Settings(format!(
-                "ROWGUARD_OIDC_ISSUER must be an http(s) URL, not {:?}",
-                self.oidc.issuer
-            )));
-        }
+        self.oidc.check_issuer().map_err(StartError::Settings)?;
         if self.oidc.audiences.iter().all(|a| a.trim().is_empty()) {
             return Err(StartError::Settings("ROWGUARD_OIDC_AUDIENCES is required: the client id and/or API audience your tokens carry".into()));
         }

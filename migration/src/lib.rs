@@ -56,6 +56,11 @@ impl MigratorTrait for Migrator {
                 up: include_str!("sql/0007_audit_sealed_off_path.up.sql"),
                 down: include_str!("sql/0007_audit_sealed_off_path.down.sql"),
             }),
+            Box::new(SqlMigration {
+                name: "m20261201_000008_least_privilege_reads",
+                up: include_str!("sql/0008_least_privilege_reads.up.sql"),
+                down: include_str!("sql/0008_least_privilege_reads.down.sql"),
+            }),
         ]
     }
 }

@@ -74,15 +74,43 @@ impl RoleNames {
         format!("{}_auditor", self.prefix)
     }
 
+    /// The clinician role with write privileges (mutations only).
+    pub fn clinician_writer(&self) -> String {
+        format!("{}_clinician_writer", self.prefix)
+    }
+
+    pub fn coordinator_writer(&self) -> String {
+        format!("{}_coordinator_writer", self.prefix)
+    }
+
+    pub fn auditor_writer(&self) -> String {
+        format!("{}_auditor_writer", self.prefix)
+    }
+
+    /// Every application role the gateway switches to: readers, then writers.
+    pub fn application_roles(&self) -> [String; 6] {
+        [
+            self.clinician(),
+            self.coordinator(),
+            self.auditor(),
+            self.clinician_writer(),
+            self.coordinator_writer(),
+            self.auditor_writer(),
+        ]
+    }
+
     /// The `(name, value)` connection option that tells the migrations this prefix.
     pub fn connection_option(&self) -> (&'static str, &str) {
         (Self::PREFIX_SETTING, &self.prefix)
     }
 
-    /// Fills the `{owner}`, `{gateway}`, `{clinician}`, `{coordinator}` and `{auditor}`
-    /// placeholders of a migration's SQL.
+    /// Fills the `{owner}`, `{gateway}`, `{clinician}`, `{coordinator}`, `{auditor}` and
+    /// `{…_writer}` placeholders of a migration's SQL.
     pub(crate) fn render(&self, sql: &str) -> String {
-        sql.replace("{owner}", &self.owner())
+        sql.replace("{clinician_writer}", &self.clinician_writer())
+            .replace("{coordinator_writer}", &self.coordinator_writer())
+            .replace("{auditor_writer}", &self.auditor_writer())
+            .replace("{owner}", &self.owner())
             .replace("{gateway}", &self.gateway())
             .replace("{clinician}", &self.clinician())
             .replace("{coordinator}", &self.coordinator())

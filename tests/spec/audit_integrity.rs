@@ -667,8 +667,9 @@ async fn a_trail_sealed_by_the_old_commit_trigger_still_verifies_after_the_upgra
         let principal = person.clinician();
         async move {
             for _ in 0..n {
+                // As a query appends its access record.
                 let scope = db
-                    .scope(&principal, AccessMode::ReadWrite, Uuid::new_v4())
+                    .scope(&principal, AccessMode::ReadAndAudit, Uuid::new_v4())
                     .await
                     .expect("scope");
                 let entry = AuditEntry {

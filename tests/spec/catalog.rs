@@ -90,9 +90,9 @@ async fn every_table_in_the_app_schema_has_row_level_security_and_patients_force
         .collect();
     assert_eq!(
         tables.len(),
-        9,
-        "clinicians, clinicians_patients, emergency_grants, patients, and the audit trail's events, \
-         chain, checkpoints, archives and sealer lease: {tables:?}"
+        10,
+        "clinicians, clinicians_patients, emergency_grants, patients, expected_policies, and the \
+         audit trail's events, chain, checkpoints, archives and sealer lease: {tables:?}"
     );
     for (name, enabled, forced) in &tables {
         assert!(enabled, "{name} has row level security disabled");

@@ -120,7 +120,7 @@ fn dev_command(data_dir: &PathBuf, port: u16) -> Command {
         .arg("dev")
         .env_remove("DATABASE_URL")
         .env("ROWGUARD_DEV_DATA_DIR", data_dir)
-        .env("ROWGUARD_LISTEN", format!("127.0.0.1:{port}"))
+        .env("ROWGUARD_DEV_LISTEN", format!("127.0.0.1:{port}"))
         .env("ROWGUARD_LOG", "warn");
     command
 }

@@ -42,8 +42,8 @@ async fn migrations_run_up_down_and_up_again_on_a_fresh_database() {
     let owner = migration_connection(&url, &roles).await;
 
     Migrator::up(&owner, None).await.expect("up");
-    assert_eq!(rowguard_tables(&admin).await, 9);
-    assert_eq!(roles_with_prefix(&admin, &roles).await, 5);
+    assert_eq!(rowguard_tables(&admin).await, 10);
+    assert_eq!(roles_with_prefix(&admin, &roles).await, 8);
     assert!(
         Migrator::get_pending_migrations(&owner)
             .await
@@ -56,7 +56,7 @@ async fn migrations_run_up_down_and_up_again_on_a_fresh_database() {
     assert_eq!(roles_with_prefix(&admin, &roles).await, 0);
 
     Migrator::up(&owner, None).await.expect("up again");
-    assert_eq!(rowguard_tables(&admin).await, 9);
+    assert_eq!(rowguard_tables(&admin).await, 10);
     execute(
         &admin,
         &format!("alter role {} password 'x'", roles.gateway()),
@@ -88,6 +88,6 @@ async fn migrating_twice_is_a_no_op() {
     Migrator::up(&owner, None)
         .await
         .expect("second up changes nothing");
-    assert_eq!(rowguard_tables(&connect(&url, 1, None).await).await, 9);
+    assert_eq!(rowguard_tables(&connect(&url, 1, None).await).await, 10);
     Migrator::down(&owner, None).await.expect("clean up");
 }

@@ -38,6 +38,27 @@ pub struct OidcSettings {
     )]
     pub audiences: Vec<String>,
 
+    /// OAuth clients whose tokens are accepted, comma-separated: `azp` (or, for an ID token
+    /// issued to one client, its `aud`) for ID tokens, `client_id` for RFC 9068 access tokens
+    /// (also `azp`, Okta's `cid` and Entra ID v1's `appid`). When set, a token from any other
+    /// client is refused with 401, even if its audience matches. Set it whenever several apps
+    /// share an audience (Okta's `api://default`).
+    #[arg(
+        long = "oidc-client-ids",
+        env = "ROWGUARD_OIDC_CLIENT_IDS",
+        value_delimiter = ','
+    )]
+    pub client_ids: Vec<String>,
+
+    /// Scopes every token must carry (space-separated `scope` or a `scp` list), comma-separated,
+    /// e.g. `rowguard.api`. ID tokens carry no scopes, so setting this accepts access tokens only.
+    #[arg(
+        long = "oidc-required-scopes",
+        env = "ROWGUARD_OIDC_REQUIRED_SCOPES",
+        value_delimiter = ','
+    )]
+    pub required_scopes: Vec<String>,
+
     /// Accepted signature algorithms. `none` and HMAC algorithms are always refused.
     #[arg(long = "oidc-algorithms", env = "ROWGUARD_OIDC_ALGORITHMS", value_delimiter = ',',
           default_value = DEFAULT_ALGORITHMS, value_parser = parse_algorithm)]
@@ -91,6 +112,8 @@ impl OidcSettings {
         Self {
             issuer: issuer.into(),
             audiences: audiences.iter().map(|a| (*a).to_owned()).collect(),
+            client_ids: Vec::new(),
+            required_scopes: Vec::new(),
             algorithms: DEFAULT_ALGORITHMS
                 .split(',')
                 .map(|a| parse_algorithm(a).expect("default algorithms are valid"))
@@ -105,6 +128,38 @@ impl OidcSettings {
             http_timeout_secs: DEFAULT_HTTP_TIMEOUT_SECS,
             token_cache_size: DEFAULT_TOKEN_CACHE_SIZE,
         }
+    }
+
+    /// Checks the issuer URL: HTTPS, or plain HTTP only to a loopback IP literal (a test or
+    /// development provider on this machine). A host *name*, even `localhost` or one starting
+    /// with `127.`, could be resolved elsewhere.
+    pub fn check_issuer(&self) -> Result<(), String> {
+        let issuer = self.issuer.trim();
+        if issuer.is_empty() {
+            return Err(
+                "ROWGUARD_OIDC_ISSUER is required: the URL of your identity provider".into(),
+            );
+        }
+        let Some(rest) = issuer
+            .strip_prefix("https://")
+            .map(|_| None)
+            .or_else(|| issuer.strip_prefix("http://").map(Some))
+        else {
+            return Err(format!(
+                "ROWGUARD_OIDC_ISSUER must be an https URL, not {issuer:?}"
+            ));
+        };
+        if let Some(rest) = rest {
+            let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+            if !crate::config::is_loopback_ip_literal(authority) {
+                return Err(format!(
+                    "ROWGUARD_OIDC_ISSUER {issuer:?} uses plain http: tokens and keys would cross the network \
+                     unprotected. Use https (plain http is accepted only for a loopback IP address such as \
+                     http://127.0.0.1:8081)"
+                ));
+            }
+        }
+        Ok(())
     }
 
     pub fn clock_skew(&self) -> Duration {

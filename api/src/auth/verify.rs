@@ -84,6 +84,8 @@ fn reject(client_message: &'static str, detail: impl Into<String>) -> Rejection 
 pub struct Rules {
     issuer: IssuerUrl,
     audiences: Vec<String>,
+    client_ids: Vec<String>,
+    required_scopes: Vec<String>,
     algorithms: Vec<CoreJwsSigningAlgorithm>,
     accept_id: bool,
     accept_access: bool,
@@ -101,6 +103,8 @@ impl Rules {
         Self {
             issuer,
             audiences: settings.audiences.clone(),
+            client_ids: non_empty(&settings.client_ids),
+            required_scopes: non_empty(&settings.required_scopes),
             algorithms: settings.algorithms.clone(),
             accept_id: settings.token_types.contains(&TokenKind::Id),
             accept_access: settings.token_types.contains(&TokenKind::Access),
@@ -274,14 +278,33 @@ impl Rules {
         if subject.is_empty() {
             return Err(reject("the token has no subject", "sub is empty"));
         }
-        let client_id = match kind {
-            TokenKind::Access => extra
-                .get("client_id")
-                .and_then(Value::as_str)
-                .map(str::to_owned),
-            TokenKind::Id => None,
+        let client_id = client_of(kind, claims, &audiences);
+        if !self.client_ids.is_empty()
+            && !client_id
+                .as_deref()
+                .is_some_and(|c| self.client_ids.iter().any(|ok| ok == c))
+        {
+            return Err(reject(
+                "the token was issued to another application",
+                format!(
+                    "client {client_id:?} is not in ROWGUARD_OIDC_CLIENT_IDS {:?}",
+                    self.client_ids
+                ),
+            ));
         }
-        .or_else(|| claims.authorized_party().map(|azp| azp.as_str().to_owned()));
+        if !self.required_scopes.is_empty() {
+            let scopes = scopes(extra);
+            if let Some(missing) = self
+                .required_scopes
+                .iter()
+                .find(|s| !scopes.contains(&s.as_str()))
+            {
+                return Err(reject(
+                    "the token lacks a scope this API requires",
+                    format!("scope {missing:?} of ROWGUARD_OIDC_REQUIRED_SCOPES is missing"),
+                ));
+            }
+        }
 
         Ok(VerifiedToken {
             issuer: claims.issuer().as_str().to_owned(),
@@ -322,6 +345,51 @@ impl Rules {
             .filter(|r| granted.contains(r))
             .collect()
     }
+}
+
+fn non_empty(values: &[String]) -> Vec<String> {
+    values
+        .iter()
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+        .collect()
+}
+
+/// The OAuth client a token was issued to. Access tokens name it in `client_id` (RFC 9068),
+/// or `azp` (Keycloak, Auth0, Entra ID v2), `cid` (Okta) or `appid` (Entra ID v1); ID tokens in
+/// `azp`, or, issued to a single client, in `aud`.
+fn client_of(
+    kind: TokenKind,
+    claims: &IdTokenClaims<ExtraClaims, CoreGenderClaim>,
+    audiences: &[&str],
+) -> Option<String> {
+    let extra = &claims.additional_claims().0;
+    let named = |claim: &str| extra.get(claim).and_then(Value::as_str).map(str::to_owned);
+    let azp = claims.authorized_party().map(|azp| azp.as_str().to_owned());
+    match kind {
+        TokenKind::Access => named("client_id")
+            .or(azp)
+            .or_else(|| named("cid"))
+            .or_else(|| named("appid")),
+        TokenKind::Id => azp.or_else(|| match audiences {
+            [only] => Some((*only).to_owned()),
+            _ => None,
+        }),
+    }
+}
+
+/// The scopes a token carries: `scope` (space-separated, RFC 9068) or `scp` (a list or a
+/// string, Okta and Entra ID).
+fn scopes(extra: &HashMap<String, Value>) -> Vec<&str> {
+    let mut found = Vec::new();
+    for claim in ["scope", "scp"] {
+        match extra.get(claim) {
+            Some(Value::String(s)) => found.extend(s.split_whitespace()),
+            Some(Value::Array(items)) => found.extend(items.iter().filter_map(Value::as_str)),
+            _ => {}
+        }
+    }
+    found
 }
 
 fn signature_rejection(e: SignatureVerificationError) -> Rejection {

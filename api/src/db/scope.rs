@@ -4,11 +4,17 @@ use uuid::Uuid;
 use super::{Database, DbError};
 use crate::principal::{AppRole, Principal};
 
-/// Whether a request may write. Reads run in a `READ ONLY` transaction, so even a resolver bug
-/// cannot turn a query into a write.
+/// Whether a request may write, decided by the database: the application role it runs as and
+/// the transaction's access mode. A query cannot turn into a write even through a resolver bug.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AccessMode {
+    /// The reading role in a `READ ONLY` transaction (auditing off).
     ReadOnly,
+    /// The reading role in a read-write transaction, so that the access can be appended to the
+    /// audit trail; the role holds no write privilege on any clinical table, so the trail's
+    /// append function is the only thing it can write through.
+    ReadAndAudit,
+    /// The writing role (`<role>_writer`): mutations only.
     ReadWrite,
 }
 
@@ -99,14 +105,18 @@ impl Database {
             .max(1);
         let request_id = ids.request_id;
         let txn = self.begin().await?;
-        let role = match principal.role {
-            AppRole::Clinician => self.roles.clinician(),
-            AppRole::Coordinator => self.roles.coordinator(),
-            AppRole::Auditor => self.roles.auditor(),
+        let writer = mode == AccessMode::ReadWrite;
+        let role = match (principal.role, writer) {
+            (AppRole::Clinician, false) => self.roles.clinician(),
+            (AppRole::Coordinator, false) => self.roles.coordinator(),
+            (AppRole::Auditor, false) => self.roles.auditor(),
+            (AppRole::Clinician, true) => self.roles.clinician_writer(),
+            (AppRole::Coordinator, true) => self.roles.coordinator_writer(),
+            (AppRole::Auditor, true) => self.roles.auditor_writer(),
         };
         let read_only = match mode {
             AccessMode::ReadOnly => "on",
-            AccessMode::ReadWrite => "off",
+            AccessMode::ReadAndAudit | AccessMode::ReadWrite => "off",
         };
         let values: [Value; 9] = [
             role.into(),

@@ -113,31 +113,10 @@ impl Database {
             }
         }
 
-        for role in [
-            self.roles.clinician(),
-            self.roles.coordinator(),
-            self.roles.auditor(),
-        ] {
-            let member = one(
-                &txn,
-                    "select exists (select from pg_catalog.pg_roles where rolname = $1) as present, \
-                            coalesce((select pg_catalog.pg_has_role(current_user, oid, 'MEMBER') \
-                                      from pg_catalog.pg_roles where rolname = $1), false) as member",
-                    [role.clone().into()],
-                )
-                .await?;
-            if !get::<bool>(&member, "present")? {
-                problems.push(format!(
-                    "application role {role:?} does not exist; check ROWGUARD_ROLE_PREFIX \
-                     (now {:?}) and run `rowguard migrate`.",
-                    self.roles.prefix()
-                ));
-            } else if !get::<bool>(&member, "member")? {
-                problems.push(format!(
-                    "role {name:?} cannot switch to {role:?}; run `GRANT {role} TO {name}`."
-                ));
-            }
-        }
+        self.check_application_roles(&txn, &name, &mut problems)
+            .await?;
+        self.check_functions_and_public(&txn, &mut problems).await?;
+        self.check_policies(&txn, &mut problems).await?;
 
         txn.rollback().await.map_err(DbError::from)?;
         if problems.is_empty() {
@@ -145,6 +124,189 @@ impl Database {
         } else {
             Err(SelfCheckError::Failed(SelfCheckFailed { problems }))
         }
+    }
+}
+
+impl Database {
+    /// Every application role: present, switchable by the login, never a superuser, never
+    /// `BYPASSRLS`, never able to log in, and a member of nothing but (for a writer) its own
+    /// reader — in particular never of the owner or of another application role.
+    async fn check_application_roles(
+        &self,
+        txn: &DatabaseTransaction,
+        login: &str,
+        problems: &mut Vec<String>,
+    ) -> Result<(), DbError> {
+        let owner = self.roles.owner();
+        let app_roles = self.roles.application_roles();
+        let owner_member = one(
+            txn,
+            "select coalesce((select pg_catalog.pg_has_role(current_user, oid, 'MEMBER') \
+                              from pg_catalog.pg_roles where rolname = $1), false) as member",
+            [owner.clone().into()],
+        )
+        .await?;
+        if get::<bool>(&owner_member, "member")? {
+            problems.push(format!(
+                "role {login:?} is a member of the schema owner {owner:?} and could act as it; run \
+                 `REVOKE {owner} FROM {login}`."
+            ));
+        }
+        for role in &app_roles {
+            let row = one(
+                txn,
+                "select exists (select from pg_catalog.pg_roles where rolname = $1) as present, \
+                        coalesce((select pg_catalog.pg_has_role(current_user, oid, 'MEMBER') \
+                                  from pg_catalog.pg_roles where rolname = $1), false) as member, \
+                        coalesce((select rolsuper from pg_catalog.pg_roles where rolname = $1), false) as superuser, \
+                        coalesce((select rolbypassrls from pg_catalog.pg_roles where rolname = $1), false) as bypassrls, \
+                        coalesce((select rolcanlogin from pg_catalog.pg_roles where rolname = $1), false) as login, \
+                        coalesce((select array_agg(g.rolname::text order by g.rolname) \
+                                  from pg_catalog.pg_auth_members m \
+                                  join pg_catalog.pg_roles g on g.oid = m.roleid \
+                                  join pg_catalog.pg_roles r on r.oid = m.member \
+                                  where r.rolname = $1), '{}') as member_of",
+                [role.clone().into()],
+            )
+            .await?;
+            if !get::<bool>(&row, "present")? {
+                problems.push(format!(
+                    "application role {role:?} does not exist; check ROWGUARD_ROLE_PREFIX \
+                     (now {:?}) and run `rowguard migrate`.",
+                    self.roles.prefix()
+                ));
+                continue;
+            }
+            if !get::<bool>(&row, "member")? {
+                problems.push(format!(
+                    "role {login:?} cannot switch to {role:?}; run `GRANT {role} TO {login}`."
+                ));
+            }
+            if get::<bool>(&row, "superuser")? {
+                problems.push(format!(
+                    "application role {role:?} is a superuser, so row level security does not apply to \
+                     it; run `ALTER ROLE {role} NOSUPERUSER`."
+                ));
+            }
+            if get::<bool>(&row, "bypassrls")? {
+                problems.push(format!(
+                    "application role {role:?} has BYPASSRLS, so its requests would see every row; \
+                     run `ALTER ROLE {role} NOBYPASSRLS`."
+                ));
+            }
+            if get::<bool>(&row, "login")? {
+                problems.push(format!(
+                    "application role {role:?} can log in; nobody should connect as it. Run \
+                     `ALTER ROLE {role} NOLOGIN`."
+                ));
+            }
+            // A writer is a member of its reader, by design; nothing else.
+            let allowed = role.strip_suffix("_writer");
+            for group in get::<Vec<String>>(&row, "member_of")? {
+                if Some(group.as_str()) != allowed {
+                    problems.push(format!(
+                        "application role {role:?} is a member of {group:?} and gains its privileges; \
+                         run `REVOKE {group} FROM {role}`."
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `SECURITY DEFINER` functions must belong to the owner and pin their `search_path` (or a
+    /// caller could shadow what they call); `PUBLIC` must hold nothing in Rowguard's schemas.
+    async fn check_functions_and_public(
+        &self,
+        txn: &DatabaseTransaction,
+        problems: &mut Vec<String>,
+    ) -> Result<(), DbError> {
+        let owner = self.roles.owner();
+        let definers = all(
+            txn,
+            "select n.nspname || '.' || p.proname || '(' || pg_catalog.pg_get_function_identity_arguments(p.oid) || ')' as name, \
+                    pg_catalog.pg_get_userbyid(p.proowner)::text as owner, \
+                    coalesce('search_path=pg_catalog, pg_temp' = any(p.proconfig), false) as pinned \
+             from pg_catalog.pg_proc p join pg_catalog.pg_namespace n on n.oid = p.pronamespace \
+             where n.nspname = any($1::text[]) and p.prosecdef \
+             order by 1",
+            [PROTECTED_SCHEMAS.into()],
+        )
+        .await?;
+        for function in &definers {
+            let function_name: String = get(function, "name")?;
+            let function_owner: String = get(function, "owner")?;
+            if function_owner != owner {
+                problems.push(format!(
+                    "SECURITY DEFINER function {function_name} belongs to {function_owner:?}, so it runs \
+                     with that role's rights; run `ALTER FUNCTION {function_name} OWNER TO {owner}`."
+                ));
+            }
+            if !get::<bool>(function, "pinned")? {
+                problems.push(format!(
+                    "SECURITY DEFINER function {function_name} does not pin its search_path; run \
+                     `ALTER FUNCTION {function_name} SET search_path = pg_catalog, pg_temp`."
+                ));
+            }
+        }
+        let public = all(
+            txn,
+            "select 'schema ' || n.nspname as what, 'REVOKE ALL ON SCHEMA ' || n.nspname || ' FROM PUBLIC' as fix \
+             from pg_catalog.pg_namespace n, pg_catalog.aclexplode(n.nspacl) a \
+             where n.nspname = any($1::text[]) and a.grantee = 0 \
+             union all \
+             select distinct 'table ' || n.nspname || '.' || c.relname, \
+                    'REVOKE ALL ON ' || n.nspname || '.' || c.relname || ' FROM PUBLIC' \
+             from pg_catalog.pg_class c join pg_catalog.pg_namespace n on n.oid = c.relnamespace, \
+                  pg_catalog.aclexplode(c.relacl) a \
+             where n.nspname = any($1::text[]) and a.grantee = 0 \
+             union all \
+             select 'function ' || n.nspname || '.' || p.proname || '(' || pg_catalog.pg_get_function_identity_arguments(p.oid) || ')', \
+                    'REVOKE ALL ON FUNCTION ' || n.nspname || '.' || p.proname || '(' || pg_catalog.pg_get_function_identity_arguments(p.oid) || ') FROM PUBLIC' \
+             from pg_catalog.pg_proc p join pg_catalog.pg_namespace n on n.oid = p.pronamespace \
+             where n.nspname = any($1::text[]) \
+               and (p.proacl is null or exists (select 1 from pg_catalog.aclexplode(p.proacl) a where a.grantee = 0)) \
+             order by 1",
+            [PROTECTED_SCHEMAS.into()],
+        )
+        .await?;
+        for grant in &public {
+            let what: String = get(grant, "what")?;
+            let fix: String = get(grant, "fix")?;
+            problems.push(format!(
+                "PUBLIC (every role) holds privileges on {what}; run `{fix}`."
+            ));
+        }
+        Ok(())
+    }
+
+    /// The policies must be exactly those the migrations made (recorded by them).
+    async fn check_policies(
+        &self,
+        txn: &DatabaseTransaction,
+        problems: &mut Vec<String>,
+    ) -> Result<(), DbError> {
+        let drift = all(
+            txn,
+            "select schemaname::text || '.' || tablename::text as table_name, policyname::text as policy, change \
+             from rowguard.policy_drift()",
+            [],
+        )
+        .await?;
+        for row in &drift {
+            let table: String = get(row, "table_name")?;
+            let policy: String = get(row, "policy")?;
+            let change: String = get(row, "change")?;
+            let fix = match change.as_str() {
+                "added" => format!("drop it with `DROP POLICY {policy} ON {table}`"),
+                "dropped" => "re-create it by re-running the migrations on a copy and comparing, or restore the schema from `rowguard migrate`".to_owned(),
+                _ => format!("restore its definition (compare `\\d {table}` with migration/src/sql)"),
+            };
+            problems.push(format!(
+                "row level security policy {policy:?} on {table} was {change} outside `rowguard migrate`; {fix}."
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -28,7 +28,9 @@ use identity_provider::DEV_CLIENT_ID;
 use postgres::{LocalCluster, free_port};
 use seed::demo_users;
 
-/// Settings of `rowguard dev`.
+/// Settings of `rowguard dev`. Deliberately none of `serve`'s database or listen settings: a
+/// shell with production variables set must not point dev (which enrols demo users and hands
+/// out their tokens without a login) at anything but the private cluster it creates.
 #[derive(Debug, Clone, Args)]
 pub struct DevSettings {
     /// Project-local directory for the embedded database and the dev provider's key.
@@ -43,30 +45,14 @@ pub struct DevSettings {
     #[arg(long, env = "ROWGUARD_DEV_IDP_PORT", default_value_t = 0)]
     pub idp_port: u16,
 
-    /// Where the gateway listens. Loopback only is advised: dev mints tokens for anyone.
-    #[arg(long, env = "ROWGUARD_LISTEN", default_value = "127.0.0.1:8080")]
+    /// Where the dev gateway listens: a loopback address only (dev mints tokens for anyone).
+    #[arg(long, env = "ROWGUARD_DEV_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
-
-    /// Use this database (the gateway's login) instead of the embedded one.
-    #[arg(long = "database-url", env = "DATABASE_URL", hide_env_values = true)]
-    pub database_url: Option<String>,
-
-    /// With DATABASE_URL: the administrator/owner connection for migrations and demo data.
-    #[arg(
-        long = "migration-database-url",
-        env = "ROWGUARD_MIGRATION_DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/rowguard",
-        hide_env_values = true
-    )]
-    pub migration_database_url: String,
-
-    #[arg(long, env = "ROWGUARD_ROLE_PREFIX", default_value = RoleNames::DEFAULT_PREFIX, value_parser = |v: &str| RoleNames::new(v).map_err(|e| e.to_string()))]
-    pub role_prefix: RoleNames,
-
-    /// Statements cached per connection (0 behind a transaction pooler).
-    #[arg(long, env = "ROWGUARD_DB_STATEMENT_CACHE", default_value_t = 100)]
-    pub statement_cache_capacity: usize,
 }
+
+/// Written into the data directory when dev creates its cluster, and into that cluster's
+/// database comment: dev seeds only a database that carries the same marker.
+const MARKER_FILE: &str = "dev-cluster-marker";
 
 /// Runs the dev environment until `shutdown` resolves, then stops the embedded cluster.
 pub async fn run(
@@ -74,50 +60,72 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
     let started = Instant::now();
+    if !settings.listen.ip().is_loopback() {
+        return Err(format!(
+            "ROWGUARD_DEV_LISTEN {}: rowguard dev hands out tokens without a login, so it listens on \
+             loopback only (e.g. 127.0.0.1:8080)",
+            settings.listen
+        ));
+    }
     std::fs::create_dir_all(&settings.data_dir).map_err(|e| {
         format!(
             "cannot create ROWGUARD_DEV_DATA_DIR {}: {e}",
             settings.data_dir.display()
         )
     })?;
-    let roles = settings.role_prefix.clone();
-
-    let (cluster, gateway_url, admin_url) = match &settings.database_url {
-        Some(url) => (None, url.clone(), settings.migration_database_url.clone()),
-        None => {
-            let cluster = start_embedded(settings)?;
-            let port = cluster.1;
-            (
-                Some(cluster.0),
-                format!("postgres://{}@127.0.0.1:{port}/rowguard", roles.gateway()),
-                format!("postgres://postgres@127.0.0.1:{port}/rowguard"),
-            )
-        }
-    };
+    let roles = RoleNames::default();
+    let (cluster, port, marker) = start_embedded(settings)?;
+    let gateway_url = format!("postgres://{}@127.0.0.1:{port}/rowguard", roles.gateway());
+    let admin_url = format!("postgres://postgres@127.0.0.1:{port}/rowguard");
     let result = serve_dev(
         settings,
         &roles,
         &gateway_url,
         &admin_url,
+        &marker,
         started,
         shutdown,
     )
     .await;
-    if let Some(cluster) = cluster {
-        tracing::info!("stopping the embedded PostgreSQL");
-        if let Err(e) = cluster.stop() {
-            tracing::warn!(error = %e, "the embedded PostgreSQL did not stop cleanly");
-        }
+    tracing::info!("stopping the embedded PostgreSQL");
+    if let Err(e) = cluster.stop() {
+        tracing::warn!(error = %e, "the embedded PostgreSQL did not stop cleanly");
     }
     result
 }
 
-fn start_embedded(settings: &DevSettings) -> Result<(LocalCluster, u16), String> {
+/// Starts dev's own cluster, creating it on first use. Returns it, its port and its marker.
+fn start_embedded(settings: &DevSettings) -> Result<(LocalCluster, u16, String), String> {
     let cluster = LocalCluster::new(settings.data_dir.join("pgdata")).map_err(|e| e.to_string())?;
-    if !cluster.is_initialised() {
+    let marker_path = settings.data_dir.join(MARKER_FILE);
+    let marker = if !cluster.is_initialised() {
         tracing::info!(dir = %cluster.data_dir().display(), "creating the embedded PostgreSQL cluster");
         cluster.init().map_err(|e| e.to_string())?;
-    } else if cluster.is_running() {
+        let marker = uuid::Uuid::new_v4().to_string();
+        std::fs::write(&marker_path, &marker)
+            .map_err(|e| format!("{}: {e}", marker_path.display()))?;
+        marker
+    } else {
+        match std::fs::read_to_string(&marker_path) {
+            Ok(marker) => marker.trim().to_owned(),
+            // A cluster from before markers existed, recognisable by dev's own identity-provider
+            // key next to it: adopt it.
+            Err(_) if settings.data_dir.join("dev-idp-key.pem").exists() => {
+                let marker = uuid::Uuid::new_v4().to_string();
+                std::fs::write(&marker_path, &marker)
+                    .map_err(|e| format!("{}: {e}", marker_path.display()))?;
+                marker
+            }
+            Err(_) => {
+                return Err(format!(
+                    "{} holds a PostgreSQL cluster that rowguard dev did not create; dev only ever \
+                     uses its own. Point ROWGUARD_DEV_DATA_DIR at an empty directory.",
+                    cluster.data_dir().display()
+                ));
+            }
+        }
+    };
+    if cluster.is_running() {
         // Left running by a run that was killed: stop it and start afresh on our port.
         cluster.stop().map_err(|e| e.to_string())?;
     }
@@ -127,7 +135,34 @@ fn start_embedded(settings: &DevSettings) -> Result<(LocalCluster, u16), String>
     };
     cluster.start(port, &[]).map_err(|e| e.to_string())?;
     tracing::info!(port, "embedded PostgreSQL is running");
-    Ok((cluster, port))
+    Ok((cluster, port, marker))
+}
+
+/// Seeds only the database dev created: its comment carries dev's marker (written on first use).
+async fn check_marker(owner: &sea_orm::DatabaseConnection, marker: &str) -> Result<(), String> {
+    use sea_orm::{ConnectionTrait, DbBackend, Statement};
+    let expected = format!("rowguard dev {marker}");
+    let comment: Option<String> = owner
+        .query_one_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "select shobj_description(oid, 'pg_database') as comment from pg_database where datname = current_database()",
+        ))
+        .await
+        .map_err(|e| e.to_string())?
+        .and_then(|row| row.try_get("", "comment").ok())
+        .flatten();
+    match comment {
+        Some(found) if found == expected => Ok(()),
+        None => owner
+            .execute_unprepared(&format!("COMMENT ON DATABASE rowguard IS '{expected}'"))
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+        Some(_) => Err(
+            "the embedded database carries another dev marker; refusing to seed demo users into it"
+                .to_owned(),
+        ),
+    }
 }
 
 async fn serve_dev(
@@ -135,6 +170,7 @@ async fn serve_dev(
     roles: &RoleNames,
     gateway_url: &str,
     admin_url: &str,
+    marker: &str,
     started: Instant,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
@@ -159,13 +195,17 @@ async fn serve_dev(
     let owner = crate::db::connect_as_role(admin_url, &roles.owner())
         .await
         .map_err(|e| format!("connecting as {} to seed demo data: {e}", roles.owner()))?;
+    let admin = crate::migrate::connect_as_owner(admin_url, roles)
+        .await
+        .map_err(|e| format!("connecting to the embedded database: {e}"))?;
+    check_marker(&admin, marker).await?;
+    let _ = admin.close().await;
     seed::seed(&owner, &idp.issuer)
         .await
         .map_err(|e| format!("seeding demo data: {e}"))?;
     let _ = owner.close().await;
 
-    let mut database = DatabaseSettings::new(gateway_url, roles.clone());
-    database.statement_cache_capacity = settings.statement_cache_capacity;
+    let database = DatabaseSettings::new(gateway_url, roles.clone());
     let mut oidc = OidcSettings::new(idp.issuer.clone(), &[DEV_CLIENT_ID]);
     oidc.jwks_refresh_secs = 300;
     let api = ApiSettings {

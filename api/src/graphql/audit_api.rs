@@ -333,7 +333,7 @@ impl AuditQuery {
         #[graphql(desc = "Cursor of the last edge of the previous page.")] after: Option<String>,
     ) -> Result<AuditEventConnection> {
         let filter = filter.unwrap_or_default();
-        let max = ctx.data_unchecked::<ApiLimits>().max_page_size;
+        let max = ctx.data::<ApiLimits>()?.max_page_size;
         let first = first.unwrap_or(20.min(max));
         if first < 1 || first > max {
             return Err(

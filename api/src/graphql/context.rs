@@ -245,12 +245,19 @@ impl RequestDb {
         mode: AccessMode,
     ) -> Result<MappedMutexGuard<'_, DatabaseTransaction>, ApiError> {
         let mut state = self.state.lock().await;
-        // The audit append is a write, so with auditing on every request's transaction is
-        // read-write; query resolvers still only ever call `conn` (reads).
-        let mode = if self.audit.is_some() {
+        // A mutation's one transaction runs as the writing role from its first statement. A
+        // query runs as the reading role; with auditing on its transaction is read-write so the
+        // access can be appended, which is all that role can write.
+        let mode = if self.is_mutation() {
             AccessMode::ReadWrite
+        } else if mode == AccessMode::ReadWrite {
+            return Err(ApiError::internal(
+                "a write was attempted outside a mutation",
+            ));
+        } else if self.audit.is_some() {
+            AccessMode::ReadAndAudit
         } else {
-            mode
+            AccessMode::ReadOnly
         };
         match &*state {
             ScopeState::NotOpened => {
@@ -260,9 +267,7 @@ impl RequestDb {
                     .await?;
                 *state = ScopeState::Open(scope);
             }
-            ScopeState::Open(scope)
-                if mode == AccessMode::ReadWrite && scope.mode() == AccessMode::ReadOnly =>
-            {
+            ScopeState::Open(scope) if mode == AccessMode::ReadWrite && scope.mode() != mode => {
                 return Err(ApiError::internal(
                     "a write was attempted in a read-only request",
                 ));
@@ -347,7 +352,7 @@ impl RequestDb {
         }
         let scope = self
             .db
-            .scope(&self.principal, AccessMode::ReadWrite, self.ids.clone())
+            .scope(&self.principal, AccessMode::ReadAndAudit, self.ids.clone())
             .await?;
         if let Err(e) = record::append(scope.conn(), context, &entries).await {
             let _ = scope.rollback().await;

@@ -123,7 +123,16 @@ pub fn attach(request: async_graphql::Request, db: Arc<RequestDb>) -> async_grap
         tokio::spawn,
         HashMapCache::default(),
     );
-    request.data(care_teams).data(notes).data(db)
+    let clinician_pages: pagination::ClinicianPages = DataLoader::with_cache(
+        pagination::ClinicianPagesLoader(db.clone()),
+        tokio::spawn,
+        HashMapCache::default(),
+    );
+    request
+        .data(care_teams)
+        .data(notes)
+        .data(clinician_pages)
+        .data(db)
 }
 
 /// The request's database access, from a resolver's context.

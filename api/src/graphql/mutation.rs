@@ -182,9 +182,7 @@ impl Mutation {
             )
             .into());
         }
-        let seconds = ctx
-            .data_unchecked::<super::ApiLimits>()
-            .emergency_access_secs;
+        let seconds = ctx.data::<super::ApiLimits>()?.emergency_access_secs;
         let request = request_db(ctx)?;
         let result = grant_emergency_access(&request, patient_id, reason, seconds).await;
         request.record(

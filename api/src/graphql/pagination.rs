@@ -9,9 +9,13 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use entities::{clinician_patient, patient};
 use sea_orm::sea_query::extension::postgres::PgExpr;
 use sea_orm::sea_query::{Expr, Query as SqlQuery};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_graphql::dataloader::{DataLoader, HashMapCache, Loader};
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, DbBackend, EntityName, EntityTrait, FromQueryResult,
-    QueryFilter, QueryOrder, QuerySelect, QueryTrait,
+    QueryFilter, QueryOrder, QuerySelect, QueryTrait, Statement,
 };
 use uuid::Uuid;
 
@@ -52,13 +56,6 @@ impl PatientConnection {
             edges,
         }
     }
-}
-
-/// Which patients a page draws from, before row level security has its say.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct PatientFilter {
-    /// Only patients on this clinician's care team.
-    pub assigned_to: Option<i32>,
 }
 
 pub const DEFAULT_PAGE_SIZE: i32 = 20;
@@ -122,31 +119,76 @@ pub async fn find_patient(
         .map_err(crate::db::DbError::from)?)
 }
 
-/// One page of the patients `filter` selects and the caller may see.
-pub async fn patients_page(
-    ctx: &Context<'_>,
-    request: &RequestDb,
-    filter: PatientFilter,
-    first: Option<i32>,
-    after: Option<String>,
-    search: Option<String>,
-) -> Result<PatientConnection, ApiError> {
-    let max = ctx.data_unchecked::<ApiLimits>().max_page_size;
-    let first = first.unwrap_or(DEFAULT_PAGE_SIZE.min(max));
-    if first < 0 || first > max {
-        return Err(ApiError::bad_input(
-            "first",
-            &format!("must be between 0 and {max}"),
-        ));
-    }
-    let after =
-        match after {
+/// A page's arguments, checked: page size within the limit, a cursor this API issued, a search
+/// pattern with LIKE's wildcards escaped.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PageRequest {
+    pub first: i32,
+    pub after: Option<Uuid>,
+    pub search: Option<String>,
+}
+
+impl PageRequest {
+    pub fn parse(
+        max: i32,
+        first: Option<i32>,
+        after: Option<String>,
+        search: Option<String>,
+    ) -> Result<Self, ApiError> {
+        let first = first.unwrap_or(DEFAULT_PAGE_SIZE.min(max));
+        if first < 0 || first > max {
+            return Err(ApiError::bad_input(
+                "first",
+                &format!("must be between 0 and {max}"),
+            ));
+        }
+        let after = match after {
             Some(cursor) => Some(decode_cursor(&cursor).ok_or_else(|| {
                 ApiError::bad_input("after", "is not a cursor returned by this API")
             })?),
             None => None,
         };
-    let search = search_pattern(search)?;
+        Ok(Self {
+            first,
+            after,
+            search: search_pattern(search)?,
+        })
+    }
+
+    /// The connection for `rows` (up to `first + 1` of them, the extra one telling that more
+    /// follow).
+    pub fn connection(&self, mut rows: Vec<PatientRow>) -> PatientConnection {
+        let has_next = rows.len() > self.first as usize;
+        rows.truncate(self.first as usize);
+        let edges = rows
+            .into_iter()
+            .map(|row| PatientEdge {
+                cursor: encode_cursor(row.id),
+                node: Patient(row),
+            })
+            .collect();
+        PatientConnection::new(self.after.is_some(), has_next, edges)
+    }
+}
+
+/// One page of the patients the caller may see.
+pub async fn patients_page(
+    ctx: &Context<'_>,
+    request: &RequestDb,
+    first: Option<i32>,
+    after: Option<String>,
+    search: Option<String>,
+) -> Result<PatientConnection, ApiError> {
+    let max = ctx
+        .data::<ApiLimits>()
+        .map(|l| l.max_page_size)
+        .unwrap_or(DEFAULT_PAGE_SIZE);
+    let page = PageRequest::parse(max, first, after, search)?;
+    let PageRequest {
+        first,
+        after,
+        search,
+    } = page.clone();
 
     let mut query = patient::Entity::find()
         .select_only()
@@ -165,10 +207,9 @@ pub async fn patients_page(
     }
     // Drive the query from assignments (PostgreSQL still enforces the policy): for a clinician
     // that is their own list; this keeps the cost proportional to the list, not the table.
-    let assigned_to = match (filter.assigned_to, request.principal().role) {
-        (Some(clinician), _) => Some(clinician),
-        (None, AppRole::Clinician) => request.clinician_id().await?,
-        (None, _) => None,
+    let assigned_to = match request.principal().role {
+        AppRole::Clinician => request.clinician_id().await?,
+        _ => None,
     };
     if let Some(clinician) = assigned_to {
         query = query.filter(
@@ -182,7 +223,7 @@ pub async fn patients_page(
         );
     }
     if first == 0 {
-        return Ok(PatientConnection::new(after.is_some(), false, Vec::new()));
+        return Ok(page.connection(Vec::new()));
     }
 
     // The page size goes into the SQL as a literal (a validated integer, never caller text). As a
@@ -207,37 +248,158 @@ pub async fn patients_page(
             return Err(error);
         }
     };
-    let has_next = rows.len() > first as usize;
-    rows.truncate(first as usize);
+    rows.truncate(first as usize + 1);
+    let shown = rows.len().min(first as usize);
     request.record(
         AuditAction::Read,
         AuditOutcome::Success,
-        rows.iter().map(|r| r.id),
+        rows.iter().take(shown).map(|r| r.id),
     );
-    prefetch(ctx, request, rows.iter().map(|r| r.id).collect()).await?;
-    let edges = rows
-        .into_iter()
-        .map(|row| PatientEdge {
-            cursor: encode_cursor(row.id),
-            node: Patient(row),
-        })
-        .collect();
-    Ok(PatientConnection::new(after.is_some(), has_next, edges))
+    prefetch(
+        ctx,
+        request,
+        rows.iter().take(shown).map(|r| r.id).collect(),
+    )
+    .await?;
+    Ok(page.connection(rows))
+}
+
+/// The patients on one clinician's care team that the caller may also see: one page each for
+/// many clinicians in ONE statement per distinct page request, so nesting `patients` under a
+/// list of clinicians costs a statement, not a statement per clinician.
+pub struct ClinicianPagesLoader(pub Arc<RequestDb>);
+
+/// The request's clinician-page loader.
+pub type ClinicianPages = DataLoader<ClinicianPagesLoader, HashMapCache>;
+
+#[derive(Debug, FromQueryResult)]
+struct OwnedPatientRow {
+    owner: i32,
+    id: Uuid,
+    mrn: String,
+    given_name: String,
+    family_name: String,
+    birth_date: chrono::NaiveDate,
+    version: i32,
+    updated_at: chrono::DateTime<chrono::FixedOffset>,
+}
+
+impl Loader<(i32, PageRequest)> for ClinicianPagesLoader {
+    type Value = Vec<PatientRow>;
+    type Error = ApiError;
+
+    async fn load(
+        &self,
+        keys: &[(i32, PageRequest)],
+    ) -> Result<HashMap<(i32, PageRequest), Self::Value>, Self::Error> {
+        let mut by_page: HashMap<&PageRequest, Vec<i32>> = HashMap::new();
+        for (clinician, page) in keys {
+            by_page.entry(page).or_default().push(*clinician);
+        }
+        let mut pages = HashMap::new();
+        for (page, clinicians) in by_page {
+            // Row level security filters both the assignments (a clinician sees only their own
+            // patients' care teams) and the patients; the LIMIT is a validated integer.
+            let sql = format!(
+                "select c.owner, p.id, p.mrn, p.given_name, p.family_name, p.birth_date, p.version, p.updated_at \
+                 from unnest($1::int[]) as c(owner) \
+                 cross join lateral ( \
+                   select pt.id, pt.mrn, pt.given_name, pt.family_name, pt.birth_date, pt.version, pt.updated_at \
+                   from rowguard.patients pt \
+                   where pt.id in (select cp.patient_id from rowguard.clinicians_patients cp where cp.clinician_id = c.owner) \
+                     and ($2::uuid is null or pt.id > $2::uuid) \
+                     and ($3::text is null or pt.given_name ilike $3 or pt.family_name ilike $3 or pt.mrn ilike $3) \
+                   order by pt.id limit {} \
+                 ) p",
+                page.first + 1
+            );
+            let rows = {
+                let conn = self.0.conn().await?;
+                OwnedPatientRow::find_by_statement(Statement::from_sql_and_values(
+                    DbBackend::Postgres,
+                    sql,
+                    [
+                        clinicians.clone().into(),
+                        page.after.into(),
+                        page.search.clone().into(),
+                    ],
+                ))
+                .all(&conn)
+                .await
+                .map_err(crate::db::DbError::from)?
+            };
+            for clinician in clinicians {
+                pages.insert((clinician, page.clone()), Vec::new());
+            }
+            for row in rows {
+                if let Some(list) = pages.get_mut(&(row.owner, page.clone())) {
+                    list.push(PatientRow {
+                        id: row.id,
+                        mrn: row.mrn,
+                        given_name: row.given_name,
+                        family_name: row.family_name,
+                        birth_date: row.birth_date,
+                        version: row.version,
+                        updated_at: row.updated_at,
+                    });
+                }
+            }
+        }
+        Ok(pages)
+    }
+}
+
+/// One clinician's page, through the batching loader.
+pub async fn clinician_page(
+    ctx: &Context<'_>,
+    request: &RequestDb,
+    clinician: i32,
+    first: Option<i32>,
+    after: Option<String>,
+    search: Option<String>,
+) -> Result<PatientConnection, ApiError> {
+    let max = ctx
+        .data::<ApiLimits>()
+        .map(|l| l.max_page_size)
+        .unwrap_or(DEFAULT_PAGE_SIZE);
+    let page = PageRequest::parse(max, first, after, search)?;
+    if page.first == 0 {
+        return Ok(page.connection(Vec::new()));
+    }
+    let loader = ctx
+        .data::<ClinicianPages>()
+        .map_err(|_| ApiError::internal("no clinician page loader in the request"))?;
+    let rows = match loader.load_one((clinician, page.clone())).await {
+        Ok(rows) => rows.unwrap_or_default(),
+        Err(error) => {
+            request.record(AuditAction::Read, AuditOutcome::from_error(&error), []);
+            return Err(error);
+        }
+    };
+    request.record(
+        AuditAction::Read,
+        AuditOutcome::Success,
+        rows.iter().take(page.first as usize).map(|r| r.id),
+    );
+    Ok(page.connection(rows))
 }
 
 /// Loads what the client selected on the page's patients in one batch per field, rather than
 /// relying on the DataLoader's timing window to gather the whole page.
 async fn prefetch(ctx: &Context<'_>, request: &RequestDb, ids: Vec<Uuid>) -> Result<(), ApiError> {
     let node = ctx.look_ahead().field("edges").field("node");
-    if node.field("careTeam").exists() {
-        ctx.data_unchecked::<CareTeams>()
-            .load_many(ids.iter().copied())
-            .await?;
+    if node.field("careTeam").exists()
+        && let Ok(loader) = ctx.data::<CareTeams>()
+    {
+        loader.load_many(ids.iter().copied()).await?;
     }
     // Only clinicians hold the clinical-notes grant; for anyone else each field reports its own
     // FORBIDDEN error.
-    if node.field("clinicalNotes").exists() && request.principal().role == AppRole::Clinician {
-        ctx.data_unchecked::<ClinicalNotes>().load_many(ids).await?;
+    if node.field("clinicalNotes").exists()
+        && request.principal().role == AppRole::Clinician
+        && let Ok(loader) = ctx.data::<ClinicalNotes>()
+    {
+        loader.load_many(ids).await?;
     }
     Ok(())
 }

@@ -7,9 +7,7 @@ use sea_orm::sea_query::extension::postgres::PgExpr;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use uuid::Uuid;
 
-use super::pagination::{
-    PatientConnection, PatientFilter, find_patient, patients_page, search_pattern,
-};
+use super::pagination::{PatientConnection, find_patient, patients_page, search_pattern};
 use super::request_db;
 use super::types::{Clinician, ClinicianRow, Patient};
 use crate::audit::record::{AuditAction, AuditOutcome};
@@ -50,15 +48,7 @@ impl ClinicalQuery {
         search: Option<String>,
     ) -> Result<PatientConnection> {
         let request = request_db(ctx)?;
-        Ok(patients_page(
-            ctx,
-            &request,
-            PatientFilter::default(),
-            first,
-            after,
-            search,
-        )
-        .await?)
+        Ok(patients_page(ctx, &request, first, after, search).await?)
     }
 
     /// One patient by id, or null when it does not exist *or* the signed-in person may not see

@@ -7,7 +7,7 @@ use sea_orm::FromQueryResult;
 use uuid::Uuid;
 
 use super::loaders::{CareTeams, ClinicalNotes};
-use super::pagination::{PatientConnection, PatientFilter, patients_page};
+use super::pagination::{PatientConnection, clinician_page};
 use super::request_db;
 
 /// The patient columns every reader may select (clinical notes are fetched separately, so a
@@ -59,7 +59,7 @@ impl Patient {
     /// column, this field is null with a `FORBIDDEN` error, and the rest of the patient still
     /// resolves.
     async fn clinical_notes(&self, ctx: &Context<'_>) -> Result<Option<String>> {
-        let loader = ctx.data_unchecked::<ClinicalNotes>();
+        let loader = ctx.data::<ClinicalNotes>()?;
         Ok(loader.load_one(self.0.id).await?)
     }
 
@@ -76,7 +76,7 @@ impl Patient {
 
     /// The clinicians assigned to this patient, with their role in the patient's care.
     async fn care_team(&self, ctx: &Context<'_>) -> Result<Vec<CareTeamMember>> {
-        let loader = ctx.data_unchecked::<CareTeams>();
+        let loader = ctx.data::<CareTeams>()?;
         Ok(loader.load_one(self.0.id).await?.unwrap_or_default())
     }
 }
@@ -112,6 +112,7 @@ impl Clinician {
     }
 
     /// This clinician's patients that the signed-in person may also see, in a stable order.
+    /// Batched: asked for on a whole list of clinicians, it costs one database statement.
     async fn patients(
         &self,
         ctx: &Context<'_>,
@@ -120,11 +121,8 @@ impl Clinician {
         #[graphql(desc = "Case-insensitive match on given name, family name or MRN.")]
         search: Option<String>,
     ) -> Result<PatientConnection> {
-        let filter = PatientFilter {
-            assigned_to: Some(self.0.id),
-        };
         let request = request_db(ctx)?;
-        Ok(patients_page(ctx, &request, filter, first, after, search).await?)
+        Ok(clinician_page(ctx, &request, self.0.id, first, after, search).await?)
     }
 }
 
