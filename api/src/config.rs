@@ -192,6 +192,30 @@ pub struct AuditSettings {
     pub sealer: bool,
 }
 
+impl Default for AuditSettings {
+    fn default() -> Self {
+        Self {
+            signing_key: None,
+            checkpoint_dir: None,
+            checkpoint_secs: 10,
+            seal_interval_ms: 200,
+            seal_lag_alert_secs: 5,
+            sealer: true,
+        }
+    }
+}
+
+impl AuditSettings {
+    pub fn sealer_settings(&self) -> crate::audit::sealer::SealerSettings {
+        crate::audit::sealer::SealerSettings {
+            interval: Duration::from_millis(self.seal_interval_ms),
+            checkpoint_every: Duration::from_secs(self.checkpoint_secs),
+            lag_alert: Duration::from_secs(self.seal_lag_alert_secs),
+            ..Default::default()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,29 +255,5 @@ mod tests {
             RoleNames::default(),
         );
         assert!(settings.check_transport_security().is_ok());
-    }
-}
-
-impl Default for AuditSettings {
-    fn default() -> Self {
-        Self {
-            signing_key: None,
-            checkpoint_dir: None,
-            checkpoint_secs: 10,
-            seal_interval_ms: 200,
-            seal_lag_alert_secs: 5,
-            sealer: true,
-        }
-    }
-}
-
-impl AuditSettings {
-    pub fn sealer_settings(&self) -> crate::audit::sealer::SealerSettings {
-        crate::audit::sealer::SealerSettings {
-            interval: Duration::from_millis(self.seal_interval_ms),
-            checkpoint_every: Duration::from_secs(self.checkpoint_secs),
-            lag_alert: Duration::from_secs(self.seal_lag_alert_secs),
-            ..Default::default()
-        }
     }
 }
