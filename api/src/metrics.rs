@@ -41,6 +41,8 @@ pub struct SharedCounters {
     pub jwks_fetches: Family<ReasonLabel, Counter>,
     pub token_rejections: Family<ReasonLabel, Counter>,
     pub audit_write_failures: Counter,
+    /// Requests whose client went away before the answer (rolled back).
+    pub requests_abandoned: Counter,
     /// The audit sealer's state and counters.
     pub sealer: std::sync::Arc<crate::audit::sealer::SealerStatus>,
 }
@@ -104,6 +106,11 @@ impl Metrics {
             "token_rejections",
             "Refused bearer tokens by reason",
             shared.token_rejections.clone(),
+        );
+        registry.register(
+            "graphql_requests_abandoned",
+            "Requests whose client went away before the answer; their transactions were rolled back",
+            shared.requests_abandoned.clone(),
         );
         registry.register(
             "audit_write_failures",

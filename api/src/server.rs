@@ -231,8 +231,17 @@ pub async fn build_state(
     let db = Database::connect(database).await?;
     db.self_check().await?;
     let counters = SharedCounters::default();
-    if limits.audit {
-        start_sealer(&db, audit, counters.sealer.clone())?;
+    if limits.audit && audit.sealer {
+        // A pool of its own, so sealing never waits for (or takes) a request's connection.
+        let sealing = Database::connect_as(
+            &DatabaseSettings {
+                max_connections: 1,
+                ..database.clone()
+            },
+            "rowguard-sealer",
+        )
+        .await?;
+        start_sealer(&sealing, audit, counters.sealer.clone())?;
     }
     let auth = Arc::new(Authenticator::new(oidc, &counters)?);
     tokio::spawn(keep_fresh(auth.key_store(), oidc.jwks_refresh()));

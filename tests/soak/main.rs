@@ -95,7 +95,8 @@ async fn two_minutes_of_mixed_traffic_without_an_error_a_leak_or_growth() {
                     DbBackend::Postgres,
                     format!(
                         "select count(*)::int8 as n from pg_catalog.pg_stat_activity \
-                         where usename = '{gateway}' and datname = '{database}'"
+                         where usename = '{gateway}' and datname = '{database}' \
+                           and application_name = 'rowguard'"
                     ),
                 ))
                 .await

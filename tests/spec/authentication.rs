@@ -505,3 +505,113 @@ async fn a_namespaced_roles_claim_is_matched_whole() {
     let reply = app.graphql(Some(&token), MY_PATIENTS, json!({})).await;
     assert_eq!(mrns(&reply), set(&["A-1"]), "{}", reply.body);
 }
+
+// Which application a token was minted for ----------------------------------------------------
+
+/// A gateway that accepts tokens of the SPA client only, for either audience.
+async fn world_for_the_spa_only(
+    adjust: impl FnOnce(&mut rowguard::auth::OidcSettings),
+) -> (TestDb, TestIssuer, TestApp) {
+    let t = TestDb::new().await;
+    let issuer = TestIssuer::start().await;
+    let owner = t.owner().await;
+    let alice = enroll_at(&owner, issuer.url(), "alice").await;
+    assign(&owner, &alice, admit(&owner, "A-1").await).await;
+    let mut settings = oidc_settings(&issuer);
+    settings.client_ids = vec![rowguard_tests::issuer::SPA_CLIENT_ID.to_owned()];
+    adjust(&mut settings);
+    let app = TestApp::start_with(&t, settings, ApiLimits::default()).await;
+    app.wait_for_keys().await;
+    (t, issuer, app)
+}
+
+#[tokio::test]
+async fn a_token_minted_for_another_client_is_refused_when_client_ids_are_listed() {
+    let (_t, issuer, app) = world_for_the_spa_only(|_| {}).await;
+    // Another app of the same organisation, with an audience Rowguard accepts (Okta's shared
+    // `api://default` pattern): its users' tokens must not work here.
+    let foreign_access = issuer
+        .token("alice")
+        .access_token()
+        .claim("client_id", json!("billing-app"))
+        .mint();
+    assert_token_rejected(&app, &foreign_access).await;
+    let foreign_id = issuer
+        .token("alice")
+        .claim(
+            "aud",
+            json!([rowguard_tests::issuer::SPA_CLIENT_ID, "billing-app"]),
+        )
+        .claim("azp", json!("billing-app"))
+        .mint();
+    assert_token_rejected(&app, &foreign_id).await;
+    let okta_style = issuer
+        .token("alice")
+        .access_token()
+        .without("client_id")
+        .claim("cid", json!("billing-app"))
+        .mint();
+    assert_token_rejected(&app, &okta_style).await;
+
+    for ours in [
+        issuer.token("alice").access_token().mint(),
+        issuer.token("alice").mint(),
+        issuer
+            .token("alice")
+            .claim("azp", json!(rowguard_tests::issuer::SPA_CLIENT_ID))
+            .mint(),
+    ] {
+        let reply = app.graphql(Some(&ours), MY_PATIENTS, json!({})).await;
+        assert_eq!(mrns(&reply), set(&["A-1"]), "{}", reply.body);
+    }
+}
+
+#[tokio::test]
+async fn a_token_without_a_required_scope_is_refused() {
+    let (_t, issuer, app) = world_for_the_spa_only(|s| {
+        s.required_scopes = vec!["rowguard.api".to_owned()];
+    })
+    .await;
+    let unscoped = issuer.token("alice").access_token().mint();
+    assert_token_rejected(&app, &unscoped).await;
+    let other = issuer
+        .token("alice")
+        .access_token()
+        .claim("scope", json!("openid profile"))
+        .mint();
+    assert_token_rejected(&app, &other).await;
+    let scoped = issuer
+        .token("alice")
+        .access_token()
+        .claim("scope", json!("openid rowguard.api"))
+        .mint();
+    let reply = app.graphql(Some(&scoped), MY_PATIENTS, json!({})).await;
+    assert_eq!(mrns(&reply), set(&["A-1"]), "{}", reply.body);
+    let scp_list = issuer
+        .token("alice")
+        .access_token()
+        .claim("scp", json!(["rowguard.api"]))
+        .mint();
+    let reply = app.graphql(Some(&scp_list), MY_PATIENTS, json!({})).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+}
+
+#[test]
+fn a_plain_http_issuer_is_refused_unless_it_is_a_loopback_ip_address() {
+    let check = |issuer: &str| rowguard::auth::OidcSettings::new(issuer, &["aud"]).check_issuer();
+    for refused in [
+        "http://localhost:8080/realms/x",
+        "http://127.evil.example/realms/x",
+        "http://idp.hospital.example",
+        "ftp://idp.hospital.example",
+    ] {
+        assert!(check(refused).is_err(), "{refused} accepted");
+    }
+    for accepted in [
+        "https://idp.hospital.example/realms/x",
+        "http://127.0.0.1:9000",
+        "http://[::1]:9000/",
+    ] {
+        assert!(check(accepted).is_ok(), "{accepted} refused");
+    }
+}

@@ -217,6 +217,70 @@ async fn dev_serves_two_clinicians_their_own_patients_stops_cleanly_and_reuses_i
     let _ = std::fs::remove_dir_all(&data_dir);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_never_touches_the_database_that_production_variables_name() {
+    // A shell with production settings: dev must ignore all of them.
+    let t = TestDb::new().await;
+    let data_dir =
+        std::env::temp_dir().join(format!("rowguard-dev-isolation-{}", std::process::id()));
+    let port = free_port().expect("port");
+    let production_port = free_port().expect("port");
+    let mut command = dev_command(&data_dir, port);
+    command
+        .env("DATABASE_URL", t.gateway_url())
+        .env("ROWGUARD_MIGRATION_DATABASE_URL", t.admin_url())
+        .env("ROWGUARD_LISTEN", format!("127.0.0.1:{production_port}"));
+    let mut dev = Running::start(command);
+    dev.wait_for_line("Rowguard dev is ready", Duration::from_secs(120));
+    let idp_line = dev.wait_for_line("Identity provider (dev only):", Duration::from_secs(5));
+    let idp = idp_line.rsplit(' ').next().expect("idp url").to_owned();
+    let http = reqwest::Client::new();
+    let gateway = format!("http://127.0.0.1:{port}");
+    assert_eq!(
+        patient_mrns(&http, &gateway, &idp, "alice").await,
+        demo_range(1, 25),
+        "dev serves its own demo data"
+    );
+    let enrolled = crate::support::query_count(
+        &t.admin().await,
+        "select count(*) as value from rowguard.clinicians",
+    )
+    .await
+    .expect("count");
+    assert_eq!(
+        enrolled, 0,
+        "dev enrolled demo identities in the database DATABASE_URL names"
+    );
+    assert!(
+        http.get(format!("http://127.0.0.1:{production_port}/healthz"))
+            .send()
+            .await
+            .is_err(),
+        "dev listened on ROWGUARD_LISTEN"
+    );
+    dev.signal("INT");
+    assert!(dev.wait(Duration::from_secs(60)).success());
+    let _ = std::fs::remove_dir_all(&data_dir);
+}
+
+#[test]
+fn dev_refuses_to_listen_beyond_loopback() {
+    let data_dir = std::env::temp_dir().join(format!("rowguard-dev-listen-{}", std::process::id()));
+    let output = Command::new(CLI)
+        .arg("dev")
+        .env("ROWGUARD_DEV_DATA_DIR", &data_dir)
+        .env("ROWGUARD_DEV_LISTEN", "0.0.0.0:0")
+        .output()
+        .expect("rowguard dev");
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("ROWGUARD_DEV_LISTEN"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&data_dir);
+}
+
 fn serve_command(issuer: &TestIssuer, database_url: &str, port: u16) -> Command {
     let mut command = Command::new(CLI);
     command
@@ -459,6 +523,40 @@ async fn the_most_verbose_logs_carry_no_phi() {
         disclosed >= 3,
         "the markers must really have flowed through the API (seen in {disclosed} responses)"
     );
+    // Over GET too, where a malformed parameter is quoted back by the parser: a double-encoded
+    // `variables` (a JSON string holding JSON) carried a name and birth date into the log.
+    let double_encoded = format!("\"{{\\\"s\\\":\\\"Smith {MARKER} 1961-04-02\\\"}}\"");
+    for query in [
+        vec![
+            (
+                "query",
+                "query Find($s: String) { patients(search: $s) { edges { node { givenName } } } }"
+                    .to_owned(),
+            ),
+            ("variables", double_encoded.clone()),
+        ],
+        vec![
+            ("query", "{ me { id } }".to_owned()),
+            ("variables", format!("[\"{MARKER}\"]")),
+        ],
+        vec![
+            (
+                "query",
+                format!("{{ patients(search: \"{MARKER}\") {{ edges {{ node {{ mrn }} }} }} }}"),
+            ),
+            ("extensions", format!("{{{MARKER}")),
+        ],
+        vec![("query", format!("{MARKER} {{"))],
+    ] {
+        let reply = http
+            .get(format!("{base}/graphql"))
+            .bearer_auth(&alice_token)
+            .query(&query)
+            .send()
+            .await
+            .expect("reply");
+        assert!(reply.status().is_client_error() || reply.status().is_success());
+    }
     server.signal("TERM");
     let status = server.wait(Duration::from_secs(30));
     assert!(status.success());

@@ -2,6 +2,7 @@
 
 mod support;
 
+mod abandoned_requests;
 mod audit;
 mod audit_integrity;
 mod audit_sealing_replicas;
@@ -12,6 +13,7 @@ mod commands;
 mod connection_reuse;
 mod contract;
 mod graphql_api;
+mod hardening;
 mod hostile_input;
 mod isolation_under_concurrency;
 mod migrations;

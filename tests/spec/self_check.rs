@@ -99,3 +99,182 @@ async fn self_check_refuses_a_role_prefix_that_does_not_match_the_database() {
     );
     assert!(message.contains("ROWGUARD_ROLE_PREFIX"), "{message}");
 }
+
+/// A database migrated with a role prefix of its own, so misconfiguring its (cluster-wide) roles
+/// cannot disturb the other specs' databases.
+struct Isolated {
+    name: String,
+    roles: RoleNames,
+    admin: sea_orm::DatabaseConnection,
+    owner: sea_orm::DatabaseConnection,
+    db: Database,
+}
+
+impl Isolated {
+    async fn new(tag: &str) -> Isolated {
+        use migration::{Migrator, MigratorTrait};
+        let name = format!("rgt_{}_{tag}", std::process::id());
+        let roles = RoleNames::new(&format!("rg{tag}{}", std::process::id())).expect("prefix");
+        let cluster = rowguard_tests::cluster();
+        cluster.create_database(&name, None).await;
+        let url = cluster.url_for(&name);
+        let owner = rowguard_tests::migration_connection(&url, &roles).await;
+        Migrator::up(&owner, None).await.expect("migrate");
+        let admin = connect(&url, 1, None).await;
+        execute(
+            &admin,
+            &format!("alter role {} password 'x'", roles.gateway()),
+            [],
+        )
+        .await
+        .expect("gateway password");
+        let db = Database::from_pool(
+            connect(&cluster.url_as(&name, &roles.gateway(), "x"), 1, None).await,
+            roles.clone(),
+        );
+        Isolated {
+            name,
+            roles,
+            admin,
+            owner,
+            db,
+        }
+    }
+
+    async fn drop_all(self) {
+        use migration::{Migrator, MigratorTrait};
+        let _ = self.db.close().await;
+        Migrator::down(&self.owner, None).await.expect("clean up");
+        let _ = &self.name;
+    }
+}
+
+#[tokio::test]
+async fn self_check_refuses_every_unsafe_application_role_definer_function_public_grant_and_policy()
+{
+    let it = Isolated::new("sc").await;
+    let r = &it.roles;
+    let cases: Vec<(String, String, String)> = vec![
+        (
+            format!("alter role {} bypassrls", r.clinician()),
+            format!("alter role {} nobypassrls", r.clinician()),
+            format!("ALTER ROLE {} NOBYPASSRLS", r.clinician()),
+        ),
+        (
+            format!("alter role {} bypassrls", r.coordinator_writer()),
+            format!("alter role {} nobypassrls", r.coordinator_writer()),
+            format!("ALTER ROLE {} NOBYPASSRLS", r.coordinator_writer()),
+        ),
+        (
+            format!("alter role {} superuser", r.auditor()),
+            format!("alter role {} nosuperuser", r.auditor()),
+            format!("ALTER ROLE {} NOSUPERUSER", r.auditor()),
+        ),
+        (
+            format!("alter role {} login", r.coordinator()),
+            format!("alter role {} nologin", r.coordinator()),
+            format!("ALTER ROLE {} NOLOGIN", r.coordinator()),
+        ),
+        (
+            format!("grant {} to {}", r.owner(), r.auditor()),
+            format!("revoke {} from {}", r.owner(), r.auditor()),
+            format!("REVOKE {} FROM {}", r.owner(), r.auditor()),
+        ),
+        (
+            format!("grant {} to {}", r.coordinator(), r.clinician()),
+            format!("revoke {} from {}", r.coordinator(), r.clinician()),
+            format!("REVOKE {} FROM {}", r.coordinator(), r.clinician()),
+        ),
+        (
+            format!("grant {} to {}", r.owner(), r.gateway()),
+            format!("revoke {} from {}", r.owner(), r.gateway()),
+            format!("REVOKE {} FROM {}", r.owner(), r.gateway()),
+        ),
+        (
+            "alter function rowguard.clinician_id_for(text, text) owner to postgres".into(),
+            format!("alter function rowguard.clinician_id_for(text, text) owner to {}", r.owner()),
+            format!("ALTER FUNCTION rowguard.clinician_id_for(issuer text, subject text) OWNER TO {}", r.owner()),
+        ),
+        (
+            "alter function rowguard.is_current_clinicians_patient(uuid) reset search_path".into(),
+            "alter function rowguard.is_current_clinicians_patient(uuid) set search_path = pg_catalog, pg_temp".into(),
+            "SET search_path = pg_catalog, pg_temp".into(),
+        ),
+        (
+            "grant usage on schema rowguard_audit to public".into(),
+            "revoke usage on schema rowguard_audit from public".into(),
+            "REVOKE ALL ON SCHEMA rowguard_audit FROM PUBLIC".into(),
+        ),
+        (
+            "grant select on rowguard.emergency_grants to public".into(),
+            "revoke select on rowguard.emergency_grants from public".into(),
+            "REVOKE ALL ON rowguard.emergency_grants FROM PUBLIC".into(),
+        ),
+        (
+            "grant execute on function rowguard.request_emergency_access(uuid, text, interval) to public".into(),
+            "revoke execute on function rowguard.request_emergency_access(uuid, text, interval) from public".into(),
+            "FROM PUBLIC".into(),
+        ),
+        (
+            format!("create policy let_everyone_in on rowguard.patients for select to {} using (true)", r.clinician()),
+            "drop policy let_everyone_in on rowguard.patients".into(),
+            "\"let_everyone_in\" on rowguard.patients was added".into(),
+        ),
+        (
+            "alter policy patients_coordinator_select on rowguard.patients using (true)".into(),
+            "alter policy patients_coordinator_select on rowguard.patients \
+             using ((select nullif(current_setting('app.current_user', true), '')::integer) is not null)".into(),
+            "\"patients_coordinator_select\" on rowguard.patients was changed".into(),
+        ),
+    ];
+    it.db.self_check().await.expect("passes before any change");
+    for (break_it, mend_it, named_fix) in &cases {
+        execute(&it.admin, break_it, []).await.expect(break_it);
+        let message = refusal(&it.db).await;
+        assert!(
+            message.contains(named_fix.as_str()),
+            "after `{break_it}` the refusal should name `{named_fix}`:\n{message}"
+        );
+        execute(&it.admin, mend_it, []).await.expect(mend_it);
+        it.db
+            .self_check()
+            .await
+            .unwrap_or_else(|e| panic!("after `{mend_it}` the check should pass again: {e}"));
+    }
+    it.drop_all().await;
+}
+
+#[tokio::test]
+async fn rowguard_check_refuses_when_an_application_role_can_bypass_row_level_security() {
+    // The reviewer's finding: with BYPASSRLS on the clinician role, `rowguard check` passed and
+    // alice read every patient's notes.
+    let it = Isolated::new("bp").await;
+    execute(
+        &it.admin,
+        &format!("alter role {} bypassrls", it.roles.clinician()),
+        [],
+    )
+    .await
+    .expect("misconfigure");
+    let url = rowguard_tests::cluster().url_as(&it.name, &it.roles.gateway(), "x");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_rowguard-cli"))
+        .arg("check")
+        .env("DATABASE_URL", url)
+        .env("ROWGUARD_ROLE_PREFIX", it.roles.prefix())
+        .output()
+        .expect("rowguard check");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "rowguard check passed:\n{stderr}");
+    assert!(
+        stderr.contains(&format!("ALTER ROLE {} NOBYPASSRLS", it.roles.clinician())),
+        "{stderr}"
+    );
+    execute(
+        &it.admin,
+        &format!("alter role {} nobypassrls", it.roles.clinician()),
+        [],
+    )
+    .await
+    .expect("mend");
+    it.drop_all().await;
+}

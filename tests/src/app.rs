@@ -109,7 +109,7 @@ impl TestApp {
         // that rejected requests never opened any. The sealer has a connection of its own, as
         // in `rowguard serve`.
         let db = t.gateway(4).await;
-        let sealer = t.gateway(1).await;
+        let sealer = t.sealer().await;
         Self::start_on(db, oidc, limits, playground, Some(sealer)).await
     }
 

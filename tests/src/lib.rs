@@ -137,6 +137,20 @@ impl TestDb {
         self.gateway_with(max_connections, |_| {}).await
     }
 
+    /// A one-connection pool as the audit sealer has it (`application_name` rowguard-sealer).
+    pub async fn sealer(&self) -> Database {
+        let settings = DatabaseSettings::new(self.gateway_url(), test_roles());
+        Database::connect_as(
+            &DatabaseSettings {
+                max_connections: 1,
+                ..settings
+            },
+            "rowguard-sealer",
+        )
+        .await
+        .expect("connecting as the sealer")
+    }
+
     /// The gateway with adjusted settings (timeouts, limits).
     pub async fn gateway_with(
         &self,

@@ -73,6 +73,15 @@ impl Database {
     /// Opens the pool described by the settings. Connections are made lazily, so an unreachable
     /// database shows up per request (as "service unavailable") rather than aborting startup.
     pub async fn connect(settings: &DatabaseSettings) -> Result<Self, DbError> {
+        Self::connect_as(settings, "rowguard").await
+    }
+
+    /// As [`Database::connect`], with the `application_name` its sessions show in
+    /// `pg_stat_activity` (the audit sealer's pool is `rowguard-sealer`).
+    pub async fn connect_as(
+        settings: &DatabaseSettings,
+        application_name: &'static str,
+    ) -> Result<Self, DbError> {
         let cache = settings.effective_statement_cache();
         let pooled = settings.transaction_pooler;
         let mut options = ConnectOptions::new(settings.url.clone());
@@ -92,7 +101,7 @@ impl Database {
             .map_sqlx_postgres_opts(move |o: PgConnectOptions| {
                 let o = o
                     .statement_cache_capacity(cache)
-                    .application_name("rowguard");
+                    .application_name(application_name);
                 // Request and sealer transactions run READ COMMITTED whatever the database's
                 // default (the audit sealer and the update conflict checks are written for it).
                 // A startup option costs no round trip; transaction poolers refuse startup

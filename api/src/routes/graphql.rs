@@ -71,12 +71,13 @@ impl Default for Outcome {
 
 /// Marks the request abandoned if the caller goes away (this future is dropped) before its
 /// answer is ready; the execution task then rolls back instead of committing.
-struct AbandonOnDrop(Option<Arc<RequestDb>>);
+struct AbandonOnDrop(Option<(Arc<RequestDb>, prometheus_client::metrics::counter::Counter)>);
 
 impl Drop for AbandonOnDrop {
     fn drop(&mut self) {
-        if let Some(db) = self.0.take() {
+        if let Some((db, counter)) = self.0.take() {
             db.abandon();
+            counter.inc();
         }
     }
 }
@@ -154,7 +155,10 @@ async fn run(
         db.clone(),
         limits.max_response_bytes,
     ));
-    let mut abandon = AbandonOnDrop(Some(db.clone()));
+    let mut abandon = AbandonOnDrop(Some((
+        db.clone(),
+        state.metrics.shared.requests_abandoned.clone(),
+    )));
     let finished = tokio::time::timeout(db.remaining() + DEADLINE_GRACE, execution).await;
     abandon.0 = None;
     let Executed { response, body } = match finished {

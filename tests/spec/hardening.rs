@@ -1,0 +1,472 @@
+//! The adversarial review's findings, each tried the way the reviewer tried it: query limits
+//! bypassed through fragments, unbatched nesting, unbounded requests, one person holding every
+//! connection, writes from a query, a rolled-back mutation answering data, metrics on the API
+//! port, and loopback decided by looking at a name.
+
+use std::time::{Duration, Instant};
+
+use rowguard::config::DatabaseSettings;
+use rowguard::db::{AccessMode, RequestIds};
+use rowguard::graphql::{ApiLimits, RequestBudget, RequestDb};
+use rowguard_tests::app::{GraphqlReply, TestApp, oidc_settings};
+use rowguard_tests::fixtures::{Person, admit, assign, enroll_at, lock_patients};
+use rowguard_tests::issuer::TestIssuer;
+use rowguard_tests::{TestDb, test_roles};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::support::{INSUFFICIENT_PRIVILEGE, execute, query_count, sqlstate};
+
+/// alice (clinician) with A-0..A-2, bob (clinician) with B-0, carol a coordinator.
+struct World {
+    t: TestDb,
+    issuer: TestIssuer,
+    app: TestApp,
+    alice: Person,
+    owner: DatabaseConnection,
+    a: Vec<Uuid>,
+}
+
+impl World {
+    async fn new(limits: ApiLimits) -> World {
+        let t = TestDb::new().await;
+        let issuer = TestIssuer::start().await;
+        let owner = t.owner().await;
+        let alice = enroll_at(&owner, issuer.url(), "alice").await;
+        let bob = enroll_at(&owner, issuer.url(), "bob").await;
+        enroll_at(&owner, issuer.url(), "carol").await;
+        let mut a = Vec::new();
+        for i in 0..3 {
+            let p = admit(&owner, &format!("A-{i}")).await;
+            assign(&owner, &alice, p).await;
+            a.push(p);
+        }
+        let b = admit(&owner, "B-0").await;
+        assign(&owner, &bob, b).await;
+        let app = TestApp::start_with(&t, oidc_settings(&issuer), limits).await;
+        app.wait_for_keys().await;
+        World {
+            t,
+            issuer,
+            app,
+            alice,
+            owner,
+            a,
+        }
+    }
+
+    fn token(&self, subject: &str, role: &str) -> String {
+        self.issuer.token(subject).roles(&[role]).mint()
+    }
+
+    async fn ask(&self, token: &str, query: &str) -> GraphqlReply {
+        self.app.graphql(Some(token), query, json!({})).await
+    }
+}
+
+fn refused_as_bad_input(reply: &GraphqlReply, about: &str) {
+    assert_eq!(
+        (reply.status, reply.code()),
+        (400, Some("BAD_USER_INPUT")),
+        "{}",
+        reply.body
+    );
+    let message = reply.body["errors"][0]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        message.contains(about),
+        "{message:?} should mention {about:?}"
+    );
+    assert!(reply.data().is_null(), "no data: {}", reply.body);
+}
+
+// Query limits ------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn the_reviewers_amplification_query_is_refused_before_any_database_work() {
+    let w = World::new(ApiLimits::default()).await;
+    let inner = "patients(first:100){edges{node{careTeam{clinician{patients(first:100){edges{node{careTeam{clinician{id}}}}}}}}}}";
+    let aliases: Vec<String> = (0..30).map(|i| format!("a{i}: {inner}")).collect();
+    let query = format!(
+        "query Amp {{ ...F }} fragment F on Query {{ {} }}",
+        aliases.join(" ")
+    );
+    let before = w.app.db.statements_executed();
+    let reply = w.ask(&w.token("carol", "coordinator"), &query).await;
+    refused_as_bad_input(&reply, "records");
+    assert_eq!(
+        w.app.db.statements_executed(),
+        before,
+        "refused before any statement ran"
+    );
+}
+
+#[tokio::test]
+async fn root_fields_spread_from_a_fragment_count_against_the_root_field_limit() {
+    let w = World::new(ApiLimits::default()).await;
+    let fields: Vec<String> = (0..25).map(|i| format!("m{i}: me {{ id }}")).collect();
+    let query = format!(
+        "query Wide {{ ...F }} fragment F on Query {{ {} }}",
+        fields.join(" ")
+    );
+    refused_as_bad_input(
+        &w.ask(&w.token("alice", "clinician"), &query).await,
+        "root fields",
+    );
+}
+
+#[tokio::test]
+async fn aliases_inside_a_fragment_count_each_time_it_is_spread() {
+    let w = World::new(ApiLimits::default()).await;
+    let aliases: Vec<String> = (0..10).map(|i| format!("x{i}: id")).collect();
+    let query = format!(
+        "{{ me {{ ...F }} again: me {{ ...F }} more: me {{ ...F }} }} fragment F on Clinician {{ {} }}",
+        aliases.join(" ")
+    );
+    refused_as_bad_input(
+        &w.ask(&w.token("alice", "clinician"), &query).await,
+        "aliases",
+    );
+}
+
+#[tokio::test]
+async fn nested_lists_are_costed_by_their_first() {
+    let w = World::new(ApiLimits::default()).await;
+    let nested = |n: u32| {
+        format!(
+            "{{ patients(first: {n}) {{ edges {{ node {{ careTeam {{ clinician {{ patients(first: {n}) {{ edges {{ node {{ id }} }} }} }} }} }} }} }} }}"
+        )
+    };
+    let carol = w.token("carol", "coordinator");
+    refused_as_bad_input(&w.ask(&carol, &nested(100)).await, "records");
+    let small = w.ask(&carol, &nested(2)).await;
+    assert_eq!(small.status, 200, "{}", small.body);
+}
+
+#[tokio::test]
+async fn clinician_patients_under_a_list_of_clinicians_costs_one_statement() {
+    let w = World::new(ApiLimits::default()).await;
+    let query = "{ patients(first: 20) { edges { node { careTeam { clinician { patients(first: 5) { edges { node { mrn } } } } } } } } }";
+    let carol = w.token("carol", "coordinator");
+    let mut costs = Vec::new();
+    let mut joined = 0;
+    for team_size in [1, 6] {
+        // Colleagues with two patients of their own each join A-0's care team.
+        while joined < team_size {
+            let colleague =
+                enroll_at(&w.owner, w.issuer.url(), &format!("colleague-{joined}")).await;
+            assign(&w.owner, &colleague, w.a[0]).await;
+            for k in 0..2 {
+                let own = admit(&w.owner, &format!("C-{joined}-{k}")).await;
+                assign(&w.owner, &colleague, own).await;
+            }
+            joined += 1;
+        }
+        let before = w.app.db.statements_executed();
+        let reply = w.ask(&carol, query).await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        costs.push(w.app.db.statements_executed() - before);
+    }
+    eprintln!(
+        "statements for a page whose care teams list 1 and then 6 more clinicians, each with patients: {costs:?}"
+    );
+    assert_eq!(
+        costs[0], costs[1],
+        "nesting under more clinicians costs no more statements"
+    );
+}
+
+// The request's budget ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_request_over_its_statement_budget_is_stopped_and_answers_no_data() {
+    let w = World::new(ApiLimits {
+        max_statements: 2,
+        ..ApiLimits::default()
+    })
+    .await;
+    let roots: Vec<String> =
+        w.a.iter()
+            .enumerate()
+            .map(|(i, id)| format!("p{i}: patient(id: \"{id}\") {{ mrn }}"))
+            .collect();
+    let reply = w
+        .ask(
+            &w.token("alice", "clinician"),
+            &format!("{{ {} }}", roots.join(" ")),
+        )
+        .await;
+    refused_as_bad_input(&reply, "database statements");
+}
+
+#[tokio::test]
+async fn an_answer_over_the_byte_limit_is_refused() {
+    let w = World::new(ApiLimits {
+        max_response_bytes: 4096,
+        ..ApiLimits::default()
+    })
+    .await;
+    execute(
+        &w.t.admin().await,
+        "update rowguard.patients set clinical_notes = repeat('n', 6000) where mrn = 'A-0'",
+        [],
+    )
+    .await
+    .expect("long notes");
+    let reply = w
+        .app
+        .operation(
+            &w.token("alice", "clinician"),
+            "PatientDetail",
+            json!({ "id": w.a[0] }),
+        )
+        .await;
+    refused_as_bad_input(&reply, "larger than 4096 bytes");
+    let small = w
+        .app
+        .operation(
+            &w.token("alice", "clinician"),
+            "PatientDetail",
+            json!({ "id": w.a[1] }),
+        )
+        .await;
+    assert_eq!(small.status, 200, "{}", small.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_past_its_deadline_is_cancelled_with_its_transaction() {
+    let w = World::new(ApiLimits {
+        request_timeout: Duration::from_millis(400),
+        ..ApiLimits::default()
+    })
+    .await;
+    let admin = w.t.admin().await;
+    let lock = lock_patients(&admin).await;
+    let started = Instant::now();
+    let reply = w
+        .app
+        .operation(&w.token("alice", "clinician"), "MyPatients", json!({}))
+        .await;
+    let took = started.elapsed();
+    assert_eq!(
+        (reply.status, reply.code()),
+        (503, Some("SERVICE_UNAVAILABLE")),
+        "{}",
+        reply.body
+    );
+    assert!(
+        took < Duration::from_secs(3),
+        "answered after {took:?}; the statement timeout alone is 5 s"
+    );
+    lock.rollback().await.expect("unlock");
+    let stuck = query_count(
+        &w.t.admin().await,
+        "select count(*) as value from pg_stat_activity \
+         where usename = 'rgtest_gateway' and application_name = 'rowguard' and (state like 'idle in transaction%' or wait_event_type = 'Lock')",
+    )
+    .await
+    .expect("activity");
+    assert_eq!(stuck, 0, "the cancelled request left no transaction behind");
+}
+
+// One person, many requests ----------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_person_cannot_hold_more_than_their_share_of_requests_in_flight() {
+    let w = World::new(ApiLimits {
+        concurrency_per_person: 2,
+        ..ApiLimits::default()
+    })
+    .await;
+    let admin = w.t.admin().await;
+    let lock = lock_patients(&w.t.admin().await).await;
+    let alice = w.token("alice", "clinician");
+    let mut blocked = Vec::new();
+    for _ in 0..2 {
+        let (http, url, token) = (w.app.http.clone(), w.app.url("/graphql"), alice.clone());
+        blocked.push(tokio::spawn(async move {
+            http.post(url)
+                .bearer_auth(token)
+                .json(&json!({ "query": "{ patients { edges { node { mrn } } } }" }))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        }));
+    }
+    // Wait until both are in the database, waiting for the lock.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while query_count(
+        &admin,
+        "select count(*) as value from pg_stat_activity where usename = 'rgtest_gateway' and application_name = 'rowguard' and wait_event_type = 'Lock'",
+    )
+    .await
+    .expect("activity")
+        < 2
+    {
+        assert!(Instant::now() < deadline, "the first two requests never reached the database");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let third = w
+        .app
+        .http
+        .post(w.app.url("/graphql"))
+        .bearer_auth(&alice)
+        .json(&json!({ "query": "{ me { id } }" }))
+        .send()
+        .await
+        .expect("reply");
+    let retry_after = third
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let third = GraphqlReply::from(third).await;
+    assert_eq!(
+        (third.status, third.code()),
+        (429, Some("RATE_LIMITED")),
+        "{}",
+        third.body
+    );
+    assert!(retry_after.is_some(), "429 carries Retry-After");
+
+    let bob = w.ask(&w.token("bob", "clinician"), "{ me { id } }").await;
+    assert_eq!(
+        bob.status, 200,
+        "another person is unaffected: {}",
+        bob.body
+    );
+
+    lock.rollback().await.expect("unlock");
+    for request in blocked {
+        assert_eq!(request.await.expect("task").expect("reply"), 200);
+    }
+    let again = w.ask(&alice, "{ me { id } }").await;
+    assert_eq!(again.status, 200, "slots free up when requests end");
+}
+
+// A query cannot write -----------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_query_cannot_change_a_patient_even_through_a_wrong_resolver_statement() {
+    let w = World::new(ApiLimits::default()).await;
+    let principal = w.alice.clinician();
+    // What a query operation's resolvers get, with auditing on (the default).
+    let request = RequestDb::new(
+        w.app.db.clone(),
+        principal.clone(),
+        true,
+        RequestIds::from(Uuid::new_v4()),
+        Some(Default::default()),
+        RequestBudget::starting_now(50, 1 << 20, Duration::from_secs(10)),
+    );
+    let conn = request.conn().await.expect("the query's connection");
+    for sql in [
+        "update rowguard.patients set clinical_notes = 'changed by a buggy resolver' where id = $1",
+        "delete from rowguard.clinicians_patients where patient_id = $1",
+    ] {
+        conn.execute_unprepared("SAVEPOINT before_write")
+            .await
+            .expect("savepoint");
+        let err = execute(&conn, sql, [w.a[0].into()]).await.expect_err(sql);
+        assert_eq!(sqlstate(err), INSUFFICIENT_PRIVILEGE, "{sql}");
+        conn.execute_unprepared("ROLLBACK TO SAVEPOINT before_write")
+            .await
+            .expect("rollback to savepoint");
+    }
+    drop(conn);
+    // And at the scope level, whatever the caller's role.
+    for principal in [w.alice.clinician(), w.alice.coordinator()] {
+        let scope = w
+            .app
+            .db
+            .scope(&principal, AccessMode::ReadAndAudit, Uuid::new_v4())
+            .await
+            .expect("scope");
+        let err = execute(
+            scope.conn(),
+            "update rowguard.patients set given_name = 'X' where id = $1",
+            [w.a[0].into()],
+        )
+        .await
+        .expect_err("update");
+        assert_eq!(sqlstate(err), INSUFFICIENT_PRIVILEGE);
+    }
+}
+
+// A rolled-back mutation answers nothing ------------------------------------------------------------
+
+#[tokio::test]
+async fn a_mutation_rolled_back_half_way_returns_no_data() {
+    let w = World::new(ApiLimits::default()).await;
+    let query = "mutation($a: ID!, $b: ID!) { \
+                 first: updatePatient(input: { id: $a, expectedVersion: 1, clinicalNotes: \"seen\" }) { mrn clinicalNotes } \
+                 second: updatePatient(input: { id: $b, expectedVersion: 1, clinicalNotes: \"seen\" }) { mrn } }";
+    let b0: Uuid =
+        w.t.admin()
+            .await
+            .query_one_raw(Statement::from_string(
+                DbBackend::Postgres,
+                "select id from rowguard.patients where mrn = 'B-0'",
+            ))
+            .await
+            .expect("query")
+            .expect("row")
+            .try_get("", "id")
+            .expect("id");
+    let reply = w
+        .app
+        .graphql(
+            Some(&w.token("alice", "clinician")),
+            query,
+            json!({ "a": w.a[0], "b": b0 }),
+        )
+        .await;
+    assert_eq!(reply.code(), Some("NOT_FOUND"), "{}", reply.body);
+    assert_eq!(
+        reply.data(),
+        &Value::Null,
+        "the first update was rolled back, so nothing of it is answered: {}",
+        reply.body
+    );
+    assert!(!reply.body.to_string().contains("A-0"));
+}
+
+// Metrics --------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn metrics_are_not_served_on_the_api_port() {
+    let w = World::new(ApiLimits::default()).await;
+    let on_api = w
+        .app
+        .http
+        .get(w.app.url("/metrics"))
+        .send()
+        .await
+        .expect("reply");
+    assert_eq!(on_api.status().as_u16(), 404);
+    let apart = w
+        .app
+        .http
+        .get(w.app.metrics_url())
+        .send()
+        .await
+        .expect("reply");
+    assert_eq!(apart.status().as_u16(), 200);
+}
+
+// Loopback is an address -----------------------------------------------------------------------------
+
+#[test]
+fn a_database_host_that_only_looks_like_loopback_needs_verified_tls() {
+    let settings = DatabaseSettings::new(
+        "postgres://rowguard_gateway@127.evil.example:5432/rowguard",
+        test_roles(),
+    );
+    assert!(
+        settings.check_transport_security().is_err(),
+        "127.evil.example is a remote host"
+    );
+}
