@@ -332,16 +332,20 @@ mod tests {
 
     #[test]
     fn depth_counts_through_fragments() {
-        let mut query = String::from("id");
-        for _ in 0..13 {
-            query = format!(
-                "patients(first: 1) {{ edges {{ node {{ careTeam {{ clinician {{ {query} }} }} }} }} }}"
-            );
-        }
-        assert!(matches!(
-            shape(&format!("{{ ...F }} fragment F on Query {{ {query} }}")),
-            Err(TooLarge::Depth(..))
-        ));
+        let limits = ShapeLimits {
+            max_depth: 5,
+            ..LIMITS
+        };
+        let measure_with = |query: &str| {
+            let doc = async_graphql::parser::parse_query(query).expect("parses");
+            let (_, op) = doc.operations.iter().next().expect("op");
+            measure(&doc, &op.node, &Variables::default(), &limits)
+        };
+        // Six deep once the fragment is expanded; five without it.
+        let deep = "{ ...F } fragment F on Query { patients { edges { node { careTeam { clinician { id } } } } } }";
+        assert_eq!(measure_with(deep), Err(TooLarge::Depth(6, 5)));
+        let shallow = "{ ...F } fragment F on Query { patients { edges { node { careTeam { careRole } } } } }";
+        assert!(measure_with(shallow).is_ok());
     }
 
     #[test]
