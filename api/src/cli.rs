@@ -6,11 +6,11 @@ use std::process::ExitCode;
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{CommandFactory, Parser, Subcommand};
 
-use crate::config::{DatabaseSettings, MigrationSettings};
 use crate::db::Database;
-use crate::dev::DevSettings;
 use crate::migrate::{self, MigrateAction};
-use crate::server::ServeSettings;
+use crate::settings::{
+    DatabaseSettings, DevSettings, LogFormat, LogSettings, MigrationSettings, ServeSettings,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -19,6 +19,8 @@ use crate::server::ServeSettings;
     about = "GraphQL gateway guarded by PostgreSQL row level security"
 )]
 struct Cli {
+    #[command(flatten)]
+    log: LogSettings,
     #[command(subcommand)]
     command: Command,
 }
@@ -119,7 +121,10 @@ enum AuditCommand {
 
 /// Runs the command line and returns the process exit status.
 pub fn main() -> ExitCode {
-    let args = match with_config_file(std::env::args_os().collect()) {
+    let args = match crate::settings::file::with_config_file(
+        &Cli::command(),
+        std::env::args_os().collect(),
+    ) {
         Ok(args) => args,
         Err(message) => {
             let _ = writeln!(std::io::stderr(), "{message}");
@@ -137,16 +142,10 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logging(matches!(cli.command, Command::Serve { .. }));
-    // ROWGUARD_WORKER_THREADS sizes the runtime (default: one per core). The database often
-    // shares the machine's cores, and fewer gateway threads mean fewer context switches.
+    init_logging(&cli.log, matches!(cli.command, Command::Serve { .. }));
     let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(threads) = std::env::var("ROWGUARD_WORKER_THREADS")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-        .filter(|n| *n > 0)
-    {
-        builder.worker_threads(threads);
+    if let Some(threads) = cli.log.worker_threads {
+        builder.worker_threads(usize::from(threads));
     }
     let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
@@ -166,7 +165,14 @@ pub fn main() -> ExitCode {
 
 async fn run(command: Command) -> Result<(), String> {
     match command {
+        #[cfg(feature = "dev")]
         Command::Dev { settings } => crate::dev::run(&settings, shutdown_signal()).await,
+        #[cfg(not(feature = "dev"))]
+        Command::Dev { .. } => Err(
+            "this build of rowguard was made without the `dev` feature (production builds leave \
+             it out); run `cargo run --release -- dev` from a checkout"
+                .to_owned(),
+        ),
         Command::Serve { settings } => crate::server::serve(&settings, shutdown_signal())
             .await
             .map_err(|e| e.to_string()),
@@ -234,15 +240,15 @@ async fn run(command: Command) -> Result<(), String> {
 
 /// Structured JSON logs for `serve` (ROWGUARD_LOG_FORMAT=text for humans); text elsewhere.
 /// Logs carry request ids, operation names, codes and durations, never PHI.
-fn init_logging(serving: bool) {
+fn init_logging(settings: &LogSettings, serving: bool) {
     let filter = phi_safe_filter(
-        tracing_subscriber::EnvFilter::try_from_env("ROWGUARD_LOG")
-            .unwrap_or_else(|_| "info".into()),
+        tracing_subscriber::EnvFilter::try_new(&settings.filter)
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
     );
-    let json = match std::env::var("ROWGUARD_LOG_FORMAT").as_deref() {
-        Ok("json") => true,
-        Ok("text") => false,
-        _ => serving,
+    let json = match settings.format {
+        Some(LogFormat::Json) => true,
+        Some(LogFormat::Text) => false,
+        None => serving,
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -252,56 +258,6 @@ fn init_logging(serving: bool) {
     } else {
         builder.init();
     }
-}
-
-/// Settings may also come from a file named by `ROWGUARD_CONFIG`: `NAME=value` lines using the
-/// same names as the environment variables (`#` starts a comment). The environment and the
-/// command line win over the file.
-fn with_config_file(mut args: Vec<std::ffi::OsString>) -> Result<Vec<std::ffi::OsString>, String> {
-    let Some(path) = std::env::var_os("ROWGUARD_CONFIG") else {
-        return Ok(args);
-    };
-    let text = std::fs::read_to_string(&path).map_err(|e| {
-        format!(
-            "ROWGUARD_CONFIG {}: {e}",
-            std::path::Path::new(&path).display()
-        )
-    })?;
-    let Some(subcommand) = args.get(1).and_then(|a| a.to_str()).map(str::to_owned) else {
-        return Ok(args);
-    };
-    let command = Cli::command();
-    let Some(sub) = command.find_subcommand(&subcommand) else {
-        return Ok(args);
-    };
-    for (number, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let (name, value) = line
-            .split_once('=')
-            .ok_or_else(|| format!("ROWGUARD_CONFIG line {}: expected NAME=value", number + 1))?;
-        let (name, value) = (name.trim(), value.trim().trim_matches('"'));
-        let arg = sub
-            .get_arguments()
-            .find(|a| a.get_env().is_some_and(|env| env == name))
-            .ok_or_else(|| {
-                format!(
-                    "ROWGUARD_CONFIG line {}: {name} is not a setting of `rowguard {subcommand}`",
-                    number + 1
-                )
-            })?;
-        let long = arg.get_long().unwrap_or_default();
-        let given_on_command_line = args.iter().any(|a| {
-            a.to_str()
-                .is_some_and(|a| a == format!("--{long}") || a.starts_with(&format!("--{long}=")))
-        });
-        if std::env::var_os(name).is_none() && !given_on_command_line {
-            args.push(format!("--{long}={value}").into());
-        }
-    }
-    Ok(args)
 }
 
 /// Caps libraries that log statements, parameters, headers or bodies at their verbose levels:

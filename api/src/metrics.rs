@@ -43,6 +43,8 @@ pub struct SharedCounters {
     pub audit_write_failures: Counter,
     /// Requests whose client went away before the answer (rolled back).
     pub requests_abandoned: Counter,
+    /// Operations executing now (including ones whose client has gone, until they end).
+    pub requests_in_flight: Gauge,
     /// The audit sealer's state and counters.
     pub sealer: std::sync::Arc<crate::audit::sealer::SealerStatus>,
 }
@@ -106,6 +108,11 @@ impl Metrics {
             "token_rejections",
             "Refused bearer tokens by reason",
             shared.token_rejections.clone(),
+        );
+        registry.register(
+            "graphql_requests_in_flight",
+            "Operations executing now, their transactions open",
+            shared.requests_in_flight.clone(),
         );
         registry.register(
             "graphql_requests_abandoned",

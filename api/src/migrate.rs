@@ -4,7 +4,7 @@ use migration::{Migrator, MigratorTrait, RoleNames};
 use sea_orm::sqlx::postgres::PgConnectOptions;
 use sea_orm::{ConnectOptions, ConnectionTrait, DatabaseConnection, DbErr};
 
-use crate::config::MigrationSettings;
+use crate::settings::MigrationSettings;
 
 /// What `rowguard migrate` should do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

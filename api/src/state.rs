@@ -6,7 +6,7 @@ use crate::auth::Authenticator;
 use crate::db::Database;
 use crate::graphql::{ApiLimits, RowguardSchema};
 use crate::metrics::Metrics;
-use crate::routes::playground::Playground;
+use crate::playground::Playground;
 
 #[derive(Clone)]
 pub struct AppState {

@@ -18,7 +18,7 @@ pub struct Dataset {
 pub async fn build(port: u16, patients: u64, clinicians: u64, issuer: &str) -> Dataset {
     let admin_url = format!("postgres://postgres@127.0.0.1:{port}/rowguard");
     rowguard::migrate::run(
-        &rowguard::config::MigrationSettings {
+        &rowguard::settings::MigrationSettings {
             url: admin_url.clone(),
             role_prefix: RoleNames::default(),
         },

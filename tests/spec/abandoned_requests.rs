@@ -42,9 +42,19 @@ async fn abandon(port: u16, request: Vec<u8>, after: Duration) {
 
 /// Requests whose clients left before the answer, as the gateway counts them.
 async fn abandoned(app: &rowguard_tests::app::TestApp) -> u64 {
-    let text = app
-        .http
-        .get(app.metrics_url())
+    let base = format!("http://{}", app.metrics_addr);
+    metric(
+        &app.http,
+        &base,
+        "rowguard_graphql_requests_abandoned_total",
+    )
+    .await
+}
+
+/// A gauge or counter from the gateway's metrics.
+async fn metric(http: &reqwest::Client, metrics: &str, name: &str) -> u64 {
+    let text = http
+        .get(format!("{metrics}/metrics"))
         .send()
         .await
         .expect("metrics")
@@ -52,29 +62,21 @@ async fn abandoned(app: &rowguard_tests::app::TestApp) -> u64 {
         .await
         .expect("text");
     text.lines()
-        .find_map(|l| l.strip_prefix("rowguard_graphql_requests_abandoned_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
 }
 
-async fn settled(admin: &sea_orm::DatabaseConnection) {
-    let deadline = Instant::now() + Duration::from_secs(20);
+/// Waits until the gateway has finished every operation it started (abandoned ones included).
+async fn settled(http: &reqwest::Client, metrics: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let busy = query_count(
-            admin,
-            "select count(*) as value from pg_stat_activity \
-             where usename = 'rgtest_gateway' and application_name = 'rowguard' and state <> 'idle'",
-        )
-        .await
-        .expect("activity");
+        let busy = metric(http, metrics, "rowguard_graphql_requests_in_flight").await;
         if busy == 0 {
             return;
         }
-        assert!(
-            Instant::now() < deadline,
-            "{busy} gateway backends stayed busy"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(Instant::now() < deadline, "{busy} operations never ended");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -91,6 +93,8 @@ async fn a_thousand_abandoned_requests_leave_no_open_transaction_and_nothing_hal
         patients.push(p);
     }
     let port = free_port().expect("port");
+    let metrics_port = free_port().expect("port");
+    let metrics = format!("http://127.0.0.1:{metrics_port}");
     let dir = std::env::temp_dir().join(format!("rowguard-abandon-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).expect("dir");
     let log_path = dir.join("serve.log");
@@ -101,7 +105,10 @@ async fn a_thousand_abandoned_requests_leave_no_open_transaction_and_nothing_hal
         .env("ROWGUARD_OIDC_ISSUER", issuer.url())
         .env("ROWGUARD_OIDC_AUDIENCES", SPA_CLIENT_ID)
         .env("ROWGUARD_LISTEN", format!("127.0.0.1:{port}"))
-        .env("ROWGUARD_METRICS_LISTEN", "127.0.0.1:0")
+        .env(
+            "ROWGUARD_METRICS_LISTEN",
+            format!("127.0.0.1:{metrics_port}"),
+        )
         .env("ROWGUARD_DB_MAX_CONNECTIONS", "4")
         .env("ROWGUARD_QUOTA_CONCURRENCY", "64")
         // PostgreSQL's warnings reach the gateway's log through the driver at `warn`.
@@ -157,7 +164,7 @@ async fn a_thousand_abandoned_requests_leave_no_open_transaction_and_nothing_hal
         task.await.expect("client");
     }
     let admin = t.admin().await;
-    settled(&admin).await;
+    settled(&http, &metrics).await;
 
     // The pool hands out no connection that is inside a transaction: requests still work and
     // nothing waits idle in a transaction.
@@ -172,11 +179,22 @@ async fn a_thousand_abandoned_requests_leave_no_open_transaction_and_nothing_hal
     let idle_in_transaction = query_count(
         &admin,
         "select count(*) as value from pg_stat_activity \
-         where usename = 'rgtest_gateway' and application_name = 'rowguard' and state like 'idle in transaction%'",
+         where datname = current_database() and usename = 'rgtest_gateway' and application_name = 'rowguard' and state like 'idle in transaction%'",
     )
     .await
     .expect("activity");
-    assert_eq!(idle_in_transaction, 0);
+    let detail: Vec<String> = admin
+        .query_all_raw(sea_orm::Statement::from_string(
+            sea_orm::DbBackend::Postgres,
+            "select state || ' | ' || coalesce(query, '') || ' | xact ' || coalesce((now() - xact_start)::text, '-') || ' | change ' || coalesce((now() - state_change)::text, '-') as line \
+             from pg_stat_activity where datname = current_database() and usename = 'rgtest_gateway'",
+        ))
+        .await
+        .expect("activity")
+        .iter()
+        .filter_map(|r| r.try_get::<String>("", "line").ok())
+        .collect();
+    assert_eq!(idle_in_transaction, 0, "{detail:#?}");
 
     // Nothing half-written: every committed update has its audit event and vice versa.
     let versions = query_count(
@@ -255,7 +273,7 @@ async fn a_mutation_whose_client_left_while_it_waited_is_rolled_back() {
     let deadline = Instant::now() + Duration::from_secs(10);
     while query_count(
         &admin,
-        "select count(*) as value from pg_stat_activity where usename = 'rgtest_gateway' and application_name = 'rowguard' and wait_event_type = 'Lock'",
+        "select count(*) as value from pg_stat_activity where datname = current_database() and usename = 'rgtest_gateway' and application_name = 'rowguard' and wait_event_type = 'Lock'",
     )
     .await
     .expect("activity")
@@ -275,7 +293,7 @@ async fn a_mutation_whose_client_left_while_it_waited_is_rolled_back() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     lock.rollback().await.expect("unlock");
-    settled(&admin).await;
+    settled(&app.http, &format!("http://{}", app.metrics_addr)).await;
 
     let version = query_count(
         &admin,

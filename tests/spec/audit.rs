@@ -2,13 +2,11 @@
 //! trail is append-only and tamper-evident, and break-glass access works only through its path.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use migration::MigratorTrait;
 use rowguard::audit::record::{AuditAction, AuditContext, AuditEntry, AuditOutcome, append};
 use rowguard::db::AccessMode;
-use rowguard::graphql::ApiLimits;
-use rowguard_tests::app::{GraphqlReply, TestApp, oidc_settings};
+use rowguard_tests::app::{GraphqlReply, TestApp};
 use rowguard_tests::fixtures::{Person, admit, assign, enroll_at};
 use rowguard_tests::issuer::TestIssuer;
 use rowguard_tests::{TestDb, connect};
@@ -87,7 +85,7 @@ struct World {
 }
 
 impl World {
-    async fn new(limits: ApiLimits) -> World {
+    async fn new(adjust: impl FnOnce(&mut rowguard::settings::ApiSettings)) -> World {
         let t = TestDb::new().await;
         let issuer = TestIssuer::start().await;
         let owner = t.owner().await;
@@ -107,7 +105,7 @@ impl World {
         for p in [s1, b1] {
             assign(&owner, &bob, p).await;
         }
-        let app = TestApp::start_with(&t, oidc_settings(&issuer), limits).await;
+        let app = TestApp::start_adjusted(&t, &issuer, |s| adjust(&mut s.api)).await;
         app.wait_for_keys().await;
         let admin = t.admin().await;
         World {
@@ -156,7 +154,7 @@ impl World {
 
 #[tokio::test]
 async fn each_client_operation_writes_exactly_the_expected_audit_events() {
-    let w = World::new(ApiLimits::default()).await;
+    let w = World::new(|_| {}).await;
     let (alice, carol) = (
         w.token("alice", "clinician"),
         w.token("carol", "coordinator"),
@@ -261,7 +259,7 @@ async fn each_client_operation_writes_exactly_the_expected_audit_events() {
 
 #[tokio::test]
 async fn events_carry_the_actor_and_the_operation_but_no_phi() {
-    let w = World::new(ApiLimits::default()).await;
+    let w = World::new(|_| {}).await;
     let (_, id) = w
         .run(&w.token("alice", "clinician"), "MyPatients", json!({}))
         .await;
@@ -300,7 +298,7 @@ async fn events_carry_the_actor_and_the_operation_but_no_phi() {
 
 #[tokio::test]
 async fn a_failed_audit_write_fails_the_request_with_no_phi() {
-    let w = World::new(ApiLimits::default()).await;
+    let w = World::new(|_| {}).await;
     execute(
         &w.admin,
         "revoke execute on function rowguard_audit.append(text, text, uuid[], text, text, text) from rgtest_clinician",
@@ -327,7 +325,7 @@ async fn a_failed_audit_write_fails_the_request_with_no_phi() {
 
 #[tokio::test]
 async fn the_trail_refuses_update_delete_and_truncate_for_every_role_including_the_owner() {
-    let w = World::new(ApiLimits::default()).await;
+    let w = World::new(|_| {}).await;
     w.run(&w.token("alice", "clinician"), "MyPatients", json!({}))
         .await;
     let owner = w.t.owner().await;
@@ -367,7 +365,7 @@ async fn the_trail_refuses_update_delete_and_truncate_for_every_role_including_t
 
 #[tokio::test]
 async fn no_one_can_write_an_event_in_someone_elses_name() {
-    let w = World::new(ApiLimits::default()).await;
+    let w = World::new(|_| {}).await;
     let s = scope(&w.app.db, &w.alice.clinician(), AccessMode::ReadWrite).await;
     let err = execute(
         s.conn(),
@@ -453,7 +451,7 @@ async fn mrn_of(w: &World, token: &str, patient: Uuid) -> Value {
 
 #[tokio::test]
 async fn break_glass_opens_one_patient_audited_as_emergency_and_an_auditor_reviews_it() {
-    let w = World::new(ApiLimits::default()).await;
+    let w = World::new(|_| {}).await;
     let alice = w.token("alice", "clinician");
     assert_eq!(
         mrn_of(&w, &alice, w.b1).await,
@@ -534,16 +532,30 @@ async fn break_glass_opens_one_patient_audited_as_emergency_and_an_auditor_revie
 
 #[tokio::test]
 async fn break_glass_ends_when_the_grant_expires() {
-    let limits = ApiLimits {
-        emergency_access_secs: 1,
-        ..ApiLimits::default()
-    };
-    let w = World::new(limits).await;
+    let w = World::new(|s| s.emergency_access_secs = 600).await;
     let alice = w.token("alice", "clinician");
     let granted = request_access(&w, &alice, w.b1).await;
     assert_eq!(granted.status, 200, "{}", granted.body);
+    let expires: chrono::DateTime<chrono::Utc> =
+        granted.data()["requestEmergencyAccess"]["expiresAt"]
+            .as_str()
+            .and_then(|t| t.parse().ok())
+            .expect("expiresAt");
+    let length = expires - chrono::Utc::now();
+    assert!(
+        length > chrono::TimeDelta::seconds(590) && length <= chrono::TimeDelta::seconds(600),
+        "the grant lasts the configured 600 s: {length}"
+    );
     assert_eq!(mrn_of(&w, &alice, w.b1).await, "B-1");
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Ten minutes later, on the database's clock (the grant's times move back instead).
+    execute(
+        &w.admin,
+        "update rowguard.emergency_grants set granted_at = granted_at - interval '11 minutes', \
+         expires_at = expires_at - interval '11 minutes'",
+        [],
+    )
+    .await
+    .expect("age the grant");
     assert_eq!(
         mrn_of(&w, &alice, w.b1).await,
         Value::Null,
@@ -553,7 +565,7 @@ async fn break_glass_ends_when_the_grant_expires() {
 
 #[tokio::test]
 async fn break_glass_needs_a_real_reason() {
-    let w = World::new(ApiLimits::default()).await;
+    let w = World::new(|_| {}).await;
     let query = "mutation($p: ID!) { requestEmergencyAccess(input: { patientId: $p, reason: \"need it\" }) { id } }";
     let reply = w
         .app
@@ -574,7 +586,7 @@ async fn break_glass_needs_a_real_reason() {
 
 #[tokio::test]
 async fn grants_cannot_be_created_or_extended_outside_the_break_glass_path() {
-    let w = World::new(ApiLimits::default()).await;
+    let w = World::new(|_| {}).await;
     request_access(&w, &w.token("alice", "clinician"), w.b1).await;
     for sql in [
         "insert into rowguard.emergency_grants (clinician_id, patient_id, reason, expires_at) \
@@ -601,7 +613,7 @@ async fn grants_cannot_be_created_or_extended_outside_the_break_glass_path() {
 
 #[tokio::test]
 async fn auditors_filter_the_trail_and_get_a_patients_access_report() {
-    let w = World::new(ApiLimits::default()).await;
+    let w = World::new(|_| {}).await;
     let alice = w.token("alice", "clinician");
     w.run(&alice, "PatientDetail", json!({ "id": w.a2 })).await;
     w.run(&alice, "MyPatients", json!({})).await;
@@ -645,7 +657,7 @@ async fn auditors_filter_the_trail_and_get_a_patients_access_report() {
 
 #[tokio::test]
 async fn only_auditors_read_the_trail() {
-    let w = World::new(ApiLimits::default()).await;
+    let w = World::new(|_| {}).await;
     for (subject, role) in [("alice", "clinician"), ("carol", "coordinator")] {
         let reply = w
             .app
@@ -673,7 +685,7 @@ async fn migrations_include_the_audit_schema() {
 
 #[tokio::test]
 async fn listing_emergency_grants_is_an_audited_access() {
-    let w = World::new(ApiLimits::default()).await;
+    let w = World::new(|_| {}).await;
     request_access(&w, &w.token("alice", "clinician"), w.b1).await;
     let query = json!({ "query": "{ emergencyAccessGrants { patientId reason } }" });
 
@@ -700,7 +712,7 @@ async fn listing_emergency_grants_is_an_audited_access() {
 
 #[tokio::test]
 async fn the_patient_access_report_lists_accesses_by_every_role() {
-    let w = World::new(ApiLimits::default()).await;
+    let w = World::new(|_| {}).await;
     w.run(
         &w.token("alice", "clinician"),
         "PatientDetail",
@@ -749,7 +761,7 @@ async fn the_patient_access_report_lists_accesses_by_every_role() {
 
 #[tokio::test]
 async fn one_request_id_reaches_the_response_and_the_audit_row_and_the_clients_own_stays_apart() {
-    let w = World::new(ApiLimits::default()).await;
+    let w = World::new(|_| {}).await;
     let alice = w.token("alice", "clinician");
     let body = json!({ "query": rowguard_tests::app::operation("MyPatients"), "operationName": "MyPatients" });
     for client_id in ["web-7f3a.2", &Uuid::new_v4().to_string()] {
@@ -796,7 +808,7 @@ async fn one_request_id_reaches_the_response_and_the_audit_row_and_the_clients_o
 
 #[tokio::test]
 async fn an_auditor_cannot_review_an_emergency_grant_they_hold_themselves() {
-    let w = World::new(ApiLimits::default()).await;
+    let w = World::new(|_| {}).await;
     // dave works shifts as a clinician too: the same enrolled person, another role.
     let granted = request_access(&w, &w.token("dave", "clinician"), w.b1).await;
     let grant = granted.data()["requestEmergencyAccess"]["id"]
@@ -851,7 +863,7 @@ async fn an_auditor_cannot_review_an_emergency_grant_they_hold_themselves() {
 
 #[tokio::test]
 async fn coordinators_cannot_rename_or_deactivate_anyone() {
-    let w = World::new(ApiLimits::default()).await;
+    let w = World::new(|_| {}).await;
     for sql in [
         "update rowguard.clinicians set display_name = 'Renamed' where id = $1",
         "update rowguard.clinicians set active = false where id = $1",

@@ -6,11 +6,10 @@
 //! Debian's PgBouncer (1.18) does not manage prepared statements, so the gateway runs with
 //! `ROWGUARD_DB_TRANSACTION_POOLER=true` (see the README).
 
-use rowguard::config::DatabaseSettings;
-use rowguard::db::{AccessMode, Database};
-use rowguard::graphql::ApiLimits;
+use rowguard::db::AccessMode;
 use rowguard::principal::AppRole;
-use rowguard_tests::app::{TestApp, oidc_settings};
+use rowguard::settings::DatabaseSettings;
+use rowguard_tests::app::TestApp;
 use rowguard_tests::fixtures::stranger;
 use rowguard_tests::issuer::TestIssuer;
 use rowguard_tests::pooler::Pooler;
@@ -52,13 +51,8 @@ async fn thousands_of_reads_and_updates_through_a_transaction_pooler_never_leak(
         SERVER_CONNECTIONS,
         "transaction",
     );
-    let db = Database::connect(&through(&pooler, &t))
-        .await
-        .expect("pool through pgbouncer");
-    db.self_check()
-        .await
-        .expect("the startup self-check passes through the pooler");
-    let app = TestApp::start_on(db, oidc_settings(&issuer), ApiLimits::default(), None, None).await;
+    // The startup self-check runs through the pooler too (the app would not start otherwise).
+    let app = TestApp::start_on(through(&pooler, &t), &issuer).await;
     app.wait_for_keys().await;
 
     let tally = ward

@@ -401,14 +401,37 @@ async fn sigterm_lets_a_slow_request_finish_refuses_new_connections_and_exits_ze
                 .await
         }
     });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Once the request waits in the database for the lock, stop the server.
+    let watcher = t.admin().await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while crate::support::query_count(
+        &watcher,
+        "select count(*) as value from pg_stat_activity \
+         where datname = current_database() and usename = 'rgtest_gateway' and wait_event_type = 'Lock'",
+    )
+    .await
+    .expect("activity")
+        == 0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the slow request never reached the database"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     server.signal("TERM");
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let refused = tokio::net::TcpStream::connect(("127.0.0.1", port)).await;
-    assert!(
-        refused.is_err(),
-        "new connections must be refused once shutting down"
-    );
+    // New connections are refused as soon as the server has taken the signal in.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_ok()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "new connections must be refused once shutting down"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     lock.commit().await.expect("release the lock");
     let reply = slow

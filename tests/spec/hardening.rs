@@ -5,10 +5,11 @@
 
 use std::time::{Duration, Instant};
 
-use rowguard::config::DatabaseSettings;
 use rowguard::db::{AccessMode, RequestIds};
-use rowguard::graphql::{ApiLimits, RequestBudget, RequestDb};
-use rowguard_tests::app::{GraphqlReply, TestApp, oidc_settings};
+use rowguard::graphql::{RequestBudget, RequestDb};
+use rowguard::settings::ApiSettings;
+use rowguard::settings::DatabaseSettings;
+use rowguard_tests::app::{GraphqlReply, TestApp};
 use rowguard_tests::fixtures::{Person, admit, assign, enroll_at, lock_patients};
 use rowguard_tests::issuer::TestIssuer;
 use rowguard_tests::{TestDb, test_roles};
@@ -29,7 +30,7 @@ struct World {
 }
 
 impl World {
-    async fn new(limits: ApiLimits) -> World {
+    async fn new(adjust: impl FnOnce(&mut ApiSettings)) -> World {
         let t = TestDb::new().await;
         let issuer = TestIssuer::start().await;
         let owner = t.owner().await;
@@ -44,7 +45,7 @@ impl World {
         }
         let b = admit(&owner, "B-0").await;
         assign(&owner, &bob, b).await;
-        let app = TestApp::start_with(&t, oidc_settings(&issuer), limits).await;
+        let app = TestApp::start_adjusted(&t, &issuer, |s| adjust(&mut s.api)).await;
         app.wait_for_keys().await;
         World {
             t,
@@ -86,7 +87,7 @@ fn refused_as_bad_input(reply: &GraphqlReply, about: &str) {
 
 #[tokio::test]
 async fn the_reviewers_amplification_query_is_refused_before_any_database_work() {
-    let w = World::new(ApiLimits::default()).await;
+    let w = World::new(|_| {}).await;
     let inner = "patients(first:100){edges{node{careTeam{clinician{patients(first:100){edges{node{careTeam{clinician{id}}}}}}}}}}";
     let aliases: Vec<String> = (0..30).map(|i| format!("a{i}: {inner}")).collect();
     let query = format!(
@@ -105,7 +106,7 @@ async fn the_reviewers_amplification_query_is_refused_before_any_database_work()
 
 #[tokio::test]
 async fn root_fields_spread_from_a_fragment_count_against_the_root_field_limit() {
-    let w = World::new(ApiLimits::default()).await;
+    let w = World::new(|_| {}).await;
     let fields: Vec<String> = (0..25).map(|i| format!("m{i}: me {{ id }}")).collect();
     let query = format!(
         "query Wide {{ ...F }} fragment F on Query {{ {} }}",
@@ -119,7 +120,7 @@ async fn root_fields_spread_from_a_fragment_count_against_the_root_field_limit()
 
 #[tokio::test]
 async fn aliases_inside_a_fragment_count_each_time_it_is_spread() {
-    let w = World::new(ApiLimits::default()).await;
+    let w = World::new(|_| {}).await;
     let aliases: Vec<String> = (0..10).map(|i| format!("x{i}: id")).collect();
     let query = format!(
         "{{ me {{ ...F }} again: me {{ ...F }} more: me {{ ...F }} }} fragment F on Clinician {{ {} }}",
@@ -133,7 +134,7 @@ async fn aliases_inside_a_fragment_count_each_time_it_is_spread() {
 
 #[tokio::test]
 async fn nested_lists_are_costed_by_their_first() {
-    let w = World::new(ApiLimits::default()).await;
+    let w = World::new(|_| {}).await;
     let nested = |n: u32| {
         format!(
             "{{ patients(first: {n}) {{ edges {{ node {{ careTeam {{ clinician {{ patients(first: {n}) {{ edges {{ node {{ id }} }} }} }} }} }} }} }} }}"
@@ -147,7 +148,7 @@ async fn nested_lists_are_costed_by_their_first() {
 
 #[tokio::test]
 async fn clinician_patients_under_a_list_of_clinicians_costs_one_statement() {
-    let w = World::new(ApiLimits::default()).await;
+    let w = World::new(|_| {}).await;
     let query = "{ patients(first: 20) { edges { node { careTeam { clinician { patients(first: 5) { edges { node { mrn } } } } } } } } }";
     let carol = w.token("carol", "coordinator");
     let mut costs = Vec::new();
@@ -182,11 +183,7 @@ async fn clinician_patients_under_a_list_of_clinicians_costs_one_statement() {
 
 #[tokio::test]
 async fn a_request_over_its_statement_budget_is_stopped_and_answers_no_data() {
-    let w = World::new(ApiLimits {
-        max_statements: 2,
-        ..ApiLimits::default()
-    })
-    .await;
+    let w = World::new(|s| s.max_statements = 2).await;
     let roots: Vec<String> =
         w.a.iter()
             .enumerate()
@@ -203,11 +200,7 @@ async fn a_request_over_its_statement_budget_is_stopped_and_answers_no_data() {
 
 #[tokio::test]
 async fn an_answer_over_the_byte_limit_is_refused() {
-    let w = World::new(ApiLimits {
-        max_response_bytes: 4096,
-        ..ApiLimits::default()
-    })
-    .await;
+    let w = World::new(|s| s.max_response_bytes = 4096).await;
     execute(
         &w.t.admin().await,
         "update rowguard.patients set clinical_notes = repeat('n', 6000) where mrn = 'A-0'",
@@ -237,11 +230,7 @@ async fn an_answer_over_the_byte_limit_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_past_its_deadline_is_cancelled_with_its_transaction() {
-    let w = World::new(ApiLimits {
-        request_timeout: Duration::from_millis(400),
-        ..ApiLimits::default()
-    })
-    .await;
+    let w = World::new(|s| s.request_timeout_ms = 400).await;
     let admin = w.t.admin().await;
     let lock = lock_patients(&admin).await;
     let started = Instant::now();
@@ -264,22 +253,35 @@ async fn a_request_past_its_deadline_is_cancelled_with_its_transaction() {
     let stuck = query_count(
         &w.t.admin().await,
         "select count(*) as value from pg_stat_activity \
-         where usename = 'rgtest_gateway' and application_name = 'rowguard' and (state like 'idle in transaction%' or wait_event_type = 'Lock')",
+         where datname = current_database() and usename = 'rgtest_gateway' and application_name = 'rowguard' and (state like 'idle in transaction%' or wait_event_type = 'Lock')",
     )
     .await
     .expect("activity");
-    assert_eq!(stuck, 0, "the cancelled request left no transaction behind");
+    let detail: Vec<String> = w
+        .t
+        .admin()
+        .await
+        .query_all_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "select application_name || ' | ' || state || ' | ' || coalesce(wait_event_type, '-') || ' | ' || coalesce(query, '') || ' | xact ' || coalesce((now() - xact_start)::text, '-') as line \
+             from pg_stat_activity where datname = current_database() and usename = 'rgtest_gateway'",
+        ))
+        .await
+        .expect("activity")
+        .iter()
+        .filter_map(|r| r.try_get::<String>("", "line").ok())
+        .collect();
+    assert_eq!(
+        stuck, 0,
+        "the cancelled request left no transaction behind: {detail:#?}"
+    );
 }
 
 // One person, many requests ----------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_person_cannot_hold_more_than_their_share_of_requests_in_flight() {
-    let w = World::new(ApiLimits {
-        concurrency_per_person: 2,
-        ..ApiLimits::default()
-    })
-    .await;
+    let w = World::new(|s| s.concurrency_per_person = 2).await;
     let admin = w.t.admin().await;
     let lock = lock_patients(&w.t.admin().await).await;
     let alice = w.token("alice", "clinician");
@@ -299,7 +301,7 @@ async fn one_person_cannot_hold_more_than_their_share_of_requests_in_flight() {
     let deadline = Instant::now() + Duration::from_secs(10);
     while query_count(
         &admin,
-        "select count(*) as value from pg_stat_activity where usename = 'rgtest_gateway' and application_name = 'rowguard' and wait_event_type = 'Lock'",
+        "select count(*) as value from pg_stat_activity where datname = current_database() and usename = 'rgtest_gateway' and application_name = 'rowguard' and wait_event_type = 'Lock'",
     )
     .await
     .expect("activity")
@@ -351,7 +353,7 @@ async fn one_person_cannot_hold_more_than_their_share_of_requests_in_flight() {
 
 #[tokio::test]
 async fn a_query_cannot_change_a_patient_even_through_a_wrong_resolver_statement() {
-    let w = World::new(ApiLimits::default()).await;
+    let w = World::new(|_| {}).await;
     let principal = w.alice.clinician();
     // What a query operation's resolvers get, with auditing on (the default).
     let request = RequestDb::new(
@@ -400,7 +402,7 @@ async fn a_query_cannot_change_a_patient_even_through_a_wrong_resolver_statement
 
 #[tokio::test]
 async fn a_mutation_rolled_back_half_way_returns_no_data() {
-    let w = World::new(ApiLimits::default()).await;
+    let w = World::new(|_| {}).await;
     let query = "mutation($a: ID!, $b: ID!) { \
                  first: updatePatient(input: { id: $a, expectedVersion: 1, clinicalNotes: \"seen\" }) { mrn clinicalNotes } \
                  second: updatePatient(input: { id: $b, expectedVersion: 1, clinicalNotes: \"seen\" }) { mrn } }";
@@ -438,7 +440,7 @@ async fn a_mutation_rolled_back_half_way_returns_no_data() {
 
 #[tokio::test]
 async fn metrics_are_not_served_on_the_api_port() {
-    let w = World::new(ApiLimits::default()).await;
+    let w = World::new(|_| {}).await;
     let on_api = w
         .app
         .http

@@ -1,41 +1,28 @@
-//! The GraphiQL playground: served from a local npm install with pinned, integrity-checked
-//! files and a strict Content-Security-Policy, and usable in a real browser with no network
-//! beyond loopback.
+//! The GraphiQL playground: pinned, integrity-checked files embedded in the binary and a strict
+//! Content-Security-Policy, usable in a real browser with no network beyond loopback, from a
+//! binary run anywhere.
 
 use std::path::Path;
 use std::process::Command;
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
-use rowguard::graphql::ApiLimits;
-use rowguard::routes::playground::{
-    AssetSource, CDN_ORIGIN, PINNED_ASSETS, Playground, default_assets_dir, load_local,
-};
+use rowguard::playground::{AssetSource, CDN_ORIGIN, PINNED_ASSETS, embedded};
+use rowguard::settings::PlaygroundAssets;
 use rowguard_tests::TestDb;
-use rowguard_tests::app::{TestApp, oidc_settings};
+use rowguard_tests::app::TestApp;
 use rowguard_tests::fixtures::enroll_at;
 use rowguard_tests::issuer::TestIssuer;
-use sha2::{Digest, Sha384};
-
-fn local_assets() -> AssetSource {
-    load_local(&default_assets_dir()).unwrap_or_else(|e| panic!("{e} (.ci/run installs them)"))
-}
 
 async fn app_with_playground(source: AssetSource) -> (TestDb, TestIssuer, TestApp) {
     let t = TestDb::new().await;
     let issuer = TestIssuer::start().await;
     enroll_at(&t.owner().await, issuer.url(), "alice").await;
-    let playground = Playground {
-        source,
-        extra_controls: None,
-        extra_connect_src: None,
-    };
-    let app = TestApp::start_full(
-        &t,
-        oidc_settings(&issuer),
-        ApiLimits::default(),
-        Some(playground),
-    )
+    let app = TestApp::start_adjusted(&t, &issuer, |s| {
+        s.api.playground = true;
+        s.api.playground_assets = match source {
+            AssetSource::Embedded => PlaygroundAssets::Embedded,
+            AssetSource::Cdn => PlaygroundAssets::Cdn,
+        };
+    })
     .await;
     app.wait_for_keys().await;
     (t, issuer, app)
@@ -55,31 +42,28 @@ async fn get_page(app: &TestApp) -> (reqwest::header::HeaderMap, String) {
 }
 
 #[test]
-fn pinned_integrity_hashes_match_the_installed_files() {
-    let dir = default_assets_dir();
+fn the_embedded_files_are_the_versions_the_lockfile_pins() {
+    let lock = Path::new(env!("CARGO_MANIFEST_DIR")).join("../api/playground/package-lock.json");
+    let lock: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&lock).expect("package-lock.json")).expect("json");
     for asset in PINNED_ASSETS {
-        let path = dir.join(asset.package).join(asset.path);
-        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        let integrity = format!("sha384-{}", STANDARD.encode(Sha384::digest(&bytes)));
         assert_eq!(
-            integrity, asset.integrity,
-            "{} changed: update PINNED_ASSETS",
-            asset.name
-        );
-        let manifest = dir.join(asset.package).join("package.json");
-        let manifest: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(manifest).expect("package.json")).expect("json");
-        assert_eq!(
-            manifest["version"], asset.version,
-            "{} is not the pinned version",
+            lock["packages"][format!("node_modules/{}", asset.package)]["version"],
+            asset.version,
+            "{} is not the version the lockfile pins",
             asset.package
+        );
+        assert!(
+            embedded(asset.name).is_some(),
+            "{} is not embedded",
+            asset.name
         );
     }
 }
 
 #[tokio::test]
 async fn local_page_loads_only_from_its_own_origin_under_a_strict_csp() {
-    let (_t, _issuer, app) = app_with_playground(local_assets()).await;
+    let (_t, _issuer, app) = app_with_playground(AssetSource::Embedded).await;
     let (headers, html) = get_page(&app).await;
     let csp = headers
         .get("content-security-policy")
@@ -112,6 +96,12 @@ async fn local_page_loads_only_from_its_own_origin_under_a_strict_csp() {
             .await
             .expect("asset");
         assert_eq!(served.status(), 200, "{}", asset.name);
+        assert_eq!(
+            served.bytes().await.expect("body").as_ref(),
+            embedded(asset.name).expect("embedded").as_ref(),
+            "{} is served from the binary",
+            asset.name
+        );
     }
 }
 
@@ -153,16 +143,16 @@ async fn graphql_get_without_html_still_requires_a_token() {
 
 #[tokio::test]
 async fn a_headless_browser_runs_a_query_offline_in_the_playground() {
-    let (_t, issuer, app) = app_with_playground(local_assets()).await;
+    let (_t, issuer, app) = app_with_playground(AssetSource::Embedded).await;
     let token = issuer.token("alice").mint();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("browser/playground.mjs");
+    let script = rowguard_tests::browser::script("playground.mjs");
     let base = format!("http://{}", app.addr);
     let output = tokio::task::spawn_blocking(move || {
         Command::new("node")
             .arg(script)
             .args([base.as_str(), token.as_str(), "Dr. alice"])
             .output()
-            .expect("running node (install Node.js; .ci/run installs the browser test's packages)")
+            .expect("running node (install Node.js)")
     })
     .await
     .expect("browser task");
@@ -180,4 +170,63 @@ async fn a_headless_browser_runs_a_query_offline_in_the_playground() {
         serde_json::json!([]),
         "the page broke its own CSP"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_binary_run_outside_the_source_tree_serves_the_playground_itself() {
+    let t = TestDb::new().await;
+    let issuer = TestIssuer::start().await;
+    let port = rowguard::dev::postgres::free_port().expect("port");
+    let elsewhere = std::env::temp_dir().join(format!("rowguard-elsewhere-{}", std::process::id()));
+    std::fs::create_dir_all(&elsewhere).expect("dir");
+    let mut server = Command::new(env!("CARGO_BIN_EXE_rowguard-cli"))
+        .arg("serve")
+        .current_dir(&elsewhere)
+        .env("DATABASE_URL", t.gateway_url())
+        .env("ROWGUARD_ROLE_PREFIX", "rgtest")
+        .env("ROWGUARD_OIDC_ISSUER", issuer.url())
+        .env(
+            "ROWGUARD_OIDC_AUDIENCES",
+            rowguard_tests::issuer::SPA_CLIENT_ID,
+        )
+        .env("ROWGUARD_LISTEN", format!("127.0.0.1:{port}"))
+        .env("ROWGUARD_METRICS_LISTEN", "127.0.0.1:0")
+        .env("ROWGUARD_PLAYGROUND", "true")
+        .env("ROWGUARD_LOG", "warn")
+        .spawn()
+        .expect("rowguard serve");
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    assert!(
+        rowguard_tests::process::ready_within(&http, &base, std::time::Duration::from_secs(30))
+            .await,
+        "serve never became ready"
+    );
+    let page = http
+        .get(format!("{base}/graphql"))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .expect("page")
+        .text()
+        .await
+        .expect("html");
+    assert!(
+        !page.contains("https://"),
+        "the page names no remote origin"
+    );
+    for asset in PINNED_ASSETS {
+        let served = http
+            .get(format!("{base}/playground/assets/{}", asset.name))
+            .send()
+            .await
+            .expect("asset");
+        assert_eq!(served.status(), 200, "{}", asset.name);
+        assert_eq!(
+            served.bytes().await.expect("bytes").as_ref(),
+            embedded(asset.name).expect("embedded").as_ref()
+        );
+    }
+    rowguard_tests::process::stop(&mut server, "-TERM", std::time::Duration::from_secs(10));
+    let _ = std::fs::remove_dir_all(&elsewhere);
 }

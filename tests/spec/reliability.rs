@@ -3,12 +3,10 @@
 use std::time::{Duration, Instant};
 
 use migration::RoleNames;
-use rowguard::config::DatabaseSettings;
-use rowguard::db::Database;
 use rowguard::dev::postgres::{LocalCluster, free_port};
-use rowguard::graphql::ApiLimits;
+use rowguard::settings::DatabaseSettings;
 use rowguard_tests::TestDb;
-use rowguard_tests::app::{TestApp, oidc_settings};
+use rowguard_tests::app::TestApp;
 use rowguard_tests::fixtures::{admit, assign, enroll_at, lock_patients};
 use rowguard_tests::issuer::TestIssuer;
 use sea_orm::ConnectionTrait;
@@ -24,8 +22,7 @@ async fn world(adjust: impl FnOnce(&mut DatabaseSettings)) -> (TestDb, TestIssue
     let bob = enroll_at(&owner, issuer.url(), "bob").await;
     assign(&owner, &alice, admit(&owner, "A-1").await).await;
     assign(&owner, &bob, admit(&owner, "B-1").await).await;
-    let db = t.gateway_with(4, adjust).await;
-    let app = TestApp::start_on(db, oidc_settings(&issuer), ApiLimits::default(), None, None).await;
+    let app = TestApp::start_adjusted(&t, &issuer, |s| adjust(&mut s.database)).await;
     app.wait_for_keys().await;
     (t, issuer, app)
 }
@@ -51,7 +48,7 @@ async fn kill_backend_waiting_on_a_lock(admin: &sea_orm::DatabaseConnection) {
             .query_one_raw(sea_orm::Statement::from_string(
                 sea_orm::DbBackend::Postgres,
                 "select count(pg_terminate_backend(pid)) as killed from pg_stat_activity \
-                 where usename = 'rgtest_gateway' and wait_event_type = 'Lock'",
+                 where datname = current_database() and usename = 'rgtest_gateway' and wait_event_type = 'Lock'",
             ))
             .await
             .expect("terminate")
@@ -202,7 +199,7 @@ async fn when_the_database_stops_requests_fail_fast_and_recover_without_restart(
     let admin_url = format!("postgres://postgres@127.0.0.1:{port}/rowguard");
     let roles = RoleNames::new("rgoutage").expect("prefix");
     rowguard::migrate::run(
-        &rowguard::config::MigrationSettings {
+        &rowguard::settings::MigrationSettings {
             url: admin_url.clone(),
             role_prefix: roles.clone(),
         },
@@ -222,8 +219,7 @@ async fn when_the_database_stops_requests_fail_fast_and_recover_without_restart(
         roles,
     );
     settings.acquire_timeout_secs = 1;
-    let db = Database::connect(&settings).await.expect("pool");
-    let app = TestApp::start_on(db, oidc_settings(&issuer), ApiLimits::default(), None, None).await;
+    let app = TestApp::start_on(settings, &issuer).await;
     app.wait_for_keys().await;
     let token = issuer.token("alice").mint();
     assert_eq!(

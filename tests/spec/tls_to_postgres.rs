@@ -1,9 +1,9 @@
 //! TLS to PostgreSQL: the gateway verifies the server's certificate chain and host name
 //! (`sslmode=verify-full`) and refuses a server it cannot verify.
 
-use rowguard::config::DatabaseSettings;
 use rowguard::db::{AccessMode, Database};
 use rowguard::principal::AppRole;
+use rowguard::settings::DatabaseSettings;
 use rowguard_tests::fixtures::stranger;
 use rowguard_tests::tls::{TestCa, TlsCluster};
 use sea_orm::{ConnectionTrait, DbBackend, Statement};

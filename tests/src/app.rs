@@ -7,12 +7,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use rowguard::auth::{Authenticator, OidcSettings, keep_fresh};
-use rowguard::config::AuditSettings;
+use rowguard::auth::Authenticator;
 use rowguard::db::Database;
-use rowguard::graphql::{ApiLimits, build_schema};
-use rowguard::routes;
-use rowguard::routes::playground::Playground;
+use rowguard::server::Application;
+use rowguard::settings::{AuditSettings, OidcSettings, ServeSettings};
 use rowguard::state::AppState;
 use serde_json::{Value, json};
 
@@ -22,18 +20,21 @@ use crate::issuer::{API_AUDIENCE, SPA_CLIENT_ID, TestIssuer};
 /// The browser origin test gateways allow (CORS).
 pub const ALLOWED_ORIGIN: &str = "https://clinic.rowguard.test";
 
-/// A running gateway.
+/// A running gateway, assembled by [`Application::build`] exactly as `rowguard serve` is (the
+/// self-check, the sealer and the key refresher included).
 #[derive(Debug)]
 pub struct TestApp {
     pub addr: SocketAddr,
     /// Where `GET /metrics` is served (its own listener, as in `rowguard serve`).
     pub metrics_addr: SocketAddr,
+    /// The gateway's own pool (its statement counter sees every request's statements).
     pub db: Database,
     pub auth: Arc<Authenticator>,
     pub http: reqwest::Client,
     /// Where this gateway's audit sealer keeps its key and checkpoints.
     pub audit: TestAudit,
     pub counters: rowguard::metrics::SharedCounters,
+    pub state: AppState,
 }
 
 /// A signing key and checkpoint directory of one test's audit sealer, in a directory of its own.
@@ -85,43 +86,72 @@ pub fn oidc_settings(issuer: &TestIssuer) -> OidcSettings {
     OidcSettings::new(issuer.url(), &[SPA_CLIENT_ID, API_AUDIENCE])
 }
 
+/// `serve`'s settings for a test: the test database as the gateway's login (a pool of 4), the
+/// test issuer for the SPA and API audiences, the allowed browser origin, both listeners on free
+/// loopback ports and `audit`'s signing key and checkpoint directory.
+pub fn serve_settings(t: &TestDb, issuer: &TestIssuer, audit: &TestAudit) -> ServeSettings {
+    let mut database =
+        rowguard::settings::DatabaseSettings::new(t.gateway_url(), crate::test_roles());
+    database.max_connections = 4;
+    serve_settings_for(database, issuer, audit)
+}
+
+/// As [`serve_settings`], for any database (a pooler, another cluster).
+pub fn serve_settings_for(
+    database: rowguard::settings::DatabaseSettings,
+    issuer: &TestIssuer,
+    audit: &TestAudit,
+) -> ServeSettings {
+    let mut settings: ServeSettings = rowguard::settings::from_args(&[
+        "--oidc-issuer",
+        issuer.url(),
+        "--oidc-audiences",
+        &format!("{SPA_CLIENT_ID},{API_AUDIENCE}"),
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics-listen",
+        "127.0.0.1:0",
+        "--cors-origins",
+        ALLOWED_ORIGIN,
+    ])
+    .expect("test serve settings");
+    settings.database = database;
+    settings.audit = audit.settings.clone();
+    settings
+}
+
 impl TestApp {
     /// Serves with default settings and waits until the issuer's keys are loaded.
     pub async fn start(t: &TestDb, issuer: &TestIssuer) -> TestApp {
-        let app = Self::start_with(t, oidc_settings(issuer), ApiLimits::default()).await;
+        let app = Self::start_adjusted(t, issuer, |_| {}).await;
         app.wait_for_keys().await;
         app
     }
 
-    /// Serves with the given settings; does not wait for keys.
-    pub async fn start_with(t: &TestDb, oidc: OidcSettings, limits: ApiLimits) -> TestApp {
-        Self::start_full(t, oidc, limits, None).await
-    }
-
-    /// Serves with the given settings and playground; does not wait for keys.
-    pub async fn start_full(
+    /// Serves with the test settings as `adjust` changes them; does not wait for keys.
+    pub async fn start_adjusted(
         t: &TestDb,
-        oidc: OidcSettings,
-        limits: ApiLimits,
-        playground: Option<Playground>,
+        issuer: &TestIssuer,
+        adjust: impl FnOnce(&mut ServeSettings),
     ) -> TestApp {
-        // A lazy pool: no connection exists until a request needs one, so tests can assert
-        // that rejected requests never opened any. The sealer has a connection of its own, as
-        // in `rowguard serve`.
-        let db = t.gateway(4).await;
-        let sealer = t.sealer().await;
-        Self::start_on(db, oidc, limits, playground, Some(sealer)).await
+        let audit = TestAudit::new();
+        let mut settings = serve_settings(t, issuer, &audit);
+        adjust(&mut settings);
+        Self::serve(&settings, audit).await
     }
 
-    /// Serves `db` (e.g. with custom limits); does not wait for keys. With `sealer`, audit
-    /// events are sealed through that database as `rowguard serve` does.
+    /// Serves on `database` (a pooler, another cluster); does not wait for keys.
     pub async fn start_on(
-        db: Database,
-        oidc: OidcSettings,
-        limits: ApiLimits,
-        playground: Option<Playground>,
-        sealer: Option<Database>,
+        database: rowguard::settings::DatabaseSettings,
+        issuer: &TestIssuer,
     ) -> TestApp {
+        let audit = TestAudit::new();
+        let settings = serve_settings_for(database, issuer, &audit);
+        Self::serve(&settings, audit).await
+    }
+
+    /// Serves `settings` through the production builder; does not wait for keys.
+    pub async fn serve(settings: &ServeSettings, audit: TestAudit) -> TestApp {
         // Server logs show with a failing test's output; ROWGUARD_TEST_LOG=debug for more.
         let _ = tracing_subscriber::fmt()
             .with_env_filter(
@@ -130,48 +160,24 @@ impl TestApp {
             )
             .with_test_writer()
             .try_init();
-        let counters = rowguard::metrics::SharedCounters::default();
-        let audit = TestAudit::new();
-        if let Some(sealer) = &sealer
-            && limits.audit
-        {
-            rowguard::server::start_sealer(sealer, &audit.settings, counters.sealer.clone())
-                .expect("starting the audit sealer");
-        }
-        let auth = Arc::new(Authenticator::new(&oidc, &counters).expect("valid OIDC settings"));
-        tokio::spawn(keep_fresh(auth.key_store(), oidc.jwks_refresh()));
-        let state = AppState {
-            db: db.clone(),
-            auth: auth.clone(),
-            schema: build_schema(limits),
-            limits,
-            cors_origins: vec![ALLOWED_ORIGIN.to_owned()],
-            playground,
-            metrics: Arc::new(rowguard::metrics::Metrics::new(counters.clone())),
-            concurrency: rowguard::quota::ConcurrencyLimiter::new(limits.concurrency_per_person),
-        };
+        let application = Application::build(settings)
+            .await
+            .unwrap_or_else(|e| panic!("the test gateway did not start: {e}"));
+        let state = application.state().clone();
         // The repository's client operations are the known ones (what a trusted-documents
         // manifest names in production): they get metric labels of their own.
         state.metrics.set_known_operations(operation_names());
-        let metrics_addr =
-            rowguard::server::serve_metrics("127.0.0.1:0".parse().expect("addr"), state.clone())
-                .await
-                .expect("metrics listener");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind gateway");
-        let addr = listener.local_addr().expect("gateway address");
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, routes::app(state)).await;
-        });
+        let (addr, metrics_addr) = (application.address(), application.metrics_address());
+        tokio::spawn(application.run(std::future::pending::<()>()));
         TestApp {
             addr,
             metrics_addr,
-            db,
-            auth,
+            db: state.db.clone(),
+            auth: state.auth.clone(),
             http: reqwest::Client::new(),
             audit,
-            counters,
+            counters: state.metrics.shared.clone(),
+            state,
         }
     }
 

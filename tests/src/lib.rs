@@ -6,6 +6,7 @@
 //! database, and every test gets its own `CREATE DATABASE ... TEMPLATE` clone.
 
 pub mod app;
+pub mod browser;
 mod cluster;
 pub mod fixtures;
 pub mod issuer;
@@ -18,8 +19,8 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use migration::{Migrator, MigratorTrait, RoleNames};
-use rowguard::config::DatabaseSettings;
 use rowguard::db::Database;
+use rowguard::settings::DatabaseSettings;
 use sea_orm::sqlx::postgres::PgConnectOptions;
 use sea_orm::{ConnectOptions, ConnectionTrait, DatabaseConnection};
 

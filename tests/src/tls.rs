@@ -140,7 +140,7 @@ impl TlsCluster {
 
         let roles = RoleNames::new("rgtls").expect("prefix");
         rowguard::migrate::run(
-            &rowguard::config::MigrationSettings {
+            &rowguard::settings::MigrationSettings {
                 url: format!(
                     "postgres://postgres@localhost:{port}/rowguard?sslmode=verify-full&sslrootcert={}",
                     ca.cert.display()

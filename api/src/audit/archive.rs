@@ -259,7 +259,7 @@ pub async fn archive(
 
 /// `rowguard audit archive`.
 pub async fn run_command(
-    settings: &crate::config::MigrationSettings,
+    settings: &crate::settings::MigrationSettings,
     month: &str,
     out: &Path,
     signing_key: &Path,

@@ -560,7 +560,7 @@ async fn unsealed(
 /// `rowguard audit verify`: prints what was checked and every problem; an error (non-zero exit)
 /// when there is any.
 pub async fn run_command(
-    settings: &crate::config::MigrationSettings,
+    settings: &crate::settings::MigrationSettings,
     public_keys: &[std::path::PathBuf],
     checkpoints: Option<std::path::PathBuf>,
     max_seal_lag_secs: u64,

@@ -10,8 +10,8 @@ use openidconnect::{IssuerUrl, reqwest};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 
-use super::settings::OidcSettings;
 use crate::metrics::ReasonLabel;
+use crate::settings::OidcSettings;
 
 /// Why keys could not be (re)loaded. Logged for operators; never shown to callers.
 #[derive(Debug, thiserror::Error)]

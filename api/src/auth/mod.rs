@@ -3,19 +3,18 @@
 
 mod cache;
 mod keys;
-pub mod settings;
 mod verify;
 
 use std::sync::Arc;
 
 use cache::VerifiedCache;
 pub use keys::{KeyLoadError, KeyStore, keep_fresh};
-pub use settings::OidcSettings;
 pub use verify::VerifiedToken;
 use verify::{Rejection, Rules};
 
 use crate::metrics::SharedCounters;
 use crate::principal::Principal;
+use crate::settings::OidcSettings;
 
 /// Why a request was not authenticated. Each maps to an HTTP status and a GraphQL error code
 /// (see `crate::error`).

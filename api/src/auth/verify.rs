@@ -20,8 +20,8 @@ use openidconnect::{
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::settings::{OidcSettings, TokenKind};
 use crate::principal::AppRole;
+use crate::settings::{OidcSettings, TokenKind};
 
 /// Claims beyond the standard ones, kept whole so the roles claim can be any path.
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]
@@ -92,7 +92,7 @@ pub struct Rules {
     skew: TimeDelta,
     max_age: TimeDelta,
     roles_claim: Vec<String>,
-    role_map: super::settings::RoleMap,
+    role_map: crate::settings::RoleMap,
 }
 
 impl Rules {

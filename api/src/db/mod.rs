@@ -20,7 +20,7 @@ use sea_orm::{
     ConnectOptions, ConnectionTrait, DatabaseConnection, DatabaseTransaction, TransactionTrait,
 };
 
-use crate::config::DatabaseSettings;
+use crate::settings::DatabaseSettings;
 
 /// A one-connection pool to `url` whose session runs as `role` (seeding as the schema owner).
 /// Not for serving requests: those go through [`Database::scope`].

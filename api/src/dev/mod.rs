@@ -11,48 +11,54 @@ pub mod seed;
 use std::fmt::Write as _;
 use std::future::Future;
 use std::io::Write as _;
-use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use clap::Args;
 use migration::RoleNames;
+use sha2::Digest;
 
-use crate::auth::OidcSettings;
-use crate::config::{DatabaseSettings, MigrationSettings};
-use crate::graphql::ApiLimits;
 use crate::migrate::{self, MigrateAction};
-use crate::routes::playground::{Playground, default_assets_dir, load_local};
-use crate::server::{ApiSettings, build_state, run_http};
+use crate::server::Application;
+use crate::settings::{
+    AuditSettings, DatabaseSettings, DevSettings, MigrationSettings, ServeSettings,
+};
 use identity_provider::DEV_CLIENT_ID;
 use postgres::{LocalCluster, free_port};
 use seed::demo_users;
 
-/// Settings of `rowguard dev`. Deliberately none of `serve`'s database or listen settings: a
-/// shell with production variables set must not point dev (which enrols demo users and hands
-/// out their tokens without a login) at anything but the private cluster it creates.
-#[derive(Debug, Clone, Args)]
-pub struct DevSettings {
-    /// Project-local directory for the embedded database and the dev provider's key.
-    #[arg(long, env = "ROWGUARD_DEV_DATA_DIR", default_value = ".rowguard")]
-    pub data_dir: PathBuf,
-
-    /// Port of the embedded PostgreSQL (default: a free one).
-    #[arg(long, env = "ROWGUARD_DEV_PG_PORT")]
-    pub pg_port: Option<u16>,
-
-    /// Port of the development identity provider (default: a free one).
-    #[arg(long, env = "ROWGUARD_DEV_IDP_PORT", default_value_t = 0)]
-    pub idp_port: u16,
-
-    /// Where the dev gateway listens: a loopback address only (dev mints tokens for anyone).
-    #[arg(long, env = "ROWGUARD_DEV_LISTEN", default_value = "127.0.0.1:8080")]
-    pub listen: SocketAddr,
-}
-
 /// Written into the data directory when dev creates its cluster, and into that cluster's
 /// database comment: dev seeds only a database that carries the same marker.
 const MARKER_FILE: &str = "dev-cluster-marker";
+
+/// Where dev keeps its cluster and keys: `ROWGUARD_DEV_DATA_DIR`, else `.rowguard` in the
+/// current directory — unless dev runs as root and the `postgres` user (which runs the embedded
+/// server) cannot reach it, as in a clone under /root; then a directory of its own under
+/// /var/tmp, named after the checkout so each keeps its data.
+fn data_dir(settings: &DevSettings) -> Result<PathBuf, String> {
+    if let Some(dir) = &settings.data_dir {
+        return Ok(dir.clone());
+    }
+    let local = std::path::absolute(".rowguard").map_err(|e| e.to_string())?;
+    if !postgres::is_root() {
+        return Ok(local);
+    }
+    let (uid, gid) = postgres::postgres_ids().map_err(|e| e.to_string())?;
+    if postgres::reachable_by(&local, uid, gid) {
+        return Ok(local);
+    }
+    let checkout = std::env::current_dir().map_err(|e| e.to_string())?;
+    let tag: String = sha2::Sha256::digest(checkout.as_os_str().as_encoded_bytes())[..6]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let fallback = PathBuf::from(format!("/var/tmp/rowguard-dev-{tag}"));
+    tracing::info!(
+        unreachable = %local.display(),
+        data_dir = %fallback.display(),
+        "the postgres user cannot reach the checkout's .rowguard (a private parent directory); keeping dev data elsewhere (set ROWGUARD_DEV_DATA_DIR to choose)"
+    );
+    Ok(fallback)
+}
 
 /// Runs the dev environment until `shutdown` resolves, then stops the embedded cluster.
 pub async fn run(
@@ -67,26 +73,23 @@ pub async fn run(
             settings.listen
         ));
     }
-    std::fs::create_dir_all(&settings.data_dir).map_err(|e| {
+    let data_dir = data_dir(settings)?;
+    std::fs::create_dir_all(&data_dir).map_err(|e| {
         format!(
             "cannot create ROWGUARD_DEV_DATA_DIR {}: {e}",
-            settings.data_dir.display()
+            data_dir.display()
         )
     })?;
     let roles = RoleNames::default();
-    let (cluster, port, marker) = start_embedded(settings)?;
-    let gateway_url = format!("postgres://{}@127.0.0.1:{port}/rowguard", roles.gateway());
-    let admin_url = format!("postgres://postgres@127.0.0.1:{port}/rowguard");
-    let result = serve_dev(
-        settings,
-        &roles,
-        &gateway_url,
-        &admin_url,
-        &marker,
-        started,
-        shutdown,
-    )
-    .await;
+    let (cluster, port, marker) = start_embedded(settings, &data_dir)?;
+    let embedded = Embedded {
+        gateway_url: format!("postgres://{}@127.0.0.1:{port}/rowguard", roles.gateway()),
+        admin_url: format!("postgres://postgres@127.0.0.1:{port}/rowguard"),
+        data_dir,
+        marker,
+        roles,
+    };
+    let result = serve_dev(settings, &embedded, started, shutdown).await;
     tracing::info!("stopping the embedded PostgreSQL");
     if let Err(e) = cluster.stop() {
         tracing::warn!(error = %e, "the embedded PostgreSQL did not stop cleanly");
@@ -95,9 +98,12 @@ pub async fn run(
 }
 
 /// Starts dev's own cluster, creating it on first use. Returns it, its port and its marker.
-fn start_embedded(settings: &DevSettings) -> Result<(LocalCluster, u16, String), String> {
-    let cluster = LocalCluster::new(settings.data_dir.join("pgdata")).map_err(|e| e.to_string())?;
-    let marker_path = settings.data_dir.join(MARKER_FILE);
+fn start_embedded(
+    settings: &DevSettings,
+    data_dir: &Path,
+) -> Result<(LocalCluster, u16, String), String> {
+    let cluster = LocalCluster::new(data_dir.join("pgdata")).map_err(|e| e.to_string())?;
+    let marker_path = data_dir.join(MARKER_FILE);
     let marker = if !cluster.is_initialised() {
         tracing::info!(dir = %cluster.data_dir().display(), "creating the embedded PostgreSQL cluster");
         cluster.init().map_err(|e| e.to_string())?;
@@ -110,7 +116,7 @@ fn start_embedded(settings: &DevSettings) -> Result<(LocalCluster, u16, String),
             Ok(marker) => marker.trim().to_owned(),
             // A cluster from before markers existed, recognisable by dev's own identity-provider
             // key next to it: adopt it.
-            Err(_) if settings.data_dir.join("dev-idp-key.pem").exists() => {
+            Err(_) if data_dir.join("dev-idp-key.pem").exists() => {
                 let marker = uuid::Uuid::new_v4().to_string();
                 std::fs::write(&marker_path, &marker)
                     .map_err(|e| format!("{}: {e}", marker_path.display()))?;
@@ -165,15 +171,28 @@ async fn check_marker(owner: &sea_orm::DatabaseConnection, marker: &str) -> Resu
     }
 }
 
+/// Dev's own database, once it runs.
+struct Embedded {
+    gateway_url: String,
+    admin_url: String,
+    data_dir: PathBuf,
+    marker: String,
+    roles: RoleNames,
+}
+
 async fn serve_dev(
     settings: &DevSettings,
-    roles: &RoleNames,
-    gateway_url: &str,
-    admin_url: &str,
-    marker: &str,
+    embedded: &Embedded,
     started: Instant,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
+    let Embedded {
+        gateway_url,
+        admin_url,
+        data_dir,
+        marker,
+        roles,
+    } = embedded;
     let migration = MigrationSettings {
         url: admin_url.to_owned(),
         role_prefix: roles.clone(),
@@ -182,13 +201,9 @@ async fn serve_dev(
         .await
         .map_err(|e| format!("migrating the dev database: {e}"))?;
 
-    let listener = tokio::net::TcpListener::bind(settings.listen)
-        .await
-        .map_err(|e| format!("ROWGUARD_LISTEN {}: {e}", settings.listen))?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let gateway_origin = format!("http://{addr}");
+    let gateway_origin = format!("http://{}", settings.listen);
 
-    let key_pem = identity_provider::signing_key_pem(&settings.data_dir.join("dev-idp-key.pem"))?;
+    let key_pem = identity_provider::signing_key_pem(&data_dir.join("dev-idp-key.pem"))?;
     let idp = identity_provider::start(settings.idp_port, &key_pem, demo_users(), &gateway_origin)
         .await?;
 
@@ -205,51 +220,30 @@ async fn serve_dev(
         .map_err(|e| format!("seeding demo data: {e}"))?;
     let _ = owner.close().await;
 
-    let database = DatabaseSettings::new(gateway_url, roles.clone());
-    let mut oidc = OidcSettings::new(idp.issuer.clone(), &[DEV_CLIENT_ID]);
-    oidc.jwks_refresh_secs = 300;
-    let api = ApiSettings {
-        max_page_size: 100,
-        max_depth: 12,
-        max_complexity: 2000,
-        max_fields: 250,
-        max_aliases: 30,
-        max_root_fields: 20,
-        max_body_bytes: 1024 * 1024,
-        max_statements: 50,
-        max_response_bytes: 8 * 1024 * 1024,
-        request_timeout_ms: 10_000,
-        concurrency_per_person: 8,
-        cors_origins: Vec::new(),
-        introspection: true,
-        audit: true,
-        emergency_access_secs: 3600,
-        playground: true,
-        playground_assets: "auto".into(),
-        playground_assets_dir: None,
-    };
-    install_playground_assets();
-    let mut playground: Playground = api
-        .playground()
-        .map_err(|e| e.to_string())?
-        .ok_or("playground disabled")?;
+    // `serve`'s own settings, at their defaults, pointed at dev's database and provider.
+    let mut serve: ServeSettings = crate::settings::from_args(&[
+        "--oidc-issuer",
+        &idp.issuer,
+        "--oidc-audiences",
+        DEV_CLIENT_ID,
+    ])
+    .map_err(|e| e.to_string())?;
+    serve.database = DatabaseSettings::new(gateway_url, roles.clone());
+    serve.oidc.jwks_refresh_secs = 300;
+    serve.listen = settings.listen;
+    serve.metrics_listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    serve.shutdown_timeout_secs = 10;
+    serve.api.introspection = true;
+    serve.api.playground = true;
+    serve.audit = dev_audit_settings(data_dir)?;
+    let mut playground = serve.api.playground().ok_or("playground disabled")?;
     playground.extra_controls = Some(user_picker(&idp.issuer));
     playground.extra_connect_src = Some(idp.issuer.clone());
-    let limits: ApiLimits = api.limits();
-    let audit = dev_audit_settings(&settings.data_dir)?;
-    let state = build_state(
-        &database,
-        &oidc,
-        limits,
-        Vec::new(),
-        Some(playground),
-        &audit,
-    )
-    .await
-    .map_err(|e| e.to_string())?;
-
-    let auth = state.auth.clone();
-    let banner = banner(&gateway_origin, &idp.issuer).await;
+    let application = Application::build_with_playground(&serve, Some(playground))
+        .await
+        .map_err(|e| e.to_string())?;
+    let auth = application.state().auth.clone();
+    let banner = banner(&gateway_origin, &idp.issuer, data_dir).await;
     tokio::spawn(async move {
         let deadline = Instant::now() + Duration::from_secs(30);
         while !auth.is_ready() && Instant::now() < deadline {
@@ -262,51 +256,21 @@ async fn serve_dev(
             "rowguard dev is ready"
         );
     });
-    run_http(listener, state, shutdown, Duration::from_secs(10))
-        .await
-        .map_err(|e| e.to_string())
+    application.run(shutdown).await.map_err(|e| e.to_string())
 }
 
 /// Dev signs its audit checkpoints with a key of its own, kept in the data directory next to the
 /// checkpoint files, so `rowguard audit verify` can be tried on the demo trail.
-fn dev_audit_settings(data_dir: &std::path::Path) -> Result<crate::config::AuditSettings, String> {
+fn dev_audit_settings(data_dir: &Path) -> Result<AuditSettings, String> {
     let key = data_dir.join("audit-signing-key.pem");
     if !key.exists() {
         crate::audit::keys::write_new_key(&key)?;
     }
-    Ok(crate::config::AuditSettings {
+    Ok(AuditSettings {
         signing_key: Some(key),
         checkpoint_dir: Some(data_dir.join("audit-checkpoints")),
         ..Default::default()
     })
-}
-
-/// In a checkout without the playground's npm packages, installs them (exact versions from the
-/// committed lockfile) so the playground works without a CDN. Without npm the page falls back
-/// to the pinned CDN files.
-fn install_playground_assets() {
-    let manifest = std::path::Path::new("api/playground/package.json");
-    if !manifest.exists() || load_local(&default_assets_dir()).is_ok() {
-        return;
-    }
-    tracing::info!(
-        "installing the playground's GraphiQL and React files: npm ci --prefix api/playground"
-    );
-    let status = std::process::Command::new("npm")
-        .args([
-            "ci",
-            "--no-audit",
-            "--no-fund",
-            "--prefix",
-            "api/playground",
-        ])
-        .stdout(std::process::Stdio::null())
-        .status();
-    if !status.is_ok_and(|s| s.success()) {
-        tracing::warn!(
-            "could not install the playground files with npm; browsers will load them from the CDN"
-        );
-    }
 }
 
 fn user_picker(issuer: &str) -> String {
@@ -327,9 +291,10 @@ fn user_picker(issuer: &str) -> String {
 }
 
 /// What `rowguard dev` prints once ready: where to click, who to be, how to get a token.
-async fn banner(gateway: &str, issuer: &str) -> String {
+async fn banner(gateway: &str, issuer: &str, data_dir: &Path) -> String {
     let mut text = format!(
-        "\n  Rowguard dev is ready.\n\n  Playground:  {gateway}/graphql   (pick a demo user at the top, then run a query)\n  GraphQL API: POST {gateway}/graphql\n  Identity provider (dev only): {issuer}\n\n  Demo users (synthetic data only):\n"
+        "\n  Rowguard dev is ready.\n\n  Playground:  {gateway}/graphql   (pick a demo user at the top, then run a query)\n  GraphQL API: POST {gateway}/graphql\n  Identity provider (dev only): {issuer}\n  Data (embedded PostgreSQL, keys, audit checkpoints): {}\n\n  Demo users (synthetic data only):\n",
+        data_dir.display()
     );
     let http = reqwest_client();
     for user in demo_users() {

@@ -80,11 +80,7 @@ impl LocalCluster {
                     source,
                 }
             })?;
-            let mut reachable = Command::new("runuser");
-            reachable
-                .args(["-u", "postgres", "--", "test", "-w"])
-                .arg(&self.data_dir);
-            if !reachable.status().is_ok_and(|s| s.success()) {
+            if !reachable_by(&self.data_dir, uid, gid) {
                 return Err(ClusterError::Command {
                     what: "preparing the data directory".into(),
                     detail: format!(
@@ -228,21 +224,34 @@ fn run(mut command: Command, what: &str) -> Result<(), ClusterError> {
 
 /// True when this process runs as root (PostgreSQL and PgBouncer then run as `postgres`).
 pub fn is_root() -> bool {
-    id(&["-u"]).is_some_and(|uid| uid == 0)
+    nix::unistd::Uid::effective().is_root()
 }
 
-fn postgres_ids() -> Result<(u32, u32), ClusterError> {
-    let uid = id(&["-u", "postgres"]);
-    let gid = id(&["-g", "postgres"]);
-    uid.zip(gid)
-        .ok_or_else(|| ClusterError::NoPostgresUser("`id postgres` found no such user".into()))
+/// The `postgres` user's uid and gid.
+pub fn postgres_ids() -> Result<(u32, u32), ClusterError> {
+    match nix::unistd::User::from_name("postgres") {
+        Ok(Some(user)) => Ok((user.uid.as_raw(), user.gid.as_raw())),
+        Ok(None) => Err(ClusterError::NoPostgresUser("no such user".into())),
+        Err(e) => Err(ClusterError::NoPostgresUser(e.to_string())),
+    }
 }
 
-fn id(args: &[&str]) -> Option<u32> {
-    Command::new("id")
-        .args(args)
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+/// Whether a process running as `uid`/`gid` can reach `path`: every directory above it must let
+/// that user search it (the path itself need not exist yet).
+pub fn reachable_by(path: &Path, uid: u32, gid: u32) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(path) = std::path::absolute(path) else {
+        return false;
+    };
+    path.ancestors()
+        .skip(1)
+        .all(|dir| match std::fs::metadata(dir) {
+            Ok(meta) => {
+                let mode = meta.mode();
+                (meta.uid() == uid && mode & 0o100 != 0)
+                    || (meta.gid() == gid && mode & 0o010 != 0)
+                    || mode & 0o001 != 0
+            }
+            Err(_) => true,
+        })
 }

@@ -61,25 +61,9 @@ pub struct ApiLimits {
 }
 
 impl Default for ApiLimits {
+    /// The limits of the default settings (defined once, in `settings::api`).
     fn default() -> Self {
-        Self {
-            max_page_size: 100,
-            max_depth: 12,
-            max_fields: 250,
-            max_complexity: 2000,
-            max_aliases: 30,
-            max_root_fields: 20,
-            max_body_bytes: 1024 * 1024,
-            max_statements: 50,
-            max_response_bytes: 8 * 1024 * 1024,
-            request_timeout: std::time::Duration::from_secs(10),
-            concurrency_per_person: 8,
-            persisted_query_cache_size: 2000,
-            introspection: false,
-            audit: true,
-            emergency_access_secs: 3600,
-            seal_lag_alert: std::time::Duration::from_secs(5),
-        }
+        crate::settings::ApiSettings::default().limits()
     }
 }
 

@@ -149,12 +149,15 @@ async fn run(
     // The operation runs on a task of its own, so a caller that goes away mid-request cannot
     // cut a database call short (which could return a connection with an open transaction to
     // the pool); the task always ends its transaction, rolling back if the caller is gone.
-    let execution = tokio::spawn(execute(
-        state.schema.clone(),
-        graphql_request,
-        db.clone(),
-        limits.max_response_bytes,
-    ));
+    let in_flight = state.metrics.shared.requests_in_flight.clone();
+    in_flight.inc();
+    let schema = state.schema.clone();
+    let task_db = db.clone();
+    let execution = tokio::spawn(async move {
+        let executed = execute(schema, graphql_request, task_db, limits.max_response_bytes).await;
+        in_flight.dec();
+        executed
+    });
     let mut abandon = AbandonOnDrop(Some((
         db.clone(),
         state.metrics.shared.requests_abandoned.clone(),

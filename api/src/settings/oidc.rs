@@ -1,5 +1,5 @@
-//! OpenID Connect settings: which issuer to trust, for which audiences, and how its claims map
-//! to Rowguard's application roles.
+//! OpenID Connect: which issuer to trust, for which audiences and clients, and how its claims
+//! map to Rowguard's application roles.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -109,24 +109,11 @@ pub struct OidcSettings {
 impl OidcSettings {
     /// Settings for `issuer` and `audiences`, everything else at its default.
     pub fn new(issuer: impl Into<String>, audiences: &[&str]) -> Self {
-        Self {
-            issuer: issuer.into(),
-            audiences: audiences.iter().map(|a| (*a).to_owned()).collect(),
-            client_ids: Vec::new(),
-            required_scopes: Vec::new(),
-            algorithms: DEFAULT_ALGORITHMS
-                .split(',')
-                .map(|a| parse_algorithm(a).expect("default algorithms are valid"))
-                .collect(),
-            token_types: vec![TokenKind::Id, TokenKind::Access],
-            clock_skew_secs: DEFAULT_CLOCK_SKEW_SECS,
-            max_token_age_secs: DEFAULT_MAX_TOKEN_AGE_SECS,
-            roles_claim: DEFAULT_ROLES_CLAIM.to_owned(),
-            role_map: parse_role_map(DEFAULT_ROLE_MAP).expect("default role map is valid"),
-            jwks_cooldown_secs: DEFAULT_JWKS_COOLDOWN_SECS,
-            jwks_refresh_secs: DEFAULT_JWKS_REFRESH_SECS,
-            http_timeout_secs: DEFAULT_HTTP_TIMEOUT_SECS,
-            token_cache_size: DEFAULT_TOKEN_CACHE_SIZE,
+        let issuer = issuer.into();
+        let audiences = audiences.join(",");
+        match super::from_args(&["--oidc-issuer", &issuer, "--oidc-audiences", &audiences]) {
+            Ok(settings) => settings,
+            Err(e) => panic!("OIDC settings for {issuer:?}: {e}"),
         }
     }
 
@@ -151,7 +138,7 @@ impl OidcSettings {
         };
         if let Some(rest) = rest {
             let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-            if !crate::config::is_loopback_ip_literal(authority) {
+            if !super::is_loopback_ip_literal(authority) {
                 return Err(format!(
                     "ROWGUARD_OIDC_ISSUER {issuer:?} uses plain http: tokens and keys would cross the network \
                      unprotected. Use https (plain http is accepted only for a loopback IP address such as \

@@ -1,0 +1,143 @@
+//! The API's limits and browser-facing options.
+
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+use crate::graphql::ApiLimits;
+use crate::playground::{AssetSource, Playground};
+
+/// The API's limits and browser-facing options.
+#[derive(Debug, Clone, Args)]
+pub struct ApiSettings {
+    /// Largest page a client may ask for (`first`).
+    #[arg(long, env = "ROWGUARD_MAX_PAGE_SIZE", default_value_t = 100, value_parser = clap::value_parser!(i32).range(1..=1000))]
+    pub max_page_size: i32,
+
+    /// Deepest query accepted.
+    #[arg(long, env = "ROWGUARD_MAX_DEPTH", default_value_t = 12, value_parser = clap::value_parser!(u64).range(2..=100))]
+    pub max_depth: u64,
+
+    /// Highest cost accepted: every field that returns records counts once per record it can
+    /// return (lists by their `first`, nested lists multiplied), fragments expanded.
+    #[arg(long, env = "ROWGUARD_MAX_COMPLEXITY", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(10..=1_000_000))]
+    pub max_complexity: u64,
+
+    /// Most field selections in one operation, fragments expanded where they are spread.
+    #[arg(long, env = "ROWGUARD_MAX_FIELDS", default_value_t = 250, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub max_fields: u64,
+
+    /// Most aliases accepted in one operation, fragments expanded (alias bombs).
+    #[arg(long, env = "ROWGUARD_MAX_ALIASES", default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    pub max_aliases: u64,
+
+    /// Most root fields accepted in one operation, fragments expanded.
+    #[arg(long, env = "ROWGUARD_MAX_ROOT_FIELDS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub max_root_fields: u64,
+
+    /// Most SQL statements the resolvers of one request may run; past it the request is
+    /// stopped and rolled back.
+    #[arg(long, env = "ROWGUARD_MAX_STATEMENTS", default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub max_statements: u64,
+
+    /// Largest answer in bytes (row data loaded for it is held to the same bound).
+    #[arg(long, env = "ROWGUARD_MAX_RESPONSE_BYTES", default_value_t = 8 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1024..=1024 * 1024 * 1024))]
+    pub max_response_bytes: u64,
+
+    /// Longest a request may take, in milliseconds; then its transaction is cancelled and the
+    /// caller gets SERVICE_UNAVAILABLE. No statement may run longer either.
+    #[arg(long, env = "ROWGUARD_REQUEST_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(10..=600_000))]
+    pub request_timeout_ms: u64,
+
+    /// Most requests one person (issuer and subject) may have in flight on this replica; more
+    /// are answered 429 RATE_LIMITED.
+    #[arg(long, env = "ROWGUARD_QUOTA_CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub concurrency_per_person: u32,
+
+    /// Automatic persisted queries remembered (least recently used first out).
+    #[arg(long, env = "ROWGUARD_PERSISTED_QUERY_CACHE_SIZE", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub persisted_query_cache_size: u64,
+
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "ROWGUARD_MAX_BODY_BYTES", default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u64).range(1024..=64 * 1024 * 1024))]
+    pub max_body_bytes: u64,
+
+    /// Browser origins allowed to call the API, comma-separated (CORS), e.g.
+    /// `https://app.example-hospital.org`.
+    #[arg(long, env = "ROWGUARD_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+
+    /// Serve the schema to introspection queries.
+    #[arg(long, env = "ROWGUARD_INTROSPECTION", default_value_t = false, action = clap::ArgAction::Set)]
+    pub introspection: bool,
+
+    /// Append every PHI access to the audit trail (HIPAA §164.312(b)). Turn off only to
+    /// measure its cost.
+    #[arg(long, env = "ROWGUARD_AUDIT", default_value_t = true, action = clap::ArgAction::Set)]
+    pub audit: bool,
+
+    /// Length of a break-glass grant, in seconds (at most 24 hours).
+    #[arg(long, env = "ROWGUARD_EMERGENCY_ACCESS_SECS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(60..=86_400))]
+    pub emergency_access_secs: u64,
+
+    /// Serve the GraphiQL playground to browsers at GET /graphql.
+    #[arg(long, env = "ROWGUARD_PLAYGROUND", default_value_t = false, action = clap::ArgAction::Set)]
+    pub playground: bool,
+
+    /// Where browsers load the playground's GraphiQL and React files from: `embedded` (served
+    /// by Rowguard from its own binary; works air-gapped) or `cdn` (the same pinned versions from
+    /// unpkg, with Subresource Integrity).
+    #[arg(long, env = "ROWGUARD_PLAYGROUND_ASSETS", value_enum, default_value_t = PlaygroundAssets::Embedded)]
+    pub playground_assets: PlaygroundAssets,
+}
+
+/// Where the playground's pinned files come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PlaygroundAssets {
+    /// From Rowguard itself (`local` and `auto`, the names of earlier versions, mean this too).
+    #[value(alias = "local", alias = "auto")]
+    Embedded,
+    /// From unpkg.com.
+    Cdn,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        super::defaults()
+    }
+}
+
+impl ApiSettings {
+    /// The limits every request is held to.
+    pub fn limits(&self) -> ApiLimits {
+        let size = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+        ApiLimits {
+            max_page_size: self.max_page_size,
+            max_depth: size(self.max_depth),
+            max_complexity: size(self.max_complexity),
+            max_fields: size(self.max_fields),
+            max_aliases: size(self.max_aliases),
+            max_root_fields: size(self.max_root_fields),
+            max_body_bytes: size(self.max_body_bytes),
+            max_statements: self.max_statements,
+            max_response_bytes: size(self.max_response_bytes),
+            request_timeout: Duration::from_millis(self.request_timeout_ms),
+            concurrency_per_person: self.concurrency_per_person,
+            persisted_query_cache_size: size(self.persisted_query_cache_size),
+            introspection: self.introspection,
+            audit: self.audit,
+            emergency_access_secs: self.emergency_access_secs,
+            seal_lag_alert: Duration::from_secs(5),
+        }
+    }
+
+    /// The playground as configured.
+    pub fn playground(&self) -> Option<Playground> {
+        self.playground.then(|| {
+            Playground::new(match self.playground_assets {
+                PlaygroundAssets::Embedded => AssetSource::Embedded,
+                PlaygroundAssets::Cdn => AssetSource::Cdn,
+            })
+        })
+    }
+}

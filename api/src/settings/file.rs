@@ -1,0 +1,50 @@
+//! `ROWGUARD_CONFIG=path`: settings from a file of `NAME=value` lines (dotenv syntax: `#`
+//! comments, quotes, `export` prefixes), using the same names as the environment. The
+//! environment and the command line win over the file.
+
+use std::ffi::OsString;
+
+use clap::Command;
+
+/// `args` with the file's settings added as flags, for the subcommand in `args[1]`. Every line
+/// must name a setting of that subcommand; the message names the file and the line.
+pub fn with_config_file(
+    command: &Command,
+    mut args: Vec<OsString>,
+) -> Result<Vec<OsString>, String> {
+    let Some(path) = std::env::var_os("ROWGUARD_CONFIG") else {
+        return Ok(args);
+    };
+    let shown = std::path::Path::new(&path).display().to_string();
+    let Some(subcommand) = args.get(1).and_then(|a| a.to_str()).map(str::to_owned) else {
+        return Ok(args);
+    };
+    let Some(sub) = command.find_subcommand(&subcommand) else {
+        return Ok(args);
+    };
+    let entries =
+        dotenvy::from_path_iter(&path).map_err(|e| format!("ROWGUARD_CONFIG {shown}: {e}"))?;
+    for (number, entry) in entries.enumerate() {
+        let (name, value) =
+            entry.map_err(|e| format!("ROWGUARD_CONFIG {shown}, entry {}: {e}", number + 1))?;
+        let arg = sub
+            .get_arguments()
+            .chain(command.get_arguments())
+            .find(|a| a.get_env().is_some_and(|env| env == name.as_str()))
+            .ok_or_else(|| {
+                format!(
+                    "ROWGUARD_CONFIG {shown}, entry {}: {name} is not a setting of `rowguard {subcommand}`",
+                    number + 1
+                )
+            })?;
+        let long = arg.get_long().unwrap_or_default();
+        let given_on_command_line = args.iter().any(|a| {
+            a.to_str()
+                .is_some_and(|a| a == format!("--{long}") || a.starts_with(&format!("--{long}=")))
+        });
+        if std::env::var_os(&name).is_none() && !given_on_command_line {
+            args.push(format!("--{long}={value}").into());
+        }
+    }
+    Ok(args)
+}

@@ -1,0 +1,43 @@
+//! The browser tests' driver: Debian's Chromium through playwright-core (no browser download),
+//! installed from `tests/browser/package-lock.json` the first time it is needed, so the README's
+//! test command works on a fresh clone.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+
+/// `tests/browser/<name>`, with the driver's npm packages installed.
+pub fn script(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("browser");
+    install(&dir);
+    dir.join(name)
+}
+
+fn install(dir: &Path) {
+    // Specs run in parallel; one `npm ci` at a time.
+    static INSTALLING: Mutex<()> = Mutex::new(());
+    let _guard = INSTALLING.lock().unwrap_or_else(|e| e.into_inner());
+    if dir
+        .join("node_modules/playwright-core/package.json")
+        .exists()
+    {
+        return;
+    }
+    let output = Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund", "--prefix"])
+        .arg(dir)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("running npm to install the browser driver (install Node.js): {e}")
+        });
+    assert!(
+        output.status.success(),
+        "npm ci --prefix {} failed:\n{}",
+        dir.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        Path::new("/usr/bin/chromium").exists(),
+        "the browser tests drive Debian's Chromium: apt-get install chromium"
+    );
+}
