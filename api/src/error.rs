@@ -1,13 +1,12 @@
 //! The one error type at the API edge. Every error leaves with an Apollo-style
 //! `extensions.code`; internal detail goes to the server log only.
 
-use async_graphql::ErrorExtensions;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::auth::AuthError;
-use crate::db::DbError;
+use crate::db::{DbError, FailureKind};
 
 /// The codes clients can branch on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,7 +43,9 @@ impl ErrorCode {
         match self {
             ErrorCode::Unauthenticated => StatusCode::UNAUTHORIZED,
             ErrorCode::Forbidden => StatusCode::FORBIDDEN,
-            ErrorCode::BadUserInput | ErrorCode::PersistedQueryNotFound => StatusCode::BAD_REQUEST,
+            ErrorCode::BadUserInput => StatusCode::BAD_REQUEST,
+            // As Apollo Server answers it: the client then retries with the full query.
+            ErrorCode::PersistedQueryNotFound => StatusCode::OK,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::Conflict => StatusCode::CONFLICT,
             ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
@@ -154,56 +155,81 @@ impl From<AuthError> for ApiError {
 
 impl From<DbError> for ApiError {
     fn from(err: DbError) -> Self {
-        match &err {
-            DbError::Unavailable(_) => {
+        let sqlstate = err.sqlstate();
+        let sqlstate = sqlstate.as_deref().unwrap_or("none");
+        match err.kind() {
+            FailureKind::Lost if matches!(err, DbError::Unavailable(_)) => {
                 tracing::warn!(error = ?err, "database unavailable");
                 Self::new(
                     ErrorCode::ServiceUnavailable,
                     "the database is unavailable; retry shortly",
                 )
             }
-            // statement_timeout (57014) or a connection lost mid-request (08xxx, 57P01 when an
-            // administrator terminated the backend): the caller may retry.
-            DbError::Statement(_)
-                if err.sqlstate().is_some_and(|c| {
-                    c == "57014" || c == "57P01" || c == "25P03" || c.starts_with("08")
-                }) =>
-            {
-                tracing::warn!(
-                    sqlstate = err.sqlstate().as_deref().unwrap_or("none"),
-                    "request cancelled by the database"
-                );
+            FailureKind::Cancelled | FailureKind::Lost => {
+                tracing::warn!(sqlstate, "request cancelled by the database");
                 Self::new(
                     ErrorCode::ServiceUnavailable,
                     "the database cancelled or lost the request; retry shortly",
                 )
             }
-            DbError::Statement(_) if err.is_permission_denied() => {
-                Self::forbidden("not permitted for your role")
-            }
-            DbError::Statement(_) => {
+            FailureKind::PermissionDenied => Self::forbidden("not permitted for your role"),
+            _ => {
                 // The SQLSTATE is enough to diagnose; the message may quote row values (PHI).
-                tracing::error!(
-                    sqlstate = err.sqlstate().as_deref().unwrap_or("none"),
-                    "database statement failed"
-                );
+                tracing::error!(sqlstate, "database statement failed");
                 Self::new(ErrorCode::InternalServerError, "internal server error")
             }
         }
     }
 }
 
+/// The code travels twice: in `extensions.code` for the client, and as the error's source, so
+/// the HTTP layer reads it back typed (never from the message or the extensions).
 impl From<ApiError> for async_graphql::Error {
     fn from(err: ApiError) -> Self {
-        async_graphql::Error::new(err.message.clone())
-            .extend_with(|_, e| e.set("code", err.code.as_str()))
+        let mut extensions = async_graphql::ErrorExtensionValues::default();
+        extensions.set("code", err.code.as_str());
+        async_graphql::Error {
+            message: err.message.clone(),
+            source: Some(std::sync::Arc::new(err)),
+            extensions: Some(extensions),
+        }
+    }
+}
+
+impl ApiError {
+    /// As an error of the GraphQL engine's request phase (extensions), with the same typed code.
+    pub fn into_server_error(self) -> async_graphql::ServerError {
+        let error = async_graphql::Error::from(self);
+        async_graphql::ServerError {
+            message: error.message,
+            source: error.source,
+            locations: Vec::new(),
+            path: Vec::new(),
+            extensions: error.extensions,
+        }
+    }
+
+    /// The coded error a GraphQL error stands for: its own, or `BAD_USER_INPUT` for the
+    /// engine's parse and validation errors (which are the caller's to fix).
+    pub fn of(error: &async_graphql::ServerError) -> (ErrorCode, Option<StatusCode>) {
+        match error.source::<ApiError>() {
+            Some(api) => (api.code, api.status),
+            None => (ErrorCode::BadUserInput, None),
+        }
+    }
+
+    /// The HTTP status of a request that failed with this error.
+    pub fn http_status(&self) -> StatusCode {
+        self.status.unwrap_or(self.code.status())
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = self.status.unwrap_or(self.code.status());
+        let status = self.http_status();
         let mut response = (status, axum::Json(self.body())).into_response();
+        // For the request metrics (see `routes::graphql::observe`).
+        response.extensions_mut().insert(self.code);
         if let Some(challenge) = self.challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
             response
                 .headers_mut()

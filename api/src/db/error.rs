@@ -37,11 +37,53 @@ impl DbError {
         }
     }
 
-    /// True when PostgreSQL refused for lack of privilege (SQLSTATE 42501), e.g. a coordinator
-    /// selecting clinical notes.
+    /// True when PostgreSQL refused for lack of privilege, e.g. a coordinator selecting clinical
+    /// notes.
     pub fn is_permission_denied(&self) -> bool {
-        self.sqlstate().as_deref() == Some("42501")
+        self.kind() == FailureKind::PermissionDenied
     }
+
+    /// What kind of failure this is, by SQLSTATE: the one place codes are read.
+    pub fn kind(&self) -> FailureKind {
+        if matches!(self, DbError::Unavailable(_)) {
+            return FailureKind::Lost;
+        }
+        let Some(code) = self.sqlstate() else {
+            return FailureKind::Other;
+        };
+        match code.as_str() {
+            "42501" => FailureKind::PermissionDenied,
+            "23505" => FailureKind::AlreadyExists,
+            "23503" => FailureKind::MissingReference,
+            "23514" | "22001" | "22P02" | "22007" | "22008" => FailureKind::InvalidValue,
+            // statement_timeout, a backend an administrator terminated, an idle transaction ended.
+            "57014" | "57P01" | "25P03" => FailureKind::Cancelled,
+            "40001" | "40P01" => FailureKind::Conflict,
+            // Connection exceptions.
+            code if code.starts_with("08") => FailureKind::Lost,
+            _ => FailureKind::Other,
+        }
+    }
+}
+
+/// Failures the gateway tells apart (see [`DbError::kind`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// 42501: not granted to the caller's role.
+    PermissionDenied,
+    /// 23505: a unique constraint.
+    AlreadyExists,
+    /// 23503: a foreign key points nowhere.
+    MissingReference,
+    /// A check constraint, or a value the column refuses.
+    InvalidValue,
+    /// Cancelled by a timeout or an administrator: the caller may retry.
+    Cancelled,
+    /// A serialization failure or deadlock: the caller may retry.
+    Conflict,
+    /// No connection, or it was lost.
+    Lost,
+    Other,
 }
 
 impl From<DbErr> for DbError {

@@ -7,7 +7,7 @@ mod error;
 mod scope;
 mod self_check;
 
-pub use error::DbError;
+pub use error::{DbError, FailureKind};
 pub use scope::{AccessMode, RequestIds, RlsScope};
 pub use self_check::{SelfCheckError, SelfCheckFailed};
 

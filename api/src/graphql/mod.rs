@@ -5,6 +5,7 @@ mod context;
 mod loaders;
 mod mutation;
 mod pagination;
+pub mod persisted;
 mod policy;
 mod query;
 pub mod shape;
@@ -13,16 +14,13 @@ mod types;
 use std::sync::Arc;
 
 use async_graphql::dataloader::{DataLoader, HashMapCache};
-use async_graphql::extensions::apollo_persisted_queries::{
-    ApolloPersistedQueries, LruCacheStorage,
-};
 use async_graphql::{Context, EmptySubscription, SDLExportOptions, Schema};
 
 pub use audit_api::{AuditQuery, EmergencyAccessGrant};
 pub use context::{RequestBudget, RequestDb, too_large};
 use loaders::{CareTeamLoader, CareTeams, ClinicalNotes, ClinicalNotesLoader};
 pub use mutation::Mutation;
-pub use policy::{ArrivedOverGet, MUTATION_OVER_GET};
+pub use policy::ArrivedOverGet;
 pub use query::Query;
 
 use crate::error::ApiError;
@@ -78,9 +76,9 @@ pub fn build_schema(limits: ApiLimits) -> RowguardSchema {
         .limit_directives(10)
         // Apollo's Automatic Persisted Queries; resolution comes before the request policy so
         // hash-only requests are policed too.
-        .extension(ApolloPersistedQueries::new(LruCacheStorage::new(
-            limits.persisted_query_cache_size.max(1),
-        )))
+        .extension(persisted::PersistedQueries::new(
+            limits.persisted_query_cache_size,
+        ))
         .extension(policy::RequestPolicy(limits));
     if !limits.introspection {
         builder = builder.disable_introspection();

@@ -12,7 +12,7 @@ use super::query::find_clinician;
 use super::types::{CareRole, Clinician, EmergencyAccessGrant, Patient};
 use super::{RequestDb, request_db};
 use crate::audit::record::{AuditAction, AuditOutcome};
-use crate::db::DbError;
+use crate::db::{DbError, FailureKind};
 use crate::error::{ApiError, ErrorCode};
 
 /// Entry points for writing.
@@ -455,13 +455,12 @@ fn parse_clinician_id(id: &ID, field: &str) -> Result<i32, ApiError> {
 /// Maps constraint violations to the caller's codes; the database's own message (which may
 /// quote values) is never passed on.
 fn write_error(err: DbError) -> ApiError {
-    match err.sqlstate().as_deref() {
-        Some("23505") => ApiError::new(ErrorCode::Conflict, "that already exists"),
-        Some("23503") => ApiError::not_found("clinician or patient"),
-        Some("23514") | Some("22001") => {
+    match err.kind() {
+        FailureKind::AlreadyExists => ApiError::new(ErrorCode::Conflict, "that already exists"),
+        FailureKind::MissingReference => ApiError::not_found("clinician or patient"),
+        FailureKind::InvalidValue => {
             ApiError::new(ErrorCode::BadUserInput, "a value is not acceptable")
         }
-        Some("42501") => ApiError::forbidden("not permitted for your role"),
         _ => err.into(),
     }
 }

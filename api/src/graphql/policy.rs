@@ -9,18 +9,18 @@ use async_graphql::extensions::{
     Extension, ExtensionContext, ExtensionFactory, NextPrepareRequest,
 };
 use async_graphql::parser::types::{ExecutableDocument, OperationDefinition, OperationType};
-use async_graphql::{ErrorExtensionValues, Request, ServerError, ServerResult};
+use async_graphql::{Request, ServerError, ServerResult};
 
 use super::ApiLimits;
 use super::shape::{ShapeLimits, measure};
-use crate::error::ErrorCode;
+use crate::error::{ApiError, ErrorCode};
 
 /// Marks a request that arrived over GET (which may only read).
 #[derive(Debug, Clone, Copy)]
 pub struct ArrivedOverGet;
 
 /// The message of the error for a mutation sent over GET (the HTTP layer answers it with 405).
-pub const MUTATION_OVER_GET: &str = "mutations must be sent with POST";
+const MUTATION_OVER_GET: &str = "mutations must be sent with POST";
 
 pub struct RequestPolicy(pub ApiLimits);
 
@@ -47,7 +47,9 @@ impl Extension for RequestPolicyExtension {
         let variables = request.variables.clone();
         let doc = request.parsed_query()?;
         if over_get && is_mutation(doc, operation_name.as_deref()) {
-            return Err(bad_input(MUTATION_OVER_GET.to_owned()));
+            return Err(ApiError::new(ErrorCode::BadUserInput, MUTATION_OVER_GET)
+                .with_status(axum::http::StatusCode::METHOD_NOT_ALLOWED)
+                .into_server_error());
         }
         if let Some(operation) = selected_operation(doc, operation_name.as_deref()) {
             let limits = ShapeLimits {
@@ -80,11 +82,7 @@ fn request_data<T: std::any::Any>(request: &Request) -> Option<&T> {
 }
 
 fn bad_input(message: String) -> ServerError {
-    let mut error = ServerError::new(message, None);
-    let mut extensions = ErrorExtensionValues::default();
-    extensions.set("code", ErrorCode::BadUserInput.as_str());
-    error.extensions = Some(extensions);
-    error
+    ApiError::new(ErrorCode::BadUserInput, message).into_server_error()
 }
 
 fn selected_operation<'d>(

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::http::{HeaderName, HeaderValue, Method, header};
+use axum::middleware::from_fn_with_state;
 use axum::routing::get;
 use tower::ServiceBuilder;
 use tower_http::LatencyUnit;
@@ -23,7 +24,13 @@ use crate::state::AppState;
 pub fn app(state: AppState) -> Router {
     let cors = cors(&state.cors_origins);
     Router::new()
-        .route("/graphql", get(graphql::handle).post(graphql::handle))
+        .route(
+            "/graphql",
+            get(graphql::handle)
+                .post(graphql::handle)
+                .layer(from_fn_with_state(state.clone(), graphql::observe))
+                .layer(from_fn_with_state(state.clone(), playground::on_navigation)),
+        )
         .route("/playground/assets/{name}", get(playground::asset))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))

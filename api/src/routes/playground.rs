@@ -1,10 +1,12 @@
 //! `GET /playground/assets/{name}` and the playground page itself (see [`crate::playground`]).
 
 use axum::body::Bytes;
-use axum::extract::{Path as UrlPath, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::extract::{Path as UrlPath, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use super::graphql::accepts;
 use crate::playground::{APP_JS, AssetSource, PAGE_CSS, Playground, embedded};
 use crate::state::AppState;
 
@@ -25,8 +27,24 @@ fn with_security_headers(mut response: Response, csp: Option<&str>) -> Response 
     response
 }
 
+/// A browser navigating to `/graphql` gets the playground (when enabled), not a 401.
+pub async fn on_navigation(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match &state.playground {
+        Some(playground)
+            if request.method() == Method::GET && accepts(request.headers(), "text/html") =>
+        {
+            page_response(playground)
+        }
+        _ => next.run(request).await,
+    }
+}
+
 /// The playground page.
-pub fn page_response(playground: &Playground) -> Response {
+fn page_response(playground: &Playground) -> Response {
     let response = (
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),

@@ -1,0 +1,163 @@
+//! Runs one operation in one RLS scope and ends the scope. The operation runs on a task of its
+//! own, so a caller that goes away mid-request cannot cut a database call short (which could
+//! return a connection with an open transaction to the pool); the task always ends its
+//! transaction, rolling back if the caller is gone.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_graphql::Value;
+use prometheus_client::metrics::counter::Counter;
+
+use super::caller::Caller;
+use super::incoming::Incoming;
+use crate::audit::record::AuditContext;
+use crate::error::{ApiError, ErrorCode};
+use crate::graphql::persisted::requested_hash;
+use crate::graphql::{self, ArrivedOverGet, RequestBudget, RequestDb};
+use crate::principal::AppRole;
+use crate::state::AppState;
+
+/// How long past its deadline a request's answer is awaited before the caller is told it timed
+/// out (the transaction is cancelled at the deadline; this covers its rollback).
+const DEADLINE_GRACE: Duration = Duration::from_secs(1);
+
+/// An executed operation: the GraphQL response and its serialized body.
+pub struct Executed {
+    pub response: async_graphql::Response,
+    pub body: Vec<u8>,
+    pub operation: String,
+    pub role: AppRole,
+}
+
+pub async fn run(
+    state: &AppState,
+    caller: Caller,
+    incoming: Incoming,
+) -> Result<Executed, ApiError> {
+    let Caller { principal, slot } = caller;
+    let Incoming {
+        request,
+        over_get,
+        ids,
+        name,
+    } = incoming;
+    let role = principal.role;
+    let limits = state.limits;
+    let audit = limits.audit.then(|| AuditContext {
+        operation_name: request.operation_name.as_ref().map(|_| name.clone()),
+        persisted_query_hash: requested_hash(&request).ok().flatten(),
+        client_id: principal.client_id.clone(),
+        failures: state.metrics.shared.audit_write_failures.clone(),
+    });
+    let db = Arc::new(RequestDb::new(
+        state.db.clone(),
+        principal,
+        !over_get,
+        ids,
+        audit,
+        RequestBudget::starting_now(
+            limits.max_statements,
+            limits.max_response_bytes,
+            limits.request_timeout,
+        ),
+    ));
+    let mut request = graphql::attach(request, db.clone());
+    if over_get {
+        request = request.data(ArrivedOverGet);
+    }
+
+    let in_flight = state.metrics.shared.requests_in_flight.clone();
+    in_flight.inc();
+    let schema = state.schema.clone();
+    let task_db = db.clone();
+    let execution = tokio::spawn(async move {
+        let executed = execute(schema, request, task_db, limits.max_response_bytes).await;
+        in_flight.dec();
+        // The person's slot is theirs until the transaction has ended, even if they left.
+        drop(slot);
+        executed
+    });
+    let mut abandon = AbandonOnDrop(Some((
+        db.clone(),
+        state.metrics.shared.requests_abandoned.clone(),
+    )));
+    let finished = tokio::time::timeout(db.remaining() + DEADLINE_GRACE, execution).await;
+    abandon.0 = None;
+    let (response, body) = match finished {
+        Ok(Ok(executed)) => executed?,
+        Ok(Err(join)) => return Err(ApiError::internal(format!("request task failed: {join}"))),
+        Err(_) => {
+            let timeout = ApiError::new(
+                ErrorCode::ServiceUnavailable,
+                "the request took longer than the server allows and was cancelled",
+            );
+            db.stop(timeout.clone());
+            return Err(timeout);
+        }
+    };
+    Ok(Executed {
+        response,
+        body,
+        operation: name,
+        role,
+    })
+}
+
+/// Marks the request abandoned if the caller goes away (this future is dropped) before its
+/// answer is ready; the execution task then rolls back instead of committing.
+struct AbandonOnDrop(Option<(Arc<RequestDb>, Counter)>);
+
+impl Drop for AbandonOnDrop {
+    fn drop(&mut self) {
+        if let Some((db, counter)) = self.0.take() {
+            db.abandon();
+            counter.inc();
+        }
+    }
+}
+
+/// Runs the operation and ends its transaction. The answer is withheld (and the transaction
+/// rolled back) when the request was stopped by a limit or abandoned; a mutation with any
+/// error is rolled back whole and answers no data.
+async fn execute(
+    schema: graphql::RowguardSchema,
+    request: async_graphql::Request,
+    db: Arc<RequestDb>,
+    max_response_bytes: usize,
+) -> Result<(async_graphql::Response, Vec<u8>), ApiError> {
+    let mut response = schema.execute(request).await;
+    code_every_error(&mut response);
+    let mut body = serde_json::to_vec(&response).map_err(ApiError::internal)?;
+    if body.len() > max_response_bytes {
+        db.stop(graphql::too_large(max_response_bytes));
+    }
+    db.finish(!response.errors.is_empty()).await?;
+    if let Some(reason) = db.stopped() {
+        return Err(reason);
+    }
+    if db.abandoned() {
+        return Err(ApiError::new(
+            ErrorCode::ServiceUnavailable,
+            "the client went away",
+        ));
+    }
+    if db.is_mutation() && !response.errors.is_empty() && response.data != Value::Null {
+        // Rolled back: whatever the earlier fields returned was never written.
+        response.data = Value::Null;
+        body = serde_json::to_vec(&response).map_err(ApiError::internal)?;
+    }
+    Ok((response, body))
+}
+
+/// Gives every error an `extensions.code`: the engine's own (parse, validation) errors carry
+/// none and are the caller's to fix.
+fn code_every_error(response: &mut async_graphql::Response) {
+    for error in &mut response.errors {
+        let (code, _) = ApiError::of(error);
+        error
+            .extensions
+            .get_or_insert_with(Default::default)
+            .set("code", code.as_str());
+    }
+}

@@ -1,0 +1,159 @@
+//! The `Incoming` extractor: a GraphQL request read from the query string (GET) or a bounded
+//! JSON body (POST), with the request's ids. A malformed request is logged by category only:
+//! a parser's message can quote the offending value, and a query string or body can hold a
+//! patient's name.
+
+use async_graphql_axum::GraphQLRequest;
+use async_graphql_axum::rejection::GraphQLRejection;
+use axum::body::{Body, to_bytes};
+use axum::extract::{FromRequest, Request};
+use axum::http::{Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use super::OperationLabel;
+use crate::db::RequestIds;
+use crate::error::{ApiError, ErrorCode};
+use crate::routes::request_ids::{self, CorrelationId};
+use crate::state::AppState;
+
+/// A GraphQL request as it arrived.
+#[derive(Debug)]
+pub struct Incoming {
+    pub request: async_graphql::Request,
+    /// GET requests may only read.
+    pub over_get: bool,
+    pub ids: RequestIds,
+    /// The operation name if it is loggable (see [`loggable_name`]), else `<invalid>`, or
+    /// `<anonymous>` when there is none.
+    pub name: String,
+}
+
+/// A request that is not a GraphQL request; counted under the `<invalid>` operation label.
+#[derive(Debug)]
+pub struct Malformed(pub ApiError);
+
+impl IntoResponse for Malformed {
+    fn into_response(self) -> Response {
+        let mut response = self.0.into_response();
+        response
+            .extensions_mut()
+            .insert(OperationLabel(INVALID.to_owned()));
+        response
+    }
+}
+
+const INVALID: &str = "<invalid>";
+
+impl FromRequest<AppState> for Incoming {
+    type Rejection = Malformed;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Malformed> {
+        let over_get = request.method() == Method::GET;
+        let ids = RequestIds {
+            request_id: request_ids::of(&request),
+            correlation_id: request
+                .extensions()
+                .get::<CorrelationId>()
+                .and_then(|c| c.0.clone()),
+            trace_id: None,
+        };
+        let request = read(request, state.limits.max_body_bytes)
+            .await
+            .map_err(Malformed)?;
+        let given = request.operation_name.as_deref();
+        let name = match loggable_name(given) {
+            Some(name) => name,
+            None if given.is_some() => INVALID,
+            None => "<anonymous>",
+        }
+        .to_owned();
+        Ok(Self {
+            request,
+            over_get,
+            ids,
+            name,
+        })
+    }
+}
+
+async fn read(request: Request, max_body_bytes: usize) -> Result<async_graphql::Request, ApiError> {
+    let (parts, body) = request.into_parts();
+    let body = if parts.method == Method::POST {
+        let content_type = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        let media_type = content_type.split(';').next().unwrap_or_default().trim();
+        if !media_type.eq_ignore_ascii_case("application/json") {
+            return Err(ApiError::new(
+                ErrorCode::BadUserInput,
+                "send the GraphQL request as Content-Type: application/json",
+            )
+            .with_status(StatusCode::UNSUPPORTED_MEDIA_TYPE));
+        }
+        let bytes = to_bytes(body, max_body_bytes).await.map_err(|_| {
+            ApiError::new(
+                ErrorCode::BadUserInput,
+                format!("the request body is larger than {max_body_bytes} bytes"),
+            )
+            .with_status(StatusCode::PAYLOAD_TOO_LARGE)
+        })?;
+        Body::from(bytes)
+    } else {
+        Body::empty()
+    };
+    let over_get = parts.method == Method::GET;
+    GraphQLRequest::<GraphQLRejection>::from_request(Request::from_parts(parts, body), &())
+        .await
+        .map(GraphQLRequest::into_inner)
+        .map_err(|rejection| {
+            tracing::info!(
+                reason = rejection_category(&rejection.0, over_get),
+                "malformed GraphQL request"
+            );
+            ApiError::new(
+                ErrorCode::BadUserInput,
+                "the request is not a valid GraphQL request",
+            )
+        })
+}
+
+/// What kind of malformed request this was, in words that carry nothing of the request.
+fn rejection_category(error: &async_graphql::ParseRequestError, over_get: bool) -> &'static str {
+    use async_graphql::ParseRequestError as E;
+    match error {
+        E::Io(_) => "body could not be read",
+        E::InvalidRequest(_) if over_get => "query string is not a GraphQL request",
+        E::InvalidRequest(_) => "body is not a GraphQL request",
+        E::PayloadTooLarge => "body too large",
+        E::UnsupportedBatch => "batch requests are not supported",
+        _ => "unsupported request encoding",
+    }
+}
+
+/// The client's operation name if it looks like a GraphQL name (they are chosen by developers,
+/// not patients); anything else is not logged.
+pub fn loggable_name(name: Option<&str>) -> Option<&str> {
+    name.filter(|n| {
+        !n.is_empty() && n.len() <= 64 && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn graphql_names_are_loggable() {
+        assert_eq!(loggable_name(Some("PatientList_2")), Some("PatientList_2"));
+    }
+
+    #[test]
+    fn names_that_could_carry_text_are_not() {
+        for name in ["", "Jane Doe", "a-b", "é", &"x".repeat(65)] {
+            assert_eq!(loggable_name(Some(name)), None, "{name:?}");
+        }
+        assert_eq!(loggable_name(None), None);
+    }
+}

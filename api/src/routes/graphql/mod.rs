@@ -1,0 +1,68 @@
+//! `POST|GET /graphql`: a [`Caller`] (authenticated and admitted), an [`Incoming`] request, one
+//! RLS scope for it, and the answer.
+
+mod caller;
+mod execute;
+mod incoming;
+mod observe;
+
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+pub use caller::Caller;
+pub use incoming::Incoming;
+pub use observe::{OperationLabel, accepts, observe};
+
+use crate::error::{ApiError, ErrorCode};
+use crate::state::AppState;
+use execute::Executed;
+
+pub async fn handle(State(state): State<AppState>, caller: Caller, incoming: Incoming) -> Response {
+    let label = OperationLabel(incoming.name.clone());
+    let mut response = match execute::run(&state, caller, incoming).await {
+        Ok(executed) => reply(executed),
+        Err(error) => error.into_response(),
+    };
+    response.extensions_mut().insert(label);
+    response
+}
+
+/// The HTTP answer to an executed operation. A request that failed as a whole (no data) gets
+/// its first error's status; partial results are 200.
+fn reply(executed: Executed) -> Response {
+    let Executed {
+        response,
+        body,
+        operation,
+        role,
+    } = executed;
+    let codes: Vec<(ErrorCode, Option<StatusCode>)> =
+        response.errors.iter().map(ApiError::of).collect();
+    let failed = response.data == async_graphql::Value::Null && !codes.is_empty();
+    let status = match codes.first() {
+        Some((code, status)) if failed => status.unwrap_or(code.status()),
+        _ => StatusCode::OK,
+    };
+    let names: Vec<&str> = codes.iter().map(|(c, _)| c.as_str()).collect();
+    // Ids, names and codes only: never variables, arguments or results.
+    tracing::info!(operation = %operation, %role, status = status.as_u16(), errors = ?names, "graphql operation");
+    let mut reply = (
+        status,
+        [
+            (header::CACHE_CONTROL, "no-store"),
+            (header::CONTENT_TYPE, "application/json"),
+        ],
+        body,
+    )
+        .into_response();
+    if status == StatusCode::METHOD_NOT_ALLOWED {
+        reply
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
+    }
+    if let Some((code, _)) = codes.first() {
+        reply.extensions_mut().insert(*code);
+    }
+    reply
+}
