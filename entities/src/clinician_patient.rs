@@ -9,11 +9,24 @@ pub struct Model {
     pub clinician_id: i32,
     #[sea_orm(primary_key, auto_increment = false)]
     pub patient_id: Uuid,
-    /// One of `attending`, `consulting`, `nursing`, `care_coordination`.
-    pub care_role: String,
+    pub care_role: CareRole,
     pub assigned_at: DateTimeWithTimeZone,
     /// The coordinator who made the assignment, stamped from the transaction's identity.
     pub assigned_by: Option<i32>,
+}
+
+/// A clinician's role in one patient's care (stored as its snake_case name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum)]
+#[sea_orm(
+    rs_type = "String",
+    db_type = "String(StringLen::None)",
+    rename_all = "snake_case"
+)]
+pub enum CareRole {
+    Attending,
+    Consulting,
+    Nursing,
+    CareCoordination,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

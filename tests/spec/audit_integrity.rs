@@ -841,7 +841,7 @@ async fn an_archived_month_is_exported_signed_and_detached_and_the_rest_still_ve
     .expect_err("the current month is not over");
     assert!(refused.contains("not over yet"), "{refused}");
 
-    let month = rowguard::audit::archive::parse_month("2026-09").expect("month");
+    let month = rowguard::audit::statement::parse_month("2026-09").expect("month");
     let body = rowguard::audit::archive::archive(&owner, month, &out, &trail.signer, &options)
         .await
         .expect("archive");

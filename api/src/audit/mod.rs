@@ -9,4 +9,5 @@ pub mod checkpoint;
 pub mod keys;
 pub mod record;
 pub mod sealer;
+pub mod statement;
 pub mod verify;

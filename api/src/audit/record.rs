@@ -4,73 +4,16 @@
 
 use std::collections::BTreeSet;
 
-use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, Statement, Value};
+use sea_orm::{ActiveEnum, ConnectionTrait, DatabaseTransaction, DbBackend, Statement, Value};
 use uuid::Uuid;
 
 use crate::db::DbError;
 
-/// What was done.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum AuditAction {
-    Read,
-    Update,
-    Assign,
-    Unassign,
-    Enroll,
-    EmergencyAccess,
-    Review,
-    AuditRead,
-}
+pub use entities::audit_event::{Action as AuditAction, Outcome as AuditOutcome};
 
-impl AuditAction {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AuditAction::Read => "read",
-            AuditAction::Update => "update",
-            AuditAction::Assign => "assign",
-            AuditAction::Unassign => "unassign",
-            AuditAction::Enroll => "enroll",
-            AuditAction::EmergencyAccess => "emergency_access",
-            AuditAction::Review => "review",
-            AuditAction::AuditRead => "audit_read",
-        }
-    }
-}
-
-/// How it ended for the caller.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum AuditOutcome {
-    Success,
-    /// The caller asked for a patient they could not see (or that does not exist).
-    NotVisible,
-    /// The database refused for lack of privilege.
-    Denied,
-    Conflict,
-    NotFound,
-    Invalid,
-    /// The request failed after this step succeeded, so the step was undone.
-    RolledBack,
-    Error,
-}
-
-impl AuditOutcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AuditOutcome::Success => "success",
-            AuditOutcome::NotVisible => "not_visible",
-            AuditOutcome::Denied => "denied",
-            AuditOutcome::Conflict => "conflict",
-            AuditOutcome::NotFound => "not_found",
-            AuditOutcome::Invalid => "invalid",
-            AuditOutcome::RolledBack => "rolled_back",
-            AuditOutcome::Error => "error",
-        }
-    }
-}
-
-impl AuditOutcome {
-    /// The outcome a coded API error stands for.
-    pub fn from_error(error: &crate::error::ApiError) -> Self {
+/// The outcome a coded API error stands for.
+impl From<&crate::error::ApiError> for AuditOutcome {
+    fn from(error: &crate::error::ApiError) -> Self {
         use crate::error::ErrorCode;
         match error.code {
             ErrorCode::Forbidden => AuditOutcome::Denied,
@@ -147,8 +90,8 @@ pub async fn append(
     for entry in entries {
         let patients: Vec<Uuid> = entry.patients.iter().copied().collect();
         let values: [Value; 6] = [
-            entry.action.as_str().into(),
-            entry.outcome.as_str().into(),
+            entry.action.to_value().into(),
+            entry.outcome.to_value().into(),
             patients.into(),
             context.operation_name.clone().into(),
             context.persisted_query_hash.clone().into(),

@@ -13,10 +13,10 @@ use std::time::Duration;
 use chrono::Utc;
 use sea_orm::{DatabaseConnection, DbBackend, DbErr, FromQueryResult, Statement};
 
-use super::archive::{self, ArchiveBody, LinksDigest};
 use super::canonical::{CanonicalVersion, EVENT_COLUMNS, EventRow, GENESIS, link_hash};
 use super::checkpoint::{CheckpointBody, CheckpointDir, SignedCheckpoint, hex};
 use super::keys::{SignatureCheck, TrustedKeys};
+use super::statement::{self, ArchiveBody, LinksDigest};
 
 /// What the verifier was given.
 #[derive(Debug, Clone)]
@@ -202,7 +202,7 @@ pub async fn verify(conn: &DatabaseConnection, options: &VerifyOptions) -> Resul
             }
             let archived_month = link
                 .event_occurred_at
-                .map(|t| archive::month_of(&t))
+                .map(|t| statement::month_of(&t))
                 .filter(|m| archived_months.contains_key(m));
             match (
                 events.get(&event_id),

@@ -16,6 +16,7 @@ use crate::audit::record::{self, AuditAction, AuditContext, AuditLog, AuditOutco
 use crate::db::{AccessMode, Database, RequestIds, RlsScope};
 use crate::error::{ApiError, ErrorCode};
 use crate::principal::Principal;
+use crate::settings::ApiLimits;
 
 enum ScopeState {
     NotOpened,
@@ -430,4 +431,17 @@ impl ConnectionTrait for RequestConn<'_> {
         self.charge()?;
         self.txn.query_all_raw(stmt).await
     }
+}
+
+/// The request's database access, from a resolver's context.
+pub fn request_db(ctx: &async_graphql::Context<'_>) -> Result<std::sync::Arc<RequestDb>, ApiError> {
+    ctx.data_opt::<std::sync::Arc<RequestDb>>()
+        .cloned()
+        .ok_or_else(|| ApiError::internal("a resolver ran without a request database"))
+}
+
+/// The limits the schema was built with, from a resolver's context.
+pub fn limits<'c>(ctx: &async_graphql::Context<'c>) -> Result<&'c ApiLimits, ApiError> {
+    ctx.data_opt::<ApiLimits>()
+        .ok_or_else(|| ApiError::internal("the schema was built without its limits"))
 }

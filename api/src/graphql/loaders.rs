@@ -1,16 +1,17 @@
-//! Per-request DataLoaders: every patient on a page shares one query per field, so a page of
-//! 100 patients with care teams costs the same number of statements as a page of 1.
+//! Per-request DataLoaders: every patient on a page shares one statement per field, so a page
+//! of 100 patients with care teams costs the same number of statements as a page of 1.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_graphql::dataloader::{DataLoader, HashMapCache, Loader};
-use entities::{clinician, clinician_patient, patient};
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect};
+use sea_orm::ConnectionTrait;
 use uuid::Uuid;
 
-use super::RequestDb;
-use super::types::{CareRole, CareTeamMember, Clinician, ClinicianRow};
+use super::connection::PageArgs;
+use super::context::RequestDb;
+use super::inputs::SearchPattern;
+use super::rows::{self, CareTeamRow, PatientRow};
 use crate::audit::record::{AuditAction, AuditOutcome};
 use crate::db::DbError;
 use crate::error::ApiError;
@@ -19,12 +20,36 @@ use crate::error::ApiError;
 pub type CareTeams = DataLoader<CareTeamLoader, HashMapCache>;
 /// The request's clinical-notes loader.
 pub type ClinicalNotes = DataLoader<ClinicalNotesLoader, HashMapCache>;
+/// The request's clinician-page loader.
+pub type ClinicianPages = DataLoader<ClinicianPagesLoader, HashMapCache>;
+
+/// The loaders of one request, each cached for the request so a page's prefetch serves every
+/// field that follows.
+pub fn for_request(db: &Arc<RequestDb>) -> (CareTeams, ClinicalNotes, ClinicianPages) {
+    (
+        DataLoader::with_cache(
+            CareTeamLoader(db.clone()),
+            tokio::spawn,
+            HashMapCache::default(),
+        ),
+        DataLoader::with_cache(
+            ClinicalNotesLoader(db.clone()),
+            tokio::spawn,
+            HashMapCache::default(),
+        ),
+        DataLoader::with_cache(
+            ClinicianPagesLoader(db.clone()),
+            tokio::spawn,
+            HashMapCache::default(),
+        ),
+    )
+}
 
 /// Loads care teams by patient id.
-pub struct CareTeamLoader(pub Arc<RequestDb>);
+pub struct CareTeamLoader(Arc<RequestDb>);
 
 impl Loader<Uuid> for CareTeamLoader {
-    type Value = Vec<CareTeamMember>;
+    type Value = Vec<CareTeamRow>;
     type Error = ApiError;
 
     async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, Self::Value>, Self::Error> {
@@ -34,50 +59,7 @@ impl Loader<Uuid> for CareTeamLoader {
             keys.iter().copied(),
         );
         let conn = self.0.conn().await?;
-        let assignments = clinician_patient::Entity::find()
-            .filter(clinician_patient::Column::PatientId.is_in(keys.iter().copied()))
-            .all(&conn)
-            .await
-            .map_err(DbError::from)?;
-        let clinician_ids: Vec<i32> = assignments.iter().map(|a| a.clinician_id).collect();
-        let clinicians: HashMap<i32, ClinicianRow> = clinician::Entity::find()
-            .select_only()
-            .columns([
-                clinician::Column::Id,
-                clinician::Column::DisplayName,
-                clinician::Column::Active,
-            ])
-            .filter(clinician::Column::Id.is_in(clinician_ids))
-            .into_model::<ClinicianRow>()
-            .all(&conn)
-            .await
-            .map_err(DbError::from)?
-            .into_iter()
-            .map(|c| (c.id, c))
-            .collect();
-
-        let mut teams: HashMap<Uuid, Vec<CareTeamMember>> = HashMap::new();
-        for a in assignments {
-            // Both rows passed their own policies; a member whose clinician row is invisible is
-            // left out rather than shown half.
-            let (Some(row), Some(care_role)) = (
-                clinicians.get(&a.clinician_id),
-                CareRole::from_db(&a.care_role),
-            ) else {
-                continue;
-            };
-            teams.entry(a.patient_id).or_default().push(CareTeamMember {
-                clinician: Clinician(row.clone()),
-                care_role,
-                assigned_at: a.assigned_at,
-            });
-        }
-        for team in teams.values_mut() {
-            team.sort_by(|a, b| {
-                (a.assigned_at, a.clinician.0.id).cmp(&(b.assigned_at, b.clinician.0.id))
-            });
-        }
-        Ok(teams)
+        Ok(rows::care_teams(&conn, keys).await?)
     }
 }
 
@@ -85,7 +67,7 @@ impl Loader<Uuid> for CareTeamLoader {
 /// PostgreSQL refuses the statement, which must not abort the rest of the request. (Plain
 /// `SAVEPOINT` statements rather than a nested transaction object, so they are counted against
 /// the request's statement budget like every other.)
-pub struct ClinicalNotesLoader(pub Arc<RequestDb>);
+pub struct ClinicalNotesLoader(Arc<RequestDb>);
 
 impl Loader<Uuid> for ClinicalNotesLoader {
     type Value = String;
@@ -96,14 +78,7 @@ impl Loader<Uuid> for ClinicalNotesLoader {
         conn.execute_unprepared("SAVEPOINT clinical_notes")
             .await
             .map_err(DbError::from)?;
-        let rows = patient::Entity::find()
-            .select_only()
-            .columns([patient::Column::Id, patient::Column::ClinicalNotes])
-            .filter(patient::Column::Id.is_in(keys.iter().copied()))
-            .into_tuple::<(Uuid, String)>()
-            .all(&conn)
-            .await;
-        match rows {
+        match rows::clinical_notes(&conn, keys).await {
             Ok(rows) => {
                 conn.execute_unprepared("RELEASE SAVEPOINT clinical_notes")
                     .await
@@ -137,5 +112,42 @@ impl Loader<Uuid> for ClinicalNotesLoader {
                 }
             }
         }
+    }
+}
+
+/// One page of a clinician's patients: the page arguments and the search.
+pub type ClinicianPageKey = (i32, PageArgs<Uuid>, Option<SearchPattern>);
+
+/// Loads one page each for many clinicians in ONE statement per distinct page request, so
+/// nesting `patients` under a list of clinicians costs a statement, not one per clinician.
+pub struct ClinicianPagesLoader(Arc<RequestDb>);
+
+impl Loader<ClinicianPageKey> for ClinicianPagesLoader {
+    type Value = Vec<PatientRow>;
+    type Error = ApiError;
+
+    async fn load(
+        &self,
+        keys: &[ClinicianPageKey],
+    ) -> Result<HashMap<ClinicianPageKey, Self::Value>, Self::Error> {
+        let mut by_page: HashMap<(PageArgs<Uuid>, Option<SearchPattern>), Vec<i32>> =
+            HashMap::new();
+        for (clinician, page, search) in keys {
+            by_page
+                .entry((*page, search.clone()))
+                .or_default()
+                .push(*clinician);
+        }
+        let mut pages = HashMap::new();
+        for ((page, search), clinicians) in by_page {
+            let rows = {
+                let conn = self.0.conn().await?;
+                rows::patients_of_clinicians(&conn, &clinicians, &page, search.as_ref()).await?
+            };
+            for (clinician, list) in rows {
+                pages.insert((clinician, page, search.clone()), list);
+            }
+        }
+        Ok(pages)
     }
 }

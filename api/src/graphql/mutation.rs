@@ -2,15 +2,15 @@
 
 use async_graphql::{Context, ID, InputObject, Object, Result};
 use chrono::NaiveDate;
-use entities::{clinician, clinician_patient, emergency_grant, patient};
+use entities::{clinician, clinician_patient, patient};
 use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect, Set};
 use uuid::Uuid;
 
-use super::pagination::find_patient;
-use super::query::find_clinician;
+use super::context::{RequestDb, limits, request_db};
+use super::inputs::{ClinicianId, GrantId, PatientId};
+use super::rows;
 use super::types::{CareRole, Clinician, EmergencyAccessGrant, Patient};
-use super::{RequestDb, request_db};
 use crate::audit::record::{AuditAction, AuditOutcome};
 use crate::db::{DbError, FailureKind};
 use crate::error::{ApiError, ErrorCode};
@@ -88,7 +88,7 @@ impl Mutation {
         ctx: &Context<'_>,
         input: UpdatePatientInput,
     ) -> Result<Patient> {
-        let id = parse_patient_id(&input.id, "input.id")?;
+        let PatientId(id) = PatientId::parse(&input.id, "input.id")?;
         let expected_version = input.expected_version;
         let update = patient_update(id, input)?;
         let request = request_db(ctx)?;
@@ -96,7 +96,7 @@ impl Mutation {
         let outcome = match &result {
             Ok(_) => AuditOutcome::Success,
             Err(e) if e.code == ErrorCode::NotFound => AuditOutcome::NotVisible,
-            Err(e) => AuditOutcome::from_error(e),
+            Err(e) => AuditOutcome::from(e),
         };
         request.record(AuditAction::Update, outcome, [id]);
         Ok(result?)
@@ -138,8 +138,9 @@ impl Mutation {
         ctx: &Context<'_>,
         input: AssignClinicianInput,
     ) -> Result<Patient> {
-        let clinician_id = parse_clinician_id(&input.clinician_id, "input.clinicianId")?;
-        let patient_id = parse_patient_id(&input.patient_id, "input.patientId")?;
+        let ClinicianId(clinician_id) =
+            ClinicianId::parse(&input.clinician_id, "input.clinicianId")?;
+        let PatientId(patient_id) = PatientId::parse(&input.patient_id, "input.patientId")?;
         let request = request_db(ctx)?;
         let result = assign(&request, clinician_id, patient_id, input.care_role).await;
         request.record(AuditAction::Assign, outcome_of(&result), [patient_id]);
@@ -153,8 +154,9 @@ impl Mutation {
         ctx: &Context<'_>,
         input: UnassignClinicianInput,
     ) -> Result<Patient> {
-        let clinician_id = parse_clinician_id(&input.clinician_id, "input.clinicianId")?;
-        let patient_id = parse_patient_id(&input.patient_id, "input.patientId")?;
+        let ClinicianId(clinician_id) =
+            ClinicianId::parse(&input.clinician_id, "input.clinicianId")?;
+        let PatientId(patient_id) = PatientId::parse(&input.patient_id, "input.patientId")?;
         let request = request_db(ctx)?;
         let result = unassign(&request, clinician_id, patient_id).await;
         request.record(AuditAction::Unassign, outcome_of(&result), [patient_id]);
@@ -170,7 +172,7 @@ impl Mutation {
         ctx: &Context<'_>,
         input: RequestEmergencyAccessInput,
     ) -> Result<EmergencyAccessGrant> {
-        let patient_id = parse_patient_id(&input.patient_id, "input.patientId")?;
+        let PatientId(patient_id) = PatientId::parse(&input.patient_id, "input.patientId")?;
         let reason = input.reason.trim();
         if reason.chars().count() < 20
             || reason.split_whitespace().count() < 3
@@ -182,7 +184,7 @@ impl Mutation {
             )
             .into());
         }
-        let seconds = ctx.data::<super::ApiLimits>()?.emergency_access_secs;
+        let seconds = limits(ctx)?.emergency_access_secs;
         let request = request_db(ctx)?;
         let result = grant_emergency_access(&request, patient_id, reason, seconds).await;
         request.record(
@@ -200,9 +202,7 @@ impl Mutation {
         ctx: &Context<'_>,
         grant_id: ID,
     ) -> Result<EmergencyAccessGrant> {
-        let grant_id: i64 = grant_id
-            .parse()
-            .map_err(|_| ApiError::bad_input("grantId", "is not a grant id"))?;
+        let GrantId(grant_id) = GrantId::parse(&grant_id, "grantId")?;
         let request = request_db(ctx)?;
         let result = review(&request, grant_id).await;
         let patients: Vec<Uuid> = result.iter().map(|g| g.0.patient_id).collect();
@@ -214,7 +214,7 @@ impl Mutation {
 fn outcome_of<T>(result: &Result<T, ApiError>) -> AuditOutcome {
     match result {
         Ok(_) => AuditOutcome::Success,
-        Err(e) => AuditOutcome::from_error(e),
+        Err(e) => AuditOutcome::from(e),
     }
 }
 
@@ -288,7 +288,7 @@ async fn apply_update(
         .exec(&conn)
         .await
         .map_err(|e| write_error(e.into()))?;
-    let row = find_patient(&conn, id).await?;
+    let row = rows::patient(&conn, id).await?;
     match (updated.rows_affected, row) {
         (1, Some(row)) => Ok(Patient(row)),
         (_, None) => Err(ApiError::not_found("patient")),
@@ -332,8 +332,10 @@ async fn enroll(
             .map_err(DbError::from)?;
         found.ok_or_else(|| ApiError::internal("an enrolled clinician could not be read back"))?
     };
-    find_clinician(request, id)
+    let conn = request.conn().await?;
+    rows::clinician(&conn, id)
         .await?
+        .map(Clinician)
         .ok_or_else(|| ApiError::internal("an enrolled clinician could not be read back"))
 }
 
@@ -347,7 +349,7 @@ async fn assign(
     let row = clinician_patient::ActiveModel {
         clinician_id: Set(clinician_id),
         patient_id: Set(patient_id),
-        care_role: Set(care_role.as_db().to_owned()),
+        care_role: Set(care_role.into()),
         ..Default::default()
     };
     clinician_patient::Entity::insert(row)
@@ -430,26 +432,12 @@ async fn find_grant(
     conn: &impl ConnectionTrait,
     id: i64,
 ) -> Result<Option<EmergencyAccessGrant>, ApiError> {
-    Ok(emergency_grant::Entity::find_by_id(id)
-        .one(conn)
-        .await
-        .map_err(DbError::from)?
-        .map(EmergencyAccessGrant))
+    Ok(rows::grant(conn, id).await?.map(EmergencyAccessGrant))
 }
 
 async fn read_patient(conn: &impl ConnectionTrait, id: Uuid) -> Result<Patient, ApiError> {
-    let row = find_patient(conn, id).await?;
+    let row = rows::patient(conn, id).await?;
     Ok(Patient(row.ok_or_else(|| ApiError::not_found("patient"))?))
-}
-
-fn parse_patient_id(id: &ID, field: &str) -> Result<Uuid, ApiError> {
-    id.parse()
-        .map_err(|_| ApiError::bad_input(field, "is not a patient id"))
-}
-
-fn parse_clinician_id(id: &ID, field: &str) -> Result<i32, ApiError> {
-    id.parse()
-        .map_err(|_| ApiError::bad_input(field, "is not a clinician id"))
 }
 
 /// Maps constraint violations to the caller's codes; the database's own message (which may

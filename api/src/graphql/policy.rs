@@ -58,7 +58,7 @@ impl Extension for RequestPolicyExtension {
                 max_aliases: self.0.max_aliases,
                 max_root_fields: self.0.max_root_fields,
                 max_cost: self.0.max_complexity as u64,
-                default_page_size: u64::try_from(super::pagination::DEFAULT_PAGE_SIZE)
+                default_page_size: u64::try_from(super::connection::DEFAULT_PAGE_SIZE)
                     .unwrap_or(20),
                 max_page_size: u64::try_from(self.0.max_page_size).unwrap_or(100),
             };

@@ -1,22 +1,22 @@
 //! Read operations. Every one runs in the request's read-only RLS scope.
 
 use async_graphql::{Context, ID, Object, Result};
-use entities::clinician;
-use sea_orm::sea_query::Expr;
-use sea_orm::sea_query::extension::postgres::PgExpr;
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use uuid::Uuid;
 
-use super::pagination::{PatientConnection, find_patient, patients_page, search_pattern};
-use super::request_db;
-use super::types::{Clinician, ClinicianRow, Patient};
+use super::audit_query::AuditQuery;
+use super::connection::PageArgs;
+use super::context::{RequestDb, limits, request_db};
+use super::inputs::{PatientId, SearchPattern};
+use super::loaders::{CareTeams, ClinicalNotes};
+use super::rows;
+use super::types::{Clinician, Patient, PatientConnection};
 use crate::audit::record::{AuditAction, AuditOutcome};
-use crate::db::DbError;
 use crate::error::ApiError;
+use crate::principal::AppRole;
 
 /// Entry points for reading: the clinical API and the auditor's API.
 #[derive(Debug, Default, async_graphql::MergedObject)]
-pub struct Query(ClinicalQuery, super::audit_api::AuditQuery);
+pub struct Query(ClinicalQuery, AuditQuery);
 
 /// Clinical entry points (merged into `Query`).
 #[derive(Debug, Default)]
@@ -33,7 +33,11 @@ impl ClinicalQuery {
         let Some(id) = request.clinician_id().await? else {
             return Ok(None);
         };
-        Ok(find_clinician(&request, id).await?)
+        let conn = request.conn().await?;
+        Ok(rows::clinician(&conn, id)
+            .await
+            .map_err(ApiError::from)?
+            .map(Clinician))
     }
 
     /// The patients the signed-in person may see, ordered by id (stable across pages).
@@ -47,8 +51,41 @@ impl ClinicalQuery {
         #[graphql(desc = "Case-insensitive match on given name, family name or MRN.")]
         search: Option<String>,
     ) -> Result<PatientConnection> {
+        let page = PageArgs::<Uuid>::parse(limits(ctx)?.max_page_size, first, after)?;
+        let search = SearchPattern::parse(search)?;
+        if page.first == 0 {
+            return Ok(page.connection(Vec::new(), |r: &rows::PatientRow| r.id, Patient));
+        }
         let request = request_db(ctx)?;
-        Ok(patients_page(ctx, &request, first, after, search).await?)
+        let assigned_to = match request.principal().role {
+            AppRole::Clinician => request.clinician_id().await?,
+            _ => None,
+        };
+        let fetched = {
+            let conn = request.conn().await?;
+            rows::patients_page(&conn, &page, search.as_ref(), assigned_to)
+                .await
+                .map_err(ApiError::from)
+        };
+        let rows = match fetched {
+            Ok(rows) => rows,
+            Err(error) => {
+                request.record(AuditAction::Read, AuditOutcome::from(&error), []);
+                return Err(error.into());
+            }
+        };
+        let shown: Vec<Uuid> = rows
+            .iter()
+            .take(page.shown(rows.len()))
+            .map(|r| r.id)
+            .collect();
+        request.record(
+            AuditAction::Read,
+            AuditOutcome::Success,
+            shown.iter().copied(),
+        );
+        prefetch(ctx, &request, shown).await?;
+        Ok(page.connection(rows, |r| r.id, Patient))
     }
 
     /// One patient by id, or null when it does not exist *or* the signed-in person may not see
@@ -58,22 +95,20 @@ impl ClinicalQuery {
         ctx: &Context<'_>,
         #[graphql(desc = "The patient's id.")] id: ID,
     ) -> Result<Option<Patient>> {
-        let Ok(id) = id.parse::<Uuid>() else {
-            return Err(ApiError::bad_input("id", "is not a patient id").into());
-        };
+        let PatientId(id) = PatientId::parse(&id, "id")?;
         let request = request_db(ctx)?;
         let row = {
             let conn = request.conn().await?;
-            find_patient(&conn, id).await
+            rows::patient(&conn, id).await.map_err(ApiError::from)
         };
-        match &row {
-            Ok(Some(_)) => request.record(AuditAction::Read, AuditOutcome::Success, [id]),
+        let outcome = match &row {
+            Ok(Some(_)) => AuditOutcome::Success,
             // Recorded as asked: an invisible patient and a non-existent id look the same here.
-            Ok(None) => request.record(AuditAction::Read, AuditOutcome::NotVisible, [id]),
-            Err(e) => request.record(AuditAction::Read, AuditOutcome::from_error(e), [id]),
-        }
-        let row = row?;
-        Ok(row.map(Patient))
+            Ok(None) => AuditOutcome::NotVisible,
+            Err(e) => AuditOutcome::from(e),
+        };
+        request.record(AuditAction::Read, outcome, [id]);
+        Ok(row?.map(Patient))
     }
 
     /// The clinician directory, ordered by display name. Coordinators see everyone (to assign
@@ -83,48 +118,32 @@ impl ClinicalQuery {
         ctx: &Context<'_>,
         #[graphql(desc = "Case-insensitive match on the display name.")] search: Option<String>,
     ) -> Result<Vec<Clinician>> {
+        let search = SearchPattern::parse(search)?;
         let request = request_db(ctx)?;
-        let mut query = clinician::Entity::find()
-            .select_only()
-            .columns([
-                clinician::Column::Id,
-                clinician::Column::DisplayName,
-                clinician::Column::Active,
-            ])
-            .order_by_asc(clinician::Column::DisplayName)
-            .order_by_asc(clinician::Column::Id)
-            .limit(1000);
-        if let Some(pattern) = search_pattern(search)? {
-            query = query.filter(Expr::col(clinician::Column::DisplayName).ilike(pattern));
-        }
         let conn = request.conn().await?;
-        let rows = query
-            .into_model::<ClinicianRow>()
-            .all(&conn)
+        let rows = rows::clinicians(&conn, search.as_ref())
             .await
-            .map_err(DbError::from)
             .map_err(ApiError::from)?;
         Ok(rows.into_iter().map(Clinician).collect())
     }
 }
 
-/// A clinician by id, as the caller may see them.
-pub async fn find_clinician(
-    request: &super::RequestDb,
-    id: i32,
-) -> Result<Option<Clinician>, ApiError> {
-    let conn = request.conn().await?;
-    let row = clinician::Entity::find()
-        .select_only()
-        .columns([
-            clinician::Column::Id,
-            clinician::Column::DisplayName,
-            clinician::Column::Active,
-        ])
-        .filter(clinician::Column::Id.eq(id))
-        .into_model::<ClinicianRow>()
-        .one(&conn)
-        .await
-        .map_err(DbError::from)?;
-    Ok(row.map(Clinician))
+/// Loads what the client selected on the page's patients in one batch per field, rather than
+/// relying on the DataLoader's timing window to gather the whole page.
+async fn prefetch(ctx: &Context<'_>, request: &RequestDb, ids: Vec<Uuid>) -> Result<(), ApiError> {
+    let node = ctx.look_ahead().field("edges").field("node");
+    if node.field("careTeam").exists()
+        && let Some(loader) = ctx.data_opt::<CareTeams>()
+    {
+        loader.load_many(ids.iter().copied()).await?;
+    }
+    // Only clinicians hold the clinical-notes grant; for anyone else each field reports its own
+    // FORBIDDEN error.
+    if node.field("clinicalNotes").exists()
+        && request.principal().role == AppRole::Clinician
+        && let Some(loader) = ctx.data_opt::<ClinicalNotes>()
+    {
+        loader.load_many(ids).await?;
+    }
+    Ok(())
 }

@@ -4,7 +4,6 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
-use crate::graphql::ApiLimits;
 use crate::playground::{AssetSource, Playground};
 
 /// The API's limits and browser-facing options.
@@ -99,6 +98,43 @@ pub enum PlaygroundAssets {
     Embedded,
     /// From unpkg.com.
     Cdn,
+}
+
+/// Limits applied to every request.
+#[derive(Debug, Clone, Copy)]
+pub struct ApiLimits {
+    pub max_page_size: i32,
+    pub max_depth: usize,
+    /// Most field selections, fragments expanded.
+    pub max_fields: usize,
+    /// Highest cost (see `graphql::shape::Shape::cost`).
+    pub max_complexity: usize,
+    pub max_aliases: usize,
+    pub max_root_fields: usize,
+    pub max_body_bytes: usize,
+    /// Most SQL statements resolvers may run for one request.
+    pub max_statements: u64,
+    /// Largest answer (and row data loaded for it), in bytes.
+    pub max_response_bytes: usize,
+    /// Longest a request may take, start to finish.
+    pub request_timeout: std::time::Duration,
+    /// Most requests one person may have in flight.
+    pub concurrency_per_person: u32,
+    pub persisted_query_cache_size: usize,
+    pub introspection: bool,
+    /// Append every PHI access to the audit trail (HIPAA §164.312(b)); on by default.
+    pub audit: bool,
+    /// Length of a break-glass grant.
+    pub emergency_access_secs: u64,
+    /// Unsealed audit events older than this are reported by `/readyz`.
+    pub seal_lag_alert: std::time::Duration,
+}
+
+impl Default for ApiLimits {
+    /// The limits of the default settings.
+    fn default() -> Self {
+        ApiSettings::default().limits()
+    }
 }
 
 impl Default for ApiSettings {

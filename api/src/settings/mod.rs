@@ -14,7 +14,7 @@ pub mod serve;
 
 use clap::{Args, Command, FromArgMatches};
 
-pub use api::{ApiSettings, PlaygroundAssets};
+pub use api::{ApiLimits, ApiSettings, PlaygroundAssets};
 pub use audit::AuditSettings;
 pub use database::{DatabaseSettings, MigrationSettings, is_loopback_ip_literal};
 pub use dev::DevSettings;

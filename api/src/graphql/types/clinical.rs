@@ -1,27 +1,19 @@
-//! The GraphQL object types. Each wraps a row the database let the caller read; nothing here
-//! decides visibility.
+//! Patients, clinicians and care teams: one module, because each refers to the other
+//! (a patient's care team lists clinicians; a clinician lists their patients).
 
 use async_graphql::{Context, Enum, ID, Object, Result};
 use chrono::{DateTime, FixedOffset, NaiveDate};
-use sea_orm::FromQueryResult;
 use uuid::Uuid;
 
-use super::loaders::{CareTeams, ClinicalNotes};
-use super::pagination::{PatientConnection, clinician_page};
-use super::request_db;
+use crate::audit::record::{AuditAction, AuditOutcome};
+use crate::graphql::connection::{Connection, PageArgs};
+use crate::graphql::context::{limits, request_db};
+use crate::graphql::inputs::SearchPattern;
+use crate::graphql::loaders::{CareTeams, ClinicalNotes, ClinicianPages};
+use crate::graphql::rows::{CareTeamRow, ClinicianRow, PatientRow};
 
-/// The patient columns every reader may select (clinical notes are fetched separately, so a
-/// coordinator can list patients without touching a column they are not granted).
-#[derive(Debug, Clone, FromQueryResult)]
-pub struct PatientRow {
-    pub id: Uuid,
-    pub mrn: String,
-    pub given_name: String,
-    pub family_name: String,
-    pub birth_date: NaiveDate,
-    pub version: i32,
-    pub updated_at: DateTime<FixedOffset>,
-}
+/// A page of patients.
+pub type PatientConnection = Connection<Patient>;
 
 /// A patient record the signed-in person is allowed to see.
 #[derive(Debug, Clone)]
@@ -59,7 +51,7 @@ impl Patient {
     /// column, this field is null with a `FORBIDDEN` error, and the rest of the patient still
     /// resolves.
     async fn clinical_notes(&self, ctx: &Context<'_>) -> Result<Option<String>> {
-        let loader = ctx.data::<ClinicalNotes>()?;
+        let loader = ctx.data_opt::<ClinicalNotes>().ok_or_else(missing_loader)?;
         Ok(loader.load_one(self.0.id).await?)
     }
 
@@ -76,17 +68,10 @@ impl Patient {
 
     /// The clinicians assigned to this patient, with their role in the patient's care.
     async fn care_team(&self, ctx: &Context<'_>) -> Result<Vec<CareTeamMember>> {
-        let loader = ctx.data::<CareTeams>()?;
-        Ok(loader.load_one(self.0.id).await?.unwrap_or_default())
+        let loader = ctx.data_opt::<CareTeams>().ok_or_else(missing_loader)?;
+        let team = loader.load_one(self.0.id).await?.unwrap_or_default();
+        Ok(team.into_iter().map(CareTeamMember).collect())
     }
-}
-
-/// The clinician columns every role that reads clinicians may select.
-#[derive(Debug, Clone, FromQueryResult)]
-pub struct ClinicianRow {
-    pub id: i32,
-    pub display_name: String,
-    pub active: bool,
 }
 
 /// A clinician (or coordinator, or auditor) enrolled in Rowguard.
@@ -121,13 +106,34 @@ impl Clinician {
         #[graphql(desc = "Case-insensitive match on given name, family name or MRN.")]
         search: Option<String>,
     ) -> Result<PatientConnection> {
+        let page = PageArgs::<Uuid>::parse(limits(ctx)?.max_page_size, first, after)?;
+        let search = SearchPattern::parse(search)?;
+        if page.first == 0 {
+            return Ok(page.connection(Vec::new(), |r: &PatientRow| r.id, Patient));
+        }
         let request = request_db(ctx)?;
-        Ok(clinician_page(ctx, &request, self.0.id, first, after, search).await?)
+        let loader = ctx
+            .data_opt::<ClinicianPages>()
+            .ok_or_else(missing_loader)?;
+        let rows = match loader.load_one((self.0.id, page, search)).await {
+            Ok(rows) => rows.unwrap_or_default(),
+            Err(error) => {
+                request.record(AuditAction::Read, AuditOutcome::from(&error), []);
+                return Err(error.into());
+            }
+        };
+        request.record(
+            AuditAction::Read,
+            AuditOutcome::Success,
+            rows.iter().take(page.shown(rows.len())).map(|r| r.id),
+        );
+        Ok(page.connection(rows, |r| r.id, Patient))
     }
 }
 
 /// A clinician's role in one patient's care.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[graphql(remote = "entities::clinician_patient::CareRole")]
 pub enum CareRole {
     /// The clinician responsible for the patient's care.
     Attending,
@@ -139,53 +145,29 @@ pub enum CareRole {
     CareCoordination,
 }
 
-impl CareRole {
-    pub fn as_db(self) -> &'static str {
-        match self {
-            CareRole::Attending => "attending",
-            CareRole::Consulting => "consulting",
-            CareRole::Nursing => "nursing",
-            CareRole::CareCoordination => "care_coordination",
-        }
-    }
-
-    pub fn from_db(value: &str) -> Option<Self> {
-        [
-            Self::Attending,
-            Self::Consulting,
-            Self::Nursing,
-            Self::CareCoordination,
-        ]
-        .into_iter()
-        .find(|r| r.as_db() == value)
-    }
-}
-
 /// One clinician on a patient's care team.
 #[derive(Debug, Clone)]
-pub struct CareTeamMember {
-    pub clinician: Clinician,
-    pub care_role: CareRole,
-    pub assigned_at: DateTime<FixedOffset>,
-}
+pub struct CareTeamMember(pub CareTeamRow);
 
 /// One clinician on a patient's care team.
 #[Object]
 impl CareTeamMember {
     /// The assigned clinician.
-    async fn clinician(&self) -> &Clinician {
-        &self.clinician
+    async fn clinician(&self) -> Clinician {
+        Clinician(self.0.clinician.clone())
     }
 
     /// Their role in this patient's care.
     async fn care_role(&self) -> CareRole {
-        self.care_role
+        self.0.care_role.into()
     }
 
     /// When they were assigned.
     async fn assigned_at(&self) -> DateTime<FixedOffset> {
-        self.assigned_at
+        self.0.assigned_at
     }
 }
 
-pub use super::audit_api::EmergencyAccessGrant;
+fn missing_loader() -> crate::error::ApiError {
+    crate::error::ApiError::internal("a resolver ran without its request's loaders")
+}

@@ -1,0 +1,128 @@
+//! The auditor's API: the audit trail, the accounting of disclosures a patient may ask for, and
+//! the listing of emergency-access grants. PostgreSQL decides who may read what: the trail is
+//! granted to the auditor role only. Every read here is itself recorded.
+
+use async_graphql::{Context, ID, Object, Result};
+use uuid::Uuid;
+
+use super::connection::{Connection, PageArgs};
+use super::context::{RequestDb, limits, request_db};
+use super::inputs::{ClinicianId, PatientId};
+use super::rows::{self, AuditEventConditions};
+use super::types::{AuditEvent, AuditEventFilter, EmergencyAccessGrant, PatientAccess};
+use crate::audit::record::{AuditAction, AuditOutcome};
+use crate::error::ApiError;
+use crate::principal::AppRole;
+
+/// Records an audit-trail read (itself an auditable access) and passes its result on.
+fn recorded<T>(
+    request: &RequestDb,
+    patients: Vec<Uuid>,
+    result: Result<T, ApiError>,
+) -> Result<T, ApiError> {
+    let outcome = match &result {
+        Ok(_) => AuditOutcome::Success,
+        Err(e) => AuditOutcome::from(e),
+    };
+    request.record(AuditAction::AuditRead, outcome, patients);
+    result
+}
+
+/// Auditor entry points (merged into `Query`).
+#[derive(Debug, Default)]
+pub struct AuditQuery;
+
+#[Object]
+impl AuditQuery {
+    /// The audit trail, oldest first. Auditors only.
+    async fn audit_events(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Conditions the events must meet.")] filter: Option<AuditEventFilter>,
+        #[graphql(desc = "Page size (default 20, at most the server's maximum page size).")] first: Option<i32>,
+        #[graphql(desc = "Cursor of the last edge of the previous page.")] after: Option<String>,
+    ) -> Result<Connection<AuditEvent>> {
+        let page = PageArgs::<i64>::parse(limits(ctx)?.max_page_size, first, after)?;
+        let filter = filter.unwrap_or_default();
+        let conditions = AuditEventConditions {
+            patient: filter
+                .patient_id
+                .map(|p| PatientId::parse(&p, "filter.patientId"))
+                .transpose()?
+                .map(|p| p.0),
+            clinician: filter
+                .clinician_id
+                .map(|c| ClinicianId::parse(&c, "filter.clinicianId"))
+                .transpose()?
+                .map(|c| c.0),
+            action: filter.action.map(Into::into),
+            from: filter.from,
+            to: filter.to,
+        };
+        let request = request_db(ctx)?;
+        let events = if page.first == 0 {
+            Ok(Vec::new())
+        } else {
+            let conn = request.conn().await?;
+            rows::audit_events(&conn, &page, &conditions)
+                .await
+                .map_err(ApiError::from)
+        };
+        let events = recorded(&request, conditions.patient.into_iter().collect(), events)?;
+        Ok(page.connection(events, |e| e.id, AuditEvent))
+    }
+
+    /// Who accessed this patient's record, in any role, when and why: the accounting of
+    /// disclosures a patient may ask for. Auditors only.
+    async fn patient_access_report(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The patient the report is about.")] patient_id: ID,
+    ) -> Result<Vec<PatientAccess>> {
+        let PatientId(patient) = PatientId::parse(&patient_id, "patientId")?;
+        let request = request_db(ctx)?;
+        let report = {
+            let conn = request.conn().await?;
+            rows::patient_accesses(&conn, patient)
+                .await
+                .map_err(ApiError::from)
+        };
+        let (events, names) = recorded(&request, vec![patient], report)?;
+        Ok(events
+            .into_iter()
+            .map(|event| {
+                let name = event.clinician_id.and_then(|id| names.get(&id).cloned());
+                PatientAccess::new(event, name)
+            })
+            .collect())
+    }
+
+    /// Emergency-access grants, newest first: auditors see all (with `pendingReview: true`, the
+    /// ones awaiting review); clinicians see their own.
+    async fn emergency_access_grants(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Only grants not yet reviewed.")] pending_review: Option<bool>,
+    ) -> Result<Vec<EmergencyAccessGrant>> {
+        let request = request_db(ctx)?;
+        let grants = {
+            let conn = request.conn().await?;
+            rows::grants(&conn, pending_review == Some(true))
+                .await
+                .map_err(ApiError::from)
+        };
+        // Grants name patients and hold free-text reasons: listing them is an access too.
+        let action = if request.principal().role == AppRole::Auditor {
+            AuditAction::AuditRead
+        } else {
+            AuditAction::Read
+        };
+        let patients: Vec<Uuid> = grants.iter().flatten().map(|g| g.patient_id).collect();
+        let outcome = match &grants {
+            Ok(_) => AuditOutcome::Success,
+            Err(e) => AuditOutcome::from(e),
+        };
+        request.record(action, outcome, patients);
+        Ok(grants?.into_iter().map(EmergencyAccessGrant).collect())
+    }
+}
