@@ -9,6 +9,10 @@ use rowguard_tests::issuer::{SPA_CLIENT_ID, TestIssuer};
 use serde_json::json;
 
 use crate::dataset::Dataset;
+use crate::replay;
+use md5::{Digest, Md5};
+use nix::unistd::{SysconfVar, sysconf};
+use rowguard_tests::process::StopOnDrop;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Scenario {
@@ -62,8 +66,6 @@ pub struct Row {
     pub max_rss_mb: f64,
 }
 
-const PATIENT_COLUMNS: &str = "\"patients\".\"id\", \"patients\".\"mrn\", \"patients\".\"given_name\", \"patients\".\"family_name\", \"patients\".\"birth_date\", \"patients\".\"version\", \"patients\".\"updated_at\"";
-
 pub async fn run(
     binary: &Path,
     issuer: &TestIssuer,
@@ -74,23 +76,26 @@ pub async fn run(
     rounds: u32,
 ) -> Row {
     let port = rowguard::dev::postgres::free_port().expect("port");
-    let mut child = Command::new(binary)
-        .arg("serve")
-        .env("DATABASE_URL", &db.gateway_url)
-        .env("ROWGUARD_OIDC_ISSUER", issuer.url())
-        .env("ROWGUARD_OIDC_AUDIENCES", SPA_CLIENT_ID)
-        .env("ROWGUARD_LISTEN", format!("127.0.0.1:{port}"))
-        .env("ROWGUARD_METRICS_LISTEN", "127.0.0.1:0")
-        .env("ROWGUARD_DB_MAX_CONNECTIONS", concurrency.to_string())
-        .env("ROWGUARD_AUDIT", scenario.audit.to_string())
-        .env("ROWGUARD_LOG", "warn")
-        .env(
-            "ROWGUARD_WORKER_THREADS",
-            std::env::var("BENCH_WORKER_THREADS").unwrap_or_default(),
-        )
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("starting rowguard");
+    let mut command = Command::new(binary);
+    if let Ok(threads) = std::env::var("BENCH_WORKER_THREADS") {
+        command.env("ROWGUARD_WORKER_THREADS", threads);
+    }
+    // Stopped when this function returns or panics (a failed pgbench run must not leave it).
+    let child = StopOnDrop(
+        command
+            .arg("serve")
+            .env("DATABASE_URL", &db.gateway_url)
+            .env("ROWGUARD_OIDC_ISSUER", issuer.url())
+            .env("ROWGUARD_OIDC_AUDIENCES", SPA_CLIENT_ID)
+            .env("ROWGUARD_LISTEN", format!("127.0.0.1:{port}"))
+            .env("ROWGUARD_METRICS_LISTEN", "127.0.0.1:0")
+            .env("ROWGUARD_DB_MAX_CONNECTIONS", concurrency.to_string())
+            .env("ROWGUARD_AUDIT", scenario.audit.to_string())
+            .env("ROWGUARD_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("starting rowguard"),
+    );
     let base = format!("http://127.0.0.1:{port}");
     wait_ready(&base).await;
 
@@ -123,9 +128,9 @@ pub async fn run(
     let (mut rowguard_runs, mut pgbench_runs) = (Vec::new(), Vec::new());
     let (mut cpu, mut requests) = (0u64, 0.0);
     for _ in 0..rounds.max(1) {
-        let cpu_before = cpu_ticks(child.id());
+        let cpu_before = cpu_ticks(child.0.id());
         let run = wrk(&load, duration);
-        cpu += cpu_ticks(child.id()) - cpu_before;
+        cpu += cpu_ticks(child.0.id()) - cpu_before;
         requests += run.rps * duration.as_secs_f64();
         let replay = pgbench(&sql, db, issuer, concurrency, duration, &dir);
         eprintln!(
@@ -135,11 +140,8 @@ pub async fn run(
         rowguard_runs.push(run);
         pgbench_runs.push(replay);
     }
-    let max_rss_mb = peak_rss_kb(child.id()) as f64 / 1024.0;
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
+    let max_rss_mb = peak_rss_kb(child.0.id()) as f64 / 1024.0;
+    drop(child);
     let _ = std::fs::remove_dir_all(&dir);
     Row {
         rowguard: median(rowguard_runs),
@@ -355,53 +357,11 @@ fn duration_ms(value: &str) -> f64 {
 
 /// The SQL Rowguard issues for the scenario, statement for statement.
 fn pgbench_script(scenario: Scenario) -> String {
-    let identity = |read_only: bool| {
-        format!(
-            "SELECT set_config('role', 'rowguard_clinician', true), set_config('app.current_user', coalesce(rowguard.clinician_id_for(:iss, 'clinician-' || :c)::text, ''), true) AS clinician_id, set_config('app.request_id', gen_random_uuid()::text, true), set_config('app.issuer', :iss, true), set_config('app.subject', 'clinician-' || :c, true), set_config('statement_timeout', '5000', true), set_config('idle_in_transaction_session_timeout', '15000', true), set_config('transaction_read_only', '{}', true);\n",
-            if read_only { "on" } else { "off" }
-        )
-    };
-    let mut sql = String::from(
-        "\\set c random(1, :clinicians)\n\\set k random(0, :per - 1)\n\\set n (:c - 1) + :clinicians * :k\nBEGIN;\n",
-    );
     match scenario.kind {
-        Kind::MyPatients => {
-            sql.push_str(&identity(!scenario.audit));
-            let select = format!(
-                "SELECT {PATIENT_COLUMNS} FROM \"rowguard\".\"patients\" WHERE \"patients\".\"id\" IN (SELECT \"patient_id\" FROM \"rowguard\".\"clinicians_patients\" WHERE \"clinicians_patients\".\"clinician_id\" = :c) ORDER BY \"patients\".\"id\" ASC LIMIT 21"
-            );
-            if scenario.audit {
-                let _ = writeln!(
-                    sql,
-                    "SELECT array_agg(id)::text AS ids FROM ({select}) page \\gset"
-                );
-                sql.push_str("SELECT rowguard_audit.append('read', 'success', :ids::uuid[], 'MyPatients', NULL, NULL);\n");
-            } else {
-                let _ = writeln!(sql, "{select};");
-            }
-        }
-        Kind::PatientWithCareTeam => {
-            sql.push_str(&identity(false));
-            let _ = writeln!(
-                sql,
-                "SELECT {PATIENT_COLUMNS} FROM \"rowguard\".\"patients\" WHERE \"patients\".\"id\" = md5('patient' || :n)::uuid LIMIT 1;"
-            );
-            sql.push_str("SELECT \"clinicians_patients\".\"clinician_id\", \"clinicians_patients\".\"patient_id\", \"clinicians_patients\".\"care_role\", \"clinicians_patients\".\"assigned_at\", \"clinicians_patients\".\"assigned_by\" FROM \"rowguard\".\"clinicians_patients\" WHERE \"clinicians_patients\".\"patient_id\" IN (md5('patient' || :n)::uuid);\n");
-            sql.push_str("SELECT \"clinicians\".\"id\", \"clinicians\".\"display_name\", \"clinicians\".\"active\" FROM \"rowguard\".\"clinicians\" WHERE \"clinicians\".\"id\" IN (SELECT clinician_id FROM rowguard.clinicians_patients WHERE patient_id = md5('patient' || :n)::uuid);\n");
-            sql.push_str("SELECT rowguard_audit.append('read', 'success', ARRAY[md5('patient' || :n)::uuid], 'PatientDetail', NULL, NULL);\n");
-        }
-        Kind::UpdatePatient => {
-            sql.push_str(&identity(false));
-            sql.push_str("UPDATE \"rowguard\".\"patients\" SET \"clinical_notes\" = 'benchmark note' WHERE \"patients\".\"id\" = md5('patient' || :n)::uuid AND \"patients\".\"version\" = \"patients\".\"version\";\n");
-            let _ = writeln!(
-                sql,
-                "SELECT {PATIENT_COLUMNS} FROM \"rowguard\".\"patients\" WHERE \"patients\".\"id\" = md5('patient' || :n)::uuid LIMIT 1;"
-            );
-            sql.push_str("SELECT rowguard_audit.append('update', 'success', ARRAY[md5('patient' || :n)::uuid], 'UpdatePatient', NULL, NULL);\n");
-        }
+        Kind::MyPatients => replay::my_patients(scenario.audit),
+        Kind::PatientWithCareTeam => replay::patient_with_care_team(),
+        Kind::UpdatePatient => replay::update_patient(),
     }
-    sql.push_str("COMMIT;\n");
-    sql
 }
 
 fn pgbench(
@@ -532,25 +492,13 @@ fn peak_rss_kb(pid: u32) -> u64 {
 }
 
 fn clock_ticks() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
+    sysconf(SysconfVar::CLK_TCK)
         .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100.0)
+        .flatten()
+        .map_or(100.0, |ticks| ticks as f64)
 }
 
+/// The dataset's patient ids are `md5('patient' || n)::uuid`.
 fn md5_hex(input: &str) -> u128 {
-    let output = Command::new("sh")
-        .args(["-c", "printf %s \"$1\" | md5sum", "sh", input])
-        .output()
-        .expect("md5sum");
-    u128::from_str_radix(
-        String::from_utf8_lossy(&output.stdout)
-            .split_whitespace()
-            .next()
-            .unwrap_or("0"),
-        16,
-    )
-    .unwrap_or(0)
+    u128::from_be_bytes(Md5::digest(input.as_bytes()).into())
 }

@@ -9,6 +9,7 @@
 
 mod dataset;
 mod load;
+mod replay;
 
 use std::path::PathBuf;
 use std::time::Duration;

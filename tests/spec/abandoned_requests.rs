@@ -98,25 +98,27 @@ async fn a_thousand_abandoned_requests_leave_no_open_transaction_and_nothing_hal
     let dir = std::env::temp_dir().join(format!("rowguard-abandon-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).expect("dir");
     let log_path = dir.join("serve.log");
-    let mut server = Command::new(env!("CARGO_BIN_EXE_rowguard-cli"))
-        .arg("serve")
-        .env("DATABASE_URL", t.gateway_url())
-        .env("ROWGUARD_ROLE_PREFIX", "rgtest")
-        .env("ROWGUARD_OIDC_ISSUER", issuer.url())
-        .env("ROWGUARD_OIDC_AUDIENCES", SPA_CLIENT_ID)
-        .env("ROWGUARD_LISTEN", format!("127.0.0.1:{port}"))
-        .env(
-            "ROWGUARD_METRICS_LISTEN",
-            format!("127.0.0.1:{metrics_port}"),
-        )
-        .env("ROWGUARD_DB_MAX_CONNECTIONS", "4")
-        .env("ROWGUARD_QUOTA_CONCURRENCY", "64")
-        // PostgreSQL's warnings reach the gateway's log through the driver at `warn`.
-        .env("ROWGUARD_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log_path).expect("log"))
-        .spawn()
-        .expect("rowguard serve");
+    let mut server = rowguard_tests::process::StopOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_rowguard-cli"))
+            .arg("serve")
+            .env("DATABASE_URL", t.gateway_url())
+            .env("ROWGUARD_ROLE_PREFIX", "rgtest")
+            .env("ROWGUARD_OIDC_ISSUER", issuer.url())
+            .env("ROWGUARD_OIDC_AUDIENCES", SPA_CLIENT_ID)
+            .env("ROWGUARD_LISTEN", format!("127.0.0.1:{port}"))
+            .env(
+                "ROWGUARD_METRICS_LISTEN",
+                format!("127.0.0.1:{metrics_port}"),
+            )
+            .env("ROWGUARD_DB_MAX_CONNECTIONS", "4")
+            .env("ROWGUARD_QUOTA_CONCURRENCY", "64")
+            // PostgreSQL's warnings reach the gateway's log through the driver at `warn`.
+            .env("ROWGUARD_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log_path).expect("log"))
+            .spawn()
+            .expect("rowguard serve"),
+    );
     let http = reqwest::Client::new();
     assert!(
         process::ready_within(
@@ -224,7 +226,11 @@ async fn a_thousand_abandoned_requests_leave_no_open_transaction_and_nothing_hal
         "committed updates and their audit events must match; events: {summary:?}"
     );
 
-    process::stop(&mut server, "-TERM", Duration::from_secs(15));
+    process::stop(
+        &mut server.0,
+        rowguard_tests::process::Signal::SIGTERM,
+        Duration::from_secs(15),
+    );
     let log = std::fs::read_to_string(&log_path).unwrap_or_default();
     eprintln!(
         "abandoned {} reads and {} updates; {versions} updates committed before their clients left",

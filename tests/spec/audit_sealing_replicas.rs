@@ -36,7 +36,11 @@ struct Replica {
 
 impl Drop for Replica {
     fn drop(&mut self) {
-        process::stop(&mut self.child, "-TERM", Duration::from_secs(10));
+        process::stop(
+            &mut self.child,
+            rowguard_tests::process::Signal::SIGTERM,
+            Duration::from_secs(10),
+        );
     }
 }
 

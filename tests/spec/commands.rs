@@ -10,7 +10,7 @@ use rowguard::dev::postgres::{LocalCluster, free_port};
 use rowguard_tests::TestDb;
 use rowguard_tests::fixtures::{admit, assign, enroll_at, lock_patients};
 use rowguard_tests::issuer::{SPA_CLIENT_ID, TestIssuer};
-use rowguard_tests::process;
+use rowguard_tests::process::{self, Signal};
 use serde_json::{Value, json};
 
 const CLI: &str = env!("CARGO_BIN_EXE_rowguard-cli");
@@ -26,7 +26,7 @@ struct Running {
 /// A failed test must not leave `rowguard dev` (and its embedded PostgreSQL) running.
 impl Drop for Running {
     fn drop(&mut self) {
-        process::stop(&mut self.child, "-INT", Duration::from_secs(20));
+        process::stop(&mut self.child, Signal::SIGINT, Duration::from_secs(20));
     }
 }
 
@@ -90,13 +90,9 @@ impl Running {
         self.stderr.lock().map(|t| t.clone()).unwrap_or_default()
     }
 
-    fn signal(&self, signal: &str) {
-        let ok = Command::new("kill")
-            .args([format!("-{signal}"), self.child.id().to_string()])
-            .status()
-            .expect("kill")
-            .success();
-        assert!(ok, "could not send SIG{signal}");
+    fn signal(&self, signal: Signal) {
+        process::signal(&self.child, signal)
+            .unwrap_or_else(|e| panic!("could not send {signal}: {e}"));
     }
 
     fn wait(&mut self, timeout: Duration) -> ExitStatus {
@@ -205,7 +201,7 @@ async fn dev_serves_two_clinicians_their_own_patients_stops_cleanly_and_reuses_i
             ),
         }
 
-        dev.signal("INT");
+        dev.signal(Signal::SIGINT);
         let status = dev.wait(Duration::from_secs(60));
         assert!(status.success(), "Ctrl-C should exit cleanly, got {status}");
         let cluster = LocalCluster::new(data_dir.join("pgdata")).expect("server binaries");
@@ -258,7 +254,7 @@ async fn dev_never_touches_the_database_that_production_variables_name() {
             .is_err(),
         "dev listened on ROWGUARD_LISTEN"
     );
-    dev.signal("INT");
+    dev.signal(Signal::SIGINT);
     assert!(dev.wait(Duration::from_secs(60)).success());
     let _ = std::fs::remove_dir_all(&data_dir);
 }
@@ -419,7 +415,7 @@ async fn sigterm_lets_a_slow_request_finish_refuses_new_connections_and_exits_ze
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    server.signal("TERM");
+    server.signal(Signal::SIGTERM);
     // New connections are refused as soon as the server has taken the signal in.
     let deadline = Instant::now() + Duration::from_secs(10);
     while tokio::net::TcpStream::connect(("127.0.0.1", port))
@@ -580,7 +576,7 @@ async fn the_most_verbose_logs_carry_no_phi() {
             .expect("reply");
         assert!(reply.status().is_client_error() || reply.status().is_success());
     }
-    server.signal("TERM");
+    server.signal(Signal::SIGTERM);
     let status = server.wait(Duration::from_secs(30));
     assert!(status.success());
     let logs = server.stderr_text();

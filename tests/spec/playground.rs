@@ -179,22 +179,24 @@ async fn a_binary_run_outside_the_source_tree_serves_the_playground_itself() {
     let port = rowguard::dev::postgres::free_port().expect("port");
     let elsewhere = std::env::temp_dir().join(format!("rowguard-elsewhere-{}", std::process::id()));
     std::fs::create_dir_all(&elsewhere).expect("dir");
-    let mut server = Command::new(env!("CARGO_BIN_EXE_rowguard-cli"))
-        .arg("serve")
-        .current_dir(&elsewhere)
-        .env("DATABASE_URL", t.gateway_url())
-        .env("ROWGUARD_ROLE_PREFIX", "rgtest")
-        .env("ROWGUARD_OIDC_ISSUER", issuer.url())
-        .env(
-            "ROWGUARD_OIDC_AUDIENCES",
-            rowguard_tests::issuer::SPA_CLIENT_ID,
-        )
-        .env("ROWGUARD_LISTEN", format!("127.0.0.1:{port}"))
-        .env("ROWGUARD_METRICS_LISTEN", "127.0.0.1:0")
-        .env("ROWGUARD_PLAYGROUND", "true")
-        .env("ROWGUARD_LOG", "warn")
-        .spawn()
-        .expect("rowguard serve");
+    let mut server = rowguard_tests::process::StopOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_rowguard-cli"))
+            .arg("serve")
+            .current_dir(&elsewhere)
+            .env("DATABASE_URL", t.gateway_url())
+            .env("ROWGUARD_ROLE_PREFIX", "rgtest")
+            .env("ROWGUARD_OIDC_ISSUER", issuer.url())
+            .env(
+                "ROWGUARD_OIDC_AUDIENCES",
+                rowguard_tests::issuer::SPA_CLIENT_ID,
+            )
+            .env("ROWGUARD_LISTEN", format!("127.0.0.1:{port}"))
+            .env("ROWGUARD_METRICS_LISTEN", "127.0.0.1:0")
+            .env("ROWGUARD_PLAYGROUND", "true")
+            .env("ROWGUARD_LOG", "warn")
+            .spawn()
+            .expect("rowguard serve"),
+    );
     let http = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}");
     assert!(
@@ -227,6 +229,10 @@ async fn a_binary_run_outside_the_source_tree_serves_the_playground_itself() {
             embedded(asset.name).expect("embedded").as_ref()
         );
     }
-    rowguard_tests::process::stop(&mut server, "-TERM", std::time::Duration::from_secs(10));
+    rowguard_tests::process::stop(
+        &mut server.0,
+        rowguard_tests::process::Signal::SIGTERM,
+        std::time::Duration::from_secs(10),
+    );
     let _ = std::fs::remove_dir_all(&elsewhere);
 }

@@ -72,7 +72,11 @@ impl Drop for Pooler {
     /// SIGTERM is PgBouncer's immediate shutdown (SIGINT would wait for clients that may never
     /// leave); SIGKILL if it has not gone within five seconds.
     fn drop(&mut self) {
-        crate::process::stop(&mut self.child, "-TERM", Duration::from_secs(5));
+        crate::process::stop(
+            &mut self.child,
+            crate::process::Signal::SIGTERM,
+            Duration::from_secs(5),
+        );
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

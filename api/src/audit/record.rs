@@ -80,6 +80,28 @@ impl AuditLog {
     }
 }
 
+/// The append of one event (public so the benchmark replays exactly this statement).
+pub fn append_statement(
+    action: AuditAction,
+    outcome: AuditOutcome,
+    patients: &[Uuid],
+    context: &AuditContext,
+) -> Statement {
+    let values: [Value; 6] = [
+        action.to_value().into(),
+        outcome.to_value().into(),
+        patients.to_vec().into(),
+        context.operation_name.clone().into(),
+        context.persisted_query_hash.clone().into(),
+        context.client_id.clone().into(),
+    ];
+    Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "select rowguard_audit.append($1, $2, $3, $4, $5, $6)",
+        values,
+    )
+}
+
 /// Appends `entries` through `rowguard_audit.append`, which stamps the actor from the
 /// transaction's settings and splits emergency access from treatment.
 pub async fn append(
@@ -89,18 +111,11 @@ pub async fn append(
 ) -> Result<(), DbError> {
     for entry in entries {
         let patients: Vec<Uuid> = entry.patients.iter().copied().collect();
-        let values: [Value; 6] = [
-            entry.action.to_value().into(),
-            entry.outcome.to_value().into(),
-            patients.into(),
-            context.operation_name.clone().into(),
-            context.persisted_query_hash.clone().into(),
-            context.client_id.clone().into(),
-        ];
-        txn.execute_raw(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            "select rowguard_audit.append($1, $2, $3, $4, $5, $6)",
-            values,
+        txn.execute_raw(append_statement(
+            entry.action,
+            entry.outcome,
+            &patients,
+            context,
         ))
         .await
         .map_err(DbError::Statement)?;

@@ -8,7 +8,7 @@ mod scope;
 mod self_check;
 
 pub use error::{DbError, FailureKind};
-pub use scope::{AccessMode, RequestIds, RlsScope};
+pub use scope::{AccessMode, Identity, RequestIds, RlsScope};
 pub use self_check::{SelfCheckError, SelfCheckFailed};
 
 use std::sync::Arc;

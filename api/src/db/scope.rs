@@ -41,7 +41,7 @@ pub struct RlsScope {
 // along. `transaction_read_only` may be switched on at any point of a transaction (only
 // switching it off after the first query is refused), which saves a separate
 // `SET TRANSACTION READ ONLY`; setting it off in a read-write transaction changes nothing.
-const ENTER: &str = "select \
+const IDENTITY: &str = "select \
      set_config('role', $1, true), \
      set_config('app.current_user', coalesce(rowguard.clinician_id_for($2, $3)::text, ''), true) as clinician_id, \
      set_config('app.request_id', $4, true), \
@@ -52,6 +52,39 @@ const ENTER: &str = "select \
      set_config('transaction_read_only', $7, true), \
      set_config('app.correlation_id', $8, true), \
      set_config('app.trace_id', $9, true)";
+
+/// What the identity statement sets for one transaction.
+#[derive(Debug, Clone)]
+pub struct Identity<'a> {
+    /// The application role the transaction runs as.
+    pub role: &'a str,
+    pub issuer: &'a str,
+    pub subject: &'a str,
+    pub request_id: Uuid,
+    pub statement_timeout_ms: u64,
+    pub idle_in_transaction_timeout_ms: u64,
+    pub read_only: bool,
+    pub correlation_id: Option<&'a str>,
+    pub trace_id: Option<&'a str>,
+}
+
+impl Identity<'_> {
+    /// The one statement that sets it (and returns the clinician id as `clinician_id`).
+    pub fn statement(&self) -> Statement {
+        let values: [Value; 9] = [
+            self.role.into(),
+            self.issuer.into(),
+            self.subject.into(),
+            self.request_id.to_string().into(),
+            self.statement_timeout_ms.to_string().into(),
+            self.idle_in_transaction_timeout_ms.to_string().into(),
+            if self.read_only { "on" } else { "off" }.into(),
+            self.correlation_id.unwrap_or_default().into(),
+            self.trace_id.unwrap_or_default().into(),
+        ];
+        Statement::from_sql_and_values(DbBackend::Postgres, IDENTITY, values)
+    }
+}
 
 /// The ids one request is known by: the server's own request id (the audit trail's, the logs'
 /// and the response's), the client's correlation id if it sent one, and the W3C trace id.
@@ -114,30 +147,19 @@ impl Database {
             (AppRole::Coordinator, true) => self.roles.coordinator_writer(),
             (AppRole::Auditor, true) => self.roles.auditor_writer(),
         };
-        let read_only = match mode {
-            AccessMode::ReadOnly => "on",
-            AccessMode::ReadAndAudit | AccessMode::ReadWrite => "off",
+        let identity = Identity {
+            role: &role,
+            issuer: &principal.issuer,
+            subject: &principal.subject,
+            request_id,
+            statement_timeout_ms,
+            idle_in_transaction_timeout_ms: self.limits.idle_in_transaction_timeout_ms,
+            read_only: mode == AccessMode::ReadOnly,
+            correlation_id: ids.correlation_id.as_deref(),
+            trace_id: ids.trace_id.as_deref(),
         };
-        let values: [Value; 9] = [
-            role.into(),
-            principal.issuer.clone().into(),
-            principal.subject.clone().into(),
-            request_id.to_string().into(),
-            statement_timeout_ms.to_string().into(),
-            self.limits
-                .idle_in_transaction_timeout_ms
-                .to_string()
-                .into(),
-            read_only.into(),
-            ids.correlation_id.unwrap_or_default().into(),
-            ids.trace_id.unwrap_or_default().into(),
-        ];
         let row = txn
-            .query_one_raw(Statement::from_sql_and_values(
-                DbBackend::Postgres,
-                ENTER,
-                values,
-            ))
+            .query_one_raw(identity.statement())
             .await
             .map_err(DbError::Statement)?
             .ok_or_else(|| {

@@ -102,6 +102,7 @@ impl<K: CursorKey> PageArgs<K> {
 }
 
 /// A page of `N`: named `<N>Connection` in the schema.
+#[derive(Debug)]
 pub struct Connection<N> {
     edges: Vec<Edge<N>>,
     has_previous_page: bool,
@@ -134,6 +135,7 @@ impl<N: OutputType> TypeName for Connection<N> {
 }
 
 /// One item on a page: named `<N>Edge` in the schema.
+#[derive(Debug)]
 pub struct Edge<N> {
     cursor: String,
     node: N,

@@ -9,7 +9,7 @@ mod mutation;
 pub mod persisted;
 mod policy;
 mod query;
-mod rows;
+pub mod rows;
 pub mod shape;
 mod types;
 

@@ -2,14 +2,13 @@
 
 use async_graphql::{Context, ID, InputObject, Object, Result};
 use chrono::NaiveDate;
-use entities::{clinician, clinician_patient, patient};
-use sea_orm::sea_query::Expr;
+use entities::{clinician, clinician_patient};
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect, Set};
 use uuid::Uuid;
 
 use super::context::{RequestDb, limits, request_db};
 use super::inputs::{ClinicianId, GrantId, PatientId};
-use super::rows;
+use super::rows::{self, PatientChanges};
 use super::types::{CareRole, Clinician, EmergencyAccessGrant, Patient};
 use crate::audit::record::{AuditAction, AuditOutcome};
 use crate::db::{DbError, FailureKind};
@@ -90,9 +89,9 @@ impl Mutation {
     ) -> Result<Patient> {
         let PatientId(id) = PatientId::parse(&input.id, "input.id")?;
         let expected_version = input.expected_version;
-        let update = patient_update(id, input)?;
+        let changes = patient_changes(input)?;
         let request = request_db(ctx)?;
-        let result = apply_update(&request, id, expected_version, update).await;
+        let result = apply_update(&request, id, expected_version, &changes).await;
         let outcome = match &result {
             Ok(_) => AuditOutcome::Success,
             Err(e) if e.code == ErrorCode::NotFound => AuditOutcome::NotVisible,
@@ -218,61 +217,49 @@ fn outcome_of<T>(result: &Result<T, ApiError>) -> AuditOutcome {
     }
 }
 
-/// Validates the input and builds the UPDATE: only the given fields change, and only if the
-/// version is still the one the caller read.
-fn patient_update(
-    id: Uuid,
-    input: UpdatePatientInput,
-) -> Result<sea_orm::UpdateMany<patient::Entity>, ApiError> {
-    let mut update = patient::Entity::update_many()
-        .filter(patient::Column::Id.eq(id))
-        .filter(patient::Column::Version.eq(input.expected_version));
-    let mut changed = false;
-    for (field, column, value) in [
-        (
-            "input.givenName",
-            patient::Column::GivenName,
-            input.given_name,
-        ),
-        (
-            "input.familyName",
-            patient::Column::FamilyName,
-            input.family_name,
-        ),
-    ] {
-        if let Some(value) = value {
-            let value = value.trim().to_owned();
-            if value.is_empty() || value.chars().count() > 200 {
-                return Err(ApiError::bad_input(field, "must be 1 to 200 characters"));
-            }
-            update = update.col_expr(column, Expr::value(value));
-            changed = true;
-        }
+/// Validates the input: only the given fields change.
+fn patient_changes(input: UpdatePatientInput) -> Result<PatientChanges, ApiError> {
+    let name = |field: &str, value: Option<String>| {
+        value
+            .map(|v| {
+                let v = v.trim().to_owned();
+                if v.is_empty() || v.chars().count() > 200 {
+                    Err(ApiError::bad_input(field, "must be 1 to 200 characters"))
+                } else {
+                    Ok(v)
+                }
+            })
+            .transpose()
+    };
+    let changes = PatientChanges {
+        given_name: name("input.givenName", input.given_name)?,
+        family_name: name("input.familyName", input.family_name)?,
+        birth_date: input.birth_date,
+        clinical_notes: input.clinical_notes,
+    };
+    if changes
+        .birth_date
+        .is_some_and(|d| d > chrono::Utc::now().date_naive())
+    {
+        return Err(ApiError::bad_input(
+            "input.birthDate",
+            "must not be in the future",
+        ));
     }
-    if let Some(birth_date) = input.birth_date {
-        if birth_date > chrono::Utc::now().date_naive() {
-            return Err(ApiError::bad_input(
-                "input.birthDate",
-                "must not be in the future",
-            ));
-        }
-        update = update.col_expr(patient::Column::BirthDate, Expr::value(birth_date));
-        changed = true;
+    if changes
+        .clinical_notes
+        .as_ref()
+        .is_some_and(|n| n.chars().count() > 100_000)
+    {
+        return Err(ApiError::bad_input(
+            "input.clinicalNotes",
+            "must be at most 100000 characters",
+        ));
     }
-    if let Some(notes) = input.clinical_notes {
-        if notes.chars().count() > 100_000 {
-            return Err(ApiError::bad_input(
-                "input.clinicalNotes",
-                "must be at most 100000 characters",
-            ));
-        }
-        update = update.col_expr(patient::Column::ClinicalNotes, Expr::value(notes));
-        changed = true;
-    }
-    if !changed {
+    if changes.is_empty() {
         return Err(ApiError::bad_input("input", "names no field to change"));
     }
-    Ok(update)
+    Ok(changes)
 }
 
 /// Runs a prepared patient update and tells apart success, a stale version and a patient the
@@ -281,15 +268,19 @@ async fn apply_update(
     request: &RequestDb,
     id: Uuid,
     expected_version: i32,
-    update: sea_orm::UpdateMany<patient::Entity>,
+    changes: &PatientChanges,
 ) -> Result<Patient, ApiError> {
     let conn = request.conn_for_write().await?;
-    let updated = update
-        .exec(&conn)
+    let updated = conn
+        .execute_raw(rows::patient_update_statement(
+            id,
+            expected_version,
+            changes,
+        ))
         .await
         .map_err(|e| write_error(e.into()))?;
     let row = rows::patient(&conn, id).await?;
-    match (updated.rows_affected, row) {
+    match (updated.rows_affected(), row) {
         (1, Some(row)) => Ok(Patient(row)),
         (_, None) => Err(ApiError::not_found("patient")),
         (_, Some(row)) => Err(ApiError::new(

@@ -1,13 +1,15 @@
-//! The rows resolvers read and the statements that read them. Every function takes the
-//! request's connection (its RLS scope): what comes back is what PostgreSQL let the caller see.
+//! The rows resolvers read and the statements that read and write them. Every function takes
+//! the request's connection (its RLS scope): what comes back is what PostgreSQL let the caller
+//! see. The `*_statement` builders are public so the benchmark replays exactly these statements
+//! under pgbench.
 
 use std::collections::HashMap;
 
 use chrono::{DateTime, FixedOffset, NaiveDate, Utc};
 use entities::clinician_patient::CareRole;
 use entities::{audit_event, clinician, clinician_patient, emergency_grant, patient};
-use sea_orm::sea_query::extension::postgres::PgExpr;
-use sea_orm::sea_query::{Expr, Query as SqlQuery};
+use sea_orm::sea_query::extension::postgres::{PgExpr, PgFunc};
+use sea_orm::sea_query::{Expr, ExprTrait, Query as SqlQuery};
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, DbBackend, DbErr, EntityName, EntityTrait,
     FromQueryResult, QueryFilter, QueryOrder, QuerySelect, QueryTrait, Statement,
@@ -65,31 +67,51 @@ pub struct CareTeamRow {
 
 /// One patient's row, or `None` when it does not exist or is not visible.
 pub async fn patient(conn: &impl ConnectionTrait, id: Uuid) -> Result<Option<PatientRow>, DbError> {
-    Ok(patient::Entity::find_by_id(id)
-        .select_only()
-        .columns(PATIENT_COLUMNS)
-        .into_model::<PatientRow>()
+    Ok(PatientRow::find_by_statement(patient_statement(id))
         .one(conn)
         .await?)
 }
 
+pub fn patient_statement(id: Uuid) -> Statement {
+    patient::Entity::find_by_id(id)
+        .select_only()
+        .columns(PATIENT_COLUMNS)
+        .limit(1)
+        .build(DbBackend::Postgres)
+}
+
 /// A page of the patients the caller may see, ordered by id (up to `page.limit()` rows).
-/// `assigned_to` drives the query from a clinician's own assignments (PostgreSQL still
-/// enforces the policy): this keeps the cost proportional to their list, not the table.
 pub async fn patients_page(
     conn: &impl ConnectionTrait,
     page: &PageArgs<Uuid>,
     search: Option<&SearchPattern>,
     assigned_to: Option<i32>,
 ) -> Result<Vec<PatientRow>, DbError> {
+    let statement = patients_page_statement(
+        page.limit(),
+        page.after,
+        search.map(|s| s.0.as_str()),
+        assigned_to,
+    );
+    Ok(PatientRow::find_by_statement(statement).all(conn).await?)
+}
+
+/// `assigned_to` drives the query from a clinician's own assignments (PostgreSQL still
+/// enforces the policy): this keeps the cost proportional to their list, not the table.
+pub fn patients_page_statement(
+    limit: u64,
+    after: Option<Uuid>,
+    search: Option<&str>,
+    assigned_to: Option<i32>,
+) -> Statement {
     let mut query = patient::Entity::find()
         .select_only()
         .columns(PATIENT_COLUMNS)
         .order_by_asc(patient::Column::Id);
-    if let Some(after) = page.after {
+    if let Some(after) = after {
         query = query.filter(patient::Column::Id.gt(after));
     }
-    if let Some(SearchPattern(pattern)) = search {
+    if let Some(pattern) = search {
         query = query.filter(
             Condition::any()
                 .add(Expr::col(patient::Column::GivenName).ilike(pattern))
@@ -114,8 +136,8 @@ pub async fn patients_page(
     // cost 30% of read throughput); with the literal, the generic plan costs the same and is
     // reused.
     let mut statement = query.build(DbBackend::Postgres);
-    statement.sql.push_str(&format!(" LIMIT {}", page.limit()));
-    Ok(PatientRow::find_by_statement(statement).all(conn).await?)
+    statement.sql.push_str(&format!(" LIMIT {limit}"));
+    statement
 }
 
 #[derive(Debug, FromQueryResult)]
@@ -173,21 +195,18 @@ pub async fn care_teams(
     conn: &impl ConnectionTrait,
     patients: &[Uuid],
 ) -> Result<HashMap<Uuid, Vec<CareTeamRow>>, DbError> {
-    let assignments = clinician_patient::Entity::find()
-        .filter(clinician_patient::Column::PatientId.is_in(patients.iter().copied()))
-        .all(conn)
-        .await?;
+    let assignments =
+        clinician_patient::Model::find_by_statement(care_team_assignments_statement(patients))
+            .all(conn)
+            .await?;
     let ids: Vec<i32> = assignments.iter().map(|a| a.clinician_id).collect();
-    let clinicians: HashMap<i32, ClinicianRow> = clinician::Entity::find()
-        .select_only()
-        .columns(CLINICIAN_COLUMNS)
-        .filter(clinician::Column::Id.is_in(ids))
-        .into_model::<ClinicianRow>()
-        .all(conn)
-        .await?
-        .into_iter()
-        .map(|c| (c.id, c))
-        .collect();
+    let clinicians: HashMap<i32, ClinicianRow> =
+        ClinicianRow::find_by_statement(clinicians_by_id_statement(&ids))
+            .all(conn)
+            .await?
+            .into_iter()
+            .map(|c| (c.id, c))
+            .collect();
     let mut teams: HashMap<Uuid, Vec<CareTeamRow>> = HashMap::new();
     for a in assignments {
         if let Some(row) = clinicians.get(&a.clinician_id) {
@@ -204,6 +223,26 @@ pub async fn care_teams(
     Ok(teams)
 }
 
+/// The assignments of `patients`. Lists are bound as one array (`= ANY($1)`), so the statement
+/// text, and PostgreSQL's cached plan for it, are the same however many patients a page has.
+pub fn care_team_assignments_statement(patients: &[Uuid]) -> Statement {
+    clinician_patient::Entity::find()
+        .filter(
+            Expr::col(clinician_patient::Column::PatientId)
+                .eq(PgFunc::any(Expr::val(patients.to_vec()))),
+        )
+        .build(DbBackend::Postgres)
+}
+
+/// Clinicians by id (those the caller may see).
+pub fn clinicians_by_id_statement(ids: &[i32]) -> Statement {
+    clinician::Entity::find()
+        .select_only()
+        .columns(CLINICIAN_COLUMNS)
+        .filter(Expr::col(clinician::Column::Id).eq(PgFunc::any(Expr::val(ids.to_vec()))))
+        .build(DbBackend::Postgres)
+}
+
 /// The clinical notes of `patients`. The raw driver error is returned: for roles without the
 /// column grant PostgreSQL refuses the statement, which the caller tells apart.
 pub async fn clinical_notes(
@@ -213,7 +252,7 @@ pub async fn clinical_notes(
     patient::Entity::find()
         .select_only()
         .columns([patient::Column::Id, patient::Column::ClinicalNotes])
-        .filter(patient::Column::Id.is_in(patients.iter().copied()))
+        .filter(Expr::col(patient::Column::Id).eq(PgFunc::any(Expr::val(patients.to_vec()))))
         .into_tuple::<(Uuid, String)>()
         .all(conn)
         .await
@@ -336,4 +375,46 @@ pub async fn grant(
     id: i64,
 ) -> Result<Option<emergency_grant::Model>, DbError> {
     Ok(emergency_grant::Entity::find_by_id(id).one(conn).await?)
+}
+
+/// A validated change to a patient's record: only the given fields change.
+#[derive(Debug, Clone, Default)]
+pub struct PatientChanges {
+    pub given_name: Option<String>,
+    pub family_name: Option<String>,
+    pub birth_date: Option<NaiveDate>,
+    pub clinical_notes: Option<String>,
+}
+
+impl PatientChanges {
+    pub fn is_empty(&self) -> bool {
+        self.given_name.is_none()
+            && self.family_name.is_none()
+            && self.birth_date.is_none()
+            && self.clinical_notes.is_none()
+    }
+}
+
+/// The UPDATE of a patient, applied only if the version is still the one the caller read.
+pub fn patient_update_statement(
+    id: Uuid,
+    expected_version: i32,
+    changes: &PatientChanges,
+) -> Statement {
+    let mut update = patient::Entity::update_many()
+        .filter(patient::Column::Id.eq(id))
+        .filter(patient::Column::Version.eq(expected_version));
+    if let Some(value) = &changes.given_name {
+        update = update.col_expr(patient::Column::GivenName, Expr::value(value.clone()));
+    }
+    if let Some(value) = &changes.family_name {
+        update = update.col_expr(patient::Column::FamilyName, Expr::value(value.clone()));
+    }
+    if let Some(value) = changes.birth_date {
+        update = update.col_expr(patient::Column::BirthDate, Expr::value(value));
+    }
+    if let Some(value) = &changes.clinical_notes {
+        update = update.col_expr(patient::Column::ClinicalNotes, Expr::value(value.clone()));
+    }
+    update.build(DbBackend::Postgres)
 }

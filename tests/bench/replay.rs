@@ -1,0 +1,165 @@
+//! The pgbench side of each scenario, built from the gateway's own statement definitions
+//! (`rowguard::db::Identity`, `rowguard::graphql::rows`, `rowguard::audit::record`), so the two
+//! sides cannot drift apart. Each statement is built with sentinel values where the request's
+//! data goes; rendering swaps each sentinel for the pgbench expression that stands for it, and
+//! every other bound value for its SQL literal.
+
+use rowguard::audit::record::{AuditAction, AuditContext, AuditOutcome, append_statement};
+use rowguard::db::Identity;
+use rowguard::graphql::rows;
+use sea_orm::Statement;
+use sea_orm::sea_query::{PostgresQueryBuilder, QueryBuilder, Value};
+use uuid::Uuid;
+
+/// pgbench's variables: `:c` a clinician, `:n` one of their patients (see the dataset).
+const PRELUDE: &str = "\\set c random(1, :clinicians)\n\\set k random(0, :per - 1)\n\\set n (:c - 1) + :clinicians * :k\n";
+const CLINICIAN: i32 = 2_000_000_001;
+const PATIENT: Uuid = Uuid::from_u128(0x5e17_1e00_0000_4000_8000_0000_0000_0001);
+const PAGE_PATIENT: Uuid = Uuid::from_u128(0x5e17_1e00_0000_4000_8000_0000_0000_0002);
+const CARE_TEAM_CLINICIAN: i32 = 2_000_000_002;
+const REQUEST_ID: Uuid = Uuid::from_u128(0x5e17_1e00_0000_4000_8000_0000_0000_0003);
+const ISSUER: &str = "sentinel:issuer";
+const SUBJECT: &str = "sentinel:subject";
+const VERSION: i32 = 2_000_000_003;
+
+/// What a sentinel value stands for in pgbench.
+fn sentinels() -> Vec<(Value, &'static str)> {
+    vec![
+        (CLINICIAN.into(), ":c"),
+        (PATIENT.into(), "md5('patient' || :n)::uuid"),
+        (vec![PATIENT].into(), "ARRAY[md5('patient' || :n)::uuid]"),
+        (vec![PAGE_PATIENT].into(), ":ids::uuid[]"),
+        (vec![CARE_TEAM_CLINICIAN].into(), ":cids::int[]"),
+        (REQUEST_ID.to_string().into(), "gen_random_uuid()::text"),
+        (ISSUER.into(), ":iss"),
+        (SUBJECT.into(), "'clinician-' || :c"),
+        (VERSION.into(), "\"patients\".\"version\""),
+    ]
+}
+
+/// One statement as pgbench SQL (without the terminating `;`).
+pub fn render(statement: &Statement) -> String {
+    let sentinels = sentinels();
+    let mut sql = statement.sql.clone();
+    let values = statement
+        .values
+        .as_ref()
+        .map(|v| v.0.clone())
+        .unwrap_or_default();
+    // Highest placeholder first, so `$1` never matches the start of `$10`.
+    for (index, value) in values.iter().enumerate().rev() {
+        let replacement = sentinels
+            .iter()
+            .find(|(sentinel, _)| sentinel == value)
+            .map_or_else(
+                || PostgresQueryBuilder.value_to_string(value),
+                |(_, e)| (*e).to_owned(),
+            );
+        sql = sql.replace(&format!("${}", index + 1), &replacement);
+    }
+    sql
+}
+
+/// The request's identity, as the gateway sets it for a clinician: a query runs as the reader
+/// role (read-only unless it appends to the audit trail), a mutation as the writer role.
+fn identity(writer: bool, read_only: bool) -> String {
+    render(
+        &Identity {
+            role: if writer {
+                "rowguard_clinician_writer"
+            } else {
+                "rowguard_clinician"
+            },
+            issuer: ISSUER,
+            subject: SUBJECT,
+            request_id: REQUEST_ID,
+            statement_timeout_ms: 5000,
+            idle_in_transaction_timeout_ms: 15_000,
+            read_only,
+            correlation_id: None,
+            trace_id: None,
+        }
+        .statement(),
+    )
+}
+
+fn append(action: AuditAction, patients: Uuid, operation: &str) -> String {
+    let context = AuditContext {
+        operation_name: Some(operation.to_owned()),
+        ..AuditContext::default()
+    };
+    render(&append_statement(
+        action,
+        AuditOutcome::Success,
+        &[patients],
+        &context,
+    ))
+}
+
+/// `patients(first: 20)` for clinician `:c`, recording the page when `audit`.
+pub fn my_patients(audit: bool) -> String {
+    let page = render(&rows::patients_page_statement(
+        21,
+        None,
+        None,
+        Some(CLINICIAN),
+    ));
+    let mut sql = format!("{PRELUDE}BEGIN;\n{};\n", identity(false, !audit));
+    if audit {
+        sql.push_str(&format!(
+            "SELECT array_agg(id)::text AS ids FROM ({page}) page \\gset\n{};\n",
+            append(AuditAction::Read, PAGE_PATIENT, "MyPatients")
+        ));
+    } else {
+        sql.push_str(&format!("{page};\n"));
+    }
+    sql.push_str("COMMIT;\n");
+    sql
+}
+
+/// `patient(id) { careTeam }`: the patient, its assignments, their clinicians, the record.
+pub fn patient_with_care_team() -> String {
+    let assignments = render(&rows::care_team_assignments_statement(&[PATIENT]));
+    format!(
+        "{PRELUDE}BEGIN;\n{};\n{};\nSELECT array_agg(clinician_id)::text AS cids FROM ({assignments}) team \\gset\n{};\n{};\nCOMMIT;\n",
+        identity(false, false),
+        render(&rows::patient_statement(PATIENT)),
+        render(&rows::clinicians_by_id_statement(&[CARE_TEAM_CLINICIAN])),
+        append(AuditAction::Read, PATIENT, "PatientDetail"),
+    )
+}
+
+/// `updatePatient(clinicalNotes)`: the update, the re-read, the record.
+pub fn update_patient() -> String {
+    let changes = rows::PatientChanges {
+        clinical_notes: Some("benchmark note".into()),
+        ..rows::PatientChanges::default()
+    };
+    format!(
+        "{PRELUDE}BEGIN;\n{};\n{};\n{};\n{};\nCOMMIT;\n",
+        identity(true, false),
+        render(&rows::patient_update_statement(PATIENT, VERSION, &changes)),
+        render(&rows::patient_statement(PATIENT)),
+        append(AuditAction::Update, PATIENT, "UpdatePatient"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_sentinel_is_replaced() {
+        for script in [
+            my_patients(true),
+            my_patients(false),
+            patient_with_care_team(),
+            update_patient(),
+        ] {
+            assert!(!script.contains("sentinel"), "{script}");
+            assert!(!script.contains("5e171e00"), "{script}");
+            assert!(!script.contains("2000000"), "{script}");
+            assert!(!script.contains('$'), "{script}");
+        }
+    }
+}
