@@ -52,10 +52,29 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Trusted-documents tools.
+    Operations {
+        #[command(subcommand)]
+        command: OperationsCommand,
+    },
     /// Run the startup self-check against DATABASE_URL and report what would stop `serve`.
     Check {
         #[command(flatten)]
         settings: DatabaseSettings,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum OperationsCommand {
+    /// Write the trusted-documents manifest (Apollo's persisted-query manifest format) for the
+    /// `.graphql` files in DIR, after validating every document against the served schema. A
+    /// `# roles: coordinator, auditor` comment line restricts a file's operations to those roles.
+    Manifest {
+        /// Directory of `.graphql` files (operations and fragments).
+        dir: std::path::PathBuf,
+        /// Where to write the manifest (default: standard output).
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
     },
 }
 
@@ -180,6 +199,9 @@ async fn run(command: Command) -> Result<(), String> {
             .await
             .map_err(|e| format!("migration failed: {e}")),
         // The SDL is the command's output, so it goes to stdout (logs go to stderr).
+        Command::Operations {
+            command: OperationsCommand::Manifest { dir, out },
+        } => crate::trusted::generate::run_command(&dir, out.as_deref()),
         Command::Schema => std::io::stdout()
             .write_all(crate::graphql::sdl().as_bytes())
             .map_err(|e| format!("writing the schema: {e}")),

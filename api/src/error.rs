@@ -1,12 +1,13 @@
 //! The one error type at the API edge. Every error leaves with an Apollo-style
 //! `extensions.code`; internal detail goes to the server log only.
 
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::auth::AuthError;
 use crate::db::{DbError, FailureKind};
+use crate::quota::Decision;
 
 /// The codes clients can branch on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,6 +18,10 @@ pub enum ErrorCode {
     NotFound,
     Conflict,
     PersistedQueryNotFound,
+    /// A persisted query id that is not in the trusted documents (enforce mode).
+    PersistedQueryNotInList,
+    /// An operation that is not in the trusted documents (enforce mode).
+    QueryNotInSafelist,
     /// Over a per-person limit (requests in flight, or the request quota).
     RateLimited,
     ServiceUnavailable,
@@ -32,6 +37,8 @@ impl ErrorCode {
             ErrorCode::NotFound => "NOT_FOUND",
             ErrorCode::Conflict => "CONFLICT",
             ErrorCode::PersistedQueryNotFound => "PERSISTED_QUERY_NOT_FOUND",
+            ErrorCode::PersistedQueryNotInList => "PERSISTED_QUERY_NOT_IN_LIST",
+            ErrorCode::QueryNotInSafelist => "QUERY_NOT_IN_SAFELIST",
             ErrorCode::RateLimited => "RATE_LIMITED",
             ErrorCode::ServiceUnavailable => "SERVICE_UNAVAILABLE",
             ErrorCode::InternalServerError => "INTERNAL_SERVER_ERROR",
@@ -43,7 +50,8 @@ impl ErrorCode {
         match self {
             ErrorCode::Unauthenticated => StatusCode::UNAUTHORIZED,
             ErrorCode::Forbidden => StatusCode::FORBIDDEN,
-            ErrorCode::BadUserInput => StatusCode::BAD_REQUEST,
+            ErrorCode::BadUserInput | ErrorCode::PersistedQueryNotInList => StatusCode::BAD_REQUEST,
+            ErrorCode::QueryNotInSafelist => StatusCode::FORBIDDEN,
             // As Apollo Server answers it: the client then retries with the full query.
             ErrorCode::PersistedQueryNotFound => StatusCode::OK,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
@@ -66,6 +74,8 @@ pub struct ApiError {
     status: Option<StatusCode>,
     /// Seconds after which a retry may succeed (`Retry-After`).
     retry_after: Option<u64>,
+    /// Further response headers (the quota's `RateLimit` and `RateLimit-Policy`).
+    headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl ApiError {
@@ -76,7 +86,45 @@ impl ApiError {
             challenge: None,
             status: None,
             retry_after: None,
+            headers: Vec::new(),
         }
+    }
+
+    /// A request refused by a quota: 429 with `Retry-After` and the quota's headers.
+    pub fn over_quota(decision: &Decision) -> Self {
+        let mut error = Self::new(
+            ErrorCode::RateLimited,
+            format!(
+                "over the {} request quota; retry in {} s",
+                decision.subject.as_str(),
+                decision.retry_after_secs()
+            ),
+        )
+        .with_retry_after(decision.retry_after_secs());
+        error.headers = quota_headers(decision);
+        error
+    }
+
+    /// Headers to send with the response this error ends.
+    pub fn response_headers(&self) -> Vec<(HeaderName, HeaderValue)> {
+        let mut headers = self.headers.clone();
+        let retry_after = match (self.retry_after, self.code) {
+            (Some(seconds), _) => Some(seconds),
+            (None, ErrorCode::ServiceUnavailable) => Some(5),
+            (None, ErrorCode::RateLimited) => Some(1),
+            _ => None,
+        };
+        if let Some(value) = retry_after.and_then(|s| HeaderValue::from_str(&s.to_string()).ok()) {
+            headers.push((header::RETRY_AFTER, value));
+        }
+        if let Some(challenge) = self
+            .challenge
+            .as_deref()
+            .and_then(|c| HeaderValue::from_str(c).ok())
+        {
+            headers.push((header::WWW_AUTHENTICATE, challenge));
+        }
+        headers
     }
 
     /// Tells the client when a retry may succeed.
@@ -149,6 +197,7 @@ impl From<AuthError> for ApiError {
             challenge,
             status: None,
             retry_after: None,
+            headers: Vec::new(),
         }
     }
 }
@@ -218,6 +267,11 @@ impl ApiError {
         }
     }
 
+    /// The API error behind a GraphQL error, if it is one of ours.
+    pub fn behind(error: &async_graphql::ServerError) -> Option<&ApiError> {
+        error.source::<ApiError>()
+    }
+
     /// The HTTP status of a request that failed with this error.
     pub fn http_status(&self) -> StatusCode {
         self.status.unwrap_or(self.code.status())
@@ -227,23 +281,27 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.http_status();
+        let headers = self.response_headers();
         let mut response = (status, axum::Json(self.body())).into_response();
+        response.headers_mut().extend(headers);
         // For the request metrics (see `routes::graphql::observe`).
         response.extensions_mut().insert(self.code);
-        if let Some(challenge) = self.challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, challenge);
-        }
-        let retry_after = match (self.retry_after, self.code) {
-            (Some(seconds), _) => Some(seconds),
-            (None, ErrorCode::ServiceUnavailable) => Some(5),
-            (None, ErrorCode::RateLimited) => Some(1),
-            _ => None,
-        };
-        if let Some(value) = retry_after.and_then(|s| HeaderValue::from_str(&s.to_string()).ok()) {
-            response.headers_mut().insert(header::RETRY_AFTER, value);
-        }
         response
     }
+}
+
+/// The IETF `RateLimit` and `RateLimit-Policy` headers of a quota decision.
+pub fn quota_headers(decision: &Decision) -> Vec<(HeaderName, HeaderValue)> {
+    [
+        ("ratelimit-policy", decision.policy_header()),
+        ("ratelimit", decision.state_header()),
+    ]
+    .into_iter()
+    .filter_map(|(name, value)| {
+        Some((
+            HeaderName::from_static(name),
+            HeaderValue::from_str(&value).ok()?,
+        ))
+    })
+    .collect()
 }

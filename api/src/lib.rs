@@ -20,3 +20,4 @@ pub mod routes;
 pub mod server;
 pub mod settings;
 pub mod state;
+pub mod trusted;

@@ -47,6 +47,10 @@ pub struct SharedCounters {
     pub requests_in_flight: Gauge,
     /// The audit sealer's state and counters.
     pub sealer: std::sync::Arc<crate::audit::sealer::SealerStatus>,
+    /// The trusted-documents check.
+    pub trust: crate::trusted::TrustCounters,
+    /// The request quotas.
+    pub quota: crate::quota::QuotaCounters,
 }
 
 /// The process's metrics.
@@ -156,6 +160,36 @@ impl Metrics {
             "audit_seal_lag_seconds",
             "Time from an audit event's write to its seal",
             sealer.lag.clone(),
+        );
+        registry.register(
+            "graphql_untrusted_operations",
+            "Operations not in the trusted documents, by mode (log: served, enforce: refused)",
+            shared.trust.untrusted.clone(),
+        );
+        registry.register(
+            "trusted_documents_reloads",
+            "Reloads of the trusted-documents manifest by outcome (refused: the previous one stayed)",
+            shared.trust.reloads.clone(),
+        );
+        registry.register(
+            "trusted_documents_operations",
+            "Operations in the trusted-documents manifest in force",
+            shared.trust.operations.clone(),
+        );
+        registry.register(
+            "quota_exceeded",
+            "Requests over a quota, by budget and mode (person_enforce: refused; *_measure: served)",
+            shared.quota.exceeded.clone(),
+        );
+        registry.register(
+            "quota_shared",
+            "1 while quotas are shared through Redis, 0 while this replica limits on its own",
+            shared.quota.shared.clone(),
+        );
+        registry.register(
+            "quota_redis_errors",
+            "Quota checks Redis did not answer in time (each used the replica's own budget)",
+            shared.quota.redis_errors.clone(),
         );
         Self {
             registry,

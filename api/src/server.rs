@@ -15,9 +15,11 @@ use crate::db::Database;
 use crate::graphql::build_schema;
 use crate::metrics::{Metrics, SharedCounters};
 use crate::playground::Playground;
+use crate::quota::{Budget, QuotaCounters, QuotaMode, Quotas, SharedQuota};
 use crate::routes;
-use crate::settings::{AuditSettings, DatabaseSettings, ServeSettings};
+use crate::settings::{AuditSettings, DatabaseSettings, QuotaSettings, ServeSettings};
 use crate::state::AppState;
+use crate::trusted::{TrustedDocuments, keep_current};
 
 /// Why the server did not start. Every message names the setting to fix.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +36,8 @@ pub enum StartError {
     AuditKey(#[from] crate::audit::keys::KeyError),
     #[error("ROWGUARD_AUDIT_CHECKPOINT_DIR {0}: {1}")]
     CheckpointDir(std::path::PathBuf, std::io::Error),
+    #[error(transparent)]
+    TrustedDocuments(#[from] crate::trusted::ManifestError),
     #[error("cannot listen on {0}: {1}")]
     Listen(SocketAddr, std::io::Error),
 }
@@ -72,15 +76,30 @@ impl Application {
         }
         let auth = Arc::new(Authenticator::new(&settings.oidc, &counters)?);
         tokio::spawn(keep_fresh(auth.key_store(), settings.oidc.jwks_refresh()));
+        let trusted = Arc::new(TrustedDocuments::load(
+            settings.api.trust_mode(),
+            settings.api.trusted_documents.as_deref(),
+            counters.trust.clone(),
+        )?);
+        let quotas = Arc::new(quotas(&settings.quota, counters.quota.clone())?);
+        tokio::spawn(crate::quota::forget_idle(quotas.clone()));
+        let metrics = Arc::new(Metrics::new(counters));
+        tokio::spawn(keep_current(
+            trusted.clone(),
+            metrics.clone(),
+            MANIFEST_CHECK,
+        ));
         let state = AppState {
             db,
             auth,
-            schema: build_schema(limits),
+            schema: build_schema(limits, trusted.clone(), quotas.clone()),
             limits,
             cors_origins: settings.api.cors_origins.clone(),
             playground,
-            metrics: Arc::new(Metrics::new(counters)),
-            concurrency: crate::quota::ConcurrencyLimiter::new(limits.concurrency_per_person),
+            metrics,
+            concurrency: crate::quota::ConcurrencyLimiter::new(settings.quota.concurrency),
+            quotas,
+            trusted,
         };
         let listener = tokio::net::TcpListener::bind(settings.listen)
             .await
@@ -120,6 +139,26 @@ impl Application {
         tracing::info!(listen = %self.address, metrics = %self.metrics_address, "rowguard is serving");
         run_http(self.listener, self.state, shutdown, self.grace).await
     }
+}
+
+/// How often the trusted-documents file is checked for changes.
+const MANIFEST_CHECK: Duration = Duration::from_secs(1);
+
+/// The request quotas as configured, shared through Redis when a URL is given.
+fn quotas(settings: &QuotaSettings, counters: QuotaCounters) -> Result<Quotas, StartError> {
+    let shared = match &settings.redis_url {
+        Some(url) if settings.mode != QuotaMode::Off => {
+            Some(SharedQuota::new(url).map_err(StartError::Settings)?)
+        }
+        _ => None,
+    };
+    Ok(Quotas::new(
+        settings.mode,
+        Budget::person(settings),
+        Budget::client(settings),
+        shared,
+        counters,
+    ))
 }
 
 /// Starts this replica's audit sealer, on a one-connection pool of its own so sealing never waits

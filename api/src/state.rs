@@ -21,6 +21,10 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Requests in flight per person.
     pub concurrency: crate::quota::ConcurrencyLimiter,
+    /// Request quotas (the schema's request policy charges them).
+    pub quotas: Arc<crate::quota::Quotas>,
+    /// The trusted documents in force.
+    pub trusted: Arc<crate::trusted::TrustedDocuments>,
 }
 
 impl std::fmt::Debug for AppState {

@@ -84,6 +84,9 @@ pub async fn run(
     let child = StopOnDrop(
         command
             .arg("serve")
+            // Budgets this load never reaches: it measures other things.
+            .env("ROWGUARD_QUOTA_RATE", "10000000")
+            .env("ROWGUARD_QUOTA_BURST", "10000000")
             .env("DATABASE_URL", &db.gateway_url)
             .env("ROWGUARD_OIDC_ISSUER", issuer.url())
             .env("ROWGUARD_OIDC_AUDIENCES", SPA_CLIENT_ID)

@@ -60,6 +60,9 @@ async fn two_minutes_of_mixed_traffic_without_an_error_a_leak_or_growth() {
     let mut server = Server(
         Command::new(env!("CARGO_BIN_EXE_rowguard-cli"))
             .arg("serve")
+            // Budgets this load never reaches: it measures other things.
+            .env("ROWGUARD_QUOTA_RATE", "10000000")
+            .env("ROWGUARD_QUOTA_BURST", "10000000")
             .env("DATABASE_URL", t.gateway_url())
             .env("ROWGUARD_ROLE_PREFIX", test_roles().prefix())
             .env("ROWGUARD_OIDC_ISSUER", issuer.url())

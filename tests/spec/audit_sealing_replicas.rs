@@ -95,6 +95,9 @@ async fn three_replicas_under_repeatable_read_keep_one_chain_when_the_sealing_le
             let log = std::fs::File::create(dir.join(format!("replica-{i}.log"))).expect("log");
             let child = Command::new(CLI)
                 .arg("serve")
+                // Budgets this load never reaches: it measures other things.
+                .env("ROWGUARD_QUOTA_RATE", "10000000")
+                .env("ROWGUARD_QUOTA_BURST", "10000000")
                 .env("DATABASE_URL", t.gateway_url())
                 .env("ROWGUARD_ROLE_PREFIX", "rgtest")
                 .env("ROWGUARD_OIDC_ISSUER", issuer.url())

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use rowguard::db::{AccessMode, RequestIds};
 use rowguard::graphql::{RequestBudget, RequestDb};
-use rowguard::settings::ApiSettings;
 use rowguard::settings::DatabaseSettings;
+use rowguard::settings::ServeSettings;
 use rowguard_tests::app::{GraphqlReply, TestApp};
 use rowguard_tests::fixtures::{Person, admit, assign, enroll_at, lock_patients};
 use rowguard_tests::issuer::TestIssuer;
@@ -30,7 +30,7 @@ struct World {
 }
 
 impl World {
-    async fn new(adjust: impl FnOnce(&mut ApiSettings)) -> World {
+    async fn new(adjust: impl FnOnce(&mut ServeSettings)) -> World {
         let t = TestDb::new().await;
         let issuer = TestIssuer::start().await;
         let owner = t.owner().await;
@@ -45,7 +45,7 @@ impl World {
         }
         let b = admit(&owner, "B-0").await;
         assign(&owner, &bob, b).await;
-        let app = TestApp::start_adjusted(&t, &issuer, |s| adjust(&mut s.api)).await;
+        let app = TestApp::start_adjusted(&t, &issuer, adjust).await;
         app.wait_for_keys().await;
         World {
             t,
@@ -183,7 +183,7 @@ async fn clinician_patients_under_a_list_of_clinicians_costs_one_statement() {
 
 #[tokio::test]
 async fn a_request_over_its_statement_budget_is_stopped_and_answers_no_data() {
-    let w = World::new(|s| s.max_statements = 2).await;
+    let w = World::new(|s| s.api.max_statements = 2).await;
     let roots: Vec<String> =
         w.a.iter()
             .enumerate()
@@ -200,7 +200,7 @@ async fn a_request_over_its_statement_budget_is_stopped_and_answers_no_data() {
 
 #[tokio::test]
 async fn an_answer_over_the_byte_limit_is_refused() {
-    let w = World::new(|s| s.max_response_bytes = 4096).await;
+    let w = World::new(|s| s.api.max_response_bytes = 4096).await;
     execute(
         &w.t.admin().await,
         "update rowguard.patients set clinical_notes = repeat('n', 6000) where mrn = 'A-0'",
@@ -230,7 +230,7 @@ async fn an_answer_over_the_byte_limit_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_past_its_deadline_is_cancelled_with_its_transaction() {
-    let w = World::new(|s| s.request_timeout_ms = 400).await;
+    let w = World::new(|s| s.api.request_timeout_ms = 400).await;
     let admin = w.t.admin().await;
     let lock = lock_patients(&admin).await;
     let started = Instant::now();
@@ -281,7 +281,7 @@ async fn a_request_past_its_deadline_is_cancelled_with_its_transaction() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_person_cannot_hold_more_than_their_share_of_requests_in_flight() {
-    let w = World::new(|s| s.concurrency_per_person = 2).await;
+    let w = World::new(|s| s.quota.concurrency = 2).await;
     let admin = w.t.admin().await;
     let lock = lock_patients(&w.t.admin().await).await;
     let alice = w.token("alice", "clinician");

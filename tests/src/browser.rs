@@ -1,6 +1,6 @@
-//! The browser tests' driver: Debian's Chromium through playwright-core (no browser download),
-//! installed from `tests/browser/package-lock.json` the first time it is needed, so the README's
-//! test command works on a fresh clone.
+//! The Node programs the specs run: the browser driver (Debian's Chromium through playwright-core,
+//! no browser download) and real GraphQL clients, each installed from its package-lock.json the
+//! first time it is needed, so the README's test command works on a fresh clone.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -9,16 +9,30 @@ use std::sync::Mutex;
 /// `tests/browser/<name>`, with the driver's npm packages installed.
 pub fn script(name: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("browser");
-    install(&dir);
+    install(&dir, "playwright-core");
+    assert!(
+        Path::new("/usr/bin/chromium").exists(),
+        "the browser tests drive Debian's Chromium: apt-get install chromium"
+    );
     dir.join(name)
 }
 
-fn install(dir: &Path) {
+/// `tests/clients/<name>` (GraphQL client programs run by Node), with their npm packages
+/// installed from the lockfile.
+pub fn client_script(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("clients");
+    install(&dir, "@apollo/client");
+    dir.join(name)
+}
+
+fn install(dir: &Path, marker: &str) {
     // Specs run in parallel; one `npm ci` at a time.
     static INSTALLING: Mutex<()> = Mutex::new(());
     let _guard = INSTALLING.lock().unwrap_or_else(|e| e.into_inner());
     if dir
-        .join("node_modules/playwright-core/package.json")
+        .join("node_modules")
+        .join(marker)
+        .join("package.json")
         .exists()
     {
         return;
@@ -35,9 +49,5 @@ fn install(dir: &Path) {
         "npm ci --prefix {} failed:\n{}",
         dir.display(),
         String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(
-        Path::new("/usr/bin/chromium").exists(),
-        "the browser tests drive Debian's Chromium: apt-get install chromium"
     );
 }

@@ -12,6 +12,7 @@ pub mod fixtures;
 pub mod issuer;
 pub mod pooler;
 pub mod process;
+pub mod redis;
 pub mod tls;
 pub mod workload;
 

@@ -16,6 +16,7 @@ use crate::audit::record::{self, AuditAction, AuditContext, AuditLog, AuditOutco
 use crate::db::{AccessMode, Database, RequestIds, RlsScope};
 use crate::error::{ApiError, ErrorCode};
 use crate::principal::Principal;
+use crate::quota::Decision;
 use crate::settings::ApiLimits;
 
 enum ScopeState {
@@ -68,6 +69,8 @@ pub struct RequestDb {
     stopped: std::sync::Mutex<Option<ApiError>>,
     /// The client went away before the answer: nothing may commit.
     abandoned: AtomicBool,
+    /// What the request's quota check decided (for the response's `RateLimit` headers).
+    quota: std::sync::Mutex<Option<Decision>>,
 }
 
 impl std::fmt::Debug for RequestDb {
@@ -105,7 +108,20 @@ impl RequestDb {
             bytes: AtomicUsize::new(0),
             stopped: std::sync::Mutex::new(None),
             abandoned: AtomicBool::new(false),
+            quota: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Records the request's quota decision.
+    pub fn set_quota(&self, decision: Decision) {
+        if let Ok(mut quota) = self.quota.lock() {
+            *quota = Some(decision);
+        }
+    }
+
+    /// The request's quota decision, if quotas are on.
+    pub fn quota(&self) -> Option<Decision> {
+        self.quota.lock().ok().and_then(|q| *q)
     }
 
     /// True once the request asked to write (a mutation).

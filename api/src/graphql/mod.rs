@@ -3,10 +3,10 @@
 mod audit_query;
 mod connection;
 mod context;
+pub mod documents;
 mod inputs;
 mod loaders;
 mod mutation;
-pub mod persisted;
 mod policy;
 mod query;
 pub mod rows;
@@ -22,13 +22,19 @@ pub use mutation::Mutation;
 pub use policy::ArrivedOverGet;
 pub use query::Query;
 
+use crate::quota::Quotas;
 pub use crate::settings::ApiLimits;
+use crate::trusted::TrustedDocuments;
 
 /// Rowguard's GraphQL schema.
 pub type RowguardSchema = Schema<Query, Mutation, EmptySubscription>;
 
 /// Builds the schema once at startup.
-pub fn build_schema(limits: ApiLimits) -> RowguardSchema {
+pub fn build_schema(
+    limits: ApiLimits,
+    trusted: Arc<TrustedDocuments>,
+    quotas: Arc<Quotas>,
+) -> RowguardSchema {
     let mut builder = Schema::build(Query::default(), Mutation, EmptySubscription)
         .data(limits)
         // Depth and cost are measured by the request policy, fragments expanded; the engine's
@@ -36,12 +42,14 @@ pub fn build_schema(limits: ApiLimits) -> RowguardSchema {
         .limit_depth(limits.max_depth)
         .limit_recursive_depth(64)
         .limit_directives(10)
-        // Apollo's Automatic Persisted Queries; resolution comes before the request policy so
-        // hash-only requests are policed too.
-        .extension(persisted::PersistedQueries::new(
+        // Which document runs (APQ, trusted documents) is settled before the request policy,
+        // so hash-only requests are policed too.
+        .extension(documents::Documents::new(
             limits.persisted_query_cache_size,
+            trusted,
+            limits.introspection,
         ))
-        .extension(policy::RequestPolicy(limits));
+        .extension(policy::RequestPolicy { limits, quotas });
     if !limits.introspection {
         builder = builder.disable_introspection();
     }
@@ -50,8 +58,12 @@ pub fn build_schema(limits: ApiLimits) -> RowguardSchema {
 
 /// The schema's SDL, sorted, as committed in `schema.graphql`.
 pub fn sdl() -> String {
-    build_schema(ApiLimits::default())
-        .sdl_with_options(SDLExportOptions::new().sorted_fields().sorted_enum_items())
+    build_schema(
+        ApiLimits::default(),
+        Arc::new(TrustedDocuments::off()),
+        Arc::new(Quotas::off()),
+    )
+    .sdl_with_options(SDLExportOptions::new().sorted_fields().sorted_enum_items())
 }
 
 /// Attaches one request's database access and DataLoaders to a GraphQL request.

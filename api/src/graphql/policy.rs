@@ -1,7 +1,8 @@
 //! Request limits checked on the parsed document before anything executes: mutations only over
 //! POST, and the operation's shape (depth, fields, aliases, root fields and cost, with fragments
-//! expanded where they are spread; see [`super::shape`]). Runs after persisted-query resolution,
-//! so hash-only requests are checked too.
+//! expanded where they are spread; see [`super::shape`]), then the caller's quota, charged by that
+//! cost. Runs after the document is resolved (persisted queries, trusted documents), so
+//! hash-only requests are checked too; nothing here touches the database.
 
 use std::sync::Arc;
 
@@ -11,9 +12,11 @@ use async_graphql::extensions::{
 use async_graphql::parser::types::{ExecutableDocument, OperationDefinition, OperationType};
 use async_graphql::{Request, ServerError, ServerResult};
 
-use super::ApiLimits;
+use super::context::RequestDb;
 use super::shape::{ShapeLimits, measure};
 use crate::error::{ApiError, ErrorCode};
+use crate::quota::Quotas;
+use crate::settings::ApiLimits;
 
 /// Marks a request that arrived over GET (which may only read).
 #[derive(Debug, Clone, Copy)]
@@ -22,15 +25,24 @@ pub struct ArrivedOverGet;
 /// The message of the error for a mutation sent over GET (the HTTP layer answers it with 405).
 const MUTATION_OVER_GET: &str = "mutations must be sent with POST";
 
-pub struct RequestPolicy(pub ApiLimits);
+pub struct RequestPolicy {
+    pub limits: ApiLimits,
+    pub quotas: Arc<Quotas>,
+}
 
 impl ExtensionFactory for RequestPolicy {
     fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(RequestPolicyExtension(self.0))
+        Arc::new(RequestPolicyExtension {
+            limits: self.limits,
+            quotas: self.quotas.clone(),
+        })
     }
 }
 
-struct RequestPolicyExtension(ApiLimits);
+struct RequestPolicyExtension {
+    limits: ApiLimits,
+    quotas: Arc<Quotas>,
+}
 
 #[async_graphql::async_trait::async_trait]
 impl Extension for RequestPolicyExtension {
@@ -41,7 +53,7 @@ impl Extension for RequestPolicyExtension {
         next: NextPrepareRequest<'_>,
     ) -> ServerResult<Request> {
         let over_get = request_data::<ArrivedOverGet>(&request).is_some();
-        let db = request_data::<Arc<super::RequestDb>>(&request).cloned();
+        let db = request_data::<Arc<RequestDb>>(&request).cloned();
         let operation_name = request.operation_name.clone();
         // Parsed once here; the engine reuses this document.
         let variables = request.variables.clone();
@@ -53,19 +65,25 @@ impl Extension for RequestPolicyExtension {
         }
         if let Some(operation) = selected_operation(doc, operation_name.as_deref()) {
             let limits = ShapeLimits {
-                max_depth: self.0.max_depth,
-                max_fields: self.0.max_fields,
-                max_aliases: self.0.max_aliases,
-                max_root_fields: self.0.max_root_fields,
-                max_cost: self.0.max_complexity as u64,
+                max_depth: self.limits.max_depth,
+                max_fields: self.limits.max_fields,
+                max_aliases: self.limits.max_aliases,
+                max_root_fields: self.limits.max_root_fields,
+                max_cost: self.limits.max_complexity as u64,
                 default_page_size: u64::try_from(super::connection::DEFAULT_PAGE_SIZE)
                     .unwrap_or(20),
-                max_page_size: u64::try_from(self.0.max_page_size).unwrap_or(100),
+                max_page_size: u64::try_from(self.limits.max_page_size).unwrap_or(100),
             };
-            measure(doc, operation, &variables, &limits)
+            let shape = measure(doc, operation, &variables, &limits)
                 .map_err(|too_large| bad_input(too_large.to_string()))?;
             if let Some(db) = db {
                 db.set_mutation(operation.ty == OperationType::Mutation);
+                if let Some(decision) = self.quotas.charge(db.principal(), shape.cost).await {
+                    db.set_quota(decision);
+                    if !decision.allowed {
+                        return Err(ApiError::over_quota(&decision).into_server_error());
+                    }
+                }
             }
         }
         next.run(ctx, request).await

@@ -46,6 +46,14 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
     } else {
         "ok"
     };
+    // A Redis outage is reported, not a reason to stop serving: each replica then enforces its
+    // own budgets (see `quota::shared`).
+    let quota = match (state.quotas.mode(), state.quotas.sharing()) {
+        (crate::quota::QuotaMode::Off, _) => "off",
+        (_, None) => "local",
+        (_, Some(true)) => "shared",
+        (_, Some(false)) => "local (redis unreachable)",
+    };
     (
         status,
         Json(json!({
@@ -56,6 +64,7 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
                 "audit_sealing": sealing,
                 "audit_unsealed_age_secs": sealer.unsealed_age().as_secs(),
                 "audit_checkpoints": if sealer.is_signing() { "signed" } else { "unsigned" },
+                "quota": quota,
             }
         })),
     )

@@ -94,6 +94,12 @@ fn cors(origins: &[String]) -> CorsLayer {
             HeaderName::from_static("apollo-require-preflight"),
             HeaderName::from_static("x-apollo-operation-name"),
         ])
+        .expose_headers([
+            header::RETRY_AFTER,
+            HeaderName::from_static("ratelimit"),
+            HeaderName::from_static("ratelimit-policy"),
+            HeaderName::from_static("x-request-id"),
+        ])
         .allow_credentials(true)
         .max_age(Duration::from_secs(600))
 }

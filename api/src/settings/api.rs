@@ -48,10 +48,16 @@ pub struct ApiSettings {
     #[arg(long, env = "ROWGUARD_REQUEST_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(10..=600_000))]
     pub request_timeout_ms: u64,
 
-    /// Most requests one person (issuer and subject) may have in flight on this replica; more
-    /// are answered 429 RATE_LIMITED.
-    #[arg(long, env = "ROWGUARD_QUOTA_CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=10_000))]
-    pub concurrency_per_person: u32,
+    /// The trusted-documents manifest (Apollo's persisted-query manifest format): the
+    /// operations a reviewed front end may send. Reloaded when the file changes and on SIGHUP.
+    #[arg(long, env = "ROWGUARD_TRUSTED_DOCUMENTS")]
+    pub trusted_documents: Option<std::path::PathBuf>,
+
+    /// What happens to an operation that is not in the manifest: `enforce` (refused before any
+    /// database work), `log` (run, logged and counted: the shadow mode to start with) or `off`.
+    /// Only consulted when `ROWGUARD_TRUSTED_DOCUMENTS` is set.
+    #[arg(long, env = "ROWGUARD_TRUSTED_DOCUMENTS_MODE", value_enum, default_value_t = TrustMode::Enforce)]
+    pub trusted_documents_mode: TrustMode,
 
     /// Automatic persisted queries remembered (least recently used first out).
     #[arg(long, env = "ROWGUARD_PERSISTED_QUERY_CACHE_SIZE", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
@@ -90,6 +96,17 @@ pub struct ApiSettings {
     pub playground_assets: PlaygroundAssets,
 }
 
+/// What happens to an operation that is not in the trusted-documents manifest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TrustMode {
+    /// The manifest is not consulted.
+    Off,
+    /// Unknown operations run, and are logged and counted.
+    Log,
+    /// Unknown operations are refused.
+    Enforce,
+}
+
 /// Where the playground's pinned files come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum PlaygroundAssets {
@@ -118,8 +135,6 @@ pub struct ApiLimits {
     pub max_response_bytes: usize,
     /// Longest a request may take, start to finish.
     pub request_timeout: std::time::Duration,
-    /// Most requests one person may have in flight.
-    pub concurrency_per_person: u32,
     pub persisted_query_cache_size: usize,
     pub introspection: bool,
     /// Append every PHI access to the audit trail (HIPAA §164.312(b)); on by default.
@@ -144,6 +159,15 @@ impl Default for ApiSettings {
 }
 
 impl ApiSettings {
+    /// The trusted-documents mode in force: `off` without a manifest.
+    pub fn trust_mode(&self) -> TrustMode {
+        if self.trusted_documents.is_some() {
+            self.trusted_documents_mode
+        } else {
+            TrustMode::Off
+        }
+    }
+
     /// The limits every request is held to.
     pub fn limits(&self) -> ApiLimits {
         let size = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
@@ -158,7 +182,6 @@ impl ApiSettings {
             max_statements: self.max_statements,
             max_response_bytes: size(self.max_response_bytes),
             request_timeout: Duration::from_millis(self.request_timeout_ms),
-            concurrency_per_person: self.concurrency_per_person,
             persisted_query_cache_size: size(self.persisted_query_cache_size),
             introspection: self.introspection,
             audit: self.audit,

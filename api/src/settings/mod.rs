@@ -10,16 +10,18 @@ pub mod dev;
 pub mod file;
 pub mod logging;
 pub mod oidc;
+pub mod quota;
 pub mod serve;
 
 use clap::{Args, Command, FromArgMatches};
 
-pub use api::{ApiLimits, ApiSettings, PlaygroundAssets};
+pub use api::{ApiLimits, ApiSettings, PlaygroundAssets, TrustMode};
 pub use audit::AuditSettings;
 pub use database::{DatabaseSettings, MigrationSettings, is_loopback_ip_literal};
 pub use dev::DevSettings;
 pub use logging::{LogFormat, LogSettings};
 pub use oidc::{OidcSettings, RoleMap, TokenKind};
+pub use quota::{QuotaMode, QuotaSettings};
 pub use serve::ServeSettings;
 
 /// A settings group as clap fills it from `args` alone: its defaults, and what `args` give. The

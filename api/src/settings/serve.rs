@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use clap::Args;
 
-use super::{ApiSettings, AuditSettings, DatabaseSettings, OidcSettings};
+use super::{ApiSettings, AuditSettings, DatabaseSettings, OidcSettings, QuotaSettings};
 
 /// Everything `rowguard serve` needs.
 #[derive(Debug, Clone, Args)]
@@ -33,6 +33,9 @@ pub struct ServeSettings {
 
     #[command(flatten)]
     pub audit: AuditSettings,
+
+    #[command(flatten)]
+    pub quota: QuotaSettings,
 
     /// Seconds to let in-flight requests finish after SIGTERM/SIGINT before exiting anyway.
     #[arg(long, env = "ROWGUARD_SHUTDOWN_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=3600))]

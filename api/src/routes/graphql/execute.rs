@@ -13,7 +13,7 @@ use super::caller::Caller;
 use super::incoming::Incoming;
 use crate::audit::record::AuditContext;
 use crate::error::{ApiError, ErrorCode};
-use crate::graphql::persisted::requested_hash;
+use crate::graphql::documents::requested_hash;
 use crate::graphql::{self, ArrivedOverGet, RequestBudget, RequestDb};
 use crate::principal::AppRole;
 use crate::state::AppState;
@@ -25,6 +25,8 @@ const DEADLINE_GRACE: Duration = Duration::from_secs(1);
 /// An executed operation: the GraphQL response and its serialized body.
 pub struct Executed {
     pub response: async_graphql::Response,
+    /// The quota decision, for the `RateLimit` headers.
+    pub quota: Option<crate::quota::Decision>,
     pub body: Vec<u8>,
     pub operation: String,
     pub role: AppRole,
@@ -46,7 +48,11 @@ pub async fn run(
     let limits = state.limits;
     let audit = limits.audit.then(|| AuditContext {
         operation_name: request.operation_name.as_ref().map(|_| name.clone()),
-        persisted_query_hash: requested_hash(&request).ok().flatten(),
+        persisted_query_hash: requested_hash(&request)
+            .ok()
+            .flatten()
+            .filter(|id| id.len() == 64 && id.chars().all(|c| c.is_ascii_hexdigit()))
+            .map(|id| id.to_ascii_lowercase()),
         client_id: principal.client_id.clone(),
         failures: state.metrics.shared.audit_write_failures.clone(),
     });
@@ -97,6 +103,7 @@ pub async fn run(
         }
     };
     Ok(Executed {
+        quota: db.quota(),
         response,
         body,
         operation: name,

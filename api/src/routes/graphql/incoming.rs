@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use super::OperationLabel;
 use crate::db::RequestIds;
 use crate::error::{ApiError, ErrorCode};
+use crate::graphql::documents::loggable_name;
 use crate::routes::request_ids::{self, CorrelationId};
 use crate::state::AppState;
 
@@ -129,31 +130,5 @@ fn rejection_category(error: &async_graphql::ParseRequestError, over_get: bool) 
         E::PayloadTooLarge => "body too large",
         E::UnsupportedBatch => "batch requests are not supported",
         _ => "unsupported request encoding",
-    }
-}
-
-/// The client's operation name if it looks like a GraphQL name (they are chosen by developers,
-/// not patients); anything else is not logged.
-pub fn loggable_name(name: Option<&str>) -> Option<&str> {
-    name.filter(|n| {
-        !n.is_empty() && n.len() <= 64 && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn graphql_names_are_loggable() {
-        assert_eq!(loggable_name(Some("PatientList_2")), Some("PatientList_2"));
-    }
-
-    #[test]
-    fn names_that_could_carry_text_are_not() {
-        for name in ["", "Jane Doe", "a-b", "é", &"x".repeat(65)] {
-            assert_eq!(loggable_name(Some(name)), None, "{name:?}");
-        }
-        assert_eq!(loggable_name(None), None);
     }
 }

@@ -14,7 +14,7 @@ pub use caller::Caller;
 pub use incoming::Incoming;
 pub use observe::{OperationLabel, accepts, observe};
 
-use crate::error::{ApiError, ErrorCode};
+use crate::error::{ApiError, ErrorCode, quota_headers};
 use crate::state::AppState;
 use execute::Executed;
 
@@ -33,6 +33,7 @@ pub async fn handle(State(state): State<AppState>, caller: Caller, incoming: Inc
 fn reply(executed: Executed) -> Response {
     let Executed {
         response,
+        quota,
         body,
         operation,
         role,
@@ -60,6 +61,17 @@ fn reply(executed: Executed) -> Response {
         reply
             .headers_mut()
             .insert(header::ALLOW, HeaderValue::from_static("POST"));
+    }
+    // A request that failed as a whole carries its error's headers (`Retry-After`, the quota's);
+    // any other carries the quota's state.
+    let first = response.errors.first().and_then(ApiError::behind);
+    match (failed, first) {
+        (true, Some(error)) => reply.headers_mut().extend(error.response_headers()),
+        _ => {
+            if let Some(decision) = &quota {
+                reply.headers_mut().extend(quota_headers(decision));
+            }
+        }
     }
     if let Some((code, _)) = codes.first() {
         reply.extensions_mut().insert(*code);

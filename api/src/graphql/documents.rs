@@ -1,0 +1,228 @@
+//! Which document a request runs, and whether it may: automatic persisted queries (Apollo's
+//! APQ: a client sends a query's SHA-256 instead of the query; the first time, the server
+//! answers `PERSISTED_QUERY_NOT_FOUND` and the client sends both), ids from the trusted
+//! documents manifest, and the trusted-documents check itself (`log` or `enforce`), with the
+//! roles a listed operation is restricted to. All of it runs before any database work.
+
+use std::sync::Arc;
+
+use async_graphql::extensions::{
+    Extension, ExtensionContext, ExtensionFactory, NextPrepareRequest,
+};
+use async_graphql::parser::types::{OperationType, Selection};
+use async_graphql::{Request, ServerResult, Value};
+use quick_cache::sync::Cache;
+use sha2::{Digest, Sha256};
+
+use super::context::RequestDb;
+use crate::error::{ApiError, ErrorCode};
+use crate::trusted::{TrustMode, TrustedDocuments, TrustedOperation};
+
+/// The persisted-query store and the trusted documents, shared by every request of a process.
+#[derive(Clone)]
+pub struct Documents {
+    persisted: Arc<Cache<String, Arc<str>>>,
+    trusted: Arc<TrustedDocuments>,
+    introspection: bool,
+}
+
+impl std::fmt::Debug for Documents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Documents")
+            .field("persisted", &self.persisted.len())
+            .field("trust", &self.trusted.mode())
+            .finish()
+    }
+}
+
+impl Documents {
+    pub fn new(capacity: usize, trusted: Arc<TrustedDocuments>, introspection: bool) -> Self {
+        Self {
+            persisted: Arc::new(Cache::new(capacity.max(1))),
+            trusted,
+            introspection,
+        }
+    }
+}
+
+/// The id in a request's `persistedQuery` extension (version 1): a SHA-256 for APQ, or any
+/// manifest id.
+pub fn requested_hash(request: &Request) -> Result<Option<String>, ApiError> {
+    let Some(persisted) = request.extensions.get("persistedQuery") else {
+        return Ok(None);
+    };
+    let invalid = || {
+        ApiError::bad_input(
+            "extensions.persistedQuery",
+            "is not a version 1 persisted query",
+        )
+    };
+    let Value::Object(fields) = persisted else {
+        return Err(invalid());
+    };
+    match (fields.get("version"), fields.get("sha256Hash")) {
+        (Some(Value::Number(version)), Some(Value::String(id)))
+            if version.as_u64() == Some(1)
+                && !id.is_empty()
+                && id.len() <= 200
+                && id.chars().all(|c| c.is_ascii_graphic()) =>
+        {
+            Ok(Some(id.clone()))
+        }
+        _ => Err(invalid()),
+    }
+}
+
+/// The lower-case hex SHA-256 of a query text.
+pub fn query_hash(query: &str) -> String {
+    Sha256::digest(query.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The client's operation name if it looks like a GraphQL name (chosen by developers, not
+/// patients); anything else is not logged.
+pub fn loggable_name(name: Option<&str>) -> Option<&str> {
+    name.filter(|n| {
+        !n.is_empty() && n.len() <= 64 && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    })
+}
+
+impl ExtensionFactory for Documents {
+    fn create(&self) -> Arc<dyn Extension> {
+        Arc::new(self.clone())
+    }
+}
+
+#[async_graphql::async_trait::async_trait]
+impl Extension for Documents {
+    async fn prepare_request(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        mut request: Request,
+        next: NextPrepareRequest<'_>,
+    ) -> ServerResult<Request> {
+        let id = requested_hash(&request).map_err(ApiError::into_server_error)?;
+        let mode = self.trusted.mode();
+        let manifest = (mode != TrustMode::Off).then(|| self.trusted.current());
+        let mut trusted: Option<Arc<TrustedOperation>> = None;
+        let mut register = None;
+        if let Some(id) = id {
+            if request.query.is_empty() {
+                if let Some((operation, body)) = manifest.as_ref().and_then(|m| m.by_id(&id)) {
+                    request.query = body.to_string();
+                    trusted = Some(operation.clone());
+                } else if let Some(query) = self.persisted.get(&id.to_ascii_lowercase()) {
+                    request.query = query.to_string();
+                } else if mode == TrustMode::Enforce {
+                    self.trusted.record_untrusted(operation_label(&request));
+                    return Err(ApiError::new(
+                        ErrorCode::PersistedQueryNotInList,
+                        "this persisted query id is not in the trusted documents",
+                    )
+                    .into_server_error());
+                } else {
+                    // Apollo clients recognise this message and code, then send the full query.
+                    return Err(ApiError::new(
+                        ErrorCode::PersistedQueryNotFound,
+                        "PersistedQueryNotFound",
+                    )
+                    .into_server_error());
+                }
+            } else if query_hash(&request.query) == id.to_ascii_lowercase() {
+                register = Some(id.to_ascii_lowercase());
+            } else {
+                return Err(ApiError::bad_input(
+                    "extensions.persistedQuery.sha256Hash",
+                    "does not match the query",
+                )
+                .into_server_error());
+            }
+        }
+        if let Some(manifest) = &manifest {
+            if trusted.is_none() {
+                trusted = manifest.by_body(&request.query).cloned();
+            }
+            if trusted.is_none() && !(self.introspection && is_introspection(&request.query)) {
+                self.trusted.record_untrusted(operation_label(&request));
+                if mode == TrustMode::Enforce {
+                    return Err(ApiError::new(
+                        ErrorCode::QueryNotInSafelist,
+                        "this operation is not in the trusted documents",
+                    )
+                    .into_server_error());
+                }
+            }
+        }
+        if let Some(operation) = &trusted
+            && let Some(db) = request_data::<Arc<RequestDb>>(&request)
+            && !operation.allows(db.principal().role)
+        {
+            return Err(ApiError::forbidden(format!(
+                "{} is not available to your role",
+                operation.name
+            ))
+            .into_server_error());
+        }
+        if let Some(hash) = register {
+            self.persisted
+                .insert(hash, Arc::from(request.query.as_str()));
+        }
+        next.run(ctx, request).await
+    }
+}
+
+fn operation_label(request: &Request) -> &str {
+    loggable_name(request.operation_name.as_deref()).unwrap_or("<unnamed>")
+}
+
+/// Whether every operation of the document asks for introspection only (`__schema`, `__type`,
+/// `__typename`): introspection is governed by its own setting, not the manifest.
+fn is_introspection(query: &str) -> bool {
+    let Ok(document) = async_graphql::parser::parse_query(query) else {
+        return false;
+    };
+    document.operations.iter().all(|(_, operation)| {
+        operation.node.ty == OperationType::Query
+            && operation.node.selection_set.node.items.iter().all(|item| {
+                matches!(&item.node, Selection::Field(field)
+                    if field.node.name.node.starts_with("__"))
+            })
+    })
+}
+
+/// Data attached to the request being prepared.
+fn request_data<T: std::any::Any>(request: &Request) -> Option<&T> {
+    request
+        .data
+        .get(&std::any::TypeId::of::<T>())
+        .and_then(|d| d.downcast_ref::<T>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn introspection_only_documents_are_recognised() {
+        assert!(is_introspection("{ __schema { types { name } } }"));
+        assert!(is_introspection(
+            "query I { __type(name: \"Patient\") { name } __typename }"
+        ));
+        assert!(!is_introspection(
+            "{ __schema { types { name } } patients { edges { node { id } } } }"
+        ));
+        assert!(!is_introspection("mutation { __typename }"));
+        assert!(!is_introspection("not graphql"));
+    }
+
+    #[test]
+    fn only_graphql_names_are_loggable() {
+        assert_eq!(loggable_name(Some("PatientList_2")), Some("PatientList_2"));
+        for name in ["", "Jane Doe", "a-b", "é", &"x".repeat(65)] {
+            assert_eq!(loggable_name(Some(name)), None, "{name:?}");
+        }
+        assert_eq!(loggable_name(None), None);
+    }
+}

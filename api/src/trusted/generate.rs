@@ -1,0 +1,165 @@
+//! `rowguard operations manifest DIR`: the trusted-documents manifest from a directory of
+//! `.graphql` files. Every document is validated against the served schema; fragments may live
+//! in any file. Each operation's body is the operation and the fragments it uses, printed in one
+//! canonical form; its id is the SHA-256 of that body. A comment line `# roles: coordinator`
+//! in a file restricts the operations of that file to the roles listed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use apollo_compiler::executable::{Fragment, Operation, Selection, SelectionSet};
+use apollo_compiler::validation::DiagnosticList;
+use apollo_compiler::{ExecutableDocument, Name, Node};
+use sha2::{Digest, Sha256};
+
+use super::manifest::{FORMAT, ManifestEntry, ManifestFile, served_schema};
+
+/// Builds the manifest from the `.graphql` files directly in `dir`.
+pub fn manifest_of(dir: &Path) -> Result<ManifestFile, String> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.extension().is_some_and(|e| e == "graphql"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(format!("{}: no .graphql files", dir.display()));
+    }
+    let schema = served_schema();
+    let mut errors = DiagnosticList::new(Default::default());
+    let mut builder = ExecutableDocument::builder(Some(&schema), &mut errors);
+    let mut roles_of_file = BTreeMap::new();
+    for path in &files {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        roles_of_file.insert(path.clone(), roles_comment(&text));
+        builder = builder.parse(text, path);
+    }
+    let document = builder.build();
+    if !errors.is_empty() {
+        return Err(errors.to_string());
+    }
+    let document = document
+        .validate(&schema)
+        .map_err(|e| e.errors.to_string())?;
+
+    let mut operations = Vec::new();
+    for operation in document.operations.named.values() {
+        let name = operation
+            .name
+            .as_ref()
+            .map(|n| n.to_string())
+            .unwrap_or_default();
+        let body = body_of(operation, &document.fragments);
+        let file = operation
+            .location()
+            .and_then(|location| document.sources.get(&location.file_id()))
+            .map(|source| source.path().to_path_buf());
+        let roles = file.and_then(|f| roles_of_file.get(&f).cloned().flatten());
+        operations.push(ManifestEntry {
+            id: hex(&Sha256::digest(body.as_bytes())),
+            name,
+            kind: operation.operation_type.to_string(),
+            body,
+            roles,
+        });
+    }
+    if document.operations.anonymous.is_some() {
+        return Err("every trusted operation needs a name (found an anonymous one)".into());
+    }
+    operations.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(ManifestFile {
+        format: FORMAT.into(),
+        version: 1,
+        operations,
+    })
+}
+
+/// The roles of a `# roles: a, b` comment line, if the file has one.
+fn roles_comment(text: &str) -> Option<Vec<String>> {
+    text.lines().find_map(|line| {
+        let rest = line
+            .trim()
+            .strip_prefix('#')?
+            .trim()
+            .strip_prefix("roles:")?;
+        Some(
+            rest.split(',')
+                .map(|r| r.trim().to_owned())
+                .filter(|r| !r.is_empty())
+                .collect(),
+        )
+    })
+}
+
+/// The operation followed by the fragments it uses (by name), in one canonical print.
+fn body_of(
+    operation: &Node<Operation>,
+    fragments: &apollo_compiler::executable::FragmentMap,
+) -> String {
+    let mut used = BTreeSet::new();
+    collect_fragments(&operation.selection_set, fragments, &mut used);
+    let mut single = ExecutableDocument::new();
+    if let Some(name) = &operation.name {
+        single
+            .operations
+            .named
+            .insert(name.clone(), operation.clone());
+    }
+    for name in used {
+        if let Some(fragment) = fragments.get(&name) {
+            single.fragments.insert(name, fragment.clone());
+        }
+    }
+    single.to_string()
+}
+
+fn collect_fragments(
+    set: &SelectionSet,
+    fragments: &apollo_compiler::executable::FragmentMap,
+    used: &mut BTreeSet<Name>,
+) {
+    for selection in &set.selections {
+        match selection {
+            Selection::Field(field) => collect_fragments(&field.selection_set, fragments, used),
+            Selection::InlineFragment(inline) => {
+                collect_fragments(&inline.selection_set, fragments, used);
+            }
+            Selection::FragmentSpread(spread) => {
+                if used.insert(spread.fragment_name.clone()) {
+                    let fragment: Option<&Node<Fragment>> = fragments.get(&spread.fragment_name);
+                    if let Some(fragment) = fragment {
+                        collect_fragments(&fragment.selection_set, fragments, used);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `rowguard operations manifest DIR [--out FILE]`.
+pub fn run_command(dir: &Path, out: Option<&Path>) -> Result<(), String> {
+    let manifest = manifest_of(dir)?;
+    let mut text = serde_json::to_string_pretty(&manifest).map_err(|e| e.to_string())?;
+    text.push('\n');
+    match out {
+        Some(path) => {
+            std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+            eprintln!(
+                "wrote {} trusted operations to {}",
+                manifest.operations.len(),
+                path.display()
+            );
+        }
+        None => {
+            use std::io::Write as _;
+            std::io::stdout()
+                .write_all(text.as_bytes())
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(())
+}
