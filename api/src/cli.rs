@@ -64,6 +64,13 @@ enum Command {
     },
 }
 
+/// Formats of `audit export`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ExportFormat {
+    /// FHIR R4 AuditEvent resources as NDJSON.
+    FhirNdjson,
+}
+
 #[derive(Debug, Subcommand)]
 enum OperationsCommand {
     /// Write the trusted-documents manifest (Apollo's persisted-query manifest format) for the
@@ -127,6 +134,43 @@ enum AuditCommand {
         )]
         public_keys: Vec<std::path::PathBuf>,
         /// The checkpoint directory (checked, and given the archive statement).
+        #[arg(long = "checkpoints", env = "ROWGUARD_AUDIT_CHECKPOINT_DIR")]
+        checkpoints: Option<std::path::PathBuf>,
+    },
+    /// Export the sealed trail as FHIR R4 AuditEvent resources (NDJSON, IHE BALP shape), one per
+    /// event and patient, for an audit repository or SIEM. The whole trail is verified first; a
+    /// trail that does not verify exports nothing. Each resource carries its chain link, so
+    /// `--resume` continues after the last link the file holds. Connects with
+    /// ROWGUARD_MIGRATION_DATABASE_URL as the schema owner.
+    Export {
+        #[command(flatten)]
+        settings: MigrationSettings,
+        /// Only events at or after this time (RFC 3339).
+        #[arg(long)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        /// Only events before this time (RFC 3339).
+        #[arg(long)]
+        until: Option<chrono::DateTime<chrono::Utc>>,
+        /// Output format (FHIR R4 AuditEvent, one JSON resource per line).
+        #[arg(long = "format", id = "export_format", value_enum, default_value_t = ExportFormat::FhirNdjson)]
+        format: ExportFormat,
+        /// Write here (a new file, or with --resume the file to continue); default stdout.
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+        /// Continue the export in --out after the last chain link it holds.
+        #[arg(long, default_value_t = false)]
+        resume: bool,
+        /// At most this many events this run (continue with --resume).
+        #[arg(long)]
+        limit: Option<u64>,
+        /// Public key(s) whose checkpoints are trusted (as for `audit verify`).
+        #[arg(
+            long = "public-key",
+            env = "ROWGUARD_AUDIT_PUBLIC_KEYS",
+            value_delimiter = ','
+        )]
+        public_keys: Vec<std::path::PathBuf>,
+        /// The external copy of the checkpoints.
         #[arg(long = "checkpoints", env = "ROWGUARD_AUDIT_CHECKPOINT_DIR")]
         checkpoints: Option<std::path::PathBuf>,
     },
@@ -245,6 +289,37 @@ async fn run(command: Command) -> Result<(), String> {
             let _ = std::io::stdout().write_all(summary.as_bytes());
         }),
         Command::Audit {
+            command:
+                AuditCommand::Export {
+                    settings,
+                    since,
+                    until,
+                    format: ExportFormat::FhirNdjson,
+                    out,
+                    resume,
+                    limit,
+                    public_keys,
+                    checkpoints,
+                },
+        } => crate::audit::export::run_command(
+            &settings,
+            crate::audit::export::ExportRange {
+                since,
+                until,
+                after_link: 0,
+                limit,
+            },
+            out,
+            resume,
+            &public_keys,
+            checkpoints,
+        )
+        .await
+        // The export may be on stdout: the summary goes to stderr.
+        .map(|summary| {
+            let _ = std::io::stderr().write_all(summary.as_bytes());
+        }),
+        Command::Audit {
             command: AuditCommand::Keygen { file },
         } => crate::audit::keys::write_new_key(&file).map(|public| {
             let _ = std::io::stdout().write_all(public.as_bytes());
@@ -361,4 +436,16 @@ async fn shutdown_signal() {
         () = terminate => {},
     }
     tracing::info!("shutting down: no new connections; finishing in-flight requests");
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
 }

@@ -875,3 +875,70 @@ async fn coordinators_cannot_rename_or_deactivate_anyone() {
         assert_eq!(sqlstate(err), INSUFFICIENT_PRIVILEGE, "{sql}");
     }
 }
+
+#[tokio::test]
+async fn an_auditor_gets_a_patients_accounting_as_a_valid_fhir_bundle_of_that_patient_only() {
+    let w = World::new(|_| {}).await;
+    // One request that reads two patients: the bundle about a1 must not name a2.
+    w.run(&w.token("alice", "clinician"), "MyPatients", json!({}))
+        .await;
+    w.run(
+        &w.token("carol", "coordinator"),
+        "PatientDetail",
+        json!({ "id": w.a1 }),
+    )
+    .await;
+    let reply = w
+        .app
+        .graphql(
+            Some(&w.token("dave", "auditor")),
+            "query($p: ID!) { patientAccessFhirBundle(patientId: $p) }",
+            json!({ "p": w.a1 }),
+        )
+        .await;
+    let text = reply.data()["patientAccessFhirBundle"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{}", reply.body))
+        .to_owned();
+    let bundle: Value = serde_json::from_str(&text).expect("JSON");
+    let entries = bundle["entry"].as_array().expect("entries");
+    assert!(entries.len() >= 3, "{text}");
+    assert!(
+        !text.contains(&w.a2.to_string()),
+        "another patient appears: {text}"
+    );
+    assert!(
+        text.contains("\"HOPERAT\"") && text.contains("\"TREAT\""),
+        "{text}"
+    );
+
+    let file =
+        std::env::temp_dir().join(format!("rowguard-bundle-{}.ndjson", uuid::Uuid::new_v4()));
+    std::fs::write(&file, format!("{text}\n")).expect("write");
+    let validation = std::process::Command::new("node")
+        .arg(rowguard_tests::browser::client_script("validate-fhir.mjs"))
+        .arg(&file)
+        .output()
+        .expect("node");
+    let _ = std::fs::remove_file(&file);
+    assert!(
+        validation.status.success(),
+        "not valid FHIR R4: {}{}",
+        String::from_utf8_lossy(&validation.stdout),
+        String::from_utf8_lossy(&validation.stderr)
+    );
+
+    let clinician = w
+        .app
+        .graphql(
+            Some(&w.token("alice", "clinician")),
+            "query($p: ID!) { patientAccessFhirBundle(patientId: $p) }",
+            json!({ "p": w.a1 }),
+        )
+        .await;
+    assert!(
+        clinician.data().is_null() || clinician.data()["patientAccessFhirBundle"].is_null(),
+        "a clinician read the trail: {}",
+        clinician.body
+    );
+}

@@ -897,3 +897,194 @@ async fn an_archived_month_is_exported_signed_and_detached_and_the_rest_still_ve
         "archived month 2026-09",
     );
 }
+
+// FHIR export ---------------------------------------------------------------------------------------
+
+/// Events of every action, outcome and purpose, with and without patients, client or query hash.
+async fn every_kind_of_event(trail: &Trail) {
+    let actions = [
+        "read",
+        "update",
+        "assign",
+        "unassign",
+        "enroll",
+        "emergency_access",
+        "review",
+        "audit_read",
+    ];
+    let outcomes = [
+        "success",
+        "not_visible",
+        "denied",
+        "conflict",
+        "not_found",
+        "invalid",
+        "rolled_back",
+        "error",
+    ];
+    let purposes = ["treatment", "emergency", "operations", "audit"];
+    let roles = [
+        "rgtest_clinician",
+        "rgtest_coordinator_writer",
+        "rgtest_auditor",
+    ];
+    let mut values = Vec::new();
+    for (a, action) in actions.iter().enumerate() {
+        for (o, outcome) in outcomes.iter().enumerate() {
+            let n = a * outcomes.len() + o;
+            let patients = match n % 3 {
+                0 => "array[]::uuid[]".to_owned(),
+                1 => "array[gen_random_uuid()]".to_owned(),
+                _ => "array[gen_random_uuid(), gen_random_uuid()]".to_owned(),
+            };
+            let client = if n.is_multiple_of(2) {
+                "'rowguard-spa'"
+            } else {
+                "null"
+            };
+            let hash = if n.is_multiple_of(4) {
+                format!("'{}'", "ab".repeat(32))
+            } else {
+                "null".into()
+            };
+            values.push(format!(
+                "(now(), gen_random_uuid(), {}, 'http://127.0.0.1:1/', 'alice', {client}, '{}', 'Op{n}', {hash}, '{action}', '{outcome}', {patients}, '{}', '{:032x}')",
+                trail.person.id,
+                roles[n % roles.len()],
+                purposes[n % purposes.len()],
+                n + 1,
+            ));
+        }
+    }
+    trail
+        .t
+        .admin()
+        .await
+        .execute_unprepared(&format!(
+            "insert into rowguard_audit.events (occurred_at, request_id, clinician_id, issuer, subject, client_id, app_role, operation_name, persisted_query_hash, action, outcome, patient_ids, purpose, trace_id) values {}",
+            values.join(", ")
+        ))
+        .await
+        .expect("events of every kind");
+}
+
+fn export_command(trail: &Trail, out: &std::path::Path, extra: &[&str]) -> std::process::Output {
+    let public = trail.dir.join("public.pem");
+    std::fs::write(&public, trail.signer.public_pem().expect("pem")).expect("public key");
+    std::process::Command::new(env!("CARGO_BIN_EXE_rowguard-cli"))
+        .args(["audit", "export", "--public-key"])
+        .arg(&public)
+        .arg("--checkpoints")
+        .arg(&trail.dir)
+        .arg("--out")
+        .arg(out)
+        .args(extra)
+        .env("ROWGUARD_MIGRATION_DATABASE_URL", trail.t.admin_url())
+        .env("ROWGUARD_ROLE_PREFIX", "rgtest")
+        .output()
+        .expect("rowguard audit export")
+}
+
+fn exported(path: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .expect("export")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON resource per line"))
+        .collect()
+}
+
+#[tokio::test]
+async fn an_export_of_every_action_outcome_and_purpose_is_valid_fhir_r4() {
+    let mut trail = Trail::new(3).await;
+    every_kind_of_event(&trail).await;
+    trail.seal_all().await;
+    let out = trail.dir.join("export.ndjson");
+    let output = export_command(&trail, &out, &[]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let resources = exported(&out);
+    // 3 reads of one patient, then 64 events with 0, 1 or 2 patients (0 still gives one).
+    let expected = 3 + (0..64).map(|n| [1, 1, 2][n % 3]).sum::<usize>();
+    assert_eq!(resources.len(), expected);
+    let text = std::fs::read_to_string(&out).expect("export");
+    for code in [
+        "\"TREAT\"",
+        "\"ETREAT\"",
+        "\"HOPERAT\"",
+        "\"HSYSADMIN\"",
+        "\"outcome\":\"8\"",
+        "\"outcome\":\"4\"",
+    ] {
+        assert!(text.contains(code), "no {code} in the export");
+    }
+    let validator = rowguard_tests::browser::client_script("validate-fhir.mjs");
+    let validation = std::process::Command::new("node")
+        .arg(&validator)
+        .arg(&out)
+        .output()
+        .expect("node");
+    let summary = String::from_utf8_lossy(&validation.stdout);
+    assert!(
+        validation.status.success(),
+        "not valid FHIR R4: {summary}{}",
+        String::from_utf8_lossy(&validation.stderr)
+    );
+    assert!(
+        summary.contains(&format!("\"valid\":{expected}")),
+        "{summary}"
+    );
+}
+
+#[tokio::test]
+async fn a_resumed_export_neither_duplicates_nor_skips_an_event() {
+    let mut trail = Trail::new(25).await;
+    let out = trail.dir.join("resumed.ndjson");
+    let first = export_command(&trail, &out, &["--limit", "10"]);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert_eq!(exported(&out).len(), 10);
+    // More events arrive between the two runs.
+    trail.append(5).await;
+    trail.seal_all().await;
+    let second = export_command(&trail, &out, &["--resume"]);
+    assert!(
+        second.status.success(),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    let links: Vec<i64> = exported(&out)
+        .iter()
+        .map(|r| rowguard::audit::fhir::link_of(r).expect("link"))
+        .collect();
+    assert_eq!(links, (1..=30).collect::<Vec<i64>>());
+    let again = export_command(&trail, &out, &["--resume"]);
+    assert!(again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("nothing to export after link 30"));
+    assert_eq!(exported(&out).len(), 30);
+}
+
+#[tokio::test]
+async fn an_export_of_a_tampered_trail_says_so_and_writes_nothing() {
+    let trail = Trail::new(12).await;
+    trail
+        .tamper(
+            Attacker::Owner,
+            "update rowguard_audit.events set outcome = 'denied' where id = (select event_id from rowguard_audit.chain where seq = 7)",
+        )
+        .await;
+    let out = trail.dir.join("tampered.ndjson");
+    let output = export_command(&trail, &out, &[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("does not verify") && stderr.contains("link 7"),
+        "{stderr}"
+    );
+    assert!(!out.exists(), "a partial export was left behind");
+}

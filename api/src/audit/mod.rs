@@ -6,6 +6,8 @@
 pub mod archive;
 pub mod canonical;
 pub mod checkpoint;
+pub mod export;
+pub mod fhir;
 pub mod keys;
 pub mod record;
 pub mod sealer;

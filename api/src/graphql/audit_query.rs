@@ -10,6 +10,7 @@ use super::context::{RequestDb, limits, request_db};
 use super::inputs::{ClinicianId, PatientId};
 use super::rows::{self, AuditEventConditions};
 use super::types::{AuditEvent, AuditEventFilter, EmergencyAccessGrant, PatientAccess};
+use crate::audit::fhir::audit_events;
 use crate::audit::record::{AuditAction, AuditOutcome};
 use crate::error::ApiError;
 use crate::principal::AppRole;
@@ -95,6 +96,42 @@ impl AuditQuery {
                 PatientAccess::new(event, name)
             })
             .collect())
+    }
+
+    /// The same accounting as FHIR R4: a `Bundle` (type `collection`) of `AuditEvent` resources
+    /// in the shape `rowguard audit export` writes (IHE BALP; only this patient appears in each),
+    /// as JSON text. Auditors only.
+    async fn patient_access_fhir_bundle(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The patient the report is about.")] patient_id: ID,
+    ) -> Result<String> {
+        let PatientId(patient) = PatientId::parse(&patient_id, "patientId")?;
+        let request = request_db(ctx)?;
+        let events = {
+            let conn = request.conn().await?;
+            rows::patient_access_events(&conn, patient)
+                .await
+                .map_err(ApiError::from)
+        };
+        let events = recorded(&request, vec![patient], events)?;
+        let reference = format!("Patient/{patient}");
+        let entries: Vec<serde_json::Value> = events
+            .iter()
+            .flat_map(|event| audit_events(event, None))
+            .filter(|resource| {
+                resource["entity"]
+                    .as_array()
+                    .is_some_and(|e| e.iter().any(|e| e["what"]["reference"] == reference))
+            })
+            .map(|resource| serde_json::json!({ "resource": resource }))
+            .collect();
+        let bundle = serde_json::json!({
+            "resourceType": "Bundle",
+            "type": "collection",
+            "entry": entries,
+        });
+        Ok(bundle.to_string())
     }
 
     /// Emergency-access grants, newest first: auditors see all (with `pendingReview: true`, the

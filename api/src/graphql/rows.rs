@@ -18,6 +18,7 @@ use uuid::Uuid;
 
 use super::connection::PageArgs;
 use super::inputs::SearchPattern;
+use crate::audit::canonical::{EVENT_COLUMNS, EventRow};
 use crate::db::DbError;
 
 /// The patient columns every reader may select (clinical notes are read separately, so a
@@ -353,6 +354,22 @@ pub async fn patient_accesses(
         .into_iter()
         .collect();
     Ok((events, names))
+}
+
+/// Every recorded access to one patient as full trail rows (at most 10,000), oldest first.
+pub async fn patient_access_events(
+    conn: &impl ConnectionTrait,
+    patient: Uuid,
+) -> Result<Vec<EventRow>, DbError> {
+    Ok(EventRow::find_by_statement(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        format!(
+            "select {EVENT_COLUMNS} from rowguard_audit.events where patient_ids @> array[$1]::uuid[] order by id limit 10000"
+        ),
+        [patient.into()],
+    ))
+    .all(conn)
+    .await?)
 }
 
 /// Emergency-access grants, newest first (at most 1000).
