@@ -205,7 +205,6 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logging(&cli.log, matches!(cli.command, Command::Serve { .. }));
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(threads) = cli.log.worker_threads {
         builder.worker_threads(usize::from(threads));
@@ -213,17 +212,35 @@ pub fn main() -> ExitCode {
     let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
-            tracing::error!(error = %e, "cannot start the async runtime");
+            let _ = writeln!(std::io::stderr(), "cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli.command)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            tracing::error!("{message}");
-            ExitCode::FAILURE
+    let serving = matches!(cli.command, Command::Serve { .. } | Command::Dev { .. });
+    runtime.block_on(async {
+        // The trace exporter needs the runtime, so logging starts inside it.
+        let telemetry = match init_logging(
+            &cli.log,
+            matches!(cli.command, Command::Serve { .. }),
+            serving,
+        ) {
+            Ok(telemetry) => telemetry,
+            Err(message) => {
+                let _ = writeln!(std::io::stderr(), "{message}");
+                return ExitCode::from(2);
+            }
+        };
+        let outcome = run(cli.command).await;
+        // Flushes the spans still waiting to be exported.
+        drop(telemetry);
+        match outcome {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(message) => {
+                tracing::error!("{message}");
+                ExitCode::FAILURE
+            }
         }
-    }
+    })
 }
 
 async fn run(command: Command) -> Result<(), String> {
@@ -337,7 +354,17 @@ async fn run(command: Command) -> Result<(), String> {
 
 /// Structured JSON logs for `serve` (ROWGUARD_LOG_FORMAT=text for humans); text elsewhere.
 /// Logs carry request ids, operation names, codes and durations, never PHI.
-fn init_logging(settings: &LogSettings, serving: bool) {
+/// Logs to stderr (JSON for `serve`), and exports traces when a collector is configured (for
+/// the serving commands only).
+fn init_logging(
+    settings: &LogSettings,
+    json_by_default: bool,
+    serving: bool,
+) -> Result<Option<crate::telemetry::Telemetry>, String> {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+
     let filter = phi_safe_filter(
         tracing_subscriber::EnvFilter::try_new(&settings.filter)
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
@@ -345,15 +372,38 @@ fn init_logging(settings: &LogSettings, serving: bool) {
     let json = match settings.format {
         Some(LogFormat::Json) => true,
         Some(LogFormat::Text) => false,
-        None => serving,
+        None => json_by_default,
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        builder.json().flatten_event(true).init();
+    let logs = if json {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_writer(std::io::stderr)
+            .boxed()
     } else {
-        builder.init();
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .boxed()
+    };
+    let registry = tracing_subscriber::registry().with(logs.with_filter(filter));
+    let telemetry = if serving {
+        crate::telemetry::start(settings)?
+    } else {
+        None
+    };
+    match telemetry {
+        Some((telemetry, traces)) => {
+            registry
+                .with(traces.with_filter(tracing_subscriber::filter::filter_fn(
+                    crate::telemetry::exported,
+                )))
+                .init();
+            Ok(Some(telemetry))
+        }
+        None => {
+            registry.init();
+            Ok(None)
+        }
     }
 }
 

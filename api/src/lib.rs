@@ -20,4 +20,5 @@ pub mod routes;
 pub mod server;
 pub mod settings;
 pub mod state;
+pub mod telemetry;
 pub mod trusted;

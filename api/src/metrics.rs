@@ -225,6 +225,11 @@ impl Metrics {
         }
     }
 
+    /// The label an operation name gets: its own when it is known, else `other`.
+    pub fn label(&self, operation: &str) -> String {
+        self.bounded(operation)
+    }
+
     fn bounded(&self, operation: &str) -> String {
         let known = self
             .known_operations

@@ -24,5 +24,6 @@ mod rls_assignments;
 mod rls_clinicians;
 mod rls_patients;
 mod self_check;
+mod telemetry;
 mod tls_to_postgres;
 mod trusted_documents;

@@ -10,6 +10,7 @@ pub mod browser;
 mod cluster;
 pub mod fixtures;
 pub mod issuer;
+pub mod otlp;
 pub mod pooler;
 pub mod process;
 pub mod redis;

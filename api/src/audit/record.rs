@@ -5,6 +5,7 @@
 use std::collections::BTreeSet;
 
 use sea_orm::{ActiveEnum, ConnectionTrait, DatabaseTransaction, DbBackend, Statement, Value};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::db::DbError;
@@ -117,6 +118,7 @@ pub async fn append(
             &patients,
             context,
         ))
+        .instrument(crate::db::spans::step("SELECT rowguard_audit.append"))
         .await
         .map_err(DbError::Statement)?;
     }

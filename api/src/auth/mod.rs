@@ -96,7 +96,13 @@ impl Authenticator {
 
     async fn verify(&self, token: &str) -> Result<VerifiedToken, AuthError> {
         let key = VerifiedCache::key(token);
-        if let Some(hit) = self.cache.get(&key) {
+        let cached = self.cache.get(&key);
+        // For the trace (the caller's `verify_token` span): whether verification was needed.
+        tracing::Span::current().record(
+            "rowguard.token.cache",
+            if cached.is_some() { "hit" } else { "miss" },
+        );
+        if let Some(hit) = cached {
             return Ok(hit);
         }
         let keys = match self.keys.current() {

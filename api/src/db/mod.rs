@@ -6,6 +6,7 @@
 mod error;
 mod scope;
 mod self_check;
+pub mod spans;
 
 pub use error::{DbError, FailureKind};
 pub use scope::{AccessMode, Identity, RequestIds, RlsScope};

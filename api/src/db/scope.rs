@@ -1,4 +1,5 @@
 use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, Statement, Value};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use super::{Database, DbError};
@@ -51,7 +52,8 @@ const IDENTITY: &str = "select \
      set_config('idle_in_transaction_session_timeout', $6, true), \
      set_config('transaction_read_only', $7, true), \
      set_config('app.correlation_id', $8, true), \
-     set_config('app.trace_id', $9, true)";
+     set_config('app.trace_id', $9, true), \
+     set_config('application_name', $10, true)";
 
 /// What the identity statement sets for one transaction.
 #[derive(Debug, Clone)]
@@ -71,7 +73,13 @@ pub struct Identity<'a> {
 impl Identity<'_> {
     /// The one statement that sets it (and returns the clinician id as `clinician_id`).
     pub fn statement(&self) -> Statement {
-        let values: [Value; 9] = [
+        // A traced request shows its trace id in pg_stat_activity and in server logs that print
+        // `%a`, so a slow statement leads to its trace; the session's name returns at COMMIT.
+        let application_name = match self.trace_id {
+            Some(trace) => format!("rowguard/{trace}"),
+            None => "rowguard".to_owned(),
+        };
+        let values: [Value; 10] = [
             self.role.into(),
             self.issuer.into(),
             self.subject.into(),
@@ -81,6 +89,7 @@ impl Identity<'_> {
             if self.read_only { "on" } else { "off" }.into(),
             self.correlation_id.unwrap_or_default().into(),
             self.trace_id.unwrap_or_default().into(),
+            application_name.into(),
         ];
         Statement::from_sql_and_values(DbBackend::Postgres, IDENTITY, values)
     }
@@ -137,7 +146,7 @@ impl Database {
             .min(u64::try_from(time_left.as_millis()).unwrap_or(u64::MAX))
             .max(1);
         let request_id = ids.request_id;
-        let txn = self.begin().await?;
+        let txn = self.begin().instrument(super::spans::step("BEGIN")).await?;
         let writer = mode == AccessMode::ReadWrite;
         let role = match (principal.role, writer) {
             (AppRole::Clinician, false) => self.roles.clinician(),
@@ -160,6 +169,7 @@ impl Database {
         };
         let row = txn
             .query_one_raw(identity.statement())
+            .instrument(super::spans::step("SET identity"))
             .await
             .map_err(DbError::Statement)?
             .ok_or_else(|| {
@@ -207,11 +217,19 @@ impl RlsScope {
 
     /// Commits the request's work; the identity settings end with the transaction.
     pub async fn commit(self) -> Result<(), DbError> {
-        self.txn.commit().await.map_err(DbError::from)
+        self.txn
+            .commit()
+            .instrument(super::spans::step("COMMIT"))
+            .await
+            .map_err(DbError::from)
     }
 
     /// Discards the request's work; the identity settings end with the transaction.
     pub async fn rollback(self) -> Result<(), DbError> {
-        self.txn.rollback().await.map_err(DbError::from)
+        self.txn
+            .rollback()
+            .instrument(super::spans::step("ROLLBACK"))
+            .await
+            .map_err(DbError::from)
     }
 }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use async_graphql::async_trait::async_trait;
 use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, ExecResult, QueryResult};
 use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::audit::record::{self, AuditAction, AuditContext, AuditLog, AuditOutcome};
@@ -430,22 +431,28 @@ impl ConnectionTrait for RequestConn<'_> {
 
     async fn execute_raw(&self, stmt: sea_orm::Statement) -> Result<ExecResult, DbErr> {
         self.charge()?;
-        self.txn.execute_raw(stmt).await
+        let span = crate::db::spans::statement(&stmt.sql);
+        self.txn.execute_raw(stmt).instrument(span).await
     }
 
     async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
         self.charge()?;
-        self.txn.execute_unprepared(sql).await
+        self.txn
+            .execute_unprepared(sql)
+            .instrument(crate::db::spans::statement(sql))
+            .await
     }
 
     async fn query_one_raw(&self, stmt: sea_orm::Statement) -> Result<Option<QueryResult>, DbErr> {
         self.charge()?;
-        self.txn.query_one_raw(stmt).await
+        let span = crate::db::spans::statement(&stmt.sql);
+        self.txn.query_one_raw(stmt).instrument(span).await
     }
 
     async fn query_all_raw(&self, stmt: sea_orm::Statement) -> Result<Vec<QueryResult>, DbErr> {
         self.charge()?;
-        self.txn.query_all_raw(stmt).await
+        let span = crate::db::spans::statement(&stmt.sql);
+        self.txn.query_all_raw(stmt).instrument(span).await
     }
 }
 

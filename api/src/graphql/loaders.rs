@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use async_graphql::dataloader::{DataLoader, HashMapCache, Loader};
 use sea_orm::ConnectionTrait;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use super::connection::PageArgs;
@@ -29,20 +30,30 @@ pub fn for_request(db: &Arc<RequestDb>) -> (CareTeams, ClinicalNotes, ClinicianP
     (
         DataLoader::with_cache(
             CareTeamLoader(db.clone()),
-            tokio::spawn,
+            spawn_traced,
             HashMapCache::default(),
         ),
         DataLoader::with_cache(
             ClinicalNotesLoader(db.clone()),
-            tokio::spawn,
+            spawn_traced,
             HashMapCache::default(),
         ),
         DataLoader::with_cache(
             ClinicianPagesLoader(db.clone()),
-            tokio::spawn,
+            spawn_traced,
             HashMapCache::default(),
         ),
     )
+}
+
+/// Runs a batch load on its own task, inside the span that asked for it (so its statements
+/// belong to the request's trace).
+fn spawn_traced<F>(future: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    tokio::spawn(future.instrument(tracing::Span::current()))
 }
 
 /// Loads care teams by patient id.

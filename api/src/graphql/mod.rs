@@ -11,6 +11,7 @@ mod policy;
 mod query;
 pub mod rows;
 pub mod shape;
+mod spans;
 mod types;
 
 use std::sync::Arc;
@@ -21,6 +22,7 @@ pub use context::{RequestBudget, RequestDb, too_large};
 pub use mutation::Mutation;
 pub use policy::ArrivedOverGet;
 pub use query::Query;
+pub use spans::TracedOperation;
 
 use crate::quota::Quotas;
 pub use crate::settings::ApiLimits;
@@ -35,8 +37,12 @@ pub fn build_schema(
     trusted: Arc<TrustedDocuments>,
     quotas: Arc<Quotas>,
 ) -> RowguardSchema {
-    let mut builder = Schema::build(Query::default(), Mutation, EmptySubscription)
-        .data(limits)
+    let mut builder = Schema::build(Query::default(), Mutation, EmptySubscription).data(limits);
+    if crate::telemetry::enabled() {
+        // Outermost, so the parse span covers every step of preparing the request.
+        builder = builder.extension(spans::PhaseSpans);
+    }
+    builder = builder
         // Depth and cost are measured by the request policy, fragments expanded; the engine's
         // own depth check stays as a second net.
         .limit_depth(limits.max_depth)

@@ -15,7 +15,7 @@ use tower::ServiceBuilder;
 use tower_http::LatencyUnit;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::PropagateRequestIdLayer;
-use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
+use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, OnResponse, TraceLayer};
 use tracing::Level;
 
 use crate::state::AppState;
@@ -39,34 +39,58 @@ pub fn app(state: AppState) -> Router {
             ServiceBuilder::new()
                 .map_request(request_ids::assign)
                 .layer(
-                    // One span per request: its id, method and path. Never the query string or
-                    // headers: a GET request's query string can carry search terms (PHI), and
-                    // headers carry tokens.
+                    // One span per request: its id, method and route. Never the query string,
+                    // headers or a client's correlation id: a GET request's query string can
+                    // carry search terms (PHI), headers carry tokens, and these fields also go
+                    // to the trace collector.
                     TraceLayer::new_for_http()
                         .make_span_with(|request: &axum::http::Request<_>| {
-                            tracing::info_span!(
+                            let route = route_of(request.uri().path());
+                            let span = tracing::info_span!(
                                 "request",
                                 id = %request_ids::of(request),
-                                correlation_id = request
-                                    .extensions()
-                                    .get::<request_ids::CorrelationId>()
-                                    .and_then(|c| c.0.as_deref())
-                                    .unwrap_or(""),
                                 method = %request.method(),
-                                path = %request.uri().path(),
-                            )
+                                path = route,
+                                otel.name = format!("{} {route}", request.method()),
+                                otel.kind = "server",
+                                http.response.status_code = tracing::field::Empty,
+                            );
+                            crate::telemetry::continue_trace(&span, request.headers());
+                            span
                         })
                         .on_request(())
                         .on_response(
-                            DefaultOnResponse::new()
-                                .level(Level::INFO)
-                                .latency_unit(LatencyUnit::Millis),
+                            |response: &axum::http::Response<_>,
+                             latency: Duration,
+                             span: &tracing::Span| {
+                                span.record(
+                                    "http.response.status_code",
+                                    response.status().as_u16(),
+                                );
+                                DefaultOnResponse::new()
+                                    .level(Level::INFO)
+                                    .latency_unit(LatencyUnit::Millis)
+                                    .on_response(response, latency, span);
+                            },
                         )
                         .on_failure(DefaultOnFailure::new().level(Level::WARN)),
                 )
+                .layer(axum::middleware::from_fn(crate::telemetry::hand_back))
                 .layer(PropagateRequestIdLayer::x_request_id()),
         )
         .with_state(state)
+}
+
+/// The route a path belongs to: known routes by name, anything else as `other` (a path is
+/// chosen by the client).
+fn route_of(path: &str) -> &'static str {
+    match path {
+        "/graphql" => "/graphql",
+        "/healthz" => "/healthz",
+        "/readyz" => "/readyz",
+        p if p.starts_with("/playground/assets/") => "/playground/assets/{name}",
+        _ => "other",
+    }
 }
 
 /// The metrics endpoint, served on its own listener (`ROWGUARD_METRICS_LISTEN`, loopback by

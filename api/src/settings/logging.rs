@@ -1,4 +1,4 @@
-//! Logging and the async runtime: read before anything else starts.
+//! Logging, traces and the async runtime: read before anything else starts.
 
 use clap::{Args, ValueEnum};
 
@@ -28,6 +28,30 @@ pub struct LogSettings {
     /// cores, and fewer gateway threads mean fewer context switches.
     #[arg(long = "worker-threads", env = "ROWGUARD_WORKER_THREADS", global = true, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub worker_threads: Option<u16>,
+
+    /// OpenTelemetry collector to send traces to, over OTLP/HTTP (e.g. `http://127.0.0.1:4318`,
+    /// the collector agent next to Rowguard). Unset: no tracing, at no cost.
+    #[arg(long = "otel-endpoint", env = "ROWGUARD_OTEL_ENDPOINT", global = true)]
+    pub otel_endpoint: Option<String>,
+
+    /// The `service.name` of exported traces.
+    #[arg(
+        long = "otel-service-name",
+        env = "ROWGUARD_OTEL_SERVICE_NAME",
+        default_value = "rowguard",
+        global = true
+    )]
+    pub otel_service_name: String,
+
+    /// Share of new traces to record (0.0–1.0); a client's sampled `traceparent` is always
+    /// followed.
+    #[arg(
+        long = "otel-sample-ratio",
+        env = "ROWGUARD_OTEL_SAMPLE_RATIO",
+        default_value_t = 1.0,
+        global = true
+    )]
+    pub otel_sample_ratio: f64,
 }
 
 /// How log lines are written.

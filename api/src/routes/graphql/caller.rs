@@ -5,6 +5,8 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Uri, header};
 
+use tracing::Instrument;
+
 use crate::auth::AuthError;
 use crate::error::{ApiError, ErrorCode};
 use crate::metrics::ReasonLabel;
@@ -23,8 +25,13 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let span = tracing::debug_span!(
+            "verify_token",
+            otel.name = "verify token",
+            rowguard.token.cache = tracing::field::Empty,
+        );
         let principal = match bearer_token(&parts.uri, &parts.headers) {
-            Ok(token) => state.auth.authenticate(token).await,
+            Ok(token) => state.auth.authenticate(token).instrument(span).await,
             Err(e) => Err(e),
         };
         let principal = principal.map_err(|e| {

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use async_graphql::Value;
 use prometheus_client::metrics::counter::Counter;
+use tracing::Instrument;
 
 use super::caller::Caller;
 use super::incoming::Incoming;
@@ -24,6 +25,8 @@ const DEADLINE_GRACE: Duration = Duration::from_secs(1);
 
 /// An executed operation: the GraphQL response and its serialized body.
 pub struct Executed {
+    /// The client's correlation id (logged with the outcome, never traced).
+    pub correlation_id: Option<String>,
     pub response: async_graphql::Response,
     /// The quota decision, for the `RateLimit` headers.
     pub quota: Option<crate::quota::Decision>,
@@ -45,6 +48,7 @@ pub async fn run(
         name,
     } = incoming;
     let role = principal.role;
+    let correlation_id = ids.correlation_id.clone();
     let limits = state.limits;
     let audit = limits.audit.then(|| AuditContext {
         operation_name: request.operation_name.as_ref().map(|_| name.clone()),
@@ -69,6 +73,10 @@ pub async fn run(
         ),
     ));
     let mut request = graphql::attach(request, db.clone());
+    if crate::telemetry::enabled() {
+        // Trace spans name only operations the server knows (the trusted documents').
+        request = request.data(graphql::TracedOperation(state.metrics.label(&name)));
+    }
     if over_get {
         request = request.data(ArrivedOverGet);
     }
@@ -77,13 +85,16 @@ pub async fn run(
     in_flight.inc();
     let schema = state.schema.clone();
     let task_db = db.clone();
-    let execution = tokio::spawn(async move {
-        let executed = execute(schema, request, task_db, limits.max_response_bytes).await;
-        in_flight.dec();
-        // The person's slot is theirs until the transaction has ended, even if they left.
-        drop(slot);
-        executed
-    });
+    let execution = tokio::spawn(
+        async move {
+            let executed = execute(schema, request, task_db, limits.max_response_bytes).await;
+            in_flight.dec();
+            // The person's slot is theirs until the transaction has ended, even if they left.
+            drop(slot);
+            executed
+        }
+        .instrument(tracing::Span::current()),
+    );
     let mut abandon = AbandonOnDrop(Some((
         db.clone(),
         state.metrics.shared.requests_abandoned.clone(),
@@ -103,6 +114,7 @@ pub async fn run(
         }
     };
     Ok(Executed {
+        correlation_id,
         quota: db.quota(),
         response,
         body,

@@ -56,7 +56,7 @@ impl FromRequest<AppState> for Incoming {
                 .extensions()
                 .get::<CorrelationId>()
                 .and_then(|c| c.0.clone()),
-            trace_id: None,
+            trace_id: crate::telemetry::trace_id(&tracing::Span::current()),
         };
         let request = read(request, state.limits.max_body_bytes)
             .await

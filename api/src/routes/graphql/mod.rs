@@ -32,6 +32,7 @@ pub async fn handle(State(state): State<AppState>, caller: Caller, incoming: Inc
 /// its first error's status; partial results are 200.
 fn reply(executed: Executed) -> Response {
     let Executed {
+        correlation_id,
         response,
         quota,
         body,
@@ -47,7 +48,14 @@ fn reply(executed: Executed) -> Response {
     };
     let names: Vec<&str> = codes.iter().map(|(c, _)| c.as_str()).collect();
     // Ids, names and codes only: never variables, arguments or results.
-    tracing::info!(operation = %operation, %role, status = status.as_u16(), errors = ?names, "graphql operation");
+    tracing::info!(
+        operation = %operation,
+        %role,
+        status = status.as_u16(),
+        errors = ?names,
+        correlation_id = correlation_id.as_deref().unwrap_or(""),
+        "graphql operation"
+    );
     let mut reply = (
         status,
         [

@@ -1,0 +1,203 @@
+//! OpenTelemetry traces (OTLP over HTTP) when `ROWGUARD_OTEL_ENDPOINT` is set. Only Rowguard's
+//! own spans are exported, never log events: a span's fields are chosen where it is created
+//! (ids, names from fixed sets, codes, statement names), so variables, arguments, results,
+//! tokens and headers cannot reach the collector. W3C `traceparent` from the client continues
+//! its trace; the response carries the trace back.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use axum::http::{HeaderMap, HeaderValue};
+use bytes::Bytes;
+use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
+use opentelemetry_http::{HttpClient, HttpError, Request, Response};
+use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use crate::settings::LogSettings;
+
+/// The exporter's HTTP client: hyper on the process's Tokio runtime. The SDK's batch processor
+/// exports from a thread of its own, so each export is handed to the runtime.
+#[derive(Debug, Clone)]
+struct TokioHttp {
+    inner: opentelemetry_http::hyper::HyperClient,
+    runtime: tokio::runtime::Handle,
+}
+
+#[async_trait]
+impl HttpClient for TokioHttp {
+    async fn send_bytes(&self, request: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
+        let inner = self.inner.clone();
+        self.runtime
+            .spawn(async move { inner.send_bytes(request).await })
+            .await?
+    }
+}
+
+static ENABLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether traces are exported (set once at start).
+pub fn enabled() -> bool {
+    ENABLED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The tracer provider, flushed and shut down on drop.
+#[derive(Debug)]
+pub struct Telemetry {
+    provider: SdkTracerProvider,
+}
+
+impl Drop for Telemetry {
+    fn drop(&mut self) {
+        let _ = self.provider.shutdown();
+    }
+}
+
+/// The OTLP traces URL for a configured endpoint (a collector's base URL or its traces URL).
+fn traces_url(endpoint: &str) -> String {
+    let endpoint = endpoint.trim_end_matches('/');
+    if endpoint.ends_with("/v1/traces") {
+        endpoint.to_owned()
+    } else {
+        format!("{endpoint}/v1/traces")
+    }
+}
+
+/// Starts exporting, when configured: the provider and the tracing layer that feeds it. Must
+/// run inside the Tokio runtime.
+/// The tracing layer that feeds the exporter.
+pub type TraceLayer<S> =
+    tracing_opentelemetry::OpenTelemetryLayer<S, opentelemetry_sdk::trace::Tracer>;
+
+pub fn start<S>(settings: &LogSettings) -> Result<Option<(Telemetry, TraceLayer<S>)>, String>
+where
+    S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
+{
+    let Some(endpoint) = &settings.otel_endpoint else {
+        return Ok(None);
+    };
+    let client = TokioHttp {
+        inner: opentelemetry_http::hyper::HyperClient::with_default_connector(
+            Duration::from_secs(10),
+            None,
+        ),
+        runtime: tokio::runtime::Handle::current(),
+    };
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_http_client(client)
+        .with_endpoint(traces_url(endpoint))
+        .with_timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| format!("ROWGUARD_OTEL_ENDPOINT {endpoint}: {e}"))?;
+    let provider = SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+            settings.otel_sample_ratio,
+        ))))
+        .with_resource(
+            Resource::builder()
+                .with_service_name(settings.otel_service_name.clone())
+                .build(),
+        )
+        .build();
+    let tracer = provider.tracer("rowguard");
+    ENABLED.store(true, std::sync::atomic::Ordering::Relaxed);
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    let layer = tracing_opentelemetry::layer()
+        .with_tracer(tracer)
+        .with_tracked_inactivity(false)
+        .with_threads(false)
+        .with_location(false);
+    Ok(Some((Telemetry { provider }, layer)))
+}
+
+/// Only Rowguard's spans go to the collector: no events (log lines) and nothing from
+/// libraries, whose spans and events may carry SQL text, headers or bodies.
+pub fn exported(metadata: &tracing::Metadata<'_>) -> bool {
+    metadata.is_span() && metadata.target().starts_with("rowguard")
+}
+
+/// Continues the client's trace: the W3C `traceparent` (and `tracestate`) headers only.
+pub fn continue_trace(span: &tracing::Span, headers: &HeaderMap) {
+    if !enabled() {
+        return;
+    }
+    struct Extractor<'h>(&'h HeaderMap);
+    impl opentelemetry::propagation::Extractor for Extractor<'_> {
+        fn get(&self, key: &str) -> Option<&str> {
+            matches!(key, "traceparent" | "tracestate")
+                .then(|| self.0.get(key)?.to_str().ok())
+                .flatten()
+        }
+        fn keys(&self) -> Vec<&str> {
+            vec!["traceparent", "tracestate"]
+        }
+    }
+    let context = TraceContextPropagator::new().extract(&Extractor(headers));
+    if context.span().span_context().is_valid() {
+        let _ = span.set_parent(context);
+    }
+}
+
+/// The trace id of `span` (32 lower-case hex digits), when it is being traced.
+pub fn trace_id(span: &tracing::Span) -> Option<String> {
+    if !enabled() {
+        return None;
+    }
+    let context = span.context();
+    let span_context = context.span().span_context().clone();
+    span_context
+        .is_valid()
+        .then(|| span_context.trace_id().to_string())
+}
+
+/// The `traceparent` header that hands `span`'s trace back to the client.
+pub fn traceparent(span: &tracing::Span) -> Option<HeaderValue> {
+    if !enabled() {
+        return None;
+    }
+    let context = span.context();
+    let span_context = context.span().span_context().clone();
+    if !span_context.is_valid() {
+        return None;
+    }
+    HeaderValue::from_str(&format!(
+        "00-{}-{}-{:02x}",
+        span_context.trace_id(),
+        span_context.span_id(),
+        span_context.trace_flags().to_u8()
+    ))
+    .ok()
+}
+
+/// Adds `traceparent` to the response of a traced request.
+pub async fn hand_back(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let mut response = next.run(request).await;
+    if let Some(value) = traceparent(&tracing::Span::current()) {
+        response.headers_mut().insert("traceparent", value);
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::traces_url;
+
+    #[test]
+    fn the_traces_path_is_added_to_a_base_url() {
+        assert_eq!(traces_url("http://c:4318"), "http://c:4318/v1/traces");
+        assert_eq!(traces_url("http://c:4318/"), "http://c:4318/v1/traces");
+        assert_eq!(
+            traces_url("http://c:4318/v1/traces"),
+            "http://c:4318/v1/traces"
+        );
+    }
+}
