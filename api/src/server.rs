@@ -50,6 +50,8 @@ pub struct Application {
     address: SocketAddr,
     metrics_address: SocketAddr,
     grace: Duration,
+    /// Routes beside the gateway's own (dev serves the reference web app).
+    extra_routes: Option<axum::Router>,
 }
 
 impl Application {
@@ -92,7 +94,12 @@ impl Application {
         let state = AppState {
             db,
             auth,
-            schema: build_schema(limits, trusted.clone(), quotas.clone()),
+            schema: build_schema(limits),
+            gate: Arc::new(crate::graphql::Gate::new(
+                limits,
+                trusted.clone(),
+                quotas.clone(),
+            )),
             limits,
             cors_origins: settings.api.cors_origins.clone(),
             playground,
@@ -114,7 +121,15 @@ impl Application {
             address,
             metrics_address,
             grace: Duration::from_secs(settings.shutdown_timeout_secs),
+            extra_routes: None,
         })
+    }
+
+    /// Serves `routes` beside the gateway's own, outside its middleware (they are not API
+    /// requests).
+    pub fn with_routes(mut self, routes: axum::Router) -> Self {
+        self.extra_routes = Some(routes);
+        self
     }
 
     pub fn state(&self) -> &AppState {
@@ -137,7 +152,11 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         tracing::info!(listen = %self.address, metrics = %self.metrics_address, "rowguard is serving");
-        run_http(self.listener, self.state, shutdown, self.grace).await
+        let mut app = routes::app(self.state);
+        if let Some(extra) = self.extra_routes {
+            app = app.merge(extra);
+        }
+        run_http(self.listener, app, shutdown, self.grace).await
     }
 }
 
@@ -232,12 +251,12 @@ async fn serve_metrics(addr: SocketAddr, state: AppState) -> Result<SocketAddr, 
 /// connections are refused) and in-flight requests get `grace` to finish.
 async fn run_http(
     listener: tokio::net::TcpListener,
-    state: AppState,
+    app: axum::Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
 ) -> std::io::Result<()> {
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, routes::app(state)).with_graceful_shutdown(async move {
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown.await;
         let _ = stopping_tx.send(());
     });

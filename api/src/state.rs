@@ -13,6 +13,8 @@ pub struct AppState {
     pub db: Database,
     pub auth: Arc<Authenticator>,
     pub schema: RowguardSchema,
+    /// What each request passes before the engine runs it (documents, limits, quotas).
+    pub gate: Arc<crate::graphql::Gate>,
     pub limits: ApiLimits,
     /// Browser origins allowed to call the API (CORS).
     pub cors_origins: Vec<String>,

@@ -2,26 +2,32 @@
 //! APQ: a client sends a query's SHA-256 instead of the query; the first time, the server
 //! answers `PERSISTED_QUERY_NOT_FOUND` and the client sends both), ids from the trusted
 //! documents manifest, and the trusted-documents check itself (`log` or `enforce`), with the
-//! roles a listed operation is restricted to. All of it runs before any database work.
+//! roles a listed operation is restricted to. All of it runs before any database work. Each
+//! distinct document is parsed once: later requests reuse the parsed form.
 
 use std::sync::Arc;
 
-use async_graphql::extensions::{
-    Extension, ExtensionContext, ExtensionFactory, NextPrepareRequest,
-};
-use async_graphql::parser::types::{OperationType, Selection};
+use async_graphql::parser::types::{ExecutableDocument, OperationType, Selection};
 use async_graphql::{Request, ServerResult, Value};
 use quick_cache::sync::Cache;
 use sha2::{Digest, Sha256};
 
-use super::context::RequestDb;
 use crate::error::{ApiError, ErrorCode};
+use crate::principal::AppRole;
 use crate::trusted::{TrustMode, TrustedDocuments, TrustedOperation};
 
-/// The persisted-query store and the trusted documents, shared by every request of a process.
-#[derive(Clone)]
+/// How many parsed documents are kept: an application has tens of operations; a client sending
+/// a new document each time only churns the cache (each is then parsed, as without it).
+const PARSED_DOCUMENTS: usize = 256;
+/// Documents longer than this are parsed each time rather than kept.
+const LARGEST_KEPT: usize = 16 * 1024;
+
+/// The persisted-query store, the parsed documents and the trusted documents, shared by every
+/// request of a process.
 pub struct Documents {
-    persisted: Arc<Cache<String, Arc<str>>>,
+    persisted: Cache<String, Arc<str>>,
+    /// Documents already parsed, by their text (a hit saves the parse).
+    parsed: Cache<String, ExecutableDocument>,
     trusted: Arc<TrustedDocuments>,
     introspection: bool,
 }
@@ -38,10 +44,16 @@ impl std::fmt::Debug for Documents {
 impl Documents {
     pub fn new(capacity: usize, trusted: Arc<TrustedDocuments>, introspection: bool) -> Self {
         Self {
-            persisted: Arc::new(Cache::new(capacity.max(1))),
+            persisted: Cache::new(capacity.max(1)),
+            parsed: Cache::new(PARSED_DOCUMENTS),
             trusted,
             introspection,
         }
+    }
+
+    /// The trusted documents in force.
+    pub fn trusted(&self) -> &TrustedDocuments {
+        &self.trusted
     }
 }
 
@@ -89,21 +101,11 @@ pub fn loggable_name(name: Option<&str>) -> Option<&str> {
     })
 }
 
-impl ExtensionFactory for Documents {
-    fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(self.clone())
-    }
-}
-
-#[async_graphql::async_trait::async_trait]
-impl Extension for Documents {
-    async fn prepare_request(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        mut request: Request,
-        next: NextPrepareRequest<'_>,
-    ) -> ServerResult<Request> {
-        let id = requested_hash(&request).map_err(ApiError::into_server_error)?;
+impl Documents {
+    /// Settles which document `request` runs and whether `role` may run it, then attaches the
+    /// parsed document (from the cache when this text was seen before).
+    pub fn resolve(&self, request: &mut Request, role: AppRole) -> ServerResult<()> {
+        let id = requested_hash(request).map_err(ApiError::into_server_error)?;
         let mode = self.trusted.mode();
         let manifest = (mode != TrustMode::Off).then(|| self.trusted.current());
         let mut trusted: Option<Arc<TrustedOperation>> = None;
@@ -116,7 +118,7 @@ impl Extension for Documents {
                 } else if let Some(query) = self.persisted.get(&id.to_ascii_lowercase()) {
                     request.query = query.to_string();
                 } else if mode == TrustMode::Enforce {
-                    self.trusted.record_untrusted(operation_label(&request));
+                    self.trusted.record_untrusted(operation_label(request));
                     return Err(ApiError::new(
                         ErrorCode::PersistedQueryNotInList,
                         "this persisted query id is not in the trusted documents",
@@ -145,7 +147,7 @@ impl Extension for Documents {
                 trusted = manifest.by_body(&request.query).cloned();
             }
             if trusted.is_none() && !(self.introspection && is_introspection(&request.query)) {
-                self.trusted.record_untrusted(operation_label(&request));
+                self.trusted.record_untrusted(operation_label(request));
                 if mode == TrustMode::Enforce {
                     return Err(ApiError::new(
                         ErrorCode::QueryNotInSafelist,
@@ -156,8 +158,7 @@ impl Extension for Documents {
             }
         }
         if let Some(operation) = &trusted
-            && let Some(db) = request_data::<Arc<RequestDb>>(&request)
-            && !operation.allows(db.principal().role)
+            && !operation.allows(role)
         {
             return Err(ApiError::forbidden(format!(
                 "{} is not available to your role",
@@ -169,7 +170,19 @@ impl Extension for Documents {
             self.persisted
                 .insert(hash, Arc::from(request.query.as_str()));
         }
-        next.run(ctx, request).await
+        let document = match self.parsed.get(&request.query) {
+            Some(document) => document,
+            None => {
+                let document = async_graphql::parser::parse_query(&request.query)
+                    .map_err(async_graphql::ServerError::from)?;
+                if request.query.len() <= LARGEST_KEPT {
+                    self.parsed.insert(request.query.clone(), document.clone());
+                }
+                document
+            }
+        };
+        request.set_parsed_query(document);
+        Ok(())
     }
 }
 
@@ -190,14 +203,6 @@ fn is_introspection(query: &str) -> bool {
                     if field.node.name.node.starts_with("__"))
             })
     })
-}
-
-/// Data attached to the request being prepared.
-fn request_data<T: std::any::Any>(request: &Request) -> Option<&T> {
-    request
-        .data
-        .get(&std::any::TypeId::of::<T>())
-        .and_then(|d| d.downcast_ref::<T>())
 }
 
 #[cfg(test)]

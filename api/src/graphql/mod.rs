@@ -20,7 +20,6 @@ use async_graphql::{EmptySubscription, SDLExportOptions, Schema};
 
 pub use context::{RequestBudget, RequestDb, too_large};
 pub use mutation::Mutation;
-pub use policy::ArrivedOverGet;
 pub use query::Query;
 pub use spans::TracedOperation;
 
@@ -32,30 +31,20 @@ use crate::trusted::TrustedDocuments;
 pub type RowguardSchema = Schema<Query, Mutation, EmptySubscription>;
 
 /// Builds the schema once at startup.
-pub fn build_schema(
-    limits: ApiLimits,
-    trusted: Arc<TrustedDocuments>,
-    quotas: Arc<Quotas>,
-) -> RowguardSchema {
-    let mut builder = Schema::build(Query::default(), Mutation, EmptySubscription).data(limits);
-    if crate::telemetry::enabled() {
-        // Outermost, so the parse span covers every step of preparing the request.
-        builder = builder.extension(spans::PhaseSpans);
-    }
-    builder = builder
+pub fn build_schema(limits: ApiLimits) -> RowguardSchema {
+    let mut builder = Schema::build(Query::default(), Mutation, EmptySubscription)
+        .data(limits)
         // Depth and cost are measured by the request policy, fragments expanded; the engine's
         // own depth check stays as a second net.
         .limit_depth(limits.max_depth)
         .limit_recursive_depth(64)
-        .limit_directives(10)
-        // Which document runs (APQ, trusted documents) is settled before the request policy,
-        // so hash-only requests are policed too.
-        .extension(documents::Documents::new(
-            limits.persisted_query_cache_size,
-            trusted,
-            limits.introspection,
-        ))
-        .extension(policy::RequestPolicy { limits, quotas });
+        .limit_directives(10);
+    // No extension otherwise: with none, the engine resolves each field directly (an extension
+    // of any kind sends every field through its resolve chain). Documents and the request
+    // policy run before the engine, in `Gate::prepare`.
+    if crate::telemetry::enabled() {
+        builder = builder.extension(spans::PhaseSpans);
+    }
     if !limits.introspection {
         builder = builder.disable_introspection();
     }
@@ -64,12 +53,46 @@ pub fn build_schema(
 
 /// The schema's SDL, sorted, as committed in `schema.graphql`.
 pub fn sdl() -> String {
-    build_schema(
-        ApiLimits::default(),
-        Arc::new(TrustedDocuments::off()),
-        Arc::new(Quotas::off()),
-    )
-    .sdl_with_options(SDLExportOptions::new().sorted_fields().sorted_enum_items())
+    build_schema(ApiLimits::default())
+        .sdl_with_options(SDLExportOptions::new().sorted_fields().sorted_enum_items())
+}
+
+/// What a request passes before the engine runs it: which document it is (persisted queries,
+/// trusted documents, parsed once per distinct text), then the request policy (limits,
+/// quota). Nothing here touches the database.
+pub struct Gate {
+    pub documents: documents::Documents,
+    pub policy: policy::RequestPolicy,
+}
+
+impl std::fmt::Debug for Gate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gate").finish_non_exhaustive()
+    }
+}
+
+impl Gate {
+    pub fn new(limits: ApiLimits, trusted: Arc<TrustedDocuments>, quotas: Arc<Quotas>) -> Self {
+        Self {
+            documents: documents::Documents::new(
+                limits.persisted_query_cache_size,
+                trusted,
+                limits.introspection,
+            ),
+            policy: policy::RequestPolicy { limits, quotas },
+        }
+    }
+
+    /// Resolves and checks `request` for `db`'s caller; the error is the request's answer.
+    pub async fn prepare(
+        &self,
+        request: &mut async_graphql::Request,
+        db: &RequestDb,
+        over_get: bool,
+    ) -> Result<(), async_graphql::ServerError> {
+        self.documents.resolve(request, db.principal().role)?;
+        self.policy.check(request, db, over_get).await
+    }
 }
 
 /// Attaches one request's database access and DataLoaders to a GraphQL request.

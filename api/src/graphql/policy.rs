@@ -6,9 +6,6 @@
 
 use std::sync::Arc;
 
-use async_graphql::extensions::{
-    Extension, ExtensionContext, ExtensionFactory, NextPrepareRequest,
-};
 use async_graphql::parser::types::{ExecutableDocument, OperationDefinition, OperationType};
 use async_graphql::{Request, ServerError, ServerResult};
 
@@ -18,44 +15,27 @@ use crate::error::{ApiError, ErrorCode};
 use crate::quota::Quotas;
 use crate::settings::ApiLimits;
 
-/// Marks a request that arrived over GET (which may only read).
-#[derive(Debug, Clone, Copy)]
-pub struct ArrivedOverGet;
-
 /// The message of the error for a mutation sent over GET (the HTTP layer answers it with 405).
 const MUTATION_OVER_GET: &str = "mutations must be sent with POST";
 
+/// The request policy: the limits every operation is measured against, and the quotas it is
+/// charged to.
+#[derive(Debug)]
 pub struct RequestPolicy {
     pub limits: ApiLimits,
     pub quotas: Arc<Quotas>,
 }
 
-impl ExtensionFactory for RequestPolicy {
-    fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(RequestPolicyExtension {
-            limits: self.limits,
-            quotas: self.quotas.clone(),
-        })
-    }
-}
-
-struct RequestPolicyExtension {
-    limits: ApiLimits,
-    quotas: Arc<Quotas>,
-}
-
-#[async_graphql::async_trait::async_trait]
-impl Extension for RequestPolicyExtension {
-    async fn prepare_request(
+impl RequestPolicy {
+    /// Checks the (already resolved) document of `request` for `db`'s caller: mutations only
+    /// over POST, its shape within the limits, its cost within the caller's quota.
+    pub async fn check(
         &self,
-        ctx: &ExtensionContext<'_>,
-        mut request: Request,
-        next: NextPrepareRequest<'_>,
-    ) -> ServerResult<Request> {
-        let over_get = request_data::<ArrivedOverGet>(&request).is_some();
-        let db = request_data::<Arc<RequestDb>>(&request).cloned();
+        request: &mut Request,
+        db: &RequestDb,
+        over_get: bool,
+    ) -> ServerResult<()> {
         let operation_name = request.operation_name.clone();
-        // Parsed once here; the engine reuses this document.
         let variables = request.variables.clone();
         let doc = request.parsed_query()?;
         if over_get && is_mutation(doc, operation_name.as_deref()) {
@@ -63,40 +43,30 @@ impl Extension for RequestPolicyExtension {
                 .with_status(axum::http::StatusCode::METHOD_NOT_ALLOWED)
                 .into_server_error());
         }
-        if let Some(operation) = selected_operation(doc, operation_name.as_deref()) {
-            let limits = ShapeLimits {
-                max_depth: self.limits.max_depth,
-                max_fields: self.limits.max_fields,
-                max_aliases: self.limits.max_aliases,
-                max_root_fields: self.limits.max_root_fields,
-                max_cost: self.limits.max_complexity as u64,
-                default_page_size: u64::try_from(super::connection::DEFAULT_PAGE_SIZE)
-                    .unwrap_or(20),
-                max_page_size: u64::try_from(self.limits.max_page_size).unwrap_or(100),
-            };
-            let shape = measure(doc, operation, &variables, &limits)
-                .map_err(|too_large| bad_input(too_large.to_string()))?;
-            if let Some(db) = db {
-                db.set_mutation(operation.ty == OperationType::Mutation);
-                if let Some(decision) = self.quotas.charge(db.principal(), shape.cost).await {
-                    db.set_quota(decision);
-                    if !decision.allowed {
-                        return Err(ApiError::over_quota(&decision).into_server_error());
-                    }
-                }
+        let Some(operation) = selected_operation(doc, operation_name.as_deref()) else {
+            // The engine reports a missing or ambiguous operation.
+            return Ok(());
+        };
+        let limits = ShapeLimits {
+            max_depth: self.limits.max_depth,
+            max_fields: self.limits.max_fields,
+            max_aliases: self.limits.max_aliases,
+            max_root_fields: self.limits.max_root_fields,
+            max_cost: self.limits.max_complexity as u64,
+            default_page_size: u64::try_from(super::connection::DEFAULT_PAGE_SIZE).unwrap_or(20),
+            max_page_size: u64::try_from(self.limits.max_page_size).unwrap_or(100),
+        };
+        let shape = measure(doc, operation, &variables, &limits)
+            .map_err(|too_large| bad_input(too_large.to_string()))?;
+        db.set_mutation(operation.ty == OperationType::Mutation);
+        if let Some(decision) = self.quotas.charge(db.principal(), shape.cost).await {
+            db.set_quota(decision);
+            if !decision.allowed {
+                return Err(ApiError::over_quota(&decision).into_server_error());
             }
         }
-        next.run(ctx, request).await
+        Ok(())
     }
-}
-
-/// Data attached to the request being prepared (the engine only merges it into the context
-/// after this step).
-fn request_data<T: std::any::Any>(request: &Request) -> Option<&T> {
-    request
-        .data
-        .get(&std::any::TypeId::of::<T>())
-        .and_then(|data| data.downcast_ref::<T>())
 }
 
 fn bad_input(message: String) -> ServerError {

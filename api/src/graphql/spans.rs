@@ -1,14 +1,14 @@
-//! Trace spans for the GraphQL phases of a request: preparing it (the document looked up,
-//! checked against the trusted documents, parsed, measured, charged to the quota), validating
-//! it, executing it. Fields are the operation's label (its name when the server knows it, else
+//! Trace spans for the GraphQL engine's phases of a request: validating it and executing it
+//! (the parse span, which covers the document lookup, the trusted-documents check, parsing,
+//! the limits and the quota, is opened around `Gate::prepare`). Fields are the operation's label (its name when the server knows it, else
 //! `other`) and nothing from the request itself. Registered only when traces are exported.
 
 use std::sync::Arc;
 
 use async_graphql::extensions::{
-    Extension, ExtensionContext, ExtensionFactory, NextExecute, NextPrepareRequest, NextValidation,
+    Extension, ExtensionContext, ExtensionFactory, NextExecute, NextValidation,
 };
-use async_graphql::{Request, Response, ServerError, ServerResult, ValidationResult};
+use async_graphql::{Response, ServerError, ValidationResult};
 use tracing::Instrument;
 
 /// The operation's label for spans, put into the request's data by the HTTP layer.
@@ -29,24 +29,6 @@ fn label_in(data: Option<&TracedOperation>) -> &str {
 
 #[async_graphql::async_trait::async_trait]
 impl Extension for PhaseSpans {
-    async fn prepare_request(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        request: Request,
-        next: NextPrepareRequest<'_>,
-    ) -> ServerResult<Request> {
-        let traced = request
-            .data
-            .get(&std::any::TypeId::of::<TracedOperation>())
-            .and_then(|d| d.downcast_ref::<TracedOperation>());
-        let span = tracing::debug_span!(
-            "graphql.parse",
-            otel.name = "GraphQL parse",
-            graphql.operation.name = label_in(traced),
-        );
-        next.run(ctx, request).instrument(span).await
-    }
-
     async fn validation(
         &self,
         ctx: &ExtensionContext<'_>,

@@ -15,7 +15,7 @@ use super::incoming::Incoming;
 use crate::audit::record::AuditContext;
 use crate::error::{ApiError, ErrorCode};
 use crate::graphql::documents::requested_hash;
-use crate::graphql::{self, ArrivedOverGet, RequestBudget, RequestDb};
+use crate::graphql::{self, RequestBudget, RequestDb};
 use crate::principal::AppRole;
 use crate::state::AppState;
 
@@ -73,21 +73,40 @@ pub async fn run(
         ),
     ));
     let mut request = graphql::attach(request, db.clone());
-    if crate::telemetry::enabled() {
+    let traced = crate::telemetry::enabled().then(|| state.metrics.label(&name));
+    if let Some(label) = &traced {
         // Trace spans name only operations the server knows (the trusted documents').
-        request = request.data(graphql::TracedOperation(state.metrics.label(&name)));
-    }
-    if over_get {
-        request = request.data(ArrivedOverGet);
+        request = request.data(graphql::TracedOperation(label.clone()));
     }
 
     let in_flight = state.metrics.shared.requests_in_flight.clone();
     in_flight.inc();
     let schema = state.schema.clone();
+    let gate = state.gate.clone();
     let task_db = db.clone();
     let execution = tokio::spawn(
         async move {
-            let executed = execute(schema, request, task_db, limits.max_response_bytes).await;
+            let prepared = {
+                let span = tracing::debug_span!(
+                    "graphql.parse",
+                    otel.name = "GraphQL parse",
+                    graphql.operation.name = traced.as_deref().unwrap_or("other"),
+                );
+                gate.prepare(&mut request, &task_db, over_get)
+                    .instrument(span)
+                    .await
+            };
+            let executed = match prepared {
+                Ok(()) => execute(schema, request, task_db, limits.max_response_bytes).await,
+                Err(refused) => {
+                    finish(
+                        async_graphql::Response::from_errors(vec![refused]),
+                        task_db,
+                        limits.max_response_bytes,
+                    )
+                    .await
+                }
+            };
             in_flight.dec();
             // The person's slot is theirs until the transaction has ended, even if they left.
             drop(slot);
@@ -145,7 +164,17 @@ async fn execute(
     db: Arc<RequestDb>,
     max_response_bytes: usize,
 ) -> Result<(async_graphql::Response, Vec<u8>), ApiError> {
-    let mut response = schema.execute(request).await;
+    let response = schema.execute(request).await;
+    finish(response, db, max_response_bytes).await
+}
+
+/// Ends the request's transaction for `response` (committing only a clean answer) and
+/// serializes the answer.
+async fn finish(
+    mut response: async_graphql::Response,
+    db: Arc<RequestDb>,
+    max_response_bytes: usize,
+) -> Result<(async_graphql::Response, Vec<u8>), ApiError> {
     code_every_error(&mut response);
     let mut body = serde_json::to_vec(&response).map_err(ApiError::internal)?;
     if body.len() > max_response_bytes {
