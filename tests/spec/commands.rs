@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 const CLI: &str = env!("CARGO_BIN_EXE_rowguard-cli");
 
 /// A `rowguard` process with its stdout lines collected as they arrive.
-struct Running {
+pub(crate) struct Running {
     child: Child,
     lines: mpsc::Receiver<String>,
     seen: Vec<String>,
@@ -31,7 +31,7 @@ impl Drop for Running {
 }
 
 impl Running {
-    fn start(mut command: Command) -> Running {
+    pub(crate) fn start(mut command: Command) -> Running {
         let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -65,7 +65,7 @@ impl Running {
     }
 
     /// Waits for a stdout line containing `needle`; returns it.
-    fn wait_for_line(&mut self, needle: &str, timeout: Duration) -> String {
+    pub(crate) fn wait_for_line(&mut self, needle: &str, timeout: Duration) -> String {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(line) = self.seen.iter().find(|l| l.contains(needle)) {
@@ -86,7 +86,7 @@ impl Running {
         }
     }
 
-    fn stderr_text(&self) -> String {
+    pub(crate) fn stderr_text(&self) -> String {
         self.stderr.lock().map(|t| t.clone()).unwrap_or_default()
     }
 
@@ -110,7 +110,7 @@ impl Running {
     }
 }
 
-fn dev_command(data_dir: &PathBuf, port: u16) -> Command {
+pub(crate) fn dev_command(data_dir: &PathBuf, port: u16) -> Command {
     let mut command = Command::new(CLI);
     command
         .arg("dev")

@@ -25,6 +25,34 @@ pub fn client_script(name: &str) -> PathBuf {
     dir.join(name)
 }
 
+/// `examples/clinician-web`, built (`npm ci`, `npm run build`) when it has no `dist/` yet, so the
+/// README's test command works on a fresh clone. CI builds it first, after checking its operations
+/// against the contract.
+pub fn web_app() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/clinician-web")
+        .canonicalize()
+        .expect("examples/clinician-web");
+    install(&dir, "@apollo/client");
+    static BUILDING: Mutex<()> = Mutex::new(());
+    let _guard = BUILDING.lock().unwrap_or_else(|e| e.into_inner());
+    if !dir.join("dist/index.html").exists() {
+        let output = Command::new("npm")
+            .args(["run", "build", "--prefix"])
+            .arg(&dir)
+            .output()
+            .unwrap_or_else(|e| panic!("running npm to build the web app: {e}"));
+        assert!(
+            output.status.success(),
+            "npm run build in {} failed:\n{}\n{}",
+            dir.display(),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    dir
+}
+
 fn install(dir: &Path, marker: &str) {
     // Specs run in parallel; one `npm ci` at a time.
     static INSTALLING: Mutex<()> = Mutex::new(());

@@ -1,13 +1,17 @@
-//! The development OpenID provider: discovery, a JWKS and a token endpoint that mints
-//! short-lived ID tokens for the demo users. It listens on loopback only and exists only in
-//! `rowguard dev`; the gateway verifies its tokens through exactly the production OIDC path.
+//! The development OpenID provider: discovery, a JWKS, a browser login (authorization code with
+//! PKCE, refresh tokens, logout: see [`authorization`]) and, for the playground's user picker, a
+//! token endpoint that mints short-lived ID tokens for the demo users without a login. It listens
+//! on loopback only and exists only in `rowguard dev`; the gateway verifies its tokens through
+//! exactly the production OIDC path.
+
+pub mod authorization;
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
 use axum::extract::{Path as UrlPath, State};
-use axum::http::{HeaderValue, Method, StatusCode};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -17,18 +21,22 @@ use openidconnect::core::{
     CoreRsaPrivateSigningKey,
 };
 use openidconnect::{
-    AdditionalClaims, Audience, IdToken, IdTokenClaims, IssuerUrl, JsonWebKeyId, PrivateSigningKey,
-    StandardClaims, SubjectIdentifier,
+    AdditionalClaims, Audience, ClientId, IdToken, IdTokenClaims, IssuerUrl, JsonWebKeyId, Nonce,
+    PrivateSigningKey, StandardClaims, SubjectIdentifier,
 };
 use rsa::pkcs1::{EncodeRsaPrivateKey, LineEnding};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tower_http::cors::CorsLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use super::seed::DemoUser;
+use authorization::{Grants, WebClient};
 
-/// The audience (client id) of the dev provider's tokens.
+/// The audience of the dev provider's tokens: the picker's ID tokens are issued to it, and the
+/// web app's access tokens name it as their API.
 pub const DEV_CLIENT_ID: &str = "rowguard-dev";
+/// The `kid` of the provider's one signing key.
+const KEY_ID: &str = "rowguard-dev-1";
 /// How long a dev token lives.
 const TOKEN_LIFETIME_MINUTES: i64 = 15;
 
@@ -49,7 +57,71 @@ type DevIdToken = IdToken<
 struct Provider {
     issuer: IssuerUrl,
     key: CoreRsaPrivateSigningKey,
+    /// The same key, for RFC 9068 access tokens (`typ: at+jwt`, which openidconnect's ID token
+    /// type cannot write).
+    access_key: jsonwebtoken::EncodingKey,
     users: Vec<DemoUser>,
+    clients: Vec<WebClient>,
+    grants: Grants,
+}
+
+impl Provider {
+    /// An ID token for `user`, issued to `client_id`.
+    fn id_token(
+        &self,
+        user: &DemoUser,
+        client_id: &str,
+        nonce: Option<String>,
+    ) -> Result<String, String> {
+        let now = Utc::now();
+        let claims = IdTokenClaims::new(
+            self.issuer.clone(),
+            vec![Audience::new(client_id.to_owned())],
+            now + TimeDelta::minutes(TOKEN_LIFETIME_MINUTES),
+            now,
+            StandardClaims::<CoreGenderClaim>::new(SubjectIdentifier::new(user.subject.into())),
+            RoleClaims {
+                roles: vec![user.role.as_str().to_owned()],
+            },
+        )
+        .set_nonce(nonce.map(Nonce::new))
+        .set_authorized_party(Some(ClientId::new(client_id.to_owned())));
+        DevIdToken::new(
+            claims,
+            &self.key,
+            CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256,
+            None,
+            None,
+        )
+        .map(|token| token.to_string())
+        .map_err(|e| e.to_string())
+    }
+
+    /// An RFC 9068 access token for the gateway (audience [`DEV_CLIENT_ID`]), issued to
+    /// `client_id`.
+    fn access_token(
+        &self,
+        user: &DemoUser,
+        client_id: &str,
+        scope: &str,
+    ) -> Result<String, String> {
+        let now = Utc::now().timestamp();
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+        header.typ = Some("at+jwt".into());
+        header.kid = Some(KEY_ID.into());
+        let claims = json!({
+            "iss": self.issuer.as_str(),
+            "sub": user.subject,
+            "aud": DEV_CLIENT_ID,
+            "client_id": client_id,
+            "scope": scope,
+            "roles": [user.role.as_str()],
+            "iat": now,
+            "exp": now + TOKEN_LIFETIME_MINUTES * 60,
+            "jti": uuid::Uuid::new_v4().to_string(),
+        });
+        jsonwebtoken::encode(&header, &claims, &self.access_key).map_err(|e| e.to_string())
+    }
 }
 
 /// A running dev provider.
@@ -89,21 +161,41 @@ pub async fn start(
         .map_err(|e| format!("the dev identity provider cannot listen on 127.0.0.1:{port}: {e}"))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let issuer = format!("http://{addr}");
-    let key = CoreRsaPrivateSigningKey::from_pem(
-        key_pem,
-        Some(JsonWebKeyId::new("rowguard-dev-1".into())),
-    )?;
+    let key = CoreRsaPrivateSigningKey::from_pem(key_pem, Some(JsonWebKeyId::new(KEY_ID.into())))?;
+    let access_key =
+        jsonwebtoken::EncodingKey::from_rsa_pem(key_pem.as_bytes()).map_err(|e| e.to_string())?;
+    let client = WebClient::reference_app(gateway_origin);
+    // The browser reads discovery and calls the token endpoint from the app's origins.
+    let mut origins = vec![HeaderValue::from_str(gateway_origin).map_err(|e| e.to_string())?];
+    origins.extend(
+        client
+            .redirect_uris
+            .iter()
+            .filter_map(|uri| openidconnect::url::Url::parse(uri).ok())
+            .filter_map(|url| HeaderValue::from_str(&url.origin().ascii_serialization()).ok()),
+    );
+    origins.dedup();
     let provider = Arc::new(Provider {
         issuer: IssuerUrl::new(issuer.clone()).map_err(|e| e.to_string())?,
         key,
+        access_key,
         users,
+        clients: vec![client],
+        grants: Grants::default(),
     });
     let cors = CorsLayer::new()
-        .allow_origin(HeaderValue::from_str(gateway_origin).map_err(|e| e.to_string())?)
-        .allow_methods([Method::POST]);
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([header::CONTENT_TYPE]);
     let app = Router::new()
         .route("/.well-known/openid-configuration", get(discovery))
         .route("/jwks", get(jwks))
+        .route(
+            "/authorize",
+            get(authorization::login_page).post(authorization::sign_in),
+        )
+        .route("/token", post(authorization::exchange))
+        .route("/logout", get(authorization::logout))
         .route("/token/{subject}", post(token))
         .layer(cors)
         .with_state(provider);
@@ -121,8 +213,13 @@ async fn discovery(State(p): State<Arc<Provider>>) -> Json<serde_json::Value> {
         "issuer": base,
         "authorization_endpoint": format!("{base}/authorize"),
         "token_endpoint": format!("{base}/token"),
+        "end_session_endpoint": format!("{base}/logout"),
         "jwks_uri": format!("{base}/jwks"),
-        "response_types_supported": ["id_token"],
+        "response_types_supported": ["code"],
+        "grant_types_supported": ["authorization_code", "refresh_token"],
+        "code_challenge_methods_supported": ["S256"],
+        "token_endpoint_auth_methods_supported": ["none"],
+        "scopes_supported": ["openid", "profile", "offline_access"],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["RS256"],
     }))
@@ -141,26 +238,9 @@ async fn token(State(p): State<Arc<Provider>>, UrlPath(subject): UrlPath<String>
         )
             .into_response();
     };
-    let now = Utc::now();
-    let claims = IdTokenClaims::new(
-        p.issuer.clone(),
-        vec![Audience::new(DEV_CLIENT_ID.into())],
-        now + TimeDelta::minutes(TOKEN_LIFETIME_MINUTES),
-        now,
-        StandardClaims::<CoreGenderClaim>::new(SubjectIdentifier::new(user.subject.into())),
-        RoleClaims {
-            roles: vec![user.role.as_str().to_owned()],
-        },
-    );
-    match DevIdToken::new(
-        claims,
-        &p.key,
-        CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256,
-        None,
-        None,
-    ) {
+    match p.id_token(user, DEV_CLIENT_ID, None) {
         Ok(token) => Json(json!({
-            "id_token": token.to_string(),
+            "id_token": token,
             "token_type": "Bearer",
             "expires_in": TOKEN_LIFETIME_MINUTES * 60,
         }))

@@ -7,6 +7,7 @@
 pub mod identity_provider;
 pub mod postgres;
 pub mod seed;
+pub mod web_app;
 
 use std::fmt::Write as _;
 use std::future::Future;
@@ -19,10 +20,12 @@ use sha2::Digest;
 
 use crate::migrate::{self, MigrateAction};
 use crate::server::Application;
+use crate::settings::TrustMode;
 use crate::settings::{
     AuditSettings, DatabaseSettings, DevSettings, MigrationSettings, ServeSettings,
 };
 use identity_provider::DEV_CLIENT_ID;
+use identity_provider::authorization::WEB_CLIENT_ID;
 use postgres::{LocalCluster, free_port};
 use seed::demo_users;
 
@@ -221,11 +224,16 @@ async fn serve_dev(
     let _ = owner.close().await;
 
     // `serve`'s own settings, at their defaults, pointed at dev's database and provider.
+    // Tokens from the playground's picker (issued to `rowguard-dev`) and from the reference web
+    // app's login (issued to `clinician-web`); any other client's token is refused, as in production.
+    let client_ids = format!("{DEV_CLIENT_ID},{WEB_CLIENT_ID}");
     let mut serve: ServeSettings = crate::settings::from_args(&[
         "--oidc-issuer",
         &idp.issuer,
         "--oidc-audiences",
         DEV_CLIENT_ID,
+        "--oidc-client-ids",
+        &client_ids,
     ])
     .map_err(|e| e.to_string())?;
     serve.database = DatabaseSettings::new(gateway_url, roles.clone());
@@ -236,14 +244,26 @@ async fn serve_dev(
     serve.api.introspection = true;
     serve.api.playground = true;
     serve.audit = dev_audit_settings(data_dir)?;
+    let app_dir = settings.app_dir.clone();
+    if let Some(manifest) = web_app::manifest(&app_dir) {
+        serve.api.trusted_documents = Some(manifest);
+        serve.api.trusted_documents_mode = TrustMode::Log;
+    }
     let mut playground = serve.api.playground().ok_or("playground disabled")?;
     playground.extra_controls = Some(user_picker(&idp.issuer));
     playground.extra_connect_src = Some(idp.issuer.clone());
-    let application = Application::build_with_playground(&serve, Some(playground))
+    let mut application = Application::build_with_playground(&serve, Some(playground))
         .await
         .map_err(|e| e.to_string())?;
+    let web = match web_app::built(&app_dir) {
+        Some(dist) => {
+            application = application.with_routes(web_app::routes(&dist, &idp.issuer));
+            WebApp::Served(format!("{gateway_origin}/app/"))
+        }
+        None => WebApp::NotBuilt(web_app::build_command(&app_dir)),
+    };
     let auth = application.state().auth.clone();
-    let banner = banner(&gateway_origin, &idp.issuer, data_dir).await;
+    let banner = banner(&gateway_origin, &idp.issuer, data_dir, &web).await;
     tokio::spawn(async move {
         let deadline = Instant::now() + Duration::from_secs(30);
         while !auth.is_ready() && Instant::now() < deadline {
@@ -290,10 +310,22 @@ fn user_picker(issuer: &str) -> String {
     html
 }
 
+/// Whether dev serves the reference web app, and where (or how to build it).
+enum WebApp {
+    Served(String),
+    NotBuilt(String),
+}
+
 /// What `rowguard dev` prints once ready: where to click, who to be, how to get a token.
-async fn banner(gateway: &str, issuer: &str, data_dir: &Path) -> String {
+async fn banner(gateway: &str, issuer: &str, data_dir: &Path, web: &WebApp) -> String {
+    let web = match web {
+        WebApp::Served(url) => format!("{url}   (log in as a demo user through the dev provider)"),
+        WebApp::NotBuilt(command) => format!(
+            "not built yet; build it once with\n                 {command}\n               and start rowguard dev again"
+        ),
+    };
     let mut text = format!(
-        "\n  Rowguard dev is ready.\n\n  Playground:  {gateway}/graphql   (pick a demo user at the top, then run a query)\n  GraphQL API: POST {gateway}/graphql\n  Identity provider (dev only): {issuer}\n  Data (embedded PostgreSQL, keys, audit checkpoints): {}\n\n  Demo users (synthetic data only):\n",
+        "\n  Rowguard dev is ready.\n\n  Playground:  {gateway}/graphql   (pick a demo user at the top, then run a query)\n  Web app:     {web}\n  GraphQL API: POST {gateway}/graphql\n  Identity provider (dev only): {issuer}\n  Data (embedded PostgreSQL, keys, audit checkpoints): {}\n\n  Demo users (synthetic data only):\n",
         data_dir.display()
     );
     let http = reqwest_client();

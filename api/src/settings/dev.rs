@@ -27,4 +27,13 @@ pub struct DevSettings {
     /// Where the dev gateway listens: a loopback address only (dev mints tokens for anyone).
     #[arg(long, env = "ROWGUARD_DEV_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+
+    /// The reference web app's directory: dev serves its `dist/` build at `/app/` and loads its
+    /// `persisted-query-manifest.json` as trusted documents in `log` mode.
+    #[arg(
+        long,
+        env = "ROWGUARD_DEV_APP_DIR",
+        default_value = "examples/clinician-web"
+    )]
+    pub app_dir: PathBuf,
 }

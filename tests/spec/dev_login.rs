@@ -1,0 +1,308 @@
+//! The dev identity provider's browser login: the authorization-code flow with PKCE as a real
+//! provider runs it, so the reference web app's login code is production code, and none of the
+//! ways a flow is usually attacked work against it.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use reqwest::redirect::Policy;
+use rowguard::dev::identity_provider::{self, DevIdentityProvider};
+use rowguard::dev::seed::demo_users;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+const GATEWAY: &str = "http://127.0.0.1:18080";
+const REDIRECT: &str = "http://127.0.0.1:18080/app/callback";
+const VERIFIER: &str = "a-long-random-pkce-verifier-of-at-least-forty-three-characters";
+
+async fn provider() -> DevIdentityProvider {
+    let dir = std::env::temp_dir().join(format!("rowguard-dev-login-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("key dir");
+    let key = identity_provider::signing_key_pem(&dir.join("key.pem")).expect("key");
+    identity_provider::start(0, &key, demo_users(), GATEWAY)
+        .await
+        .expect("provider")
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(Policy::none())
+        .build()
+        .expect("client")
+}
+
+fn challenge(verifier: &str) -> String {
+    URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
+}
+
+/// The login form's fields for alice, with `changes` applied.
+fn login_form(changes: &[(&str, &str)]) -> Vec<(String, String)> {
+    let challenge = challenge(VERIFIER);
+    let mut form: Vec<(String, String)> = [
+        ("response_type", "code"),
+        ("client_id", "clinician-web"),
+        ("redirect_uri", REDIRECT),
+        ("scope", "openid profile offline_access"),
+        ("state", "s-123"),
+        ("nonce", "n-456"),
+        ("code_challenge", challenge.as_str()),
+        ("code_challenge_method", "S256"),
+        ("subject", "alice"),
+    ]
+    .iter()
+    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+    .collect();
+    for (name, value) in changes {
+        form.retain(|(k, _)| k != name);
+        if !value.is_empty() {
+            form.push(((*name).to_owned(), (*value).to_owned()));
+        }
+    }
+    form
+}
+
+/// Signs alice in; returns where the provider sent the browser.
+async fn sign_in(idp: &DevIdentityProvider, changes: &[(&str, &str)]) -> reqwest::Response {
+    http()
+        .post(format!("{}/authorize", idp.issuer))
+        .form(&login_form(changes))
+        .send()
+        .await
+        .expect("authorize")
+}
+
+fn query_param(location: &str, name: &str) -> Option<String> {
+    let url = reqwest::Url::parse(location).expect("redirect URL");
+    url.query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+async fn code_for_alice(idp: &DevIdentityProvider) -> String {
+    let reply = sign_in(idp, &[]).await;
+    assert_eq!(reply.status(), 303);
+    let location = reply.headers()["location"]
+        .to_str()
+        .expect("location")
+        .to_owned();
+    assert!(location.starts_with(REDIRECT), "{location}");
+    assert_eq!(query_param(&location, "state").as_deref(), Some("s-123"));
+    query_param(&location, "code").expect("code")
+}
+
+async fn exchange(idp: &DevIdentityProvider, form: &[(&str, &str)]) -> (u16, Value) {
+    let reply = http()
+        .post(format!("{}/token", idp.issuer))
+        .form(form)
+        .send()
+        .await
+        .expect("token");
+    (reply.status().as_u16(), reply.json().await.expect("json"))
+}
+
+async fn redeem(idp: &DevIdentityProvider, code: &str, verifier: &str) -> (u16, Value) {
+    exchange(
+        idp,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", REDIRECT),
+            ("client_id", "clinician-web"),
+            ("code_verifier", verifier),
+        ],
+    )
+    .await
+}
+
+/// One part of a JWT (0: header, 1: claims), read only to check what the provider wrote.
+fn jwt_part(jwt: &str, part: usize) -> Value {
+    let segment = jwt.split('.').nth(part).expect("JWT segment");
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(segment).expect("base64")).expect("JSON")
+}
+
+fn claims(jwt: &str) -> Value {
+    jwt_part(jwt, 1)
+}
+
+#[tokio::test]
+async fn the_login_page_lists_every_demo_user_and_keeps_the_request() {
+    let idp = provider().await;
+    let challenge = challenge(VERIFIER);
+    let page = http()
+        .get(format!("{}/authorize", idp.issuer))
+        .query(&[
+            ("response_type", "code"),
+            ("client_id", "clinician-web"),
+            ("redirect_uri", REDIRECT),
+            ("scope", "openid"),
+            ("state", "<script>"),
+            ("code_challenge", challenge.as_str()),
+            ("code_challenge_method", "S256"),
+        ])
+        .send()
+        .await
+        .expect("page");
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.expect("html");
+    for user in demo_users() {
+        assert!(
+            html.contains(&format!("login-as-{}", user.subject)),
+            "{html}"
+        );
+    }
+    assert!(
+        !html.contains("<script>"),
+        "the state must be escaped: {html}"
+    );
+}
+
+#[tokio::test]
+async fn a_code_with_its_verifier_buys_an_access_token_for_the_gateway_and_an_id_token_for_the_app()
+{
+    let idp = provider().await;
+    let code = code_for_alice(&idp).await;
+    let (status, tokens) = redeem(&idp, &code, VERIFIER).await;
+    assert_eq!(status, 200, "{tokens}");
+    let access = claims(tokens["access_token"].as_str().expect("access_token"));
+    assert_eq!(access["sub"], "alice");
+    assert_eq!(access["aud"], "rowguard-dev");
+    assert_eq!(access["client_id"], "clinician-web");
+    let header = jwt_part(tokens["access_token"].as_str().expect("access_token"), 0);
+    assert_eq!(header["typ"], "at+jwt");
+    let id = claims(tokens["id_token"].as_str().expect("id_token"));
+    assert_eq!(id["aud"], serde_json::json!(["clinician-web"]));
+    assert_eq!(id["nonce"], "n-456");
+    assert!(tokens["refresh_token"].is_string());
+}
+
+#[tokio::test]
+async fn a_code_works_once_and_only_with_its_own_verifier() {
+    let idp = provider().await;
+    let code = code_for_alice(&idp).await;
+    let (status, reply) = redeem(&idp, &code, &format!("{VERIFIER}-other")).await;
+    assert_eq!(
+        (status, reply["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
+    // A failed attempt burns the code too: a guessed verifier gets one try.
+    let (status, _) = redeem(&idp, &code, VERIFIER).await;
+    assert_eq!(status, 400);
+
+    let code = code_for_alice(&idp).await;
+    assert_eq!(redeem(&idp, &code, VERIFIER).await.0, 200);
+    let (status, reply) = redeem(&idp, &code, VERIFIER).await;
+    assert_eq!(
+        (status, reply["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
+}
+
+#[tokio::test]
+async fn only_s256_pkce_is_accepted() {
+    let idp = provider().await;
+    for changes in [
+        vec![
+            ("code_challenge_method", "plain"),
+            ("code_challenge", VERIFIER),
+        ],
+        vec![("code_challenge_method", ""), ("code_challenge", "")],
+    ] {
+        let reply = sign_in(&idp, &changes).await;
+        assert_eq!(reply.status(), 303, "{changes:?}");
+        let location = reply.headers()["location"]
+            .to_str()
+            .expect("location")
+            .to_owned();
+        assert_eq!(
+            query_param(&location, "error").as_deref(),
+            Some("invalid_request"),
+            "{changes:?}: {location}"
+        );
+        assert_eq!(query_param(&location, "code"), None);
+    }
+}
+
+#[tokio::test]
+async fn an_unregistered_redirect_uri_is_refused_on_the_page_and_never_redirected_to() {
+    let idp = provider().await;
+    for uri in [
+        "http://127.0.0.1:18080/app/callback/../../evil",
+        "http://127.0.0.1:18080/app/callbackx",
+        "http://evil.example/app/callback",
+        "http://127.0.0.1:18080/app/callback?x=1",
+    ] {
+        let reply = sign_in(&idp, &[("redirect_uri", uri)]).await;
+        assert_eq!(reply.status(), 400, "{uri}");
+        assert!(reply.headers().get("location").is_none(), "{uri}");
+    }
+    let reply = sign_in(&idp, &[("client_id", "someone-else")]).await;
+    assert_eq!(reply.status(), 400);
+}
+
+#[tokio::test]
+async fn a_refresh_token_renews_the_session_once_then_is_spent() {
+    let idp = provider().await;
+    let code = code_for_alice(&idp).await;
+    let (_, tokens) = redeem(&idp, &code, VERIFIER).await;
+    let first = tokens["refresh_token"]
+        .as_str()
+        .expect("refresh")
+        .to_owned();
+    let refresh = |token: String| {
+        let idp = idp.clone();
+        async move {
+            exchange(
+                &idp,
+                &[
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", token.as_str()),
+                    ("client_id", "clinician-web"),
+                ],
+            )
+            .await
+        }
+    };
+    let (status, renewed) = refresh(first.clone()).await;
+    assert_eq!(status, 200, "{renewed}");
+    assert_eq!(
+        claims(renewed["access_token"].as_str().expect("access_token"))["sub"],
+        "alice"
+    );
+    let second = renewed["refresh_token"]
+        .as_str()
+        .expect("rotated")
+        .to_owned();
+    assert_ne!(first, second);
+    assert_eq!(
+        refresh(first).await.0,
+        400,
+        "a used refresh token must be spent"
+    );
+    assert_eq!(refresh(second).await.0, 200);
+}
+
+#[tokio::test]
+async fn logout_returns_only_to_a_registered_address() {
+    let idp = provider().await;
+    let logout = |target: &'static str| {
+        let idp = idp.clone();
+        async move {
+            http()
+                .get(format!("{}/logout", idp.issuer))
+                .query(&[("post_logout_redirect_uri", target), ("state", "x")])
+                .send()
+                .await
+                .expect("logout")
+        }
+    };
+    let back = logout("http://127.0.0.1:18080/app/").await;
+    assert_eq!(back.status(), 303);
+    assert!(
+        back.headers()["location"]
+            .to_str()
+            .expect("location")
+            .starts_with("http://127.0.0.1:18080/app/?")
+    );
+    let elsewhere = logout("http://evil.example/").await;
+    assert_eq!(elsewhere.status(), 200);
+    assert!(elsewhere.headers().get("location").is_none());
+}
