@@ -61,6 +61,11 @@ impl MigratorTrait for Migrator {
                 up: include_str!("sql/0008_least_privilege_reads.up.sql"),
                 down: include_str!("sql/0008_least_privilege_reads.down.sql"),
             }),
+            Box::new(SqlMigration {
+                name: "m20261202_000009_audit_hot_path",
+                up: include_str!("sql/0009_audit_hot_path.up.sql"),
+                down: include_str!("sql/0009_audit_hot_path.down.sql"),
+            }),
         ]
     }
 }

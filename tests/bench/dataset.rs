@@ -15,6 +15,13 @@ pub struct Dataset {
     pub gateway_url: String,
 }
 
+impl Dataset {
+    /// The cluster's superuser, for the peer's schema.
+    pub fn admin_url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/rowguard", self.port)
+    }
+}
+
 pub async fn build(port: u16, patients: u64, clinicians: u64, issuer: &str) -> Dataset {
     let admin_url = format!("postgres://postgres@127.0.0.1:{port}/rowguard");
     rowguard::migrate::run(

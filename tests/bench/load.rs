@@ -19,36 +19,81 @@ pub struct Scenario {
     pub name: &'static str,
     audit: bool,
     kind: Kind,
+    /// What differs in the gateway's settings from the default run.
+    variant: Variant,
+    /// Concurrent clients, when not the run's `--concurrency`.
+    clients: Option<u32>,
+    /// Whether PostGraphile serves the same page in the same rounds.
+    pub peer: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     MyPatients,
+    /// A page of 100 patients with their care teams: how cost grows with the response.
+    MyPatientsWithCareTeams,
     PatientWithCareTeam,
     UpdatePatient,
 }
 
-pub const SCENARIOS: [Scenario; 4] = [
+/// The settings a scenario changes (all else is `serve`'s defaults).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Variant {
+    Default,
+    QuotasOff,
+    /// Quotas shared through a real Redis.
+    QuotasInRedis,
+    /// Every request traced (sample ratio 1.0) to an OTLP endpoint that discards what it gets.
+    Tracing,
+}
+
+const fn scenario(name: &'static str, kind: Kind) -> Scenario {
     Scenario {
-        name: "patients(first: 20)",
+        name,
         audit: true,
-        kind: Kind::MyPatients,
-    },
+        kind,
+        variant: Variant::Default,
+        clients: None,
+        peer: false,
+    }
+}
+
+pub const SCENARIOS: [Scenario; 9] = [
+    scenario("patients(first: 20)", Kind::MyPatients),
     Scenario {
-        name: "patients(first: 20), audit off",
         audit: false,
-        kind: Kind::MyPatients,
+        peer: true,
+        ..scenario("patients(first: 20), audit off", Kind::MyPatients)
     },
     Scenario {
-        name: "patient(id) + careTeam",
-        audit: true,
-        kind: Kind::PatientWithCareTeam,
+        variant: Variant::QuotasOff,
+        ..scenario("patients(first: 20), quotas off", Kind::MyPatients)
     },
     Scenario {
-        name: "updatePatient",
-        audit: true,
-        kind: Kind::UpdatePatient,
+        variant: Variant::QuotasInRedis,
+        ..scenario("patients(first: 20), quotas in Redis", Kind::MyPatients)
     },
+    Scenario {
+        variant: Variant::Tracing,
+        ..scenario("patients(first: 20), tracing 100%", Kind::MyPatients)
+    },
+    Scenario {
+        clients: Some(64),
+        ..scenario("patients(first: 20), 64 clients", Kind::MyPatients)
+    },
+    scenario(
+        "patients(first: 100) + careTeam",
+        Kind::MyPatientsWithCareTeams,
+    ),
+    scenario("patient(id) + careTeam", Kind::PatientWithCareTeam),
+    scenario("updatePatient", Kind::UpdatePatient),
+];
+
+/// What a feature costs: each pair measured side by side (with it, without it).
+pub const COSTS: [[Scenario; 2]; 3] = [
+    [SCENARIOS[0], SCENARIOS[2]],
+    [SCENARIOS[3], SCENARIOS[2]],
+    [SCENARIOS[4], SCENARIOS[0]],
 ];
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -61,9 +106,160 @@ pub struct Measured {
 #[derive(Debug)]
 pub struct Row {
     pub rowguard: Measured,
-    pub pgbench: Measured,
+    /// The same transactions replayed by pgbench (none for scenarios without a replay).
+    pub pgbench: Option<Measured>,
+    /// PostGraphile serving the same page, and its CPU per request.
+    pub peer: Option<(Measured, f64)>,
     pub cpu_us_per_request: f64,
     pub max_rss_mb: f64,
+    /// p99 of the oldest unsealed audit event's age, sampled while Rowguard ran.
+    pub seal_lag_p99_s: Option<f64>,
+}
+
+/// `rowguard serve` configured for a scenario, with what its variant needs beside it; all of it
+/// stopped when dropped (a failed run must not leave it).
+pub struct Gateway {
+    process: StopOnDrop,
+    base: String,
+    metrics_port: u16,
+    _sidecars: Sidecars,
+}
+
+impl Gateway {
+    async fn start(
+        binary: &Path,
+        issuer: &TestIssuer,
+        db: &Dataset,
+        scenario: Scenario,
+        concurrency: u32,
+        sealer: bool,
+    ) -> Self {
+        let port = rowguard::dev::postgres::free_port().expect("port");
+        let metrics_port = rowguard::dev::postgres::free_port().expect("port");
+        let mut command = Command::new(binary);
+        if let Ok(threads) = std::env::var("BENCH_WORKER_THREADS") {
+            command.env("ROWGUARD_WORKER_THREADS", threads);
+        }
+        let mut sidecars = Sidecars::default();
+        match scenario.variant {
+            Variant::Default => {}
+            Variant::QuotasOff => {
+                command.env("ROWGUARD_QUOTA_MODE", "off");
+            }
+            Variant::QuotasInRedis => {
+                let redis = rowguard_tests::redis::TestRedis::start();
+                command.env("ROWGUARD_QUOTA_REDIS_URL", redis.url());
+                sidecars._redis = Some(redis);
+            }
+            Variant::Tracing => {
+                let (endpoint, sink) = discarding_otlp_sink().await;
+                command
+                    .env("ROWGUARD_OTEL_ENDPOINT", endpoint)
+                    .env("ROWGUARD_OTEL_SAMPLE_RATIO", "1.0");
+                sidecars._sink = Some(sink);
+            }
+        }
+        let process = StopOnDrop(
+            command
+                .arg("serve")
+                // Budgets this load never reaches: it measures other things.
+                .env("ROWGUARD_QUOTA_RATE", "10000000")
+                .env("ROWGUARD_QUOTA_BURST", "10000000")
+                .env("DATABASE_URL", &db.gateway_url)
+                .env("ROWGUARD_OIDC_ISSUER", issuer.url())
+                .env("ROWGUARD_OIDC_AUDIENCES", SPA_CLIENT_ID)
+                .env("ROWGUARD_LISTEN", format!("127.0.0.1:{port}"))
+                .env(
+                    "ROWGUARD_METRICS_LISTEN",
+                    format!("127.0.0.1:{metrics_port}"),
+                )
+                .env("ROWGUARD_DB_MAX_CONNECTIONS", concurrency.to_string())
+                .env("ROWGUARD_AUDIT", scenario.audit.to_string())
+                .env("ROWGUARD_AUDIT_SEALER", sealer.to_string())
+                .env("ROWGUARD_LOG", "warn")
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("starting rowguard"),
+        );
+        let base = format!("http://127.0.0.1:{port}");
+        wait_ready(&base).await;
+        check_one_request(issuer, db, scenario, &base).await;
+        Self {
+            process,
+            base,
+            metrics_port,
+            _sidecars: sidecars,
+        }
+    }
+}
+
+/// Two read scenarios that differ only in the gateway's settings, measured in alternating runs
+/// against two gateways running side by side (same dataset, same moment, same trail), so that a
+/// difference of a few percent is not swamped by the drift between scenarios run minutes apart.
+/// Neither seals: a third process under no load does, so sealing work lands on neither side, and
+/// the order alternates each round. Returns each side's median run and CPU per request.
+pub async fn compare(
+    binary: &Path,
+    issuer: &TestIssuer,
+    db: &Dataset,
+    pair: [Scenario; 2],
+    concurrency: u32,
+    duration: Duration,
+    rounds: u32,
+) -> [(Measured, f64); 2] {
+    let dir = std::env::temp_dir().join(format!("rowguard-bench-ab-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("load dir");
+    let script = dir.join("load.lua");
+    std::fs::write(&script, wrk_script(issuer, db, pair[0], concurrency)).expect("lua");
+    let sealer = Gateway::start(binary, issuer, db, SCENARIOS[0], 1, true).await;
+    let mut gateways = Vec::new();
+    for scenario in pair {
+        gateways.push(Gateway::start(binary, issuer, db, scenario, concurrency, false).await);
+    }
+    let mut runs: [Vec<Measured>; 2] = [Vec::new(), Vec::new()];
+    let mut cpu = [(0u64, 0.0f64); 2];
+    for round in 0..=rounds.max(1) {
+        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for i in order {
+            let gateway = &gateways[i];
+            let load = Load {
+                script: &script,
+                base: &gateway.base,
+                threads: PGBENCH_THREADS.min(concurrency),
+                connections: concurrency,
+                allowed_errors: 0,
+            };
+            // Round 0 warms both up.
+            if round == 0 {
+                wrk(&load, Duration::from_secs(3));
+                continue;
+            }
+            let before = cpu_ticks(gateway.process.0.id());
+            let run = wrk(&load, duration);
+            cpu[i].0 += cpu_ticks(gateway.process.0.id()) - before;
+            cpu[i].1 += run.rps * duration.as_secs_f64();
+            eprintln!("  {}: Rowguard {:.0} req/s", pair[i].name, run.rps);
+            runs[i].push(run);
+        }
+    }
+    drop(gateways);
+    drop(sealer);
+    let _ = std::fs::remove_dir_all(&dir);
+    let [a, b] = runs;
+    let per_request = |(ticks, requests): (u64, f64)| {
+        ticks as f64 * 1_000_000.0 / clock_ticks() / requests.max(1.0)
+    };
+    [
+        (median(a), per_request(cpu[0])),
+        (median(b), per_request(cpu[1])),
+    ]
+}
+
+/// What runs beside the gateway for some variants, stopped when the scenario ends.
+#[derive(Default)]
+pub struct Sidecars {
+    _redis: Option<rowguard_tests::redis::TestRedis>,
+    _sink: Option<tokio::task::JoinHandle<()>>,
 }
 
 pub async fn run(
@@ -75,38 +271,15 @@ pub async fn run(
     duration: Duration,
     rounds: u32,
 ) -> Row {
-    let port = rowguard::dev::postgres::free_port().expect("port");
-    let mut command = Command::new(binary);
-    if let Ok(threads) = std::env::var("BENCH_WORKER_THREADS") {
-        command.env("ROWGUARD_WORKER_THREADS", threads);
-    }
-    // Stopped when this function returns or panics (a failed pgbench run must not leave it).
-    let child = StopOnDrop(
-        command
-            .arg("serve")
-            // Budgets this load never reaches: it measures other things.
-            .env("ROWGUARD_QUOTA_RATE", "10000000")
-            .env("ROWGUARD_QUOTA_BURST", "10000000")
-            .env("DATABASE_URL", &db.gateway_url)
-            .env("ROWGUARD_OIDC_ISSUER", issuer.url())
-            .env("ROWGUARD_OIDC_AUDIENCES", SPA_CLIENT_ID)
-            .env("ROWGUARD_LISTEN", format!("127.0.0.1:{port}"))
-            .env("ROWGUARD_METRICS_LISTEN", "127.0.0.1:0")
-            .env("ROWGUARD_DB_MAX_CONNECTIONS", concurrency.to_string())
-            .env("ROWGUARD_AUDIT", scenario.audit.to_string())
-            .env("ROWGUARD_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("starting rowguard"),
-    );
-    let base = format!("http://127.0.0.1:{port}");
-    wait_ready(&base).await;
+    let concurrency = scenario.clients.unwrap_or(concurrency);
+    let gateway = Gateway::start(binary, issuer, db, scenario, concurrency, true).await;
+    let (child, base, metrics_port) =
+        (&gateway.process, gateway.base.clone(), gateway.metrics_port);
 
     let dir = std::env::temp_dir().join(format!("rowguard-bench-load-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("load dir");
     let script = dir.join("load.lua");
     std::fs::write(&script, wrk_script(issuer, db, scenario, concurrency)).expect("lua");
-    check_one_request(issuer, db, scenario, &base).await;
 
     // Warm up (connections, caches, plans), then measure.
     // Update clients follow their own patient's version, one connection per wrk thread; the
@@ -124,33 +297,137 @@ pub async fn run(
         allowed_errors: allowed,
     };
     wrk(&load, Duration::from_secs(3));
-    let sql = dir.join("transaction.sql");
-    std::fs::write(&sql, pgbench_script(scenario)).expect("pgbench script");
+    let sql = pgbench_script(scenario).map(|script| {
+        let sql = dir.join("transaction.sql");
+        std::fs::write(&sql, script).expect("pgbench script");
+        sql
+    });
+    let peer = if scenario.peer {
+        Some(crate::peer::PostGraphile::start(issuer, db, concurrency, &dir).await)
+    } else {
+        None
+    };
+    let (mut peer_runs, mut peer_cpu, mut peer_requests) = (Vec::new(), 0u64, 0.0);
+    let lag = LagSampler::start(metrics_port);
     // Rowguard and pgbench take turns, `rounds` times each, and each side reports its median
     // run: on a shared 2-core machine single runs drift by ±10%, which would swamp the ratio.
     let (mut rowguard_runs, mut pgbench_runs) = (Vec::new(), Vec::new());
     let (mut cpu, mut requests) = (0u64, 0.0);
     for _ in 0..rounds.max(1) {
+        lag.measuring(true);
         let cpu_before = cpu_ticks(child.0.id());
         let run = wrk(&load, duration);
         cpu += cpu_ticks(child.0.id()) - cpu_before;
+        lag.measuring(false);
         requests += run.rps * duration.as_secs_f64();
-        let replay = pgbench(&sql, db, issuer, concurrency, duration, &dir);
-        eprintln!(
-            "  {}: Rowguard {:.0} req/s, pgbench {:.0} tps",
-            scenario.name, run.rps, replay.rps
-        );
+        eprintln!("  {}: Rowguard {:.0} req/s", scenario.name, run.rps);
         rowguard_runs.push(run);
-        pgbench_runs.push(replay);
+        if let Some(sql) = &sql {
+            let replay = pgbench(sql, db, issuer, concurrency, duration, &dir);
+            eprintln!("  {}: pgbench {:.0} tps", scenario.name, replay.rps);
+            pgbench_runs.push(replay);
+        }
+        if let Some(peer) = &peer {
+            let cpu_before = cpu_ticks(peer.pid());
+            let run = wrk(&peer.load(threads, concurrency), duration);
+            peer_cpu += cpu_ticks(peer.pid()) - cpu_before;
+            peer_requests += run.rps * duration.as_secs_f64();
+            eprintln!("  {}: PostGraphile {:.0} req/s", scenario.name, run.rps);
+            peer_runs.push(run);
+        }
     }
     let max_rss_mb = peak_rss_kb(child.0.id()) as f64 / 1024.0;
-    drop(child);
+    let seal_lag_p99_s = scenario.audit.then(|| lag.p99()).flatten();
+    drop(gateway);
+    if let Some(peer) = peer {
+        peer.stop(db).await;
+    }
     let _ = std::fs::remove_dir_all(&dir);
+    let per_request =
+        |ticks: u64, requests: f64| ticks as f64 * 1_000_000.0 / clock_ticks() / requests.max(1.0);
     Row {
         rowguard: median(rowguard_runs),
-        pgbench: median(pgbench_runs),
-        cpu_us_per_request: cpu as f64 * 1_000_000.0 / clock_ticks() / requests.max(1.0),
+        pgbench: (!pgbench_runs.is_empty()).then(|| median(pgbench_runs)),
+        peer: (!peer_runs.is_empty())
+            .then(|| (median(peer_runs), per_request(peer_cpu, peer_requests))),
+        cpu_us_per_request: per_request(cpu, requests),
         max_rss_mb,
+        seal_lag_p99_s,
+    }
+}
+
+/// An OTLP/HTTP endpoint that accepts every export and keeps nothing: the benchmark measures
+/// what tracing costs the gateway, not a collector.
+async fn discarding_otlp_sink() -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("sink port");
+    let endpoint = format!("http://{}", listener.local_addr().expect("sink address"));
+    let app = axum::Router::new().fallback(|_body: axum::body::Bytes| async { "" });
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (endpoint, task)
+}
+
+/// Samples `rowguard_audit_unsealed_age_seconds` every 100 ms while a measurement runs.
+struct LagSampler {
+    samples: std::sync::Arc<std::sync::Mutex<Vec<f64>>>,
+    measuring: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl LagSampler {
+    fn start(metrics_port: u16) -> Self {
+        let samples = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let measuring = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (into, on) = (samples.clone(), measuring.clone());
+        let task = tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let url = format!("http://127.0.0.1:{metrics_port}/metrics");
+            loop {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if !on.load(std::sync::atomic::Ordering::Relaxed) {
+                    continue;
+                }
+                let Ok(reply) = http.get(&url).send().await else {
+                    continue;
+                };
+                let text = reply.text().await.unwrap_or_default();
+                let age = text.lines().find_map(|l| {
+                    l.strip_prefix("rowguard_audit_unsealed_age_seconds ")
+                        .and_then(|v| v.trim().parse::<f64>().ok())
+                });
+                if let Some(age) = age {
+                    into.lock().expect("samples").push(age);
+                }
+            }
+        });
+        Self {
+            samples,
+            measuring,
+            task,
+        }
+    }
+
+    fn measuring(&self, on: bool) {
+        self.measuring
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn p99(&self) -> Option<f64> {
+        let mut samples = self.samples.lock().expect("samples").clone();
+        if samples.is_empty() {
+            return None;
+        }
+        samples.sort_by(f64::total_cmp);
+        Some(samples[((samples.len() - 1) as f64 * 0.99) as usize])
+    }
+}
+
+impl Drop for LagSampler {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 
@@ -173,6 +450,9 @@ fn graphql_body(kind: Kind, patient: &str, version: &str) -> String {
         Kind::MyPatients => {
             json!({ "query": "query MyPatients { patients(first: 20) { edges { node { id mrn givenName familyName } } } }", "operationName": "MyPatients" })
         }
+        Kind::MyPatientsWithCareTeams => {
+            json!({ "query": "query MyPatientsWithCareTeams { patients(first: 100) { edges { node { id mrn givenName familyName careTeam { careRole clinician { displayName } } } } } }", "operationName": "MyPatientsWithCareTeams" })
+        }
         Kind::PatientWithCareTeam => {
             json!({ "query": "query PatientDetail($id: ID!) { patient(id: $id) { mrn careTeam { careRole clinician { displayName } } } }", "operationName": "PatientDetail", "variables": { "id": patient } })
         }
@@ -183,7 +463,7 @@ fn graphql_body(kind: Kind, patient: &str, version: &str) -> String {
     body.to_string()
 }
 
-fn patient_uuid(n: u64) -> String {
+pub fn patient_uuid(n: u64) -> String {
     let digest = format!("{:032x}", md5_hex(&format!("patient{n}")));
     format!(
         "{}-{}-{}-{}-{}",
@@ -195,15 +475,9 @@ fn patient_uuid(n: u64) -> String {
     )
 }
 
-/// The tokens and request bodies, spread over many clinicians. For updates each wrk thread
-/// (one connection each) owns one patient and follows its version from the responses.
-fn wrk_script(issuer: &TestIssuer, db: &Dataset, scenario: Scenario, concurrency: u32) -> String {
+/// wrk's Lua table `pairs_`: `count` (token, patient) pairs spread over many clinicians.
+pub fn token_pairs(issuer: &TestIssuer, db: &Dataset, count: u64) -> String {
     let mut lua = String::from("local pairs_ = {\n");
-    let count = if scenario.kind == Kind::UpdatePatient {
-        u64::from(concurrency)
-    } else {
-        200
-    };
     for i in 0..count {
         let clinician = (i * 7919) % db.clinicians + 1;
         let token = issuer
@@ -214,6 +488,18 @@ fn wrk_script(issuer: &TestIssuer, db: &Dataset, scenario: Scenario, concurrency
         let _ = writeln!(lua, "  {{ \"{token}\", \"{patient}\" }},");
     }
     lua.push_str("}\n");
+    lua
+}
+
+/// The tokens and request bodies, spread over many clinicians. For updates each wrk thread
+/// (one connection each) owns one patient and follows its version from the responses.
+fn wrk_script(issuer: &TestIssuer, db: &Dataset, scenario: Scenario, concurrency: u32) -> String {
+    let count = if scenario.kind == Kind::UpdatePatient {
+        u64::from(concurrency)
+    } else {
+        200
+    };
+    let mut lua = token_pairs(issuer, db, count);
     if scenario.kind == Kind::UpdatePatient {
         let _ = write!(
             lua,
@@ -235,28 +521,38 @@ end
 "#
         );
     } else {
-        let template = graphql_body(scenario.kind, "PATIENT", "1")
-            .replace('\\', "\\\\")
-            .replace('\'', "\\'");
-        let _ = write!(
-            lua,
-            r#"local template = '{template}'
+        lua.push_str(&read_requests(&graphql_body(scenario.kind, "PATIENT", "1")));
+    }
+    lua
+}
+
+/// wrk's Lua for a read: `pairs_` (token, patient) must be defined before it; `template` is the
+/// JSON body with `PATIENT` where the patient id goes.
+pub fn read_requests(template: &str) -> String {
+    let template = template.replace('\\', "\\\\").replace('\'', "\\'");
+    format!(
+        r#"local template = '{template}'
 -- Every request is formatted once, up front: the load generator shares the 2 cores with Rowguard
 -- and PostgreSQL, so its own per-request work must be as small as pgbench's.
 local requests = {{}}
 for i, pair in ipairs(pairs_) do
   local body = string.gsub(template, "PATIENT", pair[2])
-  requests[i] = wrk.format("POST", "/graphql", {{ ["Content-Type"] = "application/json", ["Authorization"] = "Bearer " .. pair[1] }}, body)
+  -- HTTP/1.1 requires Host (Node refuses a request without it; wrk adds none to pre-formatted requests).
+  requests[i] = wrk.format("POST", "/graphql", {{ ["Host"] = "127.0.0.1", ["Content-Type"] = "application/json", ["Accept"] = "application/json", ["Authorization"] = "Bearer " .. pair[1] }}, body)
 end
 local n = 0
 function request()
   n = n + 1
   return requests[(n % #requests) + 1]
 end
-"#
-        );
-    }
-    lua
+{debug}"#,
+        // BENCH_DEBUG=1 prints the first failed response (parsing every response costs wrk CPU).
+        debug = if std::env::var_os("BENCH_DEBUG").is_some() {
+            "local shown = false\nfunction response(status, headers, body)\n  if status ~= 200 and not shown then shown = true; print(status, body) end\nend\n"
+        } else {
+            ""
+        }
+    )
 }
 
 /// One request of the scenario must return data, or the numbers would measure errors.
@@ -284,18 +580,18 @@ async fn check_one_request(issuer: &TestIssuer, db: &Dataset, scenario: Scenario
 }
 
 /// How wrk drives one scenario.
-struct Load<'a> {
-    script: &'a Path,
-    base: &'a str,
-    threads: u32,
-    connections: u32,
-    allowed_errors: u64,
+pub struct Load<'a> {
+    pub script: &'a Path,
+    pub base: &'a str,
+    pub threads: u32,
+    pub connections: u32,
+    pub allowed_errors: u64,
 }
 
 /// pgbench's `-j`: its worker threads.
 const PGBENCH_THREADS: u32 = 2;
 
-fn wrk(load: &Load<'_>, duration: Duration) -> Measured {
+pub fn wrk(load: &Load<'_>, duration: Duration) -> Measured {
     let (base, allowed_errors) = (load.base, load.allowed_errors);
     let output = Command::new("wrk")
         .args([
@@ -358,12 +654,14 @@ fn duration_ms(value: &str) -> f64 {
     }
 }
 
-/// The SQL Rowguard issues for the scenario, statement for statement.
-fn pgbench_script(scenario: Scenario) -> String {
+/// The SQL Rowguard issues for the scenario, statement for statement (the 100-patient page has
+/// no replay: it shows how Rowguard's own cost grows with the response).
+fn pgbench_script(scenario: Scenario) -> Option<String> {
     match scenario.kind {
-        Kind::MyPatients => replay::my_patients(scenario.audit),
-        Kind::PatientWithCareTeam => replay::patient_with_care_team(),
-        Kind::UpdatePatient => replay::update_patient(),
+        Kind::MyPatients => Some(replay::my_patients(scenario.audit)),
+        Kind::MyPatientsWithCareTeams => None,
+        Kind::PatientWithCareTeam => Some(replay::patient_with_care_team()),
+        Kind::UpdatePatient => Some(replay::update_patient()),
     }
 }
 
@@ -470,7 +768,7 @@ fn pgbench(
     }
 }
 
-fn cpu_ticks(pid: u32) -> u64 {
+pub fn cpu_ticks(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after = stat.rsplit(')').next().unwrap_or_default();
     let fields: Vec<&str> = after.split_whitespace().collect();

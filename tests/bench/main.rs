@@ -9,6 +9,7 @@
 
 mod dataset;
 mod load;
+mod peer;
 mod replay;
 
 use std::path::PathBuf;
@@ -39,6 +40,10 @@ struct Args {
     /// Rounds per scenario: Rowguard and pgbench alternate, and the median run of each is shown.
     #[arg(long, default_value_t = 3)]
     rounds: u32,
+    /// Also measure what quotas (local and Redis) and tracing cost, each against the same gateway
+    /// without them, side by side in alternating runs.
+    #[arg(long)]
+    costs: bool,
 }
 
 #[tokio::main]
@@ -68,9 +73,9 @@ async fn main() {
         args.concurrency, args.duration, args.clinicians
     );
     println!(
-        "| patients | scenario | Rowguard req/s | p50 ms | p99 ms | pgbench tps | pgbench p50 ms | pgbench p99 ms | ratio | Rowguard CPU µs/req | Rowguard max RSS MB |"
+        "| patients | scenario | Rowguard req/s | p50 ms | p99 ms | pgbench tps | pgbench p50 ms | pgbench p99 ms | ÷ pgbench | Rowguard CPU µs/req | Rowguard max RSS MB | seal lag p99 s | PostGraphile req/s | PostGraphile CPU µs/req | ÷ PostGraphile |"
     );
-    println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for &patients in &args.scales {
         let dir =
             std::env::temp_dir().join(format!("rowguard-bench-{}-{patients}", std::process::id()));
@@ -82,7 +87,7 @@ async fn main() {
                 port,
                 &[
                     "shared_buffers=512MB",
-                    "max_connections=100",
+                    "max_connections=200",
                     "synchronous_commit=off",
                     "jit=off",
                 ],
@@ -104,19 +109,59 @@ async fn main() {
                 args.rounds,
             )
             .await;
+            let dash = || "—".to_owned();
+            let pgbench = row.pgbench.map_or_else(
+                || format!("{} | {} | {} | {}", dash(), dash(), dash(), dash()),
+                |p| {
+                    format!(
+                        "{:.0} | {:.2} | {:.2} | {:.2}",
+                        p.rps,
+                        p.p50_ms,
+                        p.p99_ms,
+                        row.rowguard.rps / p.rps
+                    )
+                },
+            );
+            let peer = row.peer.map_or_else(
+                || format!("{} | {} | {}", dash(), dash(), dash()),
+                |(p, cpu)| format!("{:.0} | {cpu:.0} | {:.2}", p.rps, row.rowguard.rps / p.rps),
+            );
             println!(
-                "| {patients} | {} | {:.0} | {:.2} | {:.2} | {:.0} | {:.2} | {:.2} | {:.2} | {:.0} | {:.1} |",
+                "| {patients} | {} | {:.0} | {:.2} | {:.2} | {pgbench} | {:.0} | {:.1} | {} | {peer} |",
                 scenario.name,
                 row.rowguard.rps,
                 row.rowguard.p50_ms,
                 row.rowguard.p99_ms,
-                row.pgbench.rps,
-                row.pgbench.p50_ms,
-                row.pgbench.p99_ms,
-                row.rowguard.rps / row.pgbench.rps,
                 row.cpu_us_per_request,
-                row.max_rss_mb
+                row.max_rss_mb,
+                row.seal_lag_p99_s.map_or_else(dash, |s| format!("{s:.2}")),
             );
+        }
+        if args.costs {
+            println!(
+                "\n| patients | with | without | with req/s | without req/s | with ÷ without | with CPU µs/req | without CPU µs/req |"
+            );
+            println!("|---:|---|---|---:|---:|---:|---:|---:|");
+            for pair in load::COSTS {
+                let [(with, with_cpu), (without, without_cpu)] = load::compare(
+                    &rowguard,
+                    &issuer,
+                    &db,
+                    pair,
+                    args.concurrency,
+                    Duration::from_secs(args.duration),
+                    args.rounds,
+                )
+                .await;
+                println!(
+                    "| {patients} | {} | {} | {:.0} | {:.0} | {:.3} | {with_cpu:.0} | {without_cpu:.0} |",
+                    pair[0].name,
+                    pair[1].name,
+                    with.rps,
+                    without.rps,
+                    with.rps / without.rps
+                );
+            }
         }
     }
 }

@@ -35,6 +35,10 @@ const ACTION_TIMEOUT_MS = Math.min(STEP_TIMEOUT_MS, 30_000);
 const loopback = new Set(["127.0.0.1", "localhost", "[::1]"]);
 const leaked = [];
 const pageErrors = [];
+/** Every /graphql response body, by session label, to check what reached the browser. */
+const graphqlBodies = [];
+/** The demo users' display names (dev's seed): a sign-in must show the enrolled person, not a fallback. */
+const DISPLAY_NAMES = { alice: "Dr. Alice Nguyen", carol: "Carol Reyes (coordinator)" };
 const steps = [];
 const facts = {};
 const tag = `${Date.now().toString(36)}-${process.pid}`;
@@ -95,6 +99,21 @@ async function session(label) {
     leaked.push(url.href);
     return route.abort();
   });
+  // route() sees only the first URL of a redirect chain; every hop is a request event.
+  context.on("request", (request) => {
+    const url = new URL(request.url());
+    if (!(url.protocol === "data:" || url.protocol === "blob:" || loopback.has(url.hostname))) {
+      leaked.push(url.href);
+    }
+  });
+  context.on("response", async (response) => {
+    if (new URL(response.url()).pathname !== "/graphql") return;
+    try {
+      graphqlBodies.push({ label: currentUser, text: await response.text() });
+    } catch {
+      // A preflight or an aborted request has no body.
+    }
+  });
   const page = await context.newPage();
   page.on("pageerror", (error) => pageErrors.push(`${label}: ${error}`));
   return { context, page };
@@ -103,7 +122,11 @@ async function session(label) {
 const byTestId = (id) => `[data-testid="${id}"]`;
 
 /** From the app's signed-out page through the provider's login page, back signed in. */
+/** Who the session being driven is signed in as (labels the captured responses). */
+let currentUser = null;
+
 async function logIn(page, subject, expectedRole) {
+  currentUser = subject;
   await page.click(byTestId("login-button"));
   // The provider's page (another origin): pick the demo user.
   await page.click(byTestId(`login-as-${subject}`));
@@ -122,9 +145,10 @@ async function logIn(page, subject, expectedRole) {
   const name = (await page.textContent(byTestId("user-name"))).trim();
   const role = (await page.textContent(byTestId("user-role"))).trim();
   assert(
-    name.toLowerCase().includes(subject),
-    `signed in as ${subject}, but the header names ${JSON.stringify(name)}`,
+    name === DISPLAY_NAMES[subject],
+    `signed in as ${subject}, but the header names ${JSON.stringify(name)} (not the enrolled ${DISPLAY_NAMES[subject]})`,
   );
+  assert(!(await page.$(byTestId("not-enrolled"))), `${subject} is signed in but not enrolled`);
   assert(role === expectedRole, `${subject} should be a ${expectedRole}, the header says ${JSON.stringify(role)}`);
   const banner = await page.$(`${byTestId("error-message")}:visible`);
   assert(!banner, `error after login: ${banner && (await banner.textContent())}`);
@@ -277,12 +301,19 @@ try {
     for (const [label, text] of Object.entries(texts)) {
       assert(!pageText.includes(text), `the coordinator's page shows clinical notes (${label})`);
     }
-    assert(!pageText.includes("Synthetic demo record"), "the coordinator's page shows seeded clinical notes");
     const textarea = await a.page.$(byTestId("notes-textarea"));
     if (textarea) {
-      const value = await textarea.inputValue();
-      const disabled = await textarea.isDisabled();
-      assert(value === "" || disabled, "the notes textarea holds text for a coordinator");
+      // A textarea's value is not in innerText/textContent: check it directly.
+      assert((await textarea.inputValue()) === "", "the notes textarea holds text for a coordinator");
+    }
+    // Not only the screen: no response carol's session received carries notes.
+    const carols = graphqlBodies.filter((b) => b.label === "carol");
+    assert(carols.length > 0, "no GraphQL responses were captured for carol");
+    for (const { text } of carols) {
+      assert(!/"clinicalNotes"\s*:\s*"/.test(text), `a response to carol carries clinical notes: ${text.slice(0, 200)}`);
+      for (const [label, note] of Object.entries(texts)) {
+        assert(!text.includes(note), `a response to carol carries the ${label} note text`);
+      }
     }
     facts.coordinatorNotesEditor = textarea ? "present-empty" : "absent";
   });

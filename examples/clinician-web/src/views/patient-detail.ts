@@ -50,7 +50,8 @@ export class PatientDetail {
    * of the patient still resolves), the screen simply shows no notes.
    */
   private async fetch(id: string): Promise<{ record: Patient; notesHidden: boolean } | undefined> {
-    const withNotes = this.ctx.role !== "coordinator" && this.ctx.role !== "auditor";
+    // Only a known clinician asks: an unmapped role must not request the column at all.
+    const withNotes = this.ctx.role === "clinician";
     let result;
     try {
       result = await this.ctx.client.query({
