@@ -134,7 +134,7 @@ async fn the_login_page_lists_every_demo_user_and_keeps_the_request() {
             ("client_id", "clinician-web"),
             ("redirect_uri", REDIRECT),
             ("scope", "openid"),
-            ("state", "<script>"),
+            ("state", "\"><script>"),
             ("code_challenge", challenge.as_str()),
             ("code_challenge_method", "S256"),
         ])
@@ -305,4 +305,110 @@ async fn logout_returns_only_to_a_registered_address() {
     let elsewhere = logout("http://evil.example/").await;
     assert_eq!(elsewhere.status(), 200);
     assert!(elsewhere.headers().get("location").is_none());
+}
+
+#[tokio::test]
+async fn a_code_without_a_verifier_or_for_another_client_buys_nothing() {
+    let idp = provider().await;
+    let code = code_for_alice(&idp).await;
+    let (status, reply) = exchange(
+        &idp,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", REDIRECT),
+            ("client_id", "clinician-web"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (status, reply["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
+
+    let code = code_for_alice(&idp).await;
+    let (status, _) = exchange(
+        &idp,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", REDIRECT),
+            ("client_id", "rowguard-dev"),
+            ("code_verifier", VERIFIER),
+        ],
+    )
+    .await;
+    assert_eq!(status, 400);
+}
+
+#[tokio::test]
+async fn a_challenge_that_is_not_a_sha256_is_refused() {
+    let idp = provider().await;
+    for challenge in [
+        "short",
+        "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!",
+        &"A".repeat(44),
+    ] {
+        let reply = sign_in(&idp, &[("code_challenge", challenge)]).await;
+        let location = reply.headers()["location"]
+            .to_str()
+            .expect("location")
+            .to_owned();
+        assert_eq!(
+            query_param(&location, "error").as_deref(),
+            Some("invalid_request"),
+            "{challenge}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_page_on_another_origin_cannot_use_the_providers_endpoints() {
+    let idp = provider().await;
+    for (method, path) in [
+        (reqwest::Method::POST, "/token"),
+        (reqwest::Method::POST, "/token/alice"),
+        (reqwest::Method::GET, "/.well-known/openid-configuration"),
+    ] {
+        let reply = http()
+            .request(reqwest::Method::OPTIONS, format!("{}{path}", idp.issuer))
+            .header("origin", "http://evil.example")
+            .header("access-control-request-method", method.as_str())
+            .send()
+            .await
+            .expect("preflight");
+        // An exact allow-list answers with its own origin (or nothing); the browser then refuses
+        // the other origin. What must never come back is that origin or a wildcard.
+        let allowed = reply.headers().get("access-control-allow-origin");
+        assert!(
+            allowed.is_none_or(|o| o != "http://evil.example" && o != "*"),
+            "{path}: {allowed:?}"
+        );
+    }
+    // The app's development server may log in, but not mint picker tokens without a login.
+    let vite = |path: &'static str| {
+        let idp = idp.clone();
+        async move {
+            http()
+                .request(reqwest::Method::OPTIONS, format!("{}{path}", idp.issuer))
+                .header("origin", "http://localhost:5173")
+                .header("access-control-request-method", "POST")
+                .send()
+                .await
+                .expect("preflight")
+                .headers()
+                .get("access-control-allow-origin")
+                .cloned()
+        }
+    };
+    assert_eq!(
+        vite("/token").await.as_ref().and_then(|o| o.to_str().ok()),
+        Some("http://localhost:5173")
+    );
+    assert!(
+        vite("/token/alice")
+            .await
+            .is_none_or(|o| o != "http://localhost:5173"),
+        "the no-login picker endpoint must not be callable from the app's dev server"
+    );
 }

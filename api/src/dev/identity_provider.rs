@@ -187,6 +187,13 @@ pub async fn start(
         .allow_origin(AllowOrigin::list(origins))
         .allow_methods([Method::GET, Method::POST])
         .allow_headers([header::CONTENT_TYPE]);
+    // The picker's endpoint mints a token without a login: only the playground (the gateway's
+    // own origin) may call it from a browser, not any page on another local port.
+    let picker = Router::new().route("/token/{subject}", post(token)).layer(
+        CorsLayer::new()
+            .allow_origin(HeaderValue::from_str(gateway_origin).map_err(|e| e.to_string())?)
+            .allow_methods([Method::POST]),
+    );
     let app = Router::new()
         .route("/.well-known/openid-configuration", get(discovery))
         .route("/jwks", get(jwks))
@@ -196,8 +203,8 @@ pub async fn start(
         )
         .route("/token", post(authorization::exchange))
         .route("/logout", get(authorization::logout))
-        .route("/token/{subject}", post(token))
         .layer(cors)
+        .merge(picker)
         .with_state(provider);
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
