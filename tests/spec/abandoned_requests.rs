@@ -53,18 +53,8 @@ async fn abandoned(app: &rowguard_tests::app::TestApp) -> u64 {
 
 /// A gauge or counter from the gateway's metrics.
 async fn metric(http: &reqwest::Client, metrics: &str, name: &str) -> u64 {
-    let text = http
-        .get(format!("{metrics}/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .map_or(0, |v| v as u64)
+    rowguard_tests::app::metric(http, &format!("{metrics}/metrics"), &format!("{name} ")).await
+        as u64
 }
 
 /// Waits until the gateway has finished every operation it started (abandoned ones included).

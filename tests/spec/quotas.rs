@@ -96,23 +96,8 @@ impl World {
     }
 
     async fn metric(&self, line_start: &str) -> f64 {
-        metric_at(&self.app.http, &self.app.metrics_url(), line_start).await
+        self.app.metric(line_start).await
     }
-}
-
-async fn metric_at(http: &reqwest::Client, url: &str, line_start: &str) -> f64 {
-    let text = http
-        .get(url)
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
-    text.lines()
-        .find_map(|l| l.strip_prefix(line_start))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -340,10 +325,14 @@ async fn with_redis_one_persons_budget_is_shared_by_every_replica_and_survives_r
             );
         }
         assert_eq!(
-            metric_at(&http, &r.metrics, "rowguard_quota_shared ").await,
+            rowguard_tests::app::metric(&http, &r.metrics, "rowguard_quota_shared ").await,
             0.0
         );
-        assert!(metric_at(&http, &r.metrics, "rowguard_quota_redis_errors_total ").await >= 1.0);
+        assert!(
+            rowguard_tests::app::metric(&http, &r.metrics, "rowguard_quota_redis_errors_total ")
+                .await
+                >= 1.0
+        );
         assert_eq!(
             readyz_status(&http, &r.base).await,
             200,

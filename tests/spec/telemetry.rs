@@ -64,18 +64,7 @@ fn trace_ids(n: u8) -> (String, String) {
 }
 
 async fn statements(http: &reqwest::Client, metrics: &str) -> f64 {
-    let text = http
-        .get(metrics)
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
-    text.lines()
-        .find_map(|l| l.strip_prefix("rowguard_db_statements "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
+    rowguard_tests::app::metric(http, metrics, "rowguard_db_statements ").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

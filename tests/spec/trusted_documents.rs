@@ -114,20 +114,7 @@ impl World {
     }
 
     async fn metric(&self, line_start: &str) -> f64 {
-        let text = self
-            .app
-            .http
-            .get(self.app.metrics_url())
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text");
-        text.lines()
-            .find_map(|l| l.strip_prefix(line_start))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0.0)
+        self.app.metric(line_start).await
     }
 }
 

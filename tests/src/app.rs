@@ -216,6 +216,11 @@ impl TestApp {
         format!("http://{}/metrics", self.metrics_addr)
     }
 
+    /// The value on this server's metrics line that starts with `line_start` (0 when absent).
+    pub async fn metric(&self, line_start: &str) -> f64 {
+        metric(&self.http, &self.metrics_url(), line_start).await
+    }
+
     /// POSTs a GraphQL operation with `token` as the bearer token.
     pub async fn graphql(
         &self,
@@ -313,4 +318,21 @@ impl GraphqlReply {
     pub fn data(&self) -> &Value {
         &self.body["data"]
     }
+}
+
+/// The value on the line of the Prometheus text at `url` that starts with `line_start` (name and
+/// labels, then a space), 0 when there is no such line (a counter not yet touched).
+pub async fn metric(http: &reqwest::Client, url: &str, line_start: &str) -> f64 {
+    let text = http
+        .get(url)
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    text.lines()
+        .find_map(|l| l.strip_prefix(line_start))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
 }
