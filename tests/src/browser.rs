@@ -53,7 +53,9 @@ pub fn web_app() -> PathBuf {
     dir
 }
 
-fn install(dir: &Path, marker: &str) {
+/// Installs `dir`'s npm packages from its lockfile (`npm ci`) unless `node_modules/<marker>` is
+/// there already.
+pub fn install(dir: &Path, marker: &str) {
     // Specs run in parallel; one `npm ci` at a time.
     static INSTALLING: Mutex<()> = Mutex::new(());
     let _guard = INSTALLING.lock().unwrap_or_else(|e| e.into_inner());
