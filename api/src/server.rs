@@ -167,7 +167,7 @@ const MANIFEST_CHECK: Duration = Duration::from_secs(1);
 fn quotas(settings: &QuotaSettings, counters: QuotaCounters) -> Result<Quotas, StartError> {
     let shared = match &settings.redis_url {
         Some(url) if settings.mode != QuotaMode::Off => {
-            Some(SharedQuota::new(url).map_err(StartError::Settings)?)
+            Some(SharedQuota::new(url, settings.redis_timeout()).map_err(StartError::Settings)?)
         }
         _ => None,
     };

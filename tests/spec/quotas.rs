@@ -222,6 +222,9 @@ fn replica(t: &TestDb, issuer: &TestIssuer, redis: &str, rate: u32, burst: u32) 
         .env("ROWGUARD_DB_MAX_CONNECTIONS", "2")
         .env("ROWGUARD_AUDIT_SEALER", "false")
         .env("ROWGUARD_QUOTA_REDIS_URL", redis)
+        // A loaded CI machine can take longer than the production default to answer; a timeout
+        // here would fall back to per-replica budgets and test the outage path instead.
+        .env("ROWGUARD_QUOTA_REDIS_TIMEOUT_MS", "2000")
         .env("ROWGUARD_QUOTA_RATE", rate.to_string())
         .env("ROWGUARD_QUOTA_BURST", burst.to_string())
         .env("ROWGUARD_LOG", "warn")

@@ -1,7 +1,7 @@
 //! Budgets shared by every replica through Redis: one GCRA state per budget key, updated by a
 //! Lua script so that each check is one atomic round trip, timed by Redis's own clock (replica
-//! clocks may differ). When Redis does not answer within [`TIMEOUT`], the caller falls back to
-//! its local budget, and Redis is not asked again for [`BACKOFF`]: a Redis outage slows no
+//! clocks may differ). When Redis does not answer within the timeout
+//! (`ROWGUARD_QUOTA_REDIS_TIMEOUT_MS`), the caller falls back to its local budget, and Redis is not asked again for [`BACKOFF`]: a Redis outage slows no
 //! request by more than one timeout per backoff period, and never stops the service.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -12,8 +12,6 @@ use redis::{Client, Script};
 
 use super::rate::{Budget, Decision, Subject};
 
-/// Longest wait for Redis on the request path.
-const TIMEOUT: Duration = Duration::from_millis(50);
 /// How long after a failure requests use their local budget without asking Redis.
 const BACKOFF: Duration = Duration::from_secs(1);
 
@@ -41,6 +39,8 @@ return {1, 0, new_tat - now}
 pub struct SharedQuota {
     connection: ConnectionManager,
     script: Script,
+    /// Longest wait for Redis on the request path.
+    timeout: Duration,
     /// Microseconds since `epoch` before which Redis is not asked (after a failure).
     paused_until: AtomicU64,
     epoch: Instant,
@@ -58,11 +58,11 @@ impl std::fmt::Debug for SharedQuota {
 impl SharedQuota {
     /// Prepares the connection; nothing is sent until the first request, so Rowguard starts
     /// (on local budgets) even while Redis is down.
-    pub fn new(url: &str) -> Result<Self, String> {
+    pub fn new(url: &str, timeout: Duration) -> Result<Self, String> {
         let client = Client::open(url).map_err(|e| format!("ROWGUARD_QUOTA_REDIS_URL: {e}"))?;
         let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(TIMEOUT))
-            .set_response_timeout(Some(TIMEOUT))
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
             .set_number_of_retries(1)
             .set_max_delay(BACKOFF);
         let connection = ConnectionManager::new_lazy_with_config(client, config)
@@ -70,6 +70,7 @@ impl SharedQuota {
         Ok(Self {
             connection,
             script: Script::new(GCRA),
+            timeout,
             paused_until: AtomicU64::new(0),
             epoch: Instant::now(),
             healthy: AtomicBool::new(true),
@@ -104,7 +105,7 @@ impl SharedQuota {
         let mut invocation = self.script.key(redis_key(subject, key));
         invocation.arg(interval).arg(tolerance).arg(cost);
         let reply = tokio::time::timeout(
-            TIMEOUT,
+            self.timeout,
             invocation.invoke_async::<(i64, i64, i64)>(&mut connection),
         )
         .await;

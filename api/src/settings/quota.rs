@@ -51,6 +51,17 @@ pub struct QuotaSettings {
     /// the number of replicas. While Redis is unreachable, each replica falls back to its own.
     #[arg(long = "quota-redis-url", env = "ROWGUARD_QUOTA_REDIS_URL")]
     pub redis_url: Option<String>,
+
+    /// Longest wait for Redis on a request's path, in milliseconds; past it the request is
+    /// charged to this replica's own budget and Redis is left alone for a second.
+    #[arg(long = "quota-redis-timeout-ms", env = "ROWGUARD_QUOTA_REDIS_TIMEOUT_MS", default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub redis_timeout_ms: u64,
+}
+
+impl QuotaSettings {
+    pub fn redis_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.redis_timeout_ms)
+    }
 }
 
 impl Default for QuotaSettings {
