@@ -66,6 +66,11 @@ impl MigratorTrait for Migrator {
                 up: include_str!("sql/0009_audit_hot_path.up.sql"),
                 down: include_str!("sql/0009_audit_hot_path.down.sql"),
             }),
+            Box::new(SqlMigration {
+                name: "m20261202_000010_patient_report_index",
+                up: include_str!("sql/0010_patient_report_index.up.sql"),
+                down: include_str!("sql/0010_patient_report_index.down.sql"),
+            }),
         ]
     }
 }

@@ -6,15 +6,16 @@ use std::collections::BTreeSet;
 use migration::MigratorTrait;
 use rowguard::audit::record::{AuditAction, AuditContext, AuditEntry, AuditOutcome, append};
 use rowguard::db::AccessMode;
+use rowguard::principal::AppRole;
 use rowguard_tests::app::{GraphqlReply, TestApp};
-use rowguard_tests::fixtures::{Person, admit, assign, enroll_at};
+use rowguard_tests::fixtures::{Person, admit, assign, enroll_at, stranger};
 use rowguard_tests::issuer::TestIssuer;
 use rowguard_tests::{TestDb, connect};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::support::{INSUFFICIENT_PRIVILEGE, execute, scope, sqlstate};
+use crate::support::{INSUFFICIENT_PRIVILEGE, execute, query_count, scope, sqlstate};
 
 /// One stored audit event, as the tests compare it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -344,7 +345,7 @@ async fn the_trail_refuses_update_delete_and_truncate_for_every_role_including_t
     for principal in [
         w.alice.clinician(),
         w.carol.coordinator(),
-        w.dave.as_role(rowguard::principal::AppRole::Auditor),
+        w.dave.as_role(AppRole::Auditor),
     ] {
         for sql in [
             "update rowguard_audit.events set outcome = 'denied'",
@@ -655,6 +656,113 @@ async fn auditors_filter_the_trail_and_get_a_patients_access_report() {
     );
 }
 
+/// Scans of the trail's patient index, and sequential scans of its partitions that hold events
+/// (an empty partition is read sequentially whatever the query), in the current transaction.
+async fn trail_scans(conn: &impl ConnectionTrait) -> (i64, i64) {
+    let row = conn
+        .query_one_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "select \
+               (select coalesce(sum(pg_stat_get_xact_numscans(c.oid)), 0) from pg_class c \
+                 where c.relnamespace = 'rowguard_audit'::regnamespace and c.relkind = 'i' \
+                   and c.relname like 'events%patient_ids_idx')::bigint as gin, \
+               (select coalesce(sum(s.seq_scan), 0) from pg_stat_xact_user_tables s \
+                 join pg_class c on c.oid = s.relid \
+                 where s.schemaname = 'rowguard_audit' and s.relname like 'events%' and c.reltuples > 0)::bigint as seq",
+        ))
+        .await
+        .expect("scan counts")
+        .expect("one row");
+    (
+        row.try_get("", "gin").expect("gin"),
+        row.try_get("", "seq").expect("seq"),
+    )
+}
+
+#[tokio::test]
+async fn a_patients_accesses_are_found_through_the_patient_index_not_by_reading_the_whole_trail() {
+    let w = World::new(|_| {}).await;
+    // A trail of 20,000 events over 2,000 patients, each read about 20 times (so the planner
+    // knows from the statistics that one patient is a small share of it); two of them name A-1.
+    w.admin
+        .execute_unprepared(&format!(
+            "insert into rowguard_audit.events (clinician_id, app_role, action, outcome, purpose, patient_ids) \
+             select 1, 'rgtest_clinician', 'read', 'success', 'treatment', \
+                    array[md5('bulk' || (n % 1000))::uuid, md5('bulk' || (1000 + n % 997))::uuid] \
+             from generate_series(1, 20000) n; \
+             insert into rowguard_audit.events (clinician_id, app_role, action, outcome, purpose, patient_ids) \
+             select 1, 'rgtest_clinician', 'read', 'success', 'treatment', array['{}'::uuid] from generate_series(1, 2); \
+             analyze rowguard_audit.events",
+            w.a1
+        ))
+        .await
+        .expect("a large trail");
+
+    let auditor = scope(
+        &w.app.db,
+        &w.dave.as_role(AppRole::Auditor),
+        AccessMode::ReadOnly,
+    )
+    .await;
+    let (events, _) = rowguard::graphql::rows::patient_accesses(auditor.conn(), w.a1)
+        .await
+        .expect("report");
+    assert_eq!(events.len(), 2);
+    let (gin, seq) = trail_scans(auditor.conn()).await;
+    assert!(gin >= 1, "the patient index was not used ({gin} scans)");
+    assert_eq!(seq, 0, "the report read the trail sequentially");
+}
+
+#[tokio::test]
+async fn the_patient_index_lookup_answers_only_an_auditor_with_an_identity() {
+    let w = World::new(|_| {}).await;
+    execute(
+        &w.admin,
+        "insert into rowguard_audit.events (clinician_id, app_role, action, outcome, purpose, patient_ids) \
+         values (1, 'rgtest_clinician', 'read', 'success', 'treatment', array[$1::uuid])",
+        [w.a1.into()],
+    )
+    .await
+    .expect("an event about A-1");
+    let lookup = format!(
+        "select count(*) as value from rowguard_audit.patient_event_ids('{}')",
+        w.a1
+    );
+
+    let auditor = scope(
+        &w.app.db,
+        &w.dave.as_role(AppRole::Auditor),
+        AccessMode::ReadOnly,
+    )
+    .await;
+    assert_eq!(
+        query_count(auditor.conn(), &lookup).await.expect("auditor"),
+        1
+    );
+    drop(auditor);
+
+    // An auditor token whose person is not enrolled: no identity, no rows.
+    let nobody = scope(&w.app.db, &stranger(AppRole::Auditor), AccessMode::ReadOnly).await;
+    assert_eq!(
+        query_count(nobody.conn(), &lookup).await.expect("stranger"),
+        0
+    );
+    drop(nobody);
+
+    // Other application roles may not call it at all.
+    for role in [AppRole::Clinician, AppRole::Coordinator] {
+        let s = scope(&w.app.db, &w.alice.as_role(role), AccessMode::ReadOnly).await;
+        let err = query_count(s.conn(), &lookup).await.expect_err("refused");
+        assert_eq!(sqlstate(err), INSUFFICIENT_PRIVILEGE, "{role:?}");
+    }
+
+    // Nor may the gateway's login role outside a request's scope: it holds the application roles
+    // without inheriting their rights.
+    let gateway = w.t.gateway_pool(1).await;
+    let err = query_count(&gateway, &lookup).await.expect_err("refused");
+    assert_eq!(sqlstate(err), INSUFFICIENT_PRIVILEGE);
+}
+
 #[tokio::test]
 async fn only_auditors_read_the_trail() {
     let w = World::new(|_| {}).await;
@@ -829,7 +937,7 @@ async fn an_auditor_cannot_review_an_emergency_grant_they_hold_themselves() {
     // Enforced by the database, whatever the client: straight through the RLS scope too.
     let s = scope(
         &w.app.db,
-        &w.dave.as_role(rowguard::principal::AppRole::Auditor),
+        &w.dave.as_role(AppRole::Auditor),
         AccessMode::ReadWrite,
     )
     .await;

@@ -300,6 +300,19 @@ pub struct AuditEventConditions {
     pub to: Option<DateTime<Utc>>,
 }
 
+/// Events that recorded an access to `patient`. Not `patient_ids @> array[patient]`: under the
+/// auditor's row level security that operator (not leakproof) cannot use the GIN index, so every
+/// report read the whole trail. `rowguard_audit.patient_event_ids` finds the ids through the
+/// index (migration 0010) and the events are then read by id, under the policy as before.
+fn accessed_patient(patient: Uuid) -> Expr {
+    Expr::col((audit_event::Entity, audit_event::Column::Id)).eq(PgFunc::any(
+        Expr::cust_with_values(
+            "array(select rowguard_audit.patient_event_ids($1))",
+            [patient],
+        ),
+    ))
+}
+
 /// A page of the audit trail, oldest first (up to `page.limit()` rows).
 pub async fn audit_events(
     conn: &impl ConnectionTrait,
@@ -313,8 +326,7 @@ pub async fn audit_events(
         query = query.filter(audit_event::Column::Id.gt(after));
     }
     if let Some(patient) = conditions.patient {
-        query = query
-            .filter(Expr::col(audit_event::Column::PatientIds).contains(Expr::val(vec![patient])));
+        query = query.filter(accessed_patient(patient));
     }
     if let Some(clinician) = conditions.clinician {
         query = query.filter(audit_event::Column::ClinicianId.eq(clinician));
@@ -338,7 +350,7 @@ pub async fn patient_accesses(
     patient: Uuid,
 ) -> Result<(Vec<audit_event::Model>, HashMap<i32, String>), DbError> {
     let events = audit_event::Entity::find()
-        .filter(Expr::col(audit_event::Column::PatientIds).contains(Expr::val(vec![patient])))
+        .filter(accessed_patient(patient))
         .order_by_asc(audit_event::Column::Id)
         .limit(10_000)
         .all(conn)
@@ -364,7 +376,8 @@ pub async fn patient_access_events(
     Ok(EventRow::find_by_statement(Statement::from_sql_and_values(
         DbBackend::Postgres,
         format!(
-            "select {EVENT_COLUMNS} from rowguard_audit.events where patient_ids @> array[$1]::uuid[] order by id limit 10000"
+            "select {EVENT_COLUMNS} from rowguard_audit.events \
+             where id = any(array(select rowguard_audit.patient_event_ids($1))) order by id limit 10000"
         ),
         [patient.into()],
     ))

@@ -1,0 +1,3 @@
+SET LOCAL ROLE {owner};
+DROP FUNCTION rowguard_audit.patient_event_ids(uuid);
+RESET ROLE;
