@@ -65,7 +65,7 @@ SELECT set_config('app.current_user', '1', true);
 -- plain `patient_ids @> ...` cannot use that index under the auditor's row level security.
 EXPLAIN (ANALYZE, BUFFERS, COSTS OFF)
 SELECT * FROM rowguard_audit.events
-WHERE id = ANY(ARRAY(SELECT rowguard_audit.patient_event_ids(md5('patient42')::uuid)))
+WHERE id = ANY(ARRAY(SELECT rowguard_audit.patient_event_ids(md5('patient42')::uuid, NULL, 10000)))
 ORDER BY id LIMIT 10000;
 
 -- auditEvents, first page, no filter.
@@ -83,7 +83,7 @@ SELECT * FROM rowguard_audit.events WHERE clinician_id = 42 ORDER BY id LIMIT 21
 -- auditEvents filtered by one patient.
 EXPLAIN (ANALYZE, BUFFERS, COSTS OFF)
 SELECT * FROM rowguard_audit.events
-WHERE id = ANY(ARRAY(SELECT rowguard_audit.patient_event_ids(md5('patient42')::uuid)))
+WHERE id = ANY(ARRAY(SELECT rowguard_audit.patient_event_ids(md5('patient42')::uuid, NULL, 21)))
 ORDER BY id LIMIT 21;
 
 -- auditEvents filtered by one day.

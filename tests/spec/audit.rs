@@ -656,6 +656,81 @@ async fn auditors_filter_the_trail_and_get_a_patients_access_report() {
     );
 }
 
+#[tokio::test]
+async fn an_auditor_pages_through_a_patients_events_one_at_a_time_and_with_another_filter() {
+    let w = World::new(|_| {}).await;
+    let alice = w.token("alice", "clinician");
+    let dave = w.token("dave", "auditor");
+    // A-2's trail: a read, two audit reads (dave's reports), two more reads.
+    w.run(&alice, "PatientDetail", json!({ "id": w.a2 })).await;
+    for _ in 0..2 {
+        w.app
+            .graphql(
+                Some(&dave),
+                "query($p: ID!) { patientAccessReport(patientId: $p) { action } }",
+                json!({ "p": w.a2 }),
+            )
+            .await;
+    }
+    for _ in 0..2 {
+        w.run(&alice, "PatientDetail", json!({ "id": w.a2 })).await;
+    }
+    let page = |filter: Value, after: Value| {
+        let dave = dave.clone();
+        let w = &w;
+        async move {
+            let reply = w
+                .app
+                .graphql(
+                    Some(&dave),
+                    "query($f: AuditEventFilter, $a: String) { auditEvents(filter: $f, first: 1, after: $a) { edges { node { action patientIds } } pageInfo { hasNextPage endCursor } } }",
+                    json!({ "f": filter, "a": after }),
+                )
+                .await;
+            let connection = reply.data()["auditEvents"].clone();
+            assert!(connection.is_object(), "{}", reply.body);
+            connection
+        }
+    };
+    // Paging is recorded as well: every page adds one more audit read naming A-2, at the end.
+    for (filter, actions, more) in [
+        (
+            json!({ "patientId": w.a2 }),
+            ["READ", "AUDIT_READ", "AUDIT_READ", "READ", "READ"],
+            [true, true, true, true, true],
+        ),
+        // With another condition the patient's next ids may not match it: the reads after the
+        // audit reads must still be found.
+        (
+            json!({ "patientId": w.a2, "action": "READ" }),
+            ["READ", "READ", "READ", "", ""],
+            [true, true, false, false, false],
+        ),
+    ] {
+        let mut after = Value::Null;
+        for (n, (action, more)) in actions.iter().zip(more).enumerate() {
+            if action.is_empty() {
+                break;
+            }
+            let connection = page(filter.clone(), after).await;
+            let edges = connection["edges"].as_array().cloned().unwrap_or_default();
+            assert_eq!(edges.len(), 1, "{filter} page {n}: {connection}");
+            assert_eq!(edges[0]["node"]["action"], *action, "{filter} page {n}");
+            assert!(
+                edges[0]["node"]["patientIds"]
+                    .as_array()
+                    .is_some_and(|ids| ids.contains(&json!(w.a2))),
+                "{filter} page {n}: {connection}"
+            );
+            assert_eq!(
+                connection["pageInfo"]["hasNextPage"], more,
+                "{filter} page {n}: {connection}"
+            );
+            after = connection["pageInfo"]["endCursor"].clone();
+        }
+    }
+}
+
 /// Scans of the trail's patient index, and sequential scans of its partitions that hold events
 /// (an empty partition is read sequentially whatever the query), in the current transaction.
 async fn trail_scans(conn: &impl ConnectionTrait) -> (i64, i64) {
@@ -725,7 +800,7 @@ async fn the_patient_index_lookup_answers_only_an_auditor_with_an_identity() {
     .await
     .expect("an event about A-1");
     let lookup = format!(
-        "select count(*) as value from rowguard_audit.patient_event_ids('{}')",
+        "select count(*) as value from rowguard_audit.patient_event_ids('{}', null, null)",
         w.a1
     );
 

@@ -300,15 +300,18 @@ pub struct AuditEventConditions {
     pub to: Option<DateTime<Utc>>,
 }
 
-/// Events that recorded an access to `patient`. Not `patient_ids @> array[patient]`: under the
-/// auditor's row level security that operator (not leakproof) cannot use the GIN index, so every
-/// report read the whole trail. `rowguard_audit.patient_event_ids` finds the ids through the
-/// index (migration 0010) and the events are then read by id, under the policy as before.
-fn accessed_patient(patient: Uuid) -> Expr {
+/// Events that recorded an access to `patient`: those after `after`, and of them only the first
+/// `limit` (in id order) when nothing else filters them. Not `patient_ids @> array[patient]`:
+/// under the auditor's row level security that operator (not leakproof) cannot use the GIN index,
+/// so every report read the whole trail. `rowguard_audit.patient_event_ids` finds the ids through
+/// the index (migration 0010) and the events are then read by id, under the policy as before.
+fn accessed_patient(patient: Uuid, after: Option<i64>, limit: Option<u64>) -> Expr {
+    // A page size is at most the server's maximum and the report's cap is 10,000.
+    let limit = limit.and_then(|l| i32::try_from(l).ok());
     Expr::col((audit_event::Entity, audit_event::Column::Id)).eq(PgFunc::any(
         Expr::cust_with_values(
-            "array(select rowguard_audit.patient_event_ids($1))",
-            [patient],
+            "array(select rowguard_audit.patient_event_ids($1, $2, $3))",
+            [sea_orm::Value::from(patient), after.into(), limit.into()],
         ),
     ))
 }
@@ -326,7 +329,17 @@ pub async fn audit_events(
         query = query.filter(audit_event::Column::Id.gt(after));
     }
     if let Some(patient) = conditions.patient {
-        query = query.filter(accessed_patient(patient));
+        // With further conditions the patient's first `limit` events might not match them, so
+        // the bound applies only when the patient is the one condition.
+        let only_patient = conditions.clinician.is_none()
+            && conditions.action.is_none()
+            && conditions.from.is_none()
+            && conditions.to.is_none();
+        query = query.filter(accessed_patient(
+            patient,
+            page.after,
+            only_patient.then(|| page.limit()),
+        ));
     }
     if let Some(clinician) = conditions.clinician {
         query = query.filter(audit_event::Column::ClinicianId.eq(clinician));
@@ -350,7 +363,7 @@ pub async fn patient_accesses(
     patient: Uuid,
 ) -> Result<(Vec<audit_event::Model>, HashMap<i32, String>), DbError> {
     let events = audit_event::Entity::find()
-        .filter(accessed_patient(patient))
+        .filter(accessed_patient(patient, None, Some(10_000)))
         .order_by_asc(audit_event::Column::Id)
         .limit(10_000)
         .all(conn)
@@ -377,7 +390,7 @@ pub async fn patient_access_events(
         DbBackend::Postgres,
         format!(
             "select {EVENT_COLUMNS} from rowguard_audit.events \
-             where id = any(array(select rowguard_audit.patient_event_ids($1))) order by id limit 10000"
+             where id = any(array(select rowguard_audit.patient_event_ids($1, null, 10000))) order by id limit 10000"
         ),
         [patient.into()],
     ))
