@@ -306,7 +306,7 @@ pub struct AuditEventConditions {
 /// so every report read the whole trail. `rowguard_audit.patient_event_ids` finds the ids through
 /// the index (migration 0010) and the events are then read by id, under the policy as before.
 fn accessed_patient(patient: Uuid, after: Option<i64>, limit: Option<u64>) -> Expr {
-    // A page size is at most the server's maximum and the report's cap is 10,000.
+    // A page size is at most the server's maximum, the report's cap is `PATIENT_REPORT_LIMIT`.
     let limit = limit.and_then(|l| i32::try_from(l).ok());
     Expr::col((audit_event::Entity, audit_event::Column::Id)).eq(PgFunc::any(
         Expr::cust_with_values(
@@ -356,16 +356,19 @@ pub async fn audit_events(
     Ok(query.all(conn).await?)
 }
 
-/// Every recorded access to one patient (at most 10,000), oldest first, with the names of the
-/// people who acted.
+/// Most events one patient's access report returns.
+const PATIENT_REPORT_LIMIT: u64 = 10_000;
+
+/// Every recorded access to one patient (at most [`PATIENT_REPORT_LIMIT`]), oldest first, with
+/// the names of the people who acted.
 pub async fn patient_accesses(
     conn: &impl ConnectionTrait,
     patient: Uuid,
 ) -> Result<(Vec<audit_event::Model>, HashMap<i32, String>), DbError> {
     let events = audit_event::Entity::find()
-        .filter(accessed_patient(patient, None, Some(10_000)))
+        .filter(accessed_patient(patient, None, Some(PATIENT_REPORT_LIMIT)))
         .order_by_asc(audit_event::Column::Id)
-        .limit(10_000)
+        .limit(PATIENT_REPORT_LIMIT)
         .all(conn)
         .await?;
     let ids: Vec<i32> = events.iter().filter_map(|e| e.clinician_id).collect();
@@ -381,7 +384,7 @@ pub async fn patient_accesses(
     Ok((events, names))
 }
 
-/// Every recorded access to one patient as full trail rows (at most 10,000), oldest first.
+/// Every recorded access to one patient as full trail rows (at most [`PATIENT_REPORT_LIMIT`]), oldest first.
 pub async fn patient_access_events(
     conn: &impl ConnectionTrait,
     patient: Uuid,
@@ -390,7 +393,8 @@ pub async fn patient_access_events(
         DbBackend::Postgres,
         format!(
             "select {EVENT_COLUMNS} from rowguard_audit.events \
-             where id = any(array(select rowguard_audit.patient_event_ids($1, null, 10000))) order by id limit 10000"
+             where id = any(array(select rowguard_audit.patient_event_ids($1, null, {PATIENT_REPORT_LIMIT}))) \
+             order by id limit {PATIENT_REPORT_LIMIT}"
         ),
         [patient.into()],
     ))
