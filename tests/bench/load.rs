@@ -152,11 +152,12 @@ impl Gateway {
                 sidecars._redis = Some(redis);
             }
             Variant::Tracing => {
-                let (endpoint, sink) = discarding_otlp_sink().await;
+                let (endpoint, sink, exports) = keeping_otlp_sink().await;
                 command
                     .env("ROWGUARD_OTEL_ENDPOINT", endpoint)
                     .env("ROWGUARD_OTEL_SAMPLE_RATIO", "1.0");
                 sidecars._sink = Some(sink);
+                sidecars.exports = Some(exports);
             }
         }
         let process = StopOnDrop(
@@ -218,6 +219,9 @@ pub async fn compare(
     }
     let mut runs: [Vec<Measured>; 2] = [Vec::new(), Vec::new()];
     let mut cpu = [(0u64, 0.0f64); 2];
+    // Every request each side served (warm-up and readiness check included), to compare with
+    // the spans its collector received.
+    let mut served = [1.0f64; 2];
     for round in 0..=rounds.max(1) {
         let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
         for i in order {
@@ -231,15 +235,32 @@ pub async fn compare(
             };
             // Round 0 warms both up.
             if round == 0 {
-                wrk(&load, Duration::from_secs(3));
+                served[i] += wrk(&load, Duration::from_secs(3)).rps * 3.0;
                 continue;
             }
             let before = cpu_ticks(gateway.process.0.id());
             let run = wrk(&load, duration);
+            served[i] += run.rps * duration.as_secs_f64();
             cpu[i].0 += cpu_ticks(gateway.process.0.id()) - before;
             cpu[i].1 += run.rps * duration.as_secs_f64();
             eprintln!("  {}: Rowguard {:.0} req/s", pair[i].name, run.rps);
             runs[i].push(run);
+        }
+    }
+    // A traced gateway's exporter sends what it holds within its schedule (5 s): what the
+    // collector then has shows that the measured cost is every span exported, none dropped.
+    if gateways.iter().any(|g| g._sidecars.exports.is_some()) {
+        tokio::time::sleep(Duration::from_secs(6)).await;
+    }
+    for (i, gateway) in gateways.iter().enumerate() {
+        if let Some(exports) = &gateway._sidecars.exports {
+            let spans = exports.spans() as f64;
+            eprintln!(
+                "  {}: the collector received {spans:.0} spans for about {:.0} requests ({:.1} per request)",
+                pair[i].name,
+                served[i],
+                spans / served[i]
+            );
         }
     }
     drop(gateways);
@@ -260,6 +281,8 @@ pub async fn compare(
 pub struct Sidecars {
     _redis: Option<rowguard_tests::redis::TestRedis>,
     _sink: Option<tokio::task::JoinHandle<()>>,
+    /// What the tracing variant's collector received.
+    exports: Option<Exports>,
 }
 
 pub async fn run(
@@ -356,18 +379,48 @@ pub async fn run(
     }
 }
 
-/// An OTLP/HTTP endpoint that accepts every export and keeps nothing: the benchmark measures
-/// what tracing costs the gateway, not a collector.
-async fn discarding_otlp_sink() -> (String, tokio::task::JoinHandle<()>) {
+/// An OTLP/HTTP endpoint that accepts every export and keeps the bodies for counting later: the
+/// benchmark measures what tracing costs the gateway, not a collector, so nothing is decoded
+/// while the load runs.
+async fn keeping_otlp_sink() -> (String, tokio::task::JoinHandle<()>, Exports) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("sink port");
     let endpoint = format!("http://{}", listener.local_addr().expect("sink address"));
-    let app = axum::Router::new().fallback(|_body: axum::body::Bytes| async { "" });
+    let exports = Exports::default();
+    let kept = exports.clone();
+    let app = axum::Router::new().fallback(move |body: axum::body::Bytes| {
+        let kept = kept.clone();
+        async move {
+            kept.0.lock().expect("exports").push(body);
+            ""
+        }
+    });
     let task = tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
-    (endpoint, task)
+    (endpoint, task, exports)
+}
+
+/// The OTLP export bodies a traced gateway sent.
+#[derive(Debug, Default, Clone)]
+pub struct Exports(std::sync::Arc<std::sync::Mutex<Vec<axum::body::Bytes>>>);
+
+impl Exports {
+    /// The spans in every export, decoded with the official protobuf definitions.
+    fn spans(&self) -> u64 {
+        use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+        use prost::Message;
+        self.0
+            .lock()
+            .expect("exports")
+            .iter()
+            .filter_map(|body| ExportTraceServiceRequest::decode(body.as_ref()).ok())
+            .flat_map(|request| request.resource_spans)
+            .flat_map(|r| r.scope_spans)
+            .map(|s| s.spans.len() as u64)
+            .sum()
+    }
 }
 
 /// Samples `rowguard_audit_unsealed_age_seconds` every 100 ms while a measurement runs.

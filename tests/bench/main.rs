@@ -34,7 +34,8 @@ struct Args {
     /// Seconds per measurement.
     #[arg(long, default_value_t = 20)]
     duration: u64,
-    /// Which scenarios to run, separated by `;` (default: all).
+    /// Which scenarios to run, separated by `;` (default: all); with `--costs`, also which
+    /// comparisons (named by their first scenario).
     #[arg(long, value_delimiter = ';')]
     only: Vec<String>,
     /// Rounds per scenario: Rowguard and pgbench alternate, and the median run of each is shown.
@@ -143,6 +144,9 @@ async fn main() {
             );
             println!("|---:|---|---|---:|---:|---:|---:|---:|");
             for pair in load::COSTS {
+                if !args.only.is_empty() && !args.only.iter().any(|o| o == pair[0].name) {
+                    continue;
+                }
                 let [(with, with_cpu), (without, without_cpu)] = load::compare(
                     &rowguard,
                     &issuer,

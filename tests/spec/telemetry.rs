@@ -147,6 +147,19 @@ async fn a_request_continues_the_clients_trace_with_one_span_per_statement_and_t
         root.parent_span_id, parent,
         "the server span continues the client's"
     );
+    // Validation happens inside the engine's run, and the resolvers' statements belong to it.
+    let span_named = |name: &str| spans.iter().find(|s| s.name == name).expect(name);
+    let execute = span_named("GraphQL execute");
+    assert_eq!(
+        span_named("GraphQL validate").parent_span_id,
+        execute.span_id,
+        "validation is part of the engine's run: {spans:#?}"
+    );
+    assert_eq!(
+        span_named("SELECT rowguard.patients").parent_span_id,
+        execute.span_id,
+        "the page query belongs to the execution: {spans:#?}"
+    );
     // One span per statement the pool ran (the metric leaves out BEGIN and COMMIT, which have
     // spans of their own).
     let statement_spans = spans

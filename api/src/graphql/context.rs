@@ -72,6 +72,10 @@ pub struct RequestDb {
     abandoned: AtomicBool,
     /// What the request's quota check decided (for the response's `RateLimit` headers).
     quota: std::sync::Mutex<Option<Decision>>,
+    /// The traced request's validation span, closed when resolution begins.
+    validating: std::sync::Mutex<Option<tracing::Span>>,
+    /// Whether `validating` may hold a span (spares the lock for every resolver otherwise).
+    validation_open: AtomicBool,
 }
 
 impl std::fmt::Debug for RequestDb {
@@ -110,6 +114,26 @@ impl RequestDb {
             stopped: std::sync::Mutex::new(None),
             abandoned: AtomicBool::new(false),
             quota: std::sync::Mutex::new(None),
+            validating: std::sync::Mutex::new(None),
+            validation_open: AtomicBool::new(false),
+        }
+    }
+
+    /// Keeps the traced request's validation span open until resolution begins.
+    pub fn validating(&self, span: tracing::Span) {
+        if let Ok(mut validating) = self.validating.lock() {
+            *validating = Some(span);
+            self.validation_open.store(true, Ordering::Release);
+        }
+    }
+
+    /// Closes the validation span, if one is open: the engine has validated the operation and
+    /// is resolving it (or has returned).
+    pub fn validated(&self) {
+        if self.validation_open.swap(false, Ordering::AcqRel)
+            && let Ok(mut validating) = self.validating.lock()
+        {
+            validating.take();
         }
     }
 
@@ -458,9 +482,13 @@ impl ConnectionTrait for RequestConn<'_> {
 
 /// The request's database access, from a resolver's context.
 pub fn request_db(ctx: &async_graphql::Context<'_>) -> Result<std::sync::Arc<RequestDb>, ApiError> {
-    ctx.data_opt::<std::sync::Arc<RequestDb>>()
+    let db = ctx
+        .data_opt::<std::sync::Arc<RequestDb>>()
         .cloned()
-        .ok_or_else(|| ApiError::internal("a resolver ran without a request database"))
+        .ok_or_else(|| ApiError::internal("a resolver ran without a request database"))?;
+    // A resolver is running: validation is over.
+    db.validated();
+    Ok(db)
 }
 
 /// The limits the schema was built with, from a resolver's context.

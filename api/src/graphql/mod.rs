@@ -11,7 +11,7 @@ mod policy;
 mod query;
 pub mod rows;
 pub mod shape;
-mod spans;
+pub mod spans;
 mod types;
 
 use std::sync::Arc;
@@ -21,7 +21,6 @@ use async_graphql::{EmptySubscription, SDLExportOptions, Schema};
 pub use context::{RequestBudget, RequestDb, too_large};
 pub use mutation::Mutation;
 pub use query::Query;
-pub use spans::TracedOperation;
 
 use crate::quota::Quotas;
 pub use crate::settings::ApiLimits;
@@ -39,12 +38,9 @@ pub fn build_schema(limits: ApiLimits) -> RowguardSchema {
         .limit_depth(limits.max_depth)
         .limit_recursive_depth(64)
         .limit_directives(10);
-    // No extension otherwise: with none, the engine resolves each field directly (an extension
-    // of any kind sends every field through its resolve chain). Documents and the request
-    // policy run before the engine, in `Gate::prepare`.
-    if crate::telemetry::enabled() {
-        builder = builder.extension(spans::PhaseSpans);
-    }
+    // No extension: with none, the engine resolves each field directly (an extension of any
+    // kind sends every field through its resolve chain). Documents and the request policy run
+    // before the engine, in `Gate::prepare`; trace spans are made around it (`spans`).
     if !limits.introspection {
         builder = builder.disable_introspection();
     }

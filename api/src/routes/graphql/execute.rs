@@ -73,11 +73,8 @@ pub async fn run(
         ),
     ));
     let mut request = graphql::attach(request, db.clone());
+    // Trace spans name only operations the server knows (the trusted documents').
     let traced = crate::telemetry::enabled().then(|| state.metrics.label(&name));
-    if let Some(label) = &traced {
-        // Trace spans name only operations the server knows (the trusted documents').
-        request = request.data(graphql::TracedOperation(label.clone()));
-    }
 
     let in_flight = state.metrics.shared.requests_in_flight.clone();
     in_flight.inc();
@@ -97,7 +94,16 @@ pub async fn run(
                     .await
             };
             let executed = match prepared {
-                Ok(()) => execute(schema, request, task_db, limits.max_response_bytes).await,
+                Ok(()) => {
+                    execute(
+                        schema,
+                        request,
+                        task_db,
+                        limits.max_response_bytes,
+                        traced.as_deref(),
+                    )
+                    .await
+                }
                 Err(refused) => {
                     finish(
                         async_graphql::Response::from_errors(vec![refused]),
@@ -157,14 +163,25 @@ impl Drop for AbandonOnDrop {
 
 /// Runs the operation and ends its transaction. The answer is withheld (and the transaction
 /// rolled back) when the request was stopped by a limit or abandoned; a mutation with any
-/// error is rolled back whole and answers no data.
+/// error is rolled back whole and answers no data. `traced` is the operation's label when the
+/// request is traced.
 async fn execute(
     schema: graphql::RowguardSchema,
     request: async_graphql::Request,
     db: Arc<RequestDb>,
     max_response_bytes: usize,
+    traced: Option<&str>,
 ) -> Result<(async_graphql::Response, Vec<u8>), ApiError> {
-    let response = schema.execute(request).await;
+    let response = match traced {
+        Some(label) => {
+            let span = graphql::spans::execute(label);
+            db.validating(graphql::spans::validate(&span, label));
+            let response = schema.execute(request).instrument(span).await;
+            db.validated();
+            response
+        }
+        None => schema.execute(request).await,
+    };
     finish(response, db, max_response_bytes).await
 }
 
