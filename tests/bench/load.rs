@@ -222,6 +222,9 @@ pub async fn compare(
     // Every request each side served (warm-up and readiness check included), to compare with
     // the spans its collector received.
     let mut served = [1.0f64; 2];
+    // The whole machine's busy CPU during each side's runs: with everything on two cores, its
+    // ratio per request estimates the throughput ratio without the drift between runs.
+    let mut machine = [0u64; 2];
     for round in 0..=rounds.max(1) {
         let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
         for i in order {
@@ -239,7 +242,9 @@ pub async fn compare(
                 continue;
             }
             let before = cpu_ticks(gateway.process.0.id());
+            let machine_before = machine_busy_ticks();
             let run = wrk(&load, duration);
+            machine[i] += machine_busy_ticks().saturating_sub(machine_before);
             served[i] += run.rps * duration.as_secs_f64();
             cpu[i].0 += cpu_ticks(gateway.process.0.id()) - before;
             cpu[i].1 += run.rps * duration.as_secs_f64();
@@ -263,6 +268,15 @@ pub async fn compare(
             );
         }
     }
+    let machine_per_request =
+        |i: usize| machine[i] as f64 * 1_000_000.0 / clock_ticks() / cpu[i].1.max(1.0);
+    let (with, without) = (machine_per_request(0), machine_per_request(1));
+    eprintln!(
+        "  the machine's CPU per request (all processes): {} {with:.0} µs, {} {without:.0} µs; without ÷ with {:.3}",
+        pair[0].name,
+        pair[1].name,
+        without / with.max(1.0)
+    );
     drop(gateways);
     drop(sealer);
     let _ = std::fs::remove_dir_all(&dir);
@@ -843,6 +857,20 @@ fn peak_rss_kb(pid: u32) -> u64 {
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
+}
+
+/// Busy ticks of the whole machine (user, nice, system, irq, softirq) from `/proc/stat`.
+fn machine_busy_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    [0, 1, 2, 5, 6].iter().filter_map(|&i| fields.get(i)).sum()
 }
 
 fn clock_ticks() -> f64 {
