@@ -109,8 +109,8 @@ where
     ENABLED.store(true, std::sync::atomic::Ordering::Relaxed);
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     // Nothing in Rowguard reads OpenTelemetry's own current context, so spans are not activated
-    // as it on every poll (that attach and detach was more than half of what tracing cost a request),
-    // and spans carry no code location, thread or target: attributes nobody asked for.
+    // as it on every poll (that attach and detach was more than half of what tracing cost a
+    // request), and spans carry no code location, thread or target: attributes nobody asked for.
     let layer = tracing_opentelemetry::layer()
         .with_tracer(tracer)
         .with_tracked_inactivity(false)

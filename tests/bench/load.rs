@@ -219,9 +219,9 @@ pub async fn compare(
     }
     let mut runs: [Vec<Measured>; 2] = [Vec::new(), Vec::new()];
     let mut cpu = [(0u64, 0.0f64); 2];
-    // Every request each side served (warm-up and readiness check included), to compare with
-    // the spans its collector received.
-    let mut served = [1.0f64; 2];
+    // Requests each side served outside the measured runs (the readiness check, the warm-up),
+    // to compare every request with the spans its collector received.
+    let mut unmeasured = [1.0f64; 2];
     // The whole machine's busy CPU during each side's runs: with everything on two cores, its
     // ratio per request estimates the throughput ratio without the drift between runs.
     let mut machine = [0u64; 2];
@@ -238,14 +238,13 @@ pub async fn compare(
             };
             // Round 0 warms both up.
             if round == 0 {
-                served[i] += wrk(&load, Duration::from_secs(3)).rps * 3.0;
+                unmeasured[i] += wrk(&load, Duration::from_secs(3)).rps * 3.0;
                 continue;
             }
             let before = cpu_ticks(gateway.process.0.id());
             let machine_before = machine_busy_ticks();
             let run = wrk(&load, duration);
             machine[i] += machine_busy_ticks().saturating_sub(machine_before);
-            served[i] += run.rps * duration.as_secs_f64();
             cpu[i].0 += cpu_ticks(gateway.process.0.id()) - before;
             cpu[i].1 += run.rps * duration.as_secs_f64();
             eprintln!("  {}: Rowguard {:.0} req/s", pair[i].name, run.rps);
@@ -260,11 +259,11 @@ pub async fn compare(
     for (i, gateway) in gateways.iter().enumerate() {
         if let Some(exports) = &gateway._sidecars.exports {
             let spans = exports.spans() as f64;
+            let served = unmeasured[i] + cpu[i].1;
             eprintln!(
-                "  {}: the collector received {spans:.0} spans for about {:.0} requests ({:.1} per request)",
+                "  {}: the collector received {spans:.0} spans for about {served:.0} requests ({:.1} per request)",
                 pair[i].name,
-                served[i],
-                spans / served[i]
+                spans / served
             );
         }
     }

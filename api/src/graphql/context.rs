@@ -130,7 +130,9 @@ impl RequestDb {
     /// Closes the validation span, if one is open: the engine has validated the operation and
     /// is resolving it (or has returned).
     pub fn validated(&self) {
-        if self.validation_open.swap(false, Ordering::AcqRel)
+        // Read before writing: every resolver passes here, and untraced requests never hold one.
+        if self.validation_open.load(Ordering::Acquire)
+            && self.validation_open.swap(false, Ordering::AcqRel)
             && let Ok(mut validating) = self.validating.lock()
         {
             validating.take();
