@@ -5,7 +5,6 @@
 use std::collections::BTreeSet;
 
 use sea_orm::{ActiveEnum, ConnectionTrait, DatabaseTransaction, DbBackend, Statement, Value};
-use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::db::DbError;
@@ -112,15 +111,11 @@ pub async fn append(
 ) -> Result<(), DbError> {
     for entry in entries {
         let patients: Vec<Uuid> = entry.patients.iter().copied().collect();
-        txn.execute_raw(append_statement(
-            entry.action,
-            entry.outcome,
-            &patients,
-            context,
-        ))
-        .instrument(crate::db::spans::step("SELECT rowguard_audit.append"))
-        .await
-        .map_err(DbError::Statement)?;
+        let statement = append_statement(entry.action, entry.outcome, &patients, context);
+        let span = crate::db::spans::step("SELECT rowguard_audit.append");
+        crate::db::spans::while_open(span, txn.execute_raw(statement))
+            .await
+            .map_err(DbError::Statement)?;
     }
     Ok(())
 }

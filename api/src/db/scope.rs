@@ -1,8 +1,7 @@
 use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, Statement, Value};
-use tracing::Instrument;
 use uuid::Uuid;
 
-use super::{Database, DbError};
+use super::{Database, DbError, spans};
 use crate::principal::{AppRole, Principal};
 
 /// Whether a request may write, decided by the database: the application role it runs as and
@@ -146,7 +145,7 @@ impl Database {
             .min(u64::try_from(time_left.as_millis()).unwrap_or(u64::MAX))
             .max(1);
         let request_id = ids.request_id;
-        let txn = self.begin().instrument(super::spans::step("BEGIN")).await?;
+        let txn = spans::while_open(spans::step("BEGIN"), self.begin()).await?;
         let writer = mode == AccessMode::ReadWrite;
         let role = match (principal.role, writer) {
             (AppRole::Clinician, false) => self.roles.clinician(),
@@ -167,9 +166,8 @@ impl Database {
             correlation_id: ids.correlation_id.as_deref(),
             trace_id: ids.trace_id.as_deref(),
         };
-        let row = txn
-            .query_one_raw(identity.statement())
-            .instrument(super::spans::step("SET identity"))
+        let span = spans::step("SET identity");
+        let row = spans::while_open(span, txn.query_one_raw(identity.statement()))
             .await
             .map_err(DbError::Statement)?
             .ok_or_else(|| {
@@ -217,18 +215,14 @@ impl RlsScope {
 
     /// Commits the request's work; the identity settings end with the transaction.
     pub async fn commit(self) -> Result<(), DbError> {
-        self.txn
-            .commit()
-            .instrument(super::spans::step("COMMIT"))
+        spans::while_open(spans::step("COMMIT"), self.txn.commit())
             .await
             .map_err(DbError::from)
     }
 
     /// Discards the request's work; the identity settings end with the transaction.
     pub async fn rollback(self) -> Result<(), DbError> {
-        self.txn
-            .rollback()
-            .instrument(super::spans::step("ROLLBACK"))
+        spans::while_open(spans::step("ROLLBACK"), self.txn.rollback())
             .await
             .map_err(DbError::from)
     }

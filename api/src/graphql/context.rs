@@ -10,11 +10,10 @@ use std::time::{Duration, Instant};
 use async_graphql::async_trait::async_trait;
 use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, ExecResult, QueryResult};
 use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
-use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::audit::record::{self, AuditAction, AuditContext, AuditLog, AuditOutcome};
-use crate::db::{AccessMode, Database, RequestIds, RlsScope};
+use crate::db::{AccessMode, Database, RequestIds, RlsScope, spans};
 use crate::error::{ApiError, ErrorCode};
 use crate::principal::Principal;
 use crate::quota::Decision;
@@ -457,28 +456,25 @@ impl ConnectionTrait for RequestConn<'_> {
 
     async fn execute_raw(&self, stmt: sea_orm::Statement) -> Result<ExecResult, DbErr> {
         self.charge()?;
-        let span = crate::db::spans::statement(&stmt.sql);
-        self.txn.execute_raw(stmt).instrument(span).await
+        let span = spans::statement(&stmt.sql);
+        spans::while_open(span, self.txn.execute_raw(stmt)).await
     }
 
     async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
         self.charge()?;
-        self.txn
-            .execute_unprepared(sql)
-            .instrument(crate::db::spans::statement(sql))
-            .await
+        spans::while_open(spans::statement(sql), self.txn.execute_unprepared(sql)).await
     }
 
     async fn query_one_raw(&self, stmt: sea_orm::Statement) -> Result<Option<QueryResult>, DbErr> {
         self.charge()?;
-        let span = crate::db::spans::statement(&stmt.sql);
-        self.txn.query_one_raw(stmt).instrument(span).await
+        let span = spans::statement(&stmt.sql);
+        spans::while_open(span, self.txn.query_one_raw(stmt)).await
     }
 
     async fn query_all_raw(&self, stmt: sea_orm::Statement) -> Result<Vec<QueryResult>, DbErr> {
         self.charge()?;
-        let span = crate::db::spans::statement(&stmt.sql);
-        self.txn.query_all_raw(stmt).instrument(span).await
+        let span = spans::statement(&stmt.sql);
+        spans::while_open(span, self.txn.query_all_raw(stmt)).await
     }
 }
 
