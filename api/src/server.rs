@@ -91,7 +91,7 @@ impl Application {
             metrics.clone(),
             MANIFEST_CHECK,
         ));
-        let state = AppState {
+        let state = AppState::new(crate::state::Shared {
             db,
             auth,
             schema: build_schema(limits),
@@ -107,7 +107,7 @@ impl Application {
             concurrency: crate::quota::ConcurrencyLimiter::new(settings.quota.concurrency),
             quotas,
             trusted,
-        };
+        });
         let listener = tokio::net::TcpListener::bind(settings.listen)
             .await
             .map_err(|e| StartError::Listen(settings.listen, e))?;

@@ -8,8 +8,28 @@ use crate::graphql::{ApiLimits, RowguardSchema};
 use crate::metrics::Metrics;
 use crate::playground::Playground;
 
+/// Cloned for every request (each middleware and extractor that takes the state gets its own
+/// copy), so it is one reference count: cloning the parts one by one copied the role prefix and
+/// the CORS origins each time.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The parts of [`AppState`].
+pub struct Shared {
     pub db: Database,
     pub auth: Arc<Authenticator>,
     pub schema: RowguardSchema,
@@ -32,5 +52,11 @@ pub struct AppState {
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AppState").finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").finish_non_exhaustive()
     }
 }
