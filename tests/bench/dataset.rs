@@ -13,6 +13,8 @@ pub struct Dataset {
     pub patients: u64,
     pub clinicians: u64,
     pub gateway_url: String,
+    /// What clients pass as the server's host: `127.0.0.1`, or the directory of its Unix socket.
+    pub host: String,
 }
 
 impl Dataset {
@@ -22,7 +24,13 @@ impl Dataset {
     }
 }
 
-pub async fn build(port: u16, patients: u64, clinicians: u64, issuer: &str) -> Dataset {
+pub async fn build(
+    port: u16,
+    socket: Option<std::path::PathBuf>,
+    patients: u64,
+    clinicians: u64,
+    issuer: &str,
+) -> Dataset {
     let admin_url = format!("postgres://postgres@127.0.0.1:{port}/rowguard");
     rowguard::migrate::run(
         &rowguard::settings::MigrationSettings {
@@ -66,7 +74,16 @@ pub async fn build(port: u16, patients: u64, clinicians: u64, issuer: &str) -> D
         port,
         patients,
         clinicians,
-        gateway_url: format!("postgres://rowguard_gateway@127.0.0.1:{port}/rowguard"),
+        // A `host` that is a directory means the server's Unix socket there, to sqlx and to
+        // node-postgres alike.
+        gateway_url: match &socket {
+            Some(dir) => format!(
+                "postgres://rowguard_gateway@localhost:{port}/rowguard?host={}",
+                dir.display()
+            ),
+            None => format!("postgres://rowguard_gateway@127.0.0.1:{port}/rowguard"),
+        },
+        host: socket.map_or_else(|| "127.0.0.1".to_owned(), |dir| dir.display().to_string()),
     }
 }
 

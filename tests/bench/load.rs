@@ -768,7 +768,7 @@ fn pgbench(
             ])
             .args([
                 "-h",
-                "127.0.0.1",
+                &db.host,
                 "-p",
                 &db.port.to_string(),
                 "-U",

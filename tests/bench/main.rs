@@ -45,6 +45,10 @@ struct Args {
     /// without them, side by side in alternating runs.
     #[arg(long)]
     costs: bool,
+    /// Rowguard, pgbench and the peer reach PostgreSQL over its Unix socket instead of TCP on
+    /// the loopback (the deployment with the database on the same host).
+    #[arg(long)]
+    unix_socket: bool,
 }
 
 #[tokio::main]
@@ -95,7 +99,8 @@ async fn main() {
             )
             .expect("start");
         let _stop = StopOnDrop(cluster.clone());
-        let db = dataset::build(port, patients, args.clinicians, issuer.url()).await;
+        let socket = args.unix_socket.then(|| cluster.data_dir().to_owned());
+        let db = dataset::build(port, socket, patients, args.clinicians, issuer.url()).await;
         for scenario in load::SCENARIOS {
             if !args.only.is_empty() && !args.only.iter().any(|o| o == scenario.name) {
                 continue;
