@@ -77,10 +77,21 @@ pub async fn build(
         // A `host` that is a directory means the server's Unix socket there, to sqlx and to
         // node-postgres alike.
         gateway_url: match &socket {
-            Some(dir) => format!(
-                "postgres://rowguard_gateway@localhost:{port}/rowguard?host={}",
-                dir.display()
-            ),
+            Some(dir) => {
+                // Goes into a URL's query string unencoded: refuse what would need encoding.
+                let plain = dir
+                    .to_string_lossy()
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '.' | '_' | '-'));
+                assert!(
+                    plain,
+                    "--unix-socket needs a temporary directory path of letters, digits and / . _ - (set TMPDIR)"
+                );
+                format!(
+                    "postgres://rowguard_gateway@localhost:{port}/rowguard?host={}",
+                    dir.display()
+                )
+            }
             None => format!("postgres://rowguard_gateway@127.0.0.1:{port}/rowguard"),
         },
         host: socket.map_or_else(|| "127.0.0.1".to_owned(), |dir| dir.display().to_string()),
