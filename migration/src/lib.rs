@@ -71,6 +71,11 @@ impl MigratorTrait for Migrator {
                 up: include_str!("sql/0010_patient_report_index.up.sql"),
                 down: include_str!("sql/0010_patient_report_index.down.sql"),
             }),
+            Box::new(SqlMigration {
+                name: "m20261202_000011_identity_lookup_cached_plan",
+                up: include_str!("sql/0011_identity_lookup_cached_plan.up.sql"),
+                down: include_str!("sql/0011_identity_lookup_cached_plan.down.sql"),
+            }),
         ]
     }
 }
