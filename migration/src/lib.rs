@@ -76,6 +76,11 @@ impl MigratorTrait for Migrator {
                 up: include_str!("sql/0011_identity_lookup_cached_plan.up.sql"),
                 down: include_str!("sql/0011_identity_lookup_cached_plan.down.sql"),
             }),
+            Box::new(SqlMigration {
+                name: "m20261206_000012_audit_group_commit",
+                up: include_str!("sql/0012_audit_group_commit.up.sql"),
+                down: include_str!("sql/0012_audit_group_commit.down.sql"),
+            }),
         ]
     }
 }

@@ -333,11 +333,8 @@ pub async fn run(
         allowed_errors: allowed,
     };
     wrk(&load, Duration::from_secs(3));
-    let sql = pgbench_script(scenario).map(|script| {
-        let sql = dir.join("transaction.sql");
-        std::fs::write(&sql, script).expect("pgbench script");
-        sql
-    });
+    let sql = dir.join("transaction.sql");
+    let admin = rowguard_tests::connect(&db.admin_url(), 1, None).await;
     let peer = if scenario.peer {
         Some(crate::peer::PostGraphile::start(issuer, db, concurrency, &dir).await)
     } else {
@@ -349,7 +346,9 @@ pub async fn run(
     // run: on a shared 2-core machine single runs drift by ±10%, which would swamp the ratio.
     let (mut rowguard_runs, mut pgbench_runs) = (Vec::new(), Vec::new());
     let (mut cpu, mut requests) = (0u64, 0.0);
+    let mut batch_sizes = Vec::new();
     for _ in 0..rounds.max(1) {
+        let events_before = last_event(&admin).await;
         lag.measuring(true);
         let cpu_before = cpu_ticks(child.0.id());
         let run = wrk(&load, duration);
@@ -358,8 +357,15 @@ pub async fn run(
         requests += run.rps * duration.as_secs_f64();
         eprintln!("  {}: Rowguard {:.0} req/s", scenario.name, run.rps);
         rowguard_runs.push(run);
-        if let Some(sql) = &sql {
-            let replay = pgbench(sql, db, issuer, concurrency, duration, &dir);
+        // pgbench appends the audit batches as large as the gateway's were in this round.
+        let batch = events_per_write(&admin, events_before).await;
+        if scenario.audit {
+            eprintln!("  {}: {batch:.2} events per audit write", scenario.name);
+            batch_sizes.push(batch);
+        }
+        if let Some(script) = pgbench_script(scenario, batch.round().max(1.0) as u32) {
+            std::fs::write(&sql, script).expect("pgbench script");
+            let replay = pgbench(&sql, db, issuer, concurrency, duration, &dir);
             eprintln!("  {}: pgbench {:.0} tps", scenario.name, replay.rps);
             pgbench_runs.push(replay);
         }
@@ -373,6 +379,15 @@ pub async fn run(
         }
     }
     let max_rss_mb = peak_rss_kb(child.0.id()) as f64 / 1024.0;
+    let _ = admin.close().await;
+    if !batch_sizes.is_empty() {
+        batch_sizes.sort_by(f64::total_cmp);
+        eprintln!(
+            "  {}: median {:.2} events per audit write",
+            scenario.name,
+            batch_sizes[batch_sizes.len() / 2]
+        );
+    }
     let seal_lag_p99_s = scenario.audit.then(|| lag.p99()).flatten();
     drop(gateway);
     if let Some(peer) = peer {
@@ -722,13 +737,43 @@ fn duration_ms(value: &str) -> f64 {
 
 /// The SQL Rowguard issues for the scenario, statement for statement (the 100-patient page has
 /// no replay: it shows how Rowguard's own cost grows with the response).
-fn pgbench_script(scenario: Scenario) -> Option<String> {
+fn pgbench_script(scenario: Scenario, batch: u32) -> Option<String> {
     match scenario.kind {
-        Kind::MyPatients => Some(replay::my_patients(scenario.audit)),
+        Kind::MyPatients => Some(replay::my_patients(scenario.audit, batch)),
         Kind::MyPatientsWithCareTeams => None,
-        Kind::PatientWithCareTeam => Some(replay::patient_with_care_team()),
+        Kind::PatientWithCareTeam => Some(replay::patient_with_care_team(batch)),
         Kind::UpdatePatient => Some(replay::update_patient()),
     }
+}
+
+/// The id of the trail's latest event (0 for none).
+async fn last_event(admin: &sea_orm::DatabaseConnection) -> i64 {
+    use sea_orm::ConnectionTrait;
+    let row = admin
+        .query_one_raw(sea_orm::Statement::from_string(
+            sea_orm::DbBackend::Postgres,
+            "select coalesce(max(id), 0) as id from rowguard_audit.events",
+        ))
+        .await
+        .expect("reading the trail's last event");
+    row.and_then(|r| r.try_get::<i64>("", "id").ok())
+        .unwrap_or_default()
+}
+
+/// Events per writing transaction since event `after`: the gateway's average audit batch.
+async fn events_per_write(admin: &sea_orm::DatabaseConnection, after: i64) -> f64 {
+    use sea_orm::ConnectionTrait;
+    let row = admin
+        .query_one_raw(sea_orm::Statement::from_sql_and_values(
+            sea_orm::DbBackend::Postgres,
+            "select coalesce(count(*)::float8 / nullif(count(distinct txid), 0), 1) as batch \
+             from rowguard_audit.events where id > $1",
+            [after.into()],
+        ))
+        .await
+        .expect("reading the audit batch size");
+    row.and_then(|r| r.try_get::<f64>("", "batch").ok())
+        .unwrap_or(1.0)
 }
 
 fn pgbench(

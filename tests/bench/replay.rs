@@ -4,8 +4,11 @@
 //! data goes; rendering swaps each sentinel for the pgbench expression that stands for it, and
 //! every other bound value for its SQL literal.
 
-use rowguard::audit::record::{AuditAction, AuditContext, AuditOutcome, append_statement};
-use rowguard::db::Identity;
+use rowguard::audit::batch::{BatchedEvent, Reader, append_batch_statement};
+use rowguard::audit::record::{
+    AuditAction, AuditContext, AuditEntry, AuditOutcome, append_statement,
+};
+use rowguard::db::{Identity, ReadOnly};
 use rowguard::graphql::rows;
 use sea_orm::Statement;
 use sea_orm::sea_query::{PostgresQueryBuilder, QueryBuilder, Value};
@@ -62,7 +65,7 @@ pub fn render(statement: &Statement) -> String {
 
 /// The request's identity, as the gateway sets it for a clinician: a query runs as the reader
 /// role (read-only unless it appends to the audit trail), a mutation as the writer role.
-fn identity(writer: bool, read_only: bool) -> String {
+fn identity(writer: bool, read_only: ReadOnly) -> String {
     render(
         &Identity {
             role: if writer {
@@ -97,35 +100,108 @@ fn append(action: AuditAction, patients: Uuid, operation: &str) -> String {
 }
 
 /// `patients(first: 20)` for clinician `:c`, recording the page when `audit`.
-pub fn my_patients(audit: bool) -> String {
+///
+/// With the audit on, the read commits read-only and the gateway's batch writer then appends the
+/// events of `batch` requests in one transaction (`batch` is what the gateway averaged in the
+/// same run). pgbench has no shared writer, so one transaction in `batch`, at random, appends a
+/// batch of `batch` events (each naming the page this client just read): the same statements at
+/// the same rate.
+pub fn my_patients(audit: bool, batch: u32) -> String {
     let page = render(&rows::patients_page_statement(
         21,
         None,
         None,
         Some(CLINICIAN),
     ));
-    let mut sql = format!("{PRELUDE}BEGIN;\n{};\n", identity(false, !audit));
+    let read_only = if audit {
+        ReadOnly::UnlessEmergencyGrant
+    } else {
+        ReadOnly::Yes
+    };
+    let mut sql = format!("{PRELUDE}BEGIN;\n{};\n", identity(false, read_only));
     if audit {
         sql.push_str(&format!(
-            "SELECT array_agg(id)::text AS ids FROM ({page}) page \\gset\n{};\n",
-            append(AuditAction::Read, PAGE_PATIENT, "MyPatients")
+            "SELECT array_to_json(array_agg(id))::text AS ids FROM ({page}) page \\gset\nCOMMIT;\n{}",
+            record_after_commit(batch, PAGE_PATIENT, "MyPatients")
         ));
     } else {
-        sql.push_str(&format!("{page};\n"));
+        sql.push_str(&format!("{page};\nCOMMIT;\n"));
     }
-    sql.push_str("COMMIT;\n");
     sql
 }
 
-/// `patient(id) { careTeam }`: the patient, its assignments, their clinicians, the record.
-pub fn patient_with_care_team() -> String {
+/// pgbench's lines that record one read the way the gateway's batch writer does: one read in
+/// `batch` appends `batch` events.
+fn record_after_commit(batch: u32, patients: Uuid, operation: &str) -> String {
+    format!(
+        "\\set b random(1, {batch})\n\\if :b = 1\n{};\n\\endif\n",
+        append_batch(batch, patients, operation)
+    )
+}
+
+/// The batch writer's statement for `size` reads of `patients` (a sentinel).
+fn append_batch(size: u32, patients: Uuid, operation: &str) -> String {
+    let entry = AuditEntry {
+        action: AuditAction::Read,
+        outcome: AuditOutcome::Success,
+        patients: [patients].into_iter().collect(),
+    };
+    let reader = Reader {
+        request_id: REQUEST_ID,
+        correlation_id: None,
+        trace_id: None,
+        clinician_id: Some(CLINICIAN),
+        issuer: ISSUER,
+        subject: SUBJECT,
+        app_role: "rowguard_clinician",
+    };
+    let context = AuditContext {
+        operation_name: Some(operation.to_owned()),
+        ..AuditContext::default()
+    };
+    let events: Vec<BatchedEvent> = (0..size.max(1))
+        .flat_map(|_| BatchedEvent::of(&reader, &context, std::slice::from_ref(&entry)))
+        .collect();
+    let statement = append_batch_statement(&events).expect("a batch serializes");
+    // The events travel as one JSON text, here one SQL literal in which each sentinel becomes a
+    // concatenated pgbench expression. A space after each key's colon keeps pgbench from reading
+    // `:null` as a variable.
+    let json = match statement.values.as_ref().map(|v| v.0[0].clone()) {
+        Some(sea_orm::sea_query::Value::String(Some(json))) => json.replace("\":", "\": "),
+        other => panic!("the batch is bound as one text, not {other:?}"),
+    };
+    let expression = format!("'{}'", json.replace('\'', "''"))
+        .replace(
+            &format!("\"{REQUEST_ID}\""),
+            "' || to_json(gen_random_uuid())::text || '",
+        )
+        .replace(
+            &format!("\"{ISSUER}\""),
+            "' || to_json(:iss::text)::text || '",
+        )
+        .replace(
+            &format!("\"{SUBJECT}\""),
+            "' || to_json('clinician-' || :c)::text || '",
+        )
+        .replace(&format!("[\"{PAGE_PATIENT}\"]"), "' || :ids || '")
+        .replace(
+            &format!("[\"{PATIENT}\"]"),
+            "' || to_json(ARRAY[md5('patient' || :n)::uuid])::text || '",
+        )
+        .replace(&CLINICIAN.to_string(), "' || :c || '");
+    statement.sql.replace("$1", &format!("({expression})"))
+}
+
+/// `patient(id) { careTeam }`: the patient, its assignments, their clinicians; the record after
+/// the read-only commit, batched as in [`my_patients`].
+pub fn patient_with_care_team(batch: u32) -> String {
     let assignments = render(&rows::care_team_assignments_statement(&[PATIENT]));
     format!(
-        "{PRELUDE}BEGIN;\n{};\n{};\nSELECT array_agg(clinician_id)::text AS cids FROM ({assignments}) team \\gset\n{};\n{};\nCOMMIT;\n",
-        identity(false, false),
+        "{PRELUDE}BEGIN;\n{};\n{};\nSELECT array_agg(clinician_id)::text AS cids FROM ({assignments}) team \\gset\n{};\nCOMMIT;\n{}",
+        identity(false, ReadOnly::UnlessEmergencyGrant),
         render(&rows::patient_statement(PATIENT)),
         render(&rows::clinicians_by_id_statement(&[CARE_TEAM_CLINICIAN])),
-        append(AuditAction::Read, PATIENT, "PatientDetail"),
+        record_after_commit(batch, PATIENT, "PatientDetail"),
     )
 }
 
@@ -137,7 +213,7 @@ pub fn update_patient() -> String {
     };
     format!(
         "{PRELUDE}BEGIN;\n{};\n{};\n{};\n{};\nCOMMIT;\n",
-        identity(true, false),
+        identity(true, ReadOnly::No),
         render(&rows::patient_update_statement(PATIENT, VERSION, &changes)),
         render(&rows::patient_statement(PATIENT)),
         append(AuditAction::Update, PATIENT, "UpdatePatient"),
@@ -151,9 +227,9 @@ mod tests {
     #[test]
     fn every_sentinel_is_replaced() {
         for script in [
-            my_patients(true),
-            my_patients(false),
-            patient_with_care_team(),
+            my_patients(true, 4),
+            my_patients(false, 1),
+            patient_with_care_team(3),
             update_patient(),
         ] {
             assert!(!script.contains("sentinel"), "{script}");

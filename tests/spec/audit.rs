@@ -15,7 +15,7 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::support::{INSUFFICIENT_PRIVILEGE, execute, query_count, scope, sqlstate};
+use crate::support::{INSUFFICIENT_PRIVILEGE, execute, query_count, query_text, scope, sqlstate};
 
 /// One stored audit event, as the tests compare it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -300,9 +300,10 @@ async fn events_carry_the_actor_and_the_operation_but_no_phi() {
 #[tokio::test]
 async fn a_failed_audit_write_fails_the_request_with_no_phi() {
     let w = World::new(|_| {}).await;
+    // A read is recorded by the gateway's batch writer, after the read commits.
     execute(
         &w.admin,
-        "revoke execute on function rowguard_audit.append(text, text, uuid[], text, text, text) from rgtest_clinician",
+        "revoke execute on function rowguard_audit.append_batch(jsonb) from rgtest_gateway",
         [],
     )
     .await
@@ -310,6 +311,28 @@ async fn a_failed_audit_write_fails_the_request_with_no_phi() {
     let (reply, _) = w
         .run(&w.token("alice", "clinician"), "MyPatients", json!({}))
         .await;
+    assert_refused_without_phi(&reply);
+}
+
+#[tokio::test]
+async fn a_failed_audit_write_fails_an_emergency_grant_holders_read_with_no_phi() {
+    let w = World::new(|_| {}).await;
+    let alice = w.token("alice", "clinician");
+    let granted = request_access(&w, &alice, w.b1).await;
+    assert_eq!(granted.data()["requestEmergencyAccess"]["active"], true);
+    // A grant holder's read is recorded inside its own transaction (the emergency split).
+    execute(
+        &w.admin,
+        "revoke execute on function rowguard_audit.append(text, text, uuid[], text, text, text) from rgtest_clinician",
+        [],
+    )
+    .await
+    .expect("break the audit path");
+    let (reply, _) = w.run(&alice, "MyPatients", json!({})).await;
+    assert_refused_without_phi(&reply);
+}
+
+fn assert_refused_without_phi(reply: &GraphqlReply) {
     assert_eq!(
         (reply.status, reply.code()),
         (503, Some("SERVICE_UNAVAILABLE")),
@@ -393,6 +416,126 @@ async fn no_one_can_write_an_event_in_someone_elses_name() {
     assert_eq!(
         events_of(&w.admin, request).await,
         vec![event("read", "success", "treatment", &[w.a1], &w.alice)]
+    );
+}
+
+#[tokio::test]
+async fn concurrent_reads_are_each_recorded_once_before_their_answers() {
+    let w = World::new(|_| {}).await;
+    let alice = w.token("alice", "clinician");
+    // Eight: as many as one person may have in flight.
+    let replies =
+        futures::future::join_all((0..8).map(|_| w.run(&alice, "MyPatients", json!({})))).await;
+    for (reply, request_id) in replies {
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        // Read as soon as the answer is in: the record committed before it was sent.
+        assert_eq!(
+            events_of(&w.admin, request_id).await,
+            vec![event(
+                "read",
+                "success",
+                "treatment",
+                &[w.a1, w.a2, w.s1],
+                &w.alice
+            )]
+        );
+    }
+}
+
+async fn read_only(s: &rowguard::db::RlsScope) -> Option<String> {
+    query_text(
+        s.conn(),
+        "select current_setting('transaction_read_only') as value",
+    )
+    .await
+    .expect("setting")
+}
+
+#[tokio::test]
+async fn a_read_runs_read_only_unless_its_reader_holds_a_live_emergency_grant() {
+    let w = World::new(|_| {}).await;
+    let s = scope(&w.app.db, &w.alice.clinician(), AccessMode::ReadThenRecord).await;
+    assert_eq!(
+        (read_only(&s).await.as_deref(), s.records_after_commit()),
+        (Some("on"), true)
+    );
+    drop(s);
+
+    let granted = request_access(&w, &w.token("alice", "clinician"), w.b1).await;
+    assert_eq!(granted.data()["requestEmergencyAccess"]["active"], true);
+    let s = scope(&w.app.db, &w.alice.clinician(), AccessMode::ReadThenRecord).await;
+    assert_eq!(
+        (read_only(&s).await.as_deref(), s.records_after_commit()),
+        (Some("off"), false),
+        "a grant holder's read splits emergency from treatment in its own transaction"
+    );
+}
+
+#[tokio::test]
+async fn only_the_gateways_login_role_appends_a_batch_and_only_for_a_reading_role() {
+    let w = World::new(|_| {}).await;
+    let batch = |role: &str, clinician: i32| {
+        json!([{
+            "request_id": Uuid::new_v4(), "clinician_id": clinician, "issuer": w.issuer.url(),
+            "subject": "alice", "app_role": role, "action": "read", "outcome": "success",
+            "patient_ids": [w.a1]
+        }])
+        .to_string()
+    };
+    let append = "select rowguard_audit.append_batch($1::jsonb)";
+
+    // An application role cannot name another actor through the batch.
+    let s = scope(&w.app.db, &w.alice.clinician(), AccessMode::ReadWrite).await;
+    let err = execute(
+        s.conn(),
+        append,
+        [batch("rgtest_clinician", w.carol.id).into()],
+    )
+    .await
+    .expect_err("no batch as an application role");
+    assert_eq!(sqlstate(err), INSUFFICIENT_PRIVILEGE);
+    drop(s);
+
+    let gateway = w.t.gateway_pool(1).await;
+    let before = query_count(
+        &w.admin,
+        "select count(*) as value from rowguard_audit.events",
+    )
+    .await
+    .expect("count");
+    for role in ["rgtest_clinician_writer", "rgtest_owner", "postgres"] {
+        let err = execute(&gateway, append, [batch(role, w.alice.id).into()])
+            .await
+            .expect_err("only reading roles");
+        assert_eq!(sqlstate(err), INSUFFICIENT_PRIVILEGE, "{role}");
+    }
+    assert_eq!(
+        query_count(
+            &w.admin,
+            "select count(*) as value from rowguard_audit.events"
+        )
+        .await
+        .expect("count"),
+        before,
+        "a refused batch writes nothing"
+    );
+    execute(
+        &gateway,
+        append,
+        [batch("rgtest_clinician", w.alice.id).into()],
+    )
+    .await
+    .expect("the gateway records a clinician's read");
+    assert_eq!(
+        query_text(
+            &w.admin,
+            "select purpose as value from rowguard_audit.events order by id desc limit 1"
+        )
+        .await
+        .expect("purpose")
+        .as_deref(),
+        Some("treatment"),
+        "the purpose follows from the role, not from the batch"
     );
 }
 

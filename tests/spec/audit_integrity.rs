@@ -18,7 +18,9 @@ use rowguard::audit::verify::{Report, VerifyOptions, verify};
 use rowguard::db::{AccessMode, Database};
 use rowguard_tests::fixtures::{Person, enroll};
 use rowguard_tests::{TestDb, cluster, connect, migration_connection, test_roles};
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, FromQueryResult, Statement};
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DbBackend, FromQueryResult, Statement, TransactionTrait,
+};
 use uuid::Uuid;
 
 use crate::support::query_count;
@@ -662,29 +664,53 @@ async fn a_trail_sealed_by_the_old_commit_trigger_still_verifies_after_the_upgra
     let person = enroll(&connect(&url, 1, Some(roles.owner())).await, "alice").await;
     let gateway = cluster().url_as(&name, &roles.gateway(), "up");
     let db = Database::from_pool(connect(&gateway, 2, None).await, roles.clone());
+    let entry = || AuditEntry {
+        action: AuditAction::Read,
+        outcome: AuditOutcome::Success,
+        patients: BTreeSet::from([Uuid::new_v4(), Uuid::new_v4()]),
+    };
+    // As the gateway of that time recorded a query: its identity statement, then the append.
+    let old_gateway = connect(&gateway, 1, None).await;
+    for _ in 0..7 {
+        let txn = old_gateway.begin().await.expect("begin");
+        txn.execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "select set_config('role', $1, true), \
+             set_config('app.current_user', coalesce(rowguard.clinician_id_for($2, $3)::text, ''), true), \
+             set_config('app.request_id', $4, true), set_config('app.issuer', $2, true), \
+             set_config('app.subject', $3, true)",
+            [
+                roles.clinician().into(),
+                person.issuer.clone().into(),
+                person.subject.clone().into(),
+                Uuid::new_v4().to_string().into(),
+            ],
+        ))
+        .await
+        .expect("identity");
+        append(&txn, &AuditContext::default(), &[entry()])
+            .await
+            .expect("append");
+        txn.commit().await.expect("commit");
+    }
+    drop(old_gateway);
     let append_some = |n: usize| {
         let db = db.clone();
         let principal = person.clinician();
         async move {
             for _ in 0..n {
-                // As a query appends its access record.
+                // As a query appends its access record in place (a grant holder's query).
                 let scope = db
                     .scope(&principal, AccessMode::ReadAndAudit, Uuid::new_v4())
                     .await
                     .expect("scope");
-                let entry = AuditEntry {
-                    action: AuditAction::Read,
-                    outcome: AuditOutcome::Success,
-                    patients: BTreeSet::from([Uuid::new_v4(), Uuid::new_v4()]),
-                };
-                append(scope.conn(), &AuditContext::default(), &[entry])
+                append(scope.conn(), &AuditContext::default(), &[entry()])
                     .await
                     .expect("append");
                 scope.commit().await.expect("commit");
             }
         }
     };
-    append_some(7).await;
     assert_eq!(
         query_count(&admin, "select count(*) as value from rowguard_audit.chain")
             .await

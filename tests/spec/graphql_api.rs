@@ -561,7 +561,7 @@ async fn a_page_of_100_patients_with_care_teams_costs_a_constant_number_of_state
         costs[0], costs[1],
         "the cost must not grow with the page size"
     );
-    // Identity, the page, the assignments, their clinicians and the audit append.
+    // Identity, the page, the assignments, their clinicians and the audit batch's append.
     assert!(costs[1] <= 5, "{} statements for one page", costs[1]);
 }
 

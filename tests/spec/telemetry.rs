@@ -131,8 +131,8 @@ async fn a_request_continues_the_clients_trace_with_one_span_per_statement_and_t
         "SET identity",
         "SELECT rowguard.patients",
         "SELECT rowguard.clinicians_patients",
-        "SELECT rowguard_audit.append",
         "COMMIT",
+        "SELECT rowguard_audit.append_batch",
     ] {
         assert!(
             names.contains(&expected),

@@ -4,6 +4,7 @@
 //! [`verify`] from the rows themselves ([`canonical`]).
 
 pub mod archive;
+pub mod batch;
 pub mod canonical;
 pub mod checkpoint;
 pub mod export;

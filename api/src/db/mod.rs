@@ -8,8 +8,8 @@ mod scope;
 mod self_check;
 pub mod spans;
 
-pub use error::{DbError, FailureKind};
-pub use scope::{AccessMode, Identity, RequestIds, RlsScope};
+pub use error::{DbError, FailureKind, sqlstate_of};
+pub use scope::{AccessMode, Identity, ReadOnly, RequestIds, RlsScope};
 pub use self_check::{SelfCheckError, SelfCheckFailed};
 
 use std::sync::Arc;
@@ -52,6 +52,8 @@ pub struct Database {
     /// Behind a transaction pooler the connection's default isolation cannot be set at startup,
     /// so each transaction sets READ COMMITTED itself.
     set_isolation_per_transaction: bool,
+    /// The audit trail's group-commit writer, started on first use.
+    batcher: Arc<std::sync::OnceLock<crate::audit::batch::AuditBatcher>>,
 }
 
 /// Per-transaction limits PostgreSQL enforces on every request.
@@ -141,6 +143,7 @@ impl Database {
             limits: TransactionLimits::default(),
             drop_stale_statements: false,
             set_isolation_per_transaction: false,
+            batcher: Arc::default(),
         }
     }
 
@@ -177,6 +180,21 @@ impl Database {
     /// role holds no table privileges, so it can only call the functions granted to it.
     pub(crate) async fn maintenance(&self) -> Result<DatabaseTransaction, DbError> {
         self.begin().await
+    }
+
+    /// Records a committed read's events through the audit batch writer, returning once the
+    /// transaction that appended them has committed.
+    pub async fn record_after_commit(
+        &self,
+        events: Vec<crate::audit::batch::BatchedEvent>,
+    ) -> Result<(), crate::audit::batch::BatchFailed> {
+        let batcher = self.batcher.get_or_init(|| {
+            // The writer's own handle has no batcher, so it does not keep its own queue open.
+            let mut writer = self.clone();
+            writer.batcher = Arc::default();
+            crate::audit::batch::AuditBatcher::start(writer)
+        });
+        batcher.record(events).await
     }
 
     /// Statements run through this pool so far.

@@ -14,6 +14,12 @@ pub enum AccessMode {
     /// audit trail; the role holds no write privilege on any clinical table, so the trail's
     /// append function is the only thing it can write through.
     ReadAndAudit,
+    /// The reading role in a `READ ONLY` transaction whose access is recorded after it commits,
+    /// by the audit batch writer (many requests per write). A clinician holding a live
+    /// emergency grant gets a read-write transaction instead (see
+    /// [`RlsScope::records_after_commit`]): which of their patients were reached only through the
+    /// grant is decided against the read's own snapshot, by the in-transaction append.
+    ReadThenRecord,
     /// The writing role (`<role>_writer`): mutations only.
     ReadWrite,
 }
@@ -29,6 +35,11 @@ pub enum AccessMode {
 pub struct RlsScope {
     txn: DatabaseTransaction,
     clinician_id: Option<i32>,
+    /// The application role the transaction runs as.
+    role: String,
+    /// The caller held a live emergency grant when the transaction began (asked only in
+    /// [`AccessMode::ReadThenRecord`]).
+    emergency_grant: bool,
     request_id: Uuid,
     mode: AccessMode,
 }
@@ -41,18 +52,47 @@ pub struct RlsScope {
 // along. `transaction_read_only` may be switched on at any point of a transaction (only
 // switching it off after the first query is refused), which saves a separate
 // `SET TRANSACTION READ ONLY`; setting it off in a read-write transaction changes nothing.
+//
+// The clinician id is looked up once, in a subquery kept from being folded into the select list
+// (`OFFSET 0`), which would call the lookup once per use. `$7` is `on`, `off`, or
+// `unless-emergency`: read-only unless the clinician holds a live emergency grant, which is then
+// returned as `emergency_grant`.
 const IDENTITY: &str = "select \
      set_config('role', $1, true), \
-     set_config('app.current_user', coalesce(rowguard.clinician_id_for($2, $3)::text, ''), true) as clinician_id, \
+     set_config('app.current_user', coalesce(i.id::text, ''), true) as clinician_id, \
      set_config('app.request_id', $4, true), \
      set_config('app.issuer', $2, true), \
      set_config('app.subject', $3, true), \
      set_config('statement_timeout', $5, true), \
      set_config('idle_in_transaction_session_timeout', $6, true), \
-     set_config('transaction_read_only', $7, true), \
+     set_config('transaction_read_only', \
+       case when $7 <> 'unless-emergency' then $7 when i.emergency then 'off' else 'on' end, true), \
      set_config('app.correlation_id', $8, true), \
      set_config('app.trace_id', $9, true), \
-     set_config('application_name', $10, true)";
+     set_config('application_name', $10, true), \
+     i.emergency as emergency_grant \
+     from (select l.id, $7 = 'unless-emergency' and rowguard.holds_live_emergency_grant(l.id) \
+             as emergency \
+           from (select rowguard.clinician_id_for($2, $3) as id offset 0) l offset 0) i";
+
+/// Whether the transaction may write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadOnly {
+    Yes,
+    No,
+    /// Read-only unless the caller holds a live emergency grant.
+    UnlessEmergencyGrant,
+}
+
+impl ReadOnly {
+    fn setting(self) -> &'static str {
+        match self {
+            ReadOnly::Yes => "on",
+            ReadOnly::No => "off",
+            ReadOnly::UnlessEmergencyGrant => "unless-emergency",
+        }
+    }
+}
 
 /// What the identity statement sets for one transaction.
 #[derive(Debug, Clone)]
@@ -64,7 +104,7 @@ pub struct Identity<'a> {
     pub request_id: Uuid,
     pub statement_timeout_ms: u64,
     pub idle_in_transaction_timeout_ms: u64,
-    pub read_only: bool,
+    pub read_only: ReadOnly,
     pub correlation_id: Option<&'a str>,
     pub trace_id: Option<&'a str>,
 }
@@ -85,7 +125,7 @@ impl Identity<'_> {
             self.request_id.to_string().into(),
             self.statement_timeout_ms.to_string().into(),
             self.idle_in_transaction_timeout_ms.to_string().into(),
-            if self.read_only { "on" } else { "off" }.into(),
+            self.read_only.setting().into(),
             self.correlation_id.unwrap_or_default().into(),
             self.trace_id.unwrap_or_default().into(),
             application_name.into(),
@@ -162,7 +202,11 @@ impl Database {
             request_id,
             statement_timeout_ms,
             idle_in_transaction_timeout_ms: self.limits.idle_in_transaction_timeout_ms,
-            read_only: mode == AccessMode::ReadOnly,
+            read_only: match mode {
+                AccessMode::ReadOnly => ReadOnly::Yes,
+                AccessMode::ReadThenRecord => ReadOnly::UnlessEmergencyGrant,
+                AccessMode::ReadAndAudit | AccessMode::ReadWrite => ReadOnly::No,
+            },
             correlation_id: ids.correlation_id.as_deref(),
             trace_id: ids.trace_id.as_deref(),
         };
@@ -178,8 +222,13 @@ impl Database {
         let clinician_id: String = row
             .try_get("", "clinician_id")
             .map_err(DbError::Statement)?;
+        let emergency_grant: bool = row
+            .try_get("", "emergency_grant")
+            .map_err(DbError::Statement)?;
         Ok(RlsScope {
             txn,
+            role,
+            emergency_grant,
             // The database produced this text from an integer column, or '' for "nobody".
             clinician_id: clinician_id.parse().ok(),
             request_id,
@@ -211,6 +260,17 @@ impl RlsScope {
 
     pub fn mode(&self) -> AccessMode {
         self.mode
+    }
+
+    /// The application role the transaction runs as.
+    pub fn role(&self) -> &str {
+        &self.role
+    }
+
+    /// True when this read's access is to be recorded after it commits (by the audit batch
+    /// writer) rather than appended inside it.
+    pub fn records_after_commit(&self) -> bool {
+        self.mode == AccessMode::ReadThenRecord && !self.emergency_grant
     }
 
     /// Commits the request's work; the identity settings end with the transaction.

@@ -12,6 +12,7 @@ use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, ExecResult
 use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 use uuid::Uuid;
 
+use crate::audit::batch::{BatchFailed, BatchedEvent, Reader};
 use crate::audit::record::{self, AuditAction, AuditContext, AuditLog, AuditOutcome};
 use crate::db::{AccessMode, Database, RequestIds, RlsScope, spans};
 use crate::error::{ApiError, ErrorCode};
@@ -289,8 +290,8 @@ impl RequestDb {
     ) -> Result<MappedMutexGuard<'_, DatabaseTransaction>, ApiError> {
         let mut state = self.state.lock().await;
         // A mutation's one transaction runs as the writing role from its first statement. A
-        // query runs as the reading role; with auditing on its transaction is read-write so the
-        // access can be appended, which is all that role can write.
+        // query runs as the reading role, read-only; with auditing on its access is recorded
+        // after it commits (see `finish`).
         let mode = if self.is_mutation() {
             AccessMode::ReadWrite
         } else if mode == AccessMode::ReadWrite {
@@ -298,7 +299,7 @@ impl RequestDb {
                 "a write was attempted outside a mutation",
             ));
         } else if self.audit.is_some() {
-            AccessMode::ReadAndAudit
+            AccessMode::ReadThenRecord
         } else {
             AccessMode::ReadOnly
         };
@@ -337,8 +338,12 @@ impl RequestDb {
     /// Ends the request's transaction and writes the audit trail, failing closed: if the trail
     /// cannot be written the caller gets an error instead of data.
     ///
-    /// - No errors: the events are appended in the request's own transaction, which commits
-    ///   them together with any data written.
+    /// - No errors: a mutation's events are appended in its own transaction, which commits
+    ///   them together with the data written. A query's transaction commits read-only and its
+    ///   events are then appended by the audit batch writer; the answer waits until they have
+    ///   committed. (A clinician holding a live emergency grant is the exception: their query's
+    ///   events are appended in its transaction, which splits emergency from treatment access
+    ///   against the read's own snapshot.)
     /// - A mutation with errors: everything is rolled back; the events are then written in a
     ///   transaction of their own, steps that had succeeded marked `rolled_back`.
     /// - A query with errors (e.g. a forbidden field) did disclose the rest of its data, but a
@@ -366,6 +371,31 @@ impl RequestDb {
         let mut entries = log.take();
         if !failed {
             if let Some(scope) = scope {
+                if scope.records_after_commit() {
+                    let events = BatchedEvent::of(
+                        &Reader {
+                            request_id: self.ids.request_id,
+                            correlation_id: self.ids.correlation_id.as_deref(),
+                            trace_id: self.ids.trace_id.as_deref(),
+                            clinician_id: scope.clinician_id(),
+                            issuer: &self.principal.issuer,
+                            subject: &self.principal.subject,
+                            app_role: scope.role(),
+                        },
+                        context,
+                        &entries,
+                    );
+                    scope.commit().await?;
+                    if events.is_empty() {
+                        return Ok(());
+                    }
+                    let span = spans::step("SELECT rowguard_audit.append_batch");
+                    let recorded = spans::while_open(span, self.db.record_after_commit(events));
+                    if let Err(e) = recorded.await {
+                        return Err(batch_failed(&e, context));
+                    }
+                    return Ok(());
+                }
                 if !entries.is_empty()
                     && let Err(e) = record::append(scope.conn(), context, &entries).await
                 {
@@ -415,9 +445,17 @@ pub fn too_large(max: usize) -> ApiError {
 }
 
 fn audit_failed(error: &crate::db::DbError, context: &AuditContext) -> ApiError {
+    refused(error.sqlstate().as_deref(), context)
+}
+
+fn batch_failed(error: &BatchFailed, context: &AuditContext) -> ApiError {
+    refused(error.sqlstate.as_deref(), context)
+}
+
+fn refused(sqlstate: Option<&str>, context: &AuditContext) -> ApiError {
     context.failures.inc();
     tracing::error!(
-        sqlstate = error.sqlstate().as_deref().unwrap_or("none"),
+        sqlstate = sqlstate.unwrap_or("none"),
         "audit trail write failed; request refused"
     );
     ApiError::new(

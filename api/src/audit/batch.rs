@@ -1,0 +1,168 @@
+//! Group commit for the audit trail's read events.
+//!
+//! A read that commits read-only hands its events to one writer task per gateway, which appends
+//! whatever has queued meanwhile with one `rowguard_audit.append_batch` in one transaction, and
+//! only then lets each request answer. An answer never leaves before its record has committed,
+//! and a failed write refuses every answer of the batch. The database's cost of recording a
+//! read (transaction id, commit record, statement start-up, constraint set-up) is paid once per
+//! batch instead of once per request; under load the batch grows by itself, because requests
+//! queue while the previous batch is being written.
+
+use sea_orm::{ActiveEnum, ConnectionTrait, DbBackend, DbErr, Statement};
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+use super::record::{AuditContext, AuditEntry};
+
+/// The most events one statement carries; more wait for the next batch.
+const MAX_BATCH: usize = 512;
+
+/// One event as `rowguard_audit.append_batch` reads it (ids, names and codes, never PHI).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct BatchedEvent {
+    pub request_id: Uuid,
+    pub correlation_id: Option<String>,
+    pub trace_id: Option<String>,
+    pub clinician_id: Option<i32>,
+    pub issuer: String,
+    pub subject: String,
+    pub client_id: Option<String>,
+    /// The reading role the access ran as (the database derives the purpose from it).
+    pub app_role: String,
+    pub operation_name: Option<String>,
+    pub persisted_query_hash: Option<String>,
+    pub action: String,
+    pub outcome: String,
+    pub patient_ids: Vec<Uuid>,
+}
+
+/// Who read, in which request: what every event of one request shares.
+#[derive(Debug, Clone)]
+pub struct Reader<'a> {
+    pub request_id: Uuid,
+    pub correlation_id: Option<&'a str>,
+    pub trace_id: Option<&'a str>,
+    pub clinician_id: Option<i32>,
+    pub issuer: &'a str,
+    pub subject: &'a str,
+    pub app_role: &'a str,
+}
+
+impl BatchedEvent {
+    /// The events of one request's entries.
+    pub fn of(reader: &Reader<'_>, context: &AuditContext, entries: &[AuditEntry]) -> Vec<Self> {
+        entries
+            .iter()
+            .map(|entry| Self {
+                request_id: reader.request_id,
+                correlation_id: reader.correlation_id.map(str::to_owned),
+                trace_id: reader.trace_id.map(str::to_owned),
+                clinician_id: reader.clinician_id,
+                issuer: reader.issuer.to_owned(),
+                subject: reader.subject.to_owned(),
+                client_id: context.client_id.clone(),
+                app_role: reader.app_role.to_owned(),
+                operation_name: context.operation_name.clone(),
+                persisted_query_hash: context.persisted_query_hash.clone(),
+                action: entry.action.to_value(),
+                outcome: entry.outcome.to_value(),
+                patient_ids: entry.patients.iter().copied().collect(),
+            })
+            .collect()
+    }
+}
+
+/// The append of a batch (public so the benchmark replays exactly this statement).
+pub fn append_batch_statement(events: &[BatchedEvent]) -> Result<Statement, serde_json::Error> {
+    let json = serde_json::to_string(events)?;
+    Ok(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "select rowguard_audit.append_batch($1::text::jsonb)",
+        [json.into()],
+    ))
+}
+
+/// Why a batch was not written: the SQLSTATE if PostgreSQL refused it (never its message, which
+/// can quote values).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the audit batch could not be written")]
+pub struct BatchFailed {
+    pub sqlstate: Option<String>,
+}
+
+impl BatchFailed {
+    fn from_db(error: &DbErr) -> Self {
+        Self {
+            sqlstate: crate::db::sqlstate_of(error),
+        }
+    }
+}
+
+struct Pending {
+    events: Vec<BatchedEvent>,
+    written: oneshot::Sender<Result<(), BatchFailed>>,
+}
+
+/// The handle requests queue their events on. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AuditBatcher {
+    queue: mpsc::UnboundedSender<Pending>,
+}
+
+impl AuditBatcher {
+    /// Starts the writer task on `pool` (as the gateway's login role, which alone may call
+    /// `append_batch`). It ends when the last handle is dropped.
+    pub fn start(pool: crate::db::Database) -> Self {
+        let (queue, receiver) = mpsc::unbounded_channel();
+        tokio::spawn(write_batches(pool, receiver));
+        Self { queue }
+    }
+
+    /// Queues `events` and waits until the transaction that appends them has committed.
+    pub async fn record(&self, events: Vec<BatchedEvent>) -> Result<(), BatchFailed> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let (written, outcome) = oneshot::channel();
+        self.queue
+            .send(Pending { events, written })
+            .map_err(|_| BatchFailed { sqlstate: None })?;
+        outcome.await.unwrap_or(Err(BatchFailed { sqlstate: None }))
+    }
+}
+
+async fn write_batches(db: crate::db::Database, mut queue: mpsc::UnboundedReceiver<Pending>) {
+    let mut batch: Vec<Pending> = Vec::new();
+    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let events: Vec<BatchedEvent> = batch
+            .iter()
+            .flat_map(|p| p.events.iter().cloned())
+            .collect();
+        let outcome = write(&db, &events).await;
+        if let Err(failed) = &outcome {
+            tracing::error!(
+                sqlstate = failed.sqlstate.as_deref().unwrap_or("none"),
+                events = events.len(),
+                "audit batch write failed"
+            );
+        }
+        for pending in batch.drain(..) {
+            // A request that stopped waiting (its client left) needs no answer.
+            let _ = pending.written.send(outcome.clone());
+        }
+    }
+}
+
+async fn write(db: &crate::db::Database, events: &[BatchedEvent]) -> Result<(), BatchFailed> {
+    let statement = append_batch_statement(events).map_err(|_| BatchFailed { sqlstate: None })?;
+    let txn = db
+        .maintenance()
+        .await
+        .map_err(|_| BatchFailed { sqlstate: None })?;
+    if let Err(e) = txn.execute_raw(statement).await {
+        let _ = txn.rollback().await;
+        return Err(BatchFailed::from_db(&e));
+    }
+    txn.commit().await.map_err(|e| BatchFailed::from_db(&e))
+}
