@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 
 use migration::MigratorTrait;
+use rowguard::audit::batch::{BatchedEvent, Reader};
 use rowguard::audit::record::{AuditAction, AuditContext, AuditEntry, AuditOutcome, append};
 use rowguard::db::AccessMode;
 use rowguard::principal::AppRole;
@@ -469,6 +470,85 @@ async fn a_read_runs_read_only_unless_its_reader_holds_a_live_emergency_grant() 
         (Some("off"), false),
         "a grant holder's read splits emergency from treatment in its own transaction"
     );
+}
+
+#[tokio::test]
+async fn a_grant_created_while_a_read_runs_is_recorded_as_emergency_access() {
+    let w = World::new(|_| {}).await;
+    // The read begins with no grant held: read-only, to be recorded after it commits.
+    let s = scope(&w.app.db, &w.alice.clinician(), AccessMode::ReadThenRecord).await;
+    assert!(s.records_after_commit());
+    let granted = request_access(&w, &w.token("alice", "clinician"), w.b1).await;
+    assert_eq!(granted.data()["requestEmergencyAccess"]["active"], true);
+    // Read committed: the page query sees the grant the identity statement did not.
+    let seen = crate::support::visible_patients(&s).await;
+    assert!(seen.contains(&w.b1) && seen.contains(&w.a1), "{seen:?}");
+    let request_id = s.request_id();
+    let events = BatchedEvent::of(
+        &Reader {
+            request_id,
+            correlation_id: None,
+            trace_id: None,
+            clinician_id: s.clinician_id(),
+            issuer: w.issuer.url(),
+            subject: "alice",
+            app_role: s.role(),
+        },
+        &AuditContext::default(),
+        &[AuditEntry {
+            action: AuditAction::Read,
+            outcome: AuditOutcome::Success,
+            patients: BTreeSet::from([w.a1, w.b1]),
+        }],
+    );
+    s.commit().await.expect("commit");
+    w.app
+        .db
+        .record_after_commit(events)
+        .await
+        .expect("recorded");
+    assert_eq!(
+        events_of(&w.admin, request_id).await,
+        vec![
+            event("read", "success", "emergency", &[w.b1], &w.alice),
+            event("read", "success", "treatment", &[w.a1], &w.alice),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn an_event_the_trail_refuses_fails_only_its_own_request() {
+    let w = World::new(|_| {}).await;
+    let record = |operation: &str| {
+        let events = BatchedEvent::of(
+            &Reader {
+                request_id: Uuid::new_v4(),
+                correlation_id: None,
+                trace_id: None,
+                clinician_id: Some(w.alice.id),
+                issuer: w.issuer.url(),
+                subject: "alice",
+                app_role: "rgtest_clinician",
+            },
+            &AuditContext {
+                operation_name: Some(operation.to_owned()),
+                ..AuditContext::default()
+            },
+            &[AuditEntry {
+                action: AuditAction::Read,
+                outcome: AuditOutcome::Success,
+                patients: BTreeSet::from([w.a1]),
+            }],
+        );
+        w.app.db.record_after_commit(events)
+    };
+    // PostgreSQL's jsonb refuses a NUL character: queued together, only that request fails.
+    let (bad, good) = tokio::join!(
+        record("Bad\u{0}Name"),
+        futures::future::join_all((0..8).map(|_| record("MyPatients")))
+    );
+    assert!(bad.is_err());
+    assert!(good.iter().all(Result::is_ok), "{good:?}");
 }
 
 #[tokio::test]

@@ -15,8 +15,9 @@ use uuid::Uuid;
 
 use super::record::{AuditContext, AuditEntry};
 
-/// The most events one statement carries; more wait for the next batch.
-const MAX_BATCH: usize = 512;
+/// The most requests one statement records (each with up to 16 events); more wait for the next
+/// batch.
+const MAX_BATCH: usize = 256;
 
 /// One event as `rowguard_audit.append_batch` reads it (ids, names and codes, never PHI).
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -119,6 +120,11 @@ impl AuditBatcher {
         Self { queue }
     }
 
+    /// False once the writer task has ended (it only ends if it panicked).
+    pub fn is_running(&self) -> bool {
+        !self.queue.is_closed()
+    }
+
     /// Queues `events` and waits until the transaction that appends them has committed.
     pub async fn record(&self, events: Vec<BatchedEvent>) -> Result<(), BatchFailed> {
         if events.is_empty() {
@@ -140,17 +146,28 @@ async fn write_batches(db: crate::db::Database, mut queue: mpsc::UnboundedReceiv
             .flat_map(|p| p.events.iter().cloned())
             .collect();
         let outcome = write(&db, &events).await;
-        if let Err(failed) = &outcome {
-            tracing::error!(
-                sqlstate = failed.sqlstate.as_deref().unwrap_or("none"),
-                events = events.len(),
-                "audit batch write failed"
-            );
+        if outcome.is_ok() || batch.len() == 1 {
+            answer(batch.drain(..), &outcome);
+            continue;
         }
+        // One request's events must not refuse everyone else's answers: each is tried alone.
         for pending in batch.drain(..) {
-            // A request that stopped waiting (its client left) needs no answer.
-            let _ = pending.written.send(outcome.clone());
+            let alone = write(&db, &pending.events).await;
+            answer(std::iter::once(pending), &alone);
         }
+    }
+}
+
+fn answer(pending: impl Iterator<Item = Pending>, outcome: &Result<(), BatchFailed>) {
+    if let Err(failed) = outcome {
+        tracing::error!(
+            sqlstate = failed.sqlstate.as_deref().unwrap_or("none"),
+            "audit batch write failed"
+        );
+    }
+    for pending in pending {
+        // A request that stopped waiting needs no answer.
+        let _ = pending.written.send(outcome.clone());
     }
 }
 
@@ -160,7 +177,17 @@ async fn write(db: &crate::db::Database, events: &[BatchedEvent]) -> Result<(), 
         .maintenance()
         .await
         .map_err(|_| BatchFailed { sqlstate: None })?;
-    if let Err(e) = txn.execute_raw(statement).await {
+    // The same bound as any request's statement: a batch stuck behind a lock fails its
+    // requests (closed) instead of holding every later answer.
+    let bounded = format!(
+        "SET LOCAL statement_timeout = {}",
+        db.statement_timeout_ms()
+    );
+    let written = match txn.execute_unprepared(&bounded).await {
+        Ok(_) => txn.execute_raw(statement).await.map(drop),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = written {
         let _ = txn.rollback().await;
         return Err(BatchFailed::from_db(&e));
     }

@@ -52,8 +52,8 @@ pub struct Database {
     /// Behind a transaction pooler the connection's default isolation cannot be set at startup,
     /// so each transaction sets READ COMMITTED itself.
     set_isolation_per_transaction: bool,
-    /// The audit trail's group-commit writer, started on first use.
-    batcher: Arc<std::sync::OnceLock<crate::audit::batch::AuditBatcher>>,
+    /// The audit trail's group-commit writer, started on first use (and again if it ended).
+    batcher: Arc<std::sync::Mutex<Option<crate::audit::batch::AuditBatcher>>>,
 }
 
 /// Per-transaction limits PostgreSQL enforces on every request.
@@ -188,13 +188,30 @@ impl Database {
         &self,
         events: Vec<crate::audit::batch::BatchedEvent>,
     ) -> Result<(), crate::audit::batch::BatchFailed> {
-        let batcher = self.batcher.get_or_init(|| {
-            // The writer's own handle has no batcher, so it does not keep its own queue open.
-            let mut writer = self.clone();
-            writer.batcher = Arc::default();
-            crate::audit::batch::AuditBatcher::start(writer)
-        });
+        let batcher = {
+            let mut slot = self
+                .batcher
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match &*slot {
+                Some(batcher) if batcher.is_running() => batcher.clone(),
+                _ => {
+                    // The writer's own handle has no batcher, so it does not keep its own queue
+                    // open.
+                    let mut writer = self.clone();
+                    writer.batcher = Arc::default();
+                    let batcher = crate::audit::batch::AuditBatcher::start(writer);
+                    *slot = Some(batcher.clone());
+                    batcher
+                }
+            }
+        };
         batcher.record(events).await
+    }
+
+    /// The statement timeout every request and audit batch runs under.
+    pub fn statement_timeout_ms(&self) -> u64 {
+        self.limits.statement_timeout_ms
     }
 
     /// Statements run through this pool so far.
