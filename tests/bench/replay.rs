@@ -8,7 +8,7 @@ use rowguard::audit::batch::{BatchedEvent, Reader, append_batch_statement};
 use rowguard::audit::record::{
     AuditAction, AuditContext, AuditEntry, AuditOutcome, append_statement,
 };
-use rowguard::db::{Identity, ReadOnly};
+use rowguard::db::{AccessMode, Identity, RequestIds};
 use rowguard::graphql::rows;
 use sea_orm::Statement;
 use sea_orm::sea_query::{PostgresQueryBuilder, QueryBuilder, Value};
@@ -64,11 +64,11 @@ pub fn render(statement: &Statement) -> String {
 }
 
 /// The request's identity, as the gateway sets it for a clinician: a query runs as the reader
-/// role (read-only unless it appends to the audit trail), a mutation as the writer role.
-fn identity(writer: bool, read_only: ReadOnly) -> String {
+/// role, a mutation as the writer role.
+fn identity(mode: AccessMode) -> String {
     render(
         &Identity {
-            role: if writer {
+            role: if mode == AccessMode::ReadWrite {
                 "rowguard_clinician_writer"
             } else {
                 "rowguard_clinician"
@@ -78,7 +78,7 @@ fn identity(writer: bool, read_only: ReadOnly) -> String {
             request_id: REQUEST_ID,
             statement_timeout_ms: 5000,
             idle_in_transaction_timeout_ms: 15_000,
-            read_only,
+            mode,
             correlation_id: None,
             trace_id: None,
         }
@@ -113,12 +113,12 @@ pub fn my_patients(audit: bool, batch: u32) -> String {
         None,
         Some(CLINICIAN),
     ));
-    let read_only = if audit {
-        ReadOnly::UnlessEmergencyGrant
+    let mode = if audit {
+        AccessMode::ReadThenRecord
     } else {
-        ReadOnly::Yes
+        AccessMode::ReadOnly
     };
-    let mut sql = format!("{PRELUDE}BEGIN;\n{};\n", identity(false, read_only));
+    let mut sql = format!("{PRELUDE}BEGIN;\n{};\n", identity(mode));
     if audit {
         sql.push_str(&format!(
             "SELECT array_to_json(array_agg(id))::text AS ids FROM ({page}) page \\gset\nCOMMIT;\n{}",
@@ -146,10 +146,9 @@ fn append_batch(size: u32, patients: Uuid, operation: &str) -> String {
         outcome: AuditOutcome::Success,
         patients: [patients].into_iter().collect(),
     };
+    let ids = RequestIds::from(REQUEST_ID);
     let reader = Reader {
-        request_id: REQUEST_ID,
-        correlation_id: None,
-        trace_id: None,
+        ids: &ids,
         clinician_id: Some(CLINICIAN),
         issuer: ISSUER,
         subject: SUBJECT,
@@ -198,7 +197,7 @@ pub fn patient_with_care_team(batch: u32) -> String {
     let assignments = render(&rows::care_team_assignments_statement(&[PATIENT]));
     format!(
         "{PRELUDE}BEGIN;\n{};\n{};\nSELECT array_agg(clinician_id)::text AS cids FROM ({assignments}) team \\gset\n{};\nCOMMIT;\n{}",
-        identity(false, ReadOnly::UnlessEmergencyGrant),
+        identity(AccessMode::ReadThenRecord),
         render(&rows::patient_statement(PATIENT)),
         render(&rows::clinicians_by_id_statement(&[CARE_TEAM_CLINICIAN])),
         record_after_commit(batch, PATIENT, "PatientDetail"),
@@ -213,7 +212,7 @@ pub fn update_patient() -> String {
     };
     format!(
         "{PRELUDE}BEGIN;\n{};\n{};\n{};\n{};\nCOMMIT;\n",
-        identity(true, ReadOnly::No),
+        identity(AccessMode::ReadWrite),
         render(&rows::patient_update_statement(PATIENT, VERSION, &changes)),
         render(&rows::patient_statement(PATIENT)),
         append(AuditAction::Update, PATIENT, "UpdatePatient"),

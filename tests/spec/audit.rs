@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use migration::MigratorTrait;
 use rowguard::audit::batch::{BatchedEvent, Reader};
 use rowguard::audit::record::{AuditAction, AuditContext, AuditEntry, AuditOutcome, append};
-use rowguard::db::AccessMode;
+use rowguard::db::{AccessMode, RequestIds};
 use rowguard::principal::AppRole;
 use rowguard_tests::app::{GraphqlReply, TestApp};
 use rowguard_tests::fixtures::{Person, admit, assign, enroll_at, stranger};
@@ -486,9 +486,7 @@ async fn a_grant_created_while_a_read_runs_is_recorded_as_emergency_access() {
     let request_id = s.request_id();
     let events = BatchedEvent::of(
         &Reader {
-            request_id,
-            correlation_id: None,
-            trace_id: None,
+            ids: &RequestIds::from(request_id),
             clinician_id: s.clinician_id(),
             issuer: w.issuer.url(),
             subject: "alice",
@@ -522,9 +520,7 @@ async fn an_event_the_trail_refuses_fails_only_its_own_request() {
     let record = |operation: &str| {
         let events = BatchedEvent::of(
             &Reader {
-                request_id: Uuid::new_v4(),
-                correlation_id: None,
-                trace_id: None,
+                ids: &RequestIds::from(Uuid::new_v4()),
                 clinician_id: Some(w.alice.id),
                 issuer: w.issuer.url(),
                 subject: "alice",

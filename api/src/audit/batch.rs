@@ -3,7 +3,8 @@
 //! A read that commits read-only hands its events to one writer task per gateway, which appends
 //! whatever has queued meanwhile with one `rowguard_audit.append_batch` in one transaction, and
 //! only then lets each request answer. An answer never leaves before its record has committed,
-//! and a failed write refuses every answer of the batch. The database's cost of recording a
+//! and a request whose events cannot be written is refused (a refused batch is retried request
+//! by request, so only the request at fault fails). The database's cost of recording a
 //! read (transaction id, commit record, statement start-up, constraint set-up) is paid once per
 //! batch instead of once per request; under load the batch grows by itself, because requests
 //! queue while the previous batch is being written.
@@ -14,6 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use super::record::{AuditContext, AuditEntry};
+use crate::db::RequestIds;
 
 /// The most requests one statement records (each with up to 16 events); more wait for the next
 /// batch.
@@ -41,9 +43,7 @@ pub struct BatchedEvent {
 /// Who read, in which request: what every event of one request shares.
 #[derive(Debug, Clone)]
 pub struct Reader<'a> {
-    pub request_id: Uuid,
-    pub correlation_id: Option<&'a str>,
-    pub trace_id: Option<&'a str>,
+    pub ids: &'a RequestIds,
     pub clinician_id: Option<i32>,
     pub issuer: &'a str,
     pub subject: &'a str,
@@ -56,9 +56,9 @@ impl BatchedEvent {
         entries
             .iter()
             .map(|entry| Self {
-                request_id: reader.request_id,
-                correlation_id: reader.correlation_id.map(str::to_owned),
-                trace_id: reader.trace_id.map(str::to_owned),
+                request_id: reader.ids.request_id,
+                correlation_id: reader.ids.correlation_id.clone(),
+                trace_id: reader.ids.trace_id.clone(),
                 clinician_id: reader.clinician_id,
                 issuer: reader.issuer.to_owned(),
                 subject: reader.subject.to_owned(),
@@ -112,11 +112,11 @@ pub struct AuditBatcher {
 }
 
 impl AuditBatcher {
-    /// Starts the writer task on `pool` (as the gateway's login role, which alone may call
+    /// Starts the writer task on `db` (as the gateway's login role, which alone may call
     /// `append_batch`). It ends when the last handle is dropped.
-    pub fn start(pool: crate::db::Database) -> Self {
+    pub fn start(db: crate::db::Database) -> Self {
         let (queue, receiver) = mpsc::unbounded_channel();
-        tokio::spawn(write_batches(pool, receiver));
+        tokio::spawn(write_batches(db, receiver));
         Self { queue }
     }
 
@@ -183,10 +183,11 @@ async fn write(db: &crate::db::Database, events: &[BatchedEvent]) -> Result<(), 
         "SET LOCAL statement_timeout = {}",
         db.statement_timeout_ms()
     );
-    let written = match txn.execute_unprepared(&bounded).await {
-        Ok(_) => txn.execute_raw(statement).await.map(drop),
-        Err(e) => Err(e),
-    };
+    let written = async {
+        txn.execute_unprepared(&bounded).await?;
+        txn.execute_raw(statement).await
+    }
+    .await;
     if let Err(e) = written {
         let _ = txn.rollback().await;
         return Err(BatchFailed::from_db(&e));

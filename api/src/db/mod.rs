@@ -9,7 +9,7 @@ mod self_check;
 pub mod spans;
 
 pub use error::{DbError, FailureKind, sqlstate_of};
-pub use scope::{AccessMode, Identity, ReadOnly, RequestIds, RlsScope};
+pub use scope::{AccessMode, Identity, RequestIds, RlsScope};
 pub use self_check::{SelfCheckError, SelfCheckFailed};
 
 use std::sync::Arc;

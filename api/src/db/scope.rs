@@ -75,25 +75,6 @@ const IDENTITY: &str = "select \
              as emergency \
            from (select rowguard.clinician_id_for($2, $3) as id offset 0) l offset 0) i";
 
-/// Whether the transaction may write.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReadOnly {
-    Yes,
-    No,
-    /// Read-only unless the caller holds a live emergency grant.
-    UnlessEmergencyGrant,
-}
-
-impl ReadOnly {
-    fn setting(self) -> &'static str {
-        match self {
-            ReadOnly::Yes => "on",
-            ReadOnly::No => "off",
-            ReadOnly::UnlessEmergencyGrant => "unless-emergency",
-        }
-    }
-}
-
 /// What the identity statement sets for one transaction.
 #[derive(Debug, Clone)]
 pub struct Identity<'a> {
@@ -104,7 +85,8 @@ pub struct Identity<'a> {
     pub request_id: Uuid,
     pub statement_timeout_ms: u64,
     pub idle_in_transaction_timeout_ms: u64,
-    pub read_only: ReadOnly,
+    /// Decides `transaction_read_only` (see [`AccessMode`]).
+    pub mode: AccessMode,
     pub correlation_id: Option<&'a str>,
     pub trace_id: Option<&'a str>,
 }
@@ -125,7 +107,12 @@ impl Identity<'_> {
             self.request_id.to_string().into(),
             self.statement_timeout_ms.to_string().into(),
             self.idle_in_transaction_timeout_ms.to_string().into(),
-            self.read_only.setting().into(),
+            match self.mode {
+                AccessMode::ReadOnly => "on",
+                AccessMode::ReadThenRecord => "unless-emergency",
+                AccessMode::ReadAndAudit | AccessMode::ReadWrite => "off",
+            }
+            .into(),
             self.correlation_id.unwrap_or_default().into(),
             self.trace_id.unwrap_or_default().into(),
             application_name.into(),
@@ -202,11 +189,7 @@ impl Database {
             request_id,
             statement_timeout_ms,
             idle_in_transaction_timeout_ms: self.limits.idle_in_transaction_timeout_ms,
-            read_only: match mode {
-                AccessMode::ReadOnly => ReadOnly::Yes,
-                AccessMode::ReadThenRecord => ReadOnly::UnlessEmergencyGrant,
-                AccessMode::ReadAndAudit | AccessMode::ReadWrite => ReadOnly::No,
-            },
+            mode,
             correlation_id: ids.correlation_id.as_deref(),
             trace_id: ids.trace_id.as_deref(),
         };

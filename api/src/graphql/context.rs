@@ -374,9 +374,7 @@ impl RequestDb {
                 if scope.records_after_commit() {
                     let events = BatchedEvent::of(
                         &Reader {
-                            request_id: self.ids.request_id,
-                            correlation_id: self.ids.correlation_id.as_deref(),
-                            trace_id: self.ids.trace_id.as_deref(),
+                            ids: &self.ids,
                             clinician_id: scope.clinician_id(),
                             issuer: &self.principal.issuer,
                             subject: &self.principal.subject,
