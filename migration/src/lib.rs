@@ -81,6 +81,11 @@ impl MigratorTrait for Migrator {
                 up: include_str!("sql/0012_audit_group_commit.up.sql"),
                 down: include_str!("sql/0012_audit_group_commit.down.sql"),
             }),
+            Box::new(SqlMigration {
+                name: "m20261206_000013_audit_append_cost",
+                up: include_str!("sql/0013_audit_append_cost.up.sql"),
+                down: include_str!("sql/0013_audit_append_cost.down.sql"),
+            }),
         ]
     }
 }

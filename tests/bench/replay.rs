@@ -24,6 +24,8 @@ const REQUEST_ID: Uuid = Uuid::from_u128(0x5e17_1e00_0000_4000_8000_0000_0000_00
 const ISSUER: &str = "sentinel:issuer";
 const SUBJECT: &str = "sentinel:subject";
 const VERSION: i32 = 2_000_000_003;
+/// The bound the gateway passes with every batch: its default statement timeout.
+const LOCK_TIMEOUT_MS: u64 = 5000;
 
 /// What a sentinel value stands for in pgbench.
 fn sentinels() -> Vec<(Value, &'static str)> {
@@ -161,7 +163,7 @@ fn append_batch(size: u32, patients: Uuid, operation: &str) -> String {
     let events: Vec<BatchedEvent> = (0..size.max(1))
         .flat_map(|_| BatchedEvent::of(&reader, &context, std::slice::from_ref(&entry)))
         .collect();
-    let statement = append_batch_statement(&events).expect("a batch serializes");
+    let statement = append_batch_statement(&events, LOCK_TIMEOUT_MS).expect("a batch serializes");
     // The events travel as one JSON text, here one SQL literal in which each sentinel becomes a
     // concatenated pgbench expression. A space after each key's colon keeps pgbench from reading
     // `:null` as a variable.
@@ -188,7 +190,10 @@ fn append_batch(size: u32, patients: Uuid, operation: &str) -> String {
             "' || to_json(ARRAY[md5('patient' || :n)::uuid])::text || '",
         )
         .replace(&CLINICIAN.to_string(), "' || :c || '");
-    statement.sql.replace("$1", &format!("({expression})"))
+    statement
+        .sql
+        .replace("$1", &format!("({expression})"))
+        .replace("$2", &LOCK_TIMEOUT_MS.to_string())
 }
 
 /// `patient(id) { careTeam }`: the patient, its assignments, their clinicians; the record after

@@ -304,7 +304,7 @@ async fn a_failed_audit_write_fails_the_request_with_no_phi() {
     // A read is recorded by the gateway's batch writer, after the read commits.
     execute(
         &w.admin,
-        "revoke execute on function rowguard_audit.append_batch(jsonb) from rgtest_gateway",
+        "revoke execute on function rowguard_audit.append_batch(jsonb, integer) from rgtest_gateway",
         [],
     )
     .await

@@ -9,7 +9,7 @@ use rowguard_tests::TestDb;
 use rowguard_tests::app::TestApp;
 use rowguard_tests::fixtures::{admit, assign, enroll_at, lock_patients};
 use rowguard_tests::issuer::TestIssuer;
-use sea_orm::ConnectionTrait;
+use sea_orm::{ConnectionTrait, TransactionTrait};
 use serde_json::{Value, json};
 
 const MY_PATIENTS: &str = "{ patients { edges { node { mrn } } } }";
@@ -83,6 +83,35 @@ async fn a_statement_over_the_timeout_is_cancelled_with_a_coded_error() {
         reply.body
     );
     assert!(took < Duration::from_secs(3), "cancelled after {took:?}");
+    let again = app
+        .graphql(Some(&issuer.token("alice").mint()), MY_PATIENTS, json!({}))
+        .await;
+    assert_eq!(mrns(&again.body), vec!["A-1"]);
+}
+
+#[tokio::test]
+async fn a_read_whose_audit_record_waits_on_a_lock_is_refused_within_the_statement_timeout() {
+    let (t, issuer, app) = world(|s| s.statement_timeout_ms = 300).await;
+    let locker = t.admin().await;
+    let lock = locker.begin().await.expect("begin");
+    // What a partition being detached would hold: the read itself runs, its record cannot.
+    lock.execute_unprepared("lock table rowguard_audit.events in access exclusive mode")
+        .await
+        .expect("lock the trail");
+    let started = Instant::now();
+    let reply = app
+        .graphql(Some(&issuer.token("alice").mint()), MY_PATIENTS, json!({}))
+        .await;
+    let took = started.elapsed();
+    lock.rollback().await.expect("unlock");
+    assert_eq!(
+        (reply.status, reply.code()),
+        (503, Some("SERVICE_UNAVAILABLE")),
+        "{}",
+        reply.body
+    );
+    assert!(!reply.body.to_string().contains("A-1"), "{}", reply.body);
+    assert!(took < Duration::from_secs(3), "refused after {took:?}");
     let again = app
         .graphql(Some(&issuer.token("alice").mint()), MY_PATIENTS, json!({}))
         .await;

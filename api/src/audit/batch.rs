@@ -1,15 +1,15 @@
 //! Group commit for the audit trail's read events.
 //!
 //! A read that commits read-only hands its events to one writer task per gateway, which appends
-//! whatever has queued meanwhile with one `rowguard_audit.append_batch` in one transaction, and
-//! only then lets each request answer. An answer never leaves before its record has committed,
-//! and a request whose events cannot be written is refused (a refused batch is retried request
-//! by request, so only the request at fault fails). The database's cost of recording a
+//! whatever has queued meanwhile with one `rowguard_audit.append_batch` statement (its own
+//! transaction), and only then lets each request answer. An answer never leaves before its
+//! record has committed, and a request whose events cannot be written is refused (a refused
+//! batch is retried request by request, so only the request at fault fails). The database's cost of recording a
 //! read (transaction id, commit record, statement start-up, constraint set-up) is paid once per
 //! batch instead of once per request; under load the batch grows by itself, because requests
 //! queue while the previous batch is being written.
 
-use sea_orm::{ActiveEnum, ConnectionTrait, DbBackend, DbErr, Statement};
+use sea_orm::{ActiveEnum, DbBackend, Statement};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
@@ -74,13 +74,20 @@ impl BatchedEvent {
     }
 }
 
-/// The append of a batch (public so the benchmark replays exactly this statement).
-pub fn append_batch_statement(events: &[BatchedEvent]) -> Result<Statement, serde_json::Error> {
+/// The append of a batch, waiting at most `lock_timeout_ms` for a lock (public so the benchmark
+/// replays exactly this statement).
+pub fn append_batch_statement(
+    events: &[BatchedEvent],
+    lock_timeout_ms: u64,
+) -> Result<Statement, serde_json::Error> {
     let json = serde_json::to_string(events)?;
     Ok(Statement::from_sql_and_values(
         DbBackend::Postgres,
-        "select rowguard_audit.append_batch($1::text::jsonb)",
-        [json.into()],
+        "select rowguard_audit.append_batch($1::text::jsonb, $2)",
+        [
+            json.into(),
+            i32::try_from(lock_timeout_ms).unwrap_or(i32::MAX).into(),
+        ],
     ))
 }
 
@@ -93,9 +100,9 @@ pub struct BatchFailed {
 }
 
 impl BatchFailed {
-    fn from_db(error: &DbErr) -> Self {
+    fn from_db(error: &crate::db::DbError) -> Self {
         Self {
-            sqlstate: crate::db::sqlstate_of(error),
+            sqlstate: error.sqlstate(),
         }
     }
 }
@@ -172,25 +179,11 @@ fn answer(pending: impl Iterator<Item = Pending>, outcome: &Result<(), BatchFail
 }
 
 async fn write(db: &crate::db::Database, events: &[BatchedEvent]) -> Result<(), BatchFailed> {
-    let statement = append_batch_statement(events).map_err(|_| BatchFailed { sqlstate: None })?;
-    let txn = db
-        .maintenance()
-        .await
+    // The same bound as any request's statement: a batch stuck behind a lock (a partition being
+    // created or detached) fails its requests (closed) instead of holding every later answer.
+    let statement = append_batch_statement(events, db.statement_timeout_ms())
         .map_err(|_| BatchFailed { sqlstate: None })?;
-    // The same bound as any request's statement: a batch stuck behind a lock fails its
-    // requests (closed) instead of holding every later answer.
-    let bounded = format!(
-        "SET LOCAL statement_timeout = {}",
-        db.statement_timeout_ms()
-    );
-    let written = async {
-        txn.execute_unprepared(&bounded).await?;
-        txn.execute_raw(statement).await
-    }
-    .await;
-    if let Err(e) = written {
-        let _ = txn.rollback().await;
-        return Err(BatchFailed::from_db(&e));
-    }
-    txn.commit().await.map_err(|e| BatchFailed::from_db(&e))
+    db.execute_alone(statement)
+        .await
+        .map_err(|e| BatchFailed::from_db(&e))
 }

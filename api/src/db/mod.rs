@@ -18,7 +18,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use migration::RoleNames;
 use sea_orm::sqlx::postgres::PgConnectOptions;
 use sea_orm::{
-    ConnectOptions, ConnectionTrait, DatabaseConnection, DatabaseTransaction, TransactionTrait,
+    ConnectOptions, ConnectionTrait, DatabaseConnection, DatabaseTransaction, Statement,
+    TransactionTrait,
 };
 
 use crate::settings::DatabaseSettings;
@@ -182,6 +183,24 @@ impl Database {
         self.begin().await
     }
 
+    /// Runs one upkeep statement (as [`Database::maintenance`]) as a transaction of its own. Sent
+    /// alone, PostgreSQL commits it by itself: one round trip instead of BEGIN, the statement and
+    /// COMMIT. Without a statement cache it goes through [`Database::begin`] instead, whose
+    /// `DEALLOCATE ALL` keeps sqlx's never-closed statement names from piling up or colliding
+    /// behind a pooler.
+    pub(crate) async fn execute_alone(&self, statement: Statement) -> Result<(), DbError> {
+        if self.drop_stale_statements {
+            let txn = self.begin().await?;
+            txn.execute_raw(statement).await.map_err(DbError::from)?;
+            return txn.commit().await.map_err(DbError::from);
+        }
+        self.pool
+            .execute_raw(statement)
+            .await
+            .map(drop)
+            .map_err(DbError::from)
+    }
+
     /// Records a committed read's events through the audit batch writer, returning once the
     /// transaction that appended them has committed.
     pub async fn record_after_commit(
@@ -209,7 +228,7 @@ impl Database {
         batcher.record(events).await
     }
 
-    /// The statement timeout every request and audit batch runs under.
+    /// The statement timeout of every request, and the longest an audit batch waits for a lock.
     pub fn statement_timeout_ms(&self) -> u64 {
         self.limits.statement_timeout_ms
     }
