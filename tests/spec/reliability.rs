@@ -118,6 +118,35 @@ async fn a_read_whose_audit_record_waits_on_a_lock_is_refused_within_the_stateme
     assert_eq!(mrns(&again.body), vec!["A-1"]);
 }
 
+#[tokio::test]
+async fn reads_whose_records_wait_on_a_lock_together_are_refused_after_one_wait_not_one_each() {
+    let (t, issuer, app) = world(|s| s.statement_timeout_ms = 300).await;
+    let locker = t.admin().await;
+    let lock = locker.begin().await.expect("begin");
+    lock.execute_unprepared("lock table rowguard_audit.events in access exclusive mode")
+        .await
+        .expect("lock the trail");
+    let token = issuer.token("alice").mint();
+    let started = Instant::now();
+    let replies = futures::future::join_all(
+        (0..6).map(|_| app.graphql(Some(&token), MY_PATIENTS, json!({}))),
+    )
+    .await;
+    let took = started.elapsed();
+    lock.rollback().await.expect("unlock");
+    for reply in &replies {
+        assert_eq!(
+            (reply.status, reply.code()),
+            (503, Some("SERVICE_UNAVAILABLE")),
+            "{}",
+            reply.body
+        );
+    }
+    // Queued behind one batch, they share the next: two waits of 300 ms. Retried request by
+    // request, the sixth would be answered after seven or more.
+    assert!(took < Duration::from_millis(1500), "refused after {took:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backend_killed_mid_request_fails_that_request_only_and_leaks_nothing() {
     let (t, issuer, app) = world(|_| {}).await;

@@ -3,8 +3,8 @@
 //! A read that commits read-only hands its events to one writer task per gateway, which appends
 //! whatever has queued meanwhile with one `rowguard_audit.append_batch` statement (its own
 //! transaction), and only then lets each request answer. An answer never leaves before its
-//! record has committed, and a request whose events cannot be written is refused (a refused
-//! batch is retried request by request, so only the request at fault fails). The database's cost of recording a
+//! record has committed, and a request whose events cannot be written is refused (a batch
+//! refused for its contents is retried request by request, so only the request at fault fails). The database's cost of recording a
 //! read (transaction id, commit record, statement start-up, constraint set-up) is paid once per
 //! batch instead of once per request; under load the batch grows by itself, because requests
 //! queue while the previous batch is being written.
@@ -105,6 +105,14 @@ impl BatchFailed {
             sqlstate: error.sqlstate(),
         }
     }
+
+    /// Whether PostgreSQL refused what the batch contains (a value it cannot store, a
+    /// constraint, a role that may not be recorded) rather than failed to write it at all.
+    fn blames_its_events(&self) -> bool {
+        self.sqlstate
+            .as_deref()
+            .is_some_and(|code| code.starts_with("22") || code.starts_with("23") || code == "42501")
+    }
 }
 
 struct Pending {
@@ -153,11 +161,14 @@ async fn write_batches(db: crate::db::Database, mut queue: mpsc::UnboundedReceiv
             .flat_map(|p| p.events.iter().cloned())
             .collect();
         let outcome = write(&db, &events).await;
-        if outcome.is_ok() || batch.len() == 1 {
+        let blames_an_event = outcome.as_ref().is_err_and(BatchFailed::blames_its_events);
+        if !blames_an_event || batch.len() == 1 {
             answer(batch.drain(..), &outcome);
             continue;
         }
         // One request's events must not refuse everyone else's answers: each is tried alone.
+        // Only when the events were at fault: a batch that failed on a lock wait or a lost
+        // connection would fail again, each request after another full wait.
         for pending in batch.drain(..) {
             let alone = write(&db, &pending.events).await;
             answer(std::iter::once(pending), &alone);

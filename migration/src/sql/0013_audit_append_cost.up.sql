@@ -12,13 +12,15 @@
 --   grant probe six times and the plan had 18 subplans (2.6 ms to plan). `OFFSET 0` keeps the
 --   subquery whole, so it runs once per event. Same rows, same order, same purposes.
 -- * The role check read the whole batch a second time (`jsonb_array_elements`). The purpose's
---   CASE now refuses an event whose role is not a reading role, with the same SQLSTATE, inside
---   the INSERT: all or nothing as before.
+--   CASE now refuses an event whose role is not a reading role (42501) inside the INSERT: all or
+--   nothing as before. (A batch that is also malformed otherwise, e.g. an event that is not an
+--   object, may now fail first with that error's code instead; it is refused either way.)
 -- * The bound on the batch's wait. The gateway ran `SET LOCAL statement_timeout` before every
---   batch, a round trip of its own. A batch can only wait on a lock (a partition being created,
---   attached or detached); the function now bounds that wait itself, with the gateway's statement
---   timeout passed as an argument, so the gateway can send the batch as one statement in its own
---   implicit transaction: one round trip instead of four (BEGIN, SET, SELECT, COMMIT).
+--   batch, a round trip of its own. What can hold a batch of at most 256 requests for long is a
+--   lock (a partition being created, attached or detached); the function now bounds each lock
+--   wait itself (`lock_timeout`, from the gateway's statement timeout passed as an argument), so
+--   the gateway can send the batch as one statement in its own implicit transaction: one round
+--   trip instead of four (BEGIN, SET, SELECT, COMMIT).
 --
 -- And seal lag with a backlog. `oldest_unsealed` runs in every seal round and looked at up to
 -- 100,000 waiting events in sealing order (an index entry and a heap fetch each). With a backlog
