@@ -40,9 +40,17 @@ impl HttpClient for TokioHttp {
 
 static ENABLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
+/// The exporting tracer, for spans made without `tracing` (the database statements').
+static TRACER: std::sync::OnceLock<opentelemetry_sdk::trace::Tracer> = std::sync::OnceLock::new();
+
 /// Whether traces are exported (set once at start).
 pub fn enabled() -> bool {
     ENABLED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The tracer spans are exported through, when traces are exported.
+pub fn tracer() -> Option<&'static opentelemetry_sdk::trace::Tracer> {
+    TRACER.get()
 }
 
 /// The tracer provider, flushed and shut down on drop.
@@ -106,6 +114,8 @@ where
         )
         .build();
     let tracer = provider.tracer("rowguard");
+    // Started once per process, as the subscriber it feeds is global.
+    let _ = TRACER.set(tracer.clone());
     ENABLED.store(true, std::sync::atomic::Ordering::Relaxed);
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     // Nothing in Rowguard reads OpenTelemetry's own current context, so spans are not activated
