@@ -5,7 +5,7 @@
 //! child of the `tracing` span current when it started, rather than made as a `tracing` span:
 //! nothing runs inside a statement that could want it as a parent, so the subscriber's span
 //! lifecycle (a registry slot, each layer's `new_span`, `record` and `close`) bought nothing.
-//! With traces off it costs one relaxed atomic load.
+//! With traces off it costs one relaxed atomic load when it opens.
 
 use std::borrow::Cow;
 use std::time::SystemTime;
@@ -14,10 +14,22 @@ use opentelemetry::KeyValue;
 use opentelemetry::trace::{Span as _, Tracer as _};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-/// A statement's span while the statement runs; exported when [`while_open`] ends it.
+/// A statement's span while the statement runs; exported when it is dropped.
 #[derive(Debug)]
 #[must_use = "a statement span ends when it is dropped"]
-pub struct StatementSpan(Option<Box<Open>>);
+pub struct StatementSpan(State);
+
+#[derive(Debug)]
+enum State {
+    Off,
+    /// Handed to the SDK when it ends.
+    Direct(Box<Open>),
+    /// A `tracing` span, when the current span is not one the exporter sees (see `open`);
+    /// held only to be closed when dropped.
+    Traced {
+        _span: tracing::Span,
+    },
+}
 
 #[derive(Debug)]
 struct Open {
@@ -30,23 +42,55 @@ struct Open {
 impl StatementSpan {
     fn open(name: impl FnOnce() -> (Cow<'static, str>, Vec<KeyValue>)) -> Self {
         if !crate::telemetry::enabled() {
-            return Self(None);
+            return Self(State::Off);
         }
-        let (name, mut attributes) = name();
+        let (name, attributes) = name();
+        let current = tracing::Span::current();
+        if !current.metadata().is_some_and(crate::telemetry::exported) {
+            // A span made for the logs only (a library's) is unknown to the exporter, so its
+            // context is empty and the statement would start a trace of its own. A `tracing`
+            // span finds the nearest exported ancestor instead, as statements always did.
+            return Self(State::Traced {
+                _span: traced(&name, &attributes),
+            });
+        }
+        let mut attributes = attributes;
         attributes.push(KeyValue::new("db.system.name", "postgresql"));
-        Self(Some(Box::new(Open {
+        Self(State::Direct(Box::new(Open {
             name,
             attributes,
-            parent: tracing::Span::current().context(),
+            parent: current.context(),
             start: SystemTime::now(),
         })))
     }
 }
 
+fn traced(name: &str, attributes: &[KeyValue]) -> tracing::Span {
+    let span = tracing::debug_span!(
+        "db.statement",
+        otel.name = name,
+        db.system.name = "postgresql",
+        db.operation.name = tracing::field::Empty,
+        db.collection.name = tracing::field::Empty,
+    );
+    for attribute in attributes {
+        let value = attribute.value.as_str();
+        match attribute.key.as_str() {
+            "db.operation.name" => span.record("db.operation.name", value.as_ref()),
+            "db.collection.name" => span.record("db.collection.name", value.as_ref()),
+            _ => &span,
+        };
+    }
+    span
+}
+
 /// Ends the span when its statement ends, or when a request that stopped waiting drops it.
 impl Drop for StatementSpan {
     fn drop(&mut self) {
-        let (Some(open), Some(tracer)) = (self.0.take(), crate::telemetry::tracer()) else {
+        let State::Direct(open) = std::mem::replace(&mut self.0, State::Off) else {
+            return;
+        };
+        let Some(tracer) = crate::telemetry::tracer() else {
             return;
         };
         tracer
