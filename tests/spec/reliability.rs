@@ -7,9 +7,9 @@ use rowguard::dev::postgres::{LocalCluster, free_port};
 use rowguard::settings::DatabaseSettings;
 use rowguard_tests::TestDb;
 use rowguard_tests::app::TestApp;
-use rowguard_tests::fixtures::{admit, assign, enroll_at, lock_patients};
+use rowguard_tests::fixtures::{admit, assign, enroll_at, lock_patients, lock_table};
 use rowguard_tests::issuer::TestIssuer;
-use sea_orm::{ConnectionTrait, TransactionTrait};
+use sea_orm::ConnectionTrait;
 use serde_json::{Value, json};
 
 const MY_PATIENTS: &str = "{ patients { edges { node { mrn } } } }";
@@ -93,11 +93,8 @@ async fn a_statement_over_the_timeout_is_cancelled_with_a_coded_error() {
 async fn a_read_whose_audit_record_waits_on_a_lock_is_refused_within_the_statement_timeout() {
     let (t, issuer, app) = world(|s| s.statement_timeout_ms = 300).await;
     let locker = t.admin().await;
-    let lock = locker.begin().await.expect("begin");
     // What a partition being detached would hold: the read itself runs, its record cannot.
-    lock.execute_unprepared("lock table rowguard_audit.events in access exclusive mode")
-        .await
-        .expect("lock the trail");
+    let lock = lock_table(&locker, "rowguard_audit.events").await;
     let started = Instant::now();
     let reply = app
         .graphql(Some(&issuer.token("alice").mint()), MY_PATIENTS, json!({}))
@@ -122,10 +119,7 @@ async fn a_read_whose_audit_record_waits_on_a_lock_is_refused_within_the_stateme
 async fn reads_whose_records_wait_on_a_lock_together_are_refused_after_one_wait_not_one_each() {
     let (t, issuer, app) = world(|s| s.statement_timeout_ms = 300).await;
     let locker = t.admin().await;
-    let lock = locker.begin().await.expect("begin");
-    lock.execute_unprepared("lock table rowguard_audit.events in access exclusive mode")
-        .await
-        .expect("lock the trail");
+    let lock = lock_table(&locker, "rowguard_audit.events").await;
     let token = issuer.token("alice").mint();
     let started = Instant::now();
     let replies = futures::future::join_all(

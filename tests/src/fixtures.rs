@@ -145,8 +145,13 @@ pub async fn assign(owner: &DatabaseConnection, person: &Person, patient: Uuid) 
 /// Holds an ACCESS EXCLUSIVE lock on `patients` until the returned transaction ends, so any
 /// request that reads patients blocks: a slow statement, or a backend in flight to kill.
 pub async fn lock_patients(admin: &DatabaseConnection) -> DatabaseTransaction {
+    lock_table(admin, "rowguard.patients").await
+}
+
+/// Holds an ACCESS EXCLUSIVE lock on `table` until the returned transaction ends.
+pub async fn lock_table(admin: &DatabaseConnection, table: &str) -> DatabaseTransaction {
     let lock = admin.begin().await.expect("begin");
-    lock.execute_unprepared("lock table rowguard.patients in access exclusive mode")
+    lock.execute_unprepared(&format!("lock table {table} in access exclusive mode"))
         .await
         .expect("lock");
     lock

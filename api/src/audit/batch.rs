@@ -4,10 +4,10 @@
 //! whatever has queued meanwhile with one `rowguard_audit.append_batch` statement (its own
 //! transaction), and only then lets each request answer. An answer never leaves before its
 //! record has committed, and a request whose events cannot be written is refused (a batch
-//! refused for its contents is retried request by request, so only the request at fault fails). The database's cost of recording a
-//! read (transaction id, commit record, statement start-up, constraint set-up) is paid once per
-//! batch instead of once per request; under load the batch grows by itself, because requests
-//! queue while the previous batch is being written.
+//! refused for its contents is retried request by request, so only the request at fault fails).
+//! The database's cost of recording a read (transaction id, commit record, statement start-up,
+//! constraint set-up) is paid once per batch instead of once per request; under load the batch
+//! grows by itself, because requests queue while the previous batch is being written.
 
 use sea_orm::{ActiveEnum, DbBackend, Statement};
 use serde::Serialize;

@@ -13,22 +13,18 @@ pub enum DbError {
     Statement(#[source] DbErr),
 }
 
-/// The SQLSTATE code PostgreSQL reported for `err`, if the failure came from the server.
-pub fn sqlstate_of(err: &DbErr) -> Option<String> {
-    match err {
-        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => e
-            .as_database_error()
-            .and_then(|d| d.code())
-            .map(|c| c.into_owned()),
-        _ => None,
-    }
-}
-
 impl DbError {
     /// The SQLSTATE code PostgreSQL reported, if the failure came from the server.
     pub fn sqlstate(&self) -> Option<String> {
-        match self {
-            DbError::Unavailable(e) | DbError::Statement(e) => sqlstate_of(e),
+        let err = match self {
+            DbError::Unavailable(e) | DbError::Statement(e) => e,
+        };
+        match err {
+            DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => e
+                .as_database_error()
+                .and_then(|d| d.code())
+                .map(|c| c.into_owned()),
+            _ => None,
         }
     }
 

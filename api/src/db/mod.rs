@@ -8,7 +8,7 @@ mod scope;
 mod self_check;
 pub mod spans;
 
-pub use error::{DbError, FailureKind, sqlstate_of};
+pub use error::{DbError, FailureKind};
 pub use scope::{AccessMode, Identity, RequestIds, RlsScope};
 pub use self_check::{SelfCheckError, SelfCheckFailed};
 
