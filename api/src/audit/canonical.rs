@@ -129,36 +129,49 @@ struct V2<'a> {
     purpose: &'a str,
 }
 
+impl<'a> V2<'a> {
+    fn of(e: &'a EventRow) -> Self {
+        V2 {
+            v: 2,
+            id: e.id,
+            occurred_at: timestamp(&e.occurred_at),
+            txid: e.txid,
+            request_id: e.request_id,
+            correlation_id: e.correlation_id.as_deref(),
+            trace_id: e.trace_id.as_deref(),
+            clinician_id: e.clinician_id,
+            issuer: e.issuer.as_deref(),
+            subject: e.subject.as_deref(),
+            client_id: e.client_id.as_deref(),
+            app_role: &e.app_role,
+            operation_name: e.operation_name.as_deref(),
+            persisted_query_hash: e.persisted_query_hash.as_deref(),
+            action: &e.action,
+            outcome: &e.outcome,
+            patient_ids: &e.patient_ids,
+            purpose: &e.purpose,
+        }
+    }
+}
+
 fn v2(e: &EventRow) -> Vec<u8> {
-    let form = V2 {
-        v: 2,
-        id: e.id,
-        occurred_at: timestamp(&e.occurred_at),
-        txid: e.txid,
-        request_id: e.request_id,
-        correlation_id: e.correlation_id.as_deref(),
-        trace_id: e.trace_id.as_deref(),
-        clinician_id: e.clinician_id,
-        issuer: e.issuer.as_deref(),
-        subject: e.subject.as_deref(),
-        client_id: e.client_id.as_deref(),
-        app_role: &e.app_role,
-        operation_name: e.operation_name.as_deref(),
-        persisted_query_hash: e.persisted_query_hash.as_deref(),
-        action: &e.action,
-        outcome: &e.outcome,
-        patient_ids: &e.patient_ids,
-        purpose: &e.purpose,
-    };
     // Serialising plain strings, numbers and UUIDs cannot fail.
-    serde_json::to_vec(&form).unwrap_or_default()
+    serde_json::to_vec(&V2::of(e)).unwrap_or_default()
 }
 
 /// The hash of the link that seals `event` after `previous`.
 pub fn link_hash(previous: &[u8], version: CanonicalVersion, event: &EventRow) -> [u8; 32] {
     let mut hasher = Sha256::new();
     hasher.update(previous);
-    hasher.update(canonical(version, event));
+    match version {
+        CanonicalVersion::V1 => hasher.update(v1(event)),
+        // The sealer hashes every event: the same bytes as `canonical`, written straight into
+        // the hash rather than gathered in a growing buffer first. Writing into a hasher cannot
+        // fail, nor can serialising strings, numbers and UUIDs.
+        CanonicalVersion::V2 => {
+            let _ = serde_json::to_writer(&mut hasher, &V2::of(event));
+        }
+    }
     hasher.finalize().into()
 }
 
@@ -228,5 +241,24 @@ mod tests {
             link_hash(&GENESIS, CanonicalVersion::V2, &e),
             link_hash(&[1], CanonicalVersion::V2, &e)
         );
+    }
+
+    #[test]
+    fn v2_spells_the_event_as_sealed_trails_were_hashed() {
+        assert_eq!(
+            String::from_utf8(canonical(CanonicalVersion::V2, &event())).expect("utf-8"),
+            r#"{"v":2,"id":7,"occurred_at":"2026-12-01T09:11:12.000034Z","txid":901,"request_id":null,"correlation_id":"abc","trace_id":null,"clinician_id":3,"issuer":"https://idp","subject":"alice","client_id":null,"app_role":"rowguard_clinician","operation_name":"MyPatients","persisted_query_hash":null,"action":"read","outcome":"success","patient_ids":["00000000-0000-0000-0000-000000000001","00000000-0000-0000-0000-000000abcdef"],"purpose":"treatment"}"#
+        );
+    }
+
+    #[test]
+    fn a_link_hashes_its_predecessor_then_the_canonical_bytes() {
+        let e = event();
+        for version in [CanonicalVersion::V1, CanonicalVersion::V2] {
+            let mut whole = vec![5, 6];
+            whole.extend(canonical(version, &e));
+            let expected: [u8; 32] = Sha256::digest(&whole).into();
+            assert_eq!(link_hash(&[5, 6], version, &e), expected);
+        }
     }
 }
