@@ -4,6 +4,8 @@
 //! tokens and headers cannot reach the collector. W3C `traceparent` from the client continues
 //! its trace; the response carries the trace back.
 
+pub mod spans;
+
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -40,7 +42,8 @@ impl HttpClient for TokioHttp {
 
 static ENABLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-/// The exporting tracer, for spans made without `tracing` (the database statements').
+/// The exporting tracer, for the spans made without `tracing`: all but the request's own and the
+/// token check's (see [`spans`]).
 static TRACER: std::sync::OnceLock<opentelemetry_sdk::trace::Tracer> = std::sync::OnceLock::new();
 
 /// Whether traces are exported (set once at start).

@@ -160,6 +160,20 @@ async fn a_request_continues_the_clients_trace_with_one_span_per_statement_and_t
         execute.span_id,
         "the page query belongs to the execution: {spans:#?}"
     );
+    // The gateway's phases belong to the request's span, and a statement run by a data loader
+    // on a task of its own still belongs to the execution.
+    for name in ["verify token", "GraphQL parse", "GraphQL execute", "COMMIT"] {
+        assert_eq!(
+            span_named(name).parent_span_id,
+            root.span_id,
+            "{name} belongs to the request: {spans:#?}"
+        );
+    }
+    assert_eq!(
+        span_named("SELECT rowguard.clinicians_patients").parent_span_id,
+        execute.span_id,
+        "the care-team query belongs to the execution: {spans:#?}"
+    );
     // One span per statement the pool ran (the metric leaves out BEGIN and COMMIT, which have
     // spans of their own).
     let statement_spans = spans

@@ -1,105 +1,23 @@
 //! Trace spans for database work: one per statement, named by what it does (`SELECT
-//! rowguard.patients`), never by its text or parameters.
-//!
-//! A statement's span is handed to the OpenTelemetry SDK directly when the statement ends, as a
-//! child of the `tracing` span current when it started, rather than made as a `tracing` span:
-//! nothing runs inside a statement that could want it as a parent, so the subscriber's span
-//! lifecycle (a registry slot, each layer's `new_span`, `record` and `close`) bought nothing.
-//! With traces off it costs one relaxed atomic load when it opens.
+//! rowguard.patients`), never by its text or parameters. They are handed to the OpenTelemetry
+//! SDK directly ([`crate::telemetry::spans::Leaf`]): nothing runs inside a statement that could
+//! want its span as a parent.
 
 use std::borrow::Cow;
-use std::time::SystemTime;
 
 use opentelemetry::KeyValue;
-use opentelemetry::trace::{Span as _, Tracer as _};
-use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use crate::telemetry::spans::Leaf;
 
 /// A statement's span while the statement runs; exported when it is dropped.
-#[derive(Debug)]
-#[must_use = "a statement span ends when it is dropped"]
-pub struct StatementSpan(State);
+pub type StatementSpan = Leaf;
 
-#[derive(Debug)]
-enum State {
-    Off,
-    /// Handed to the SDK when it ends.
-    Direct(Box<Open>),
-    /// A `tracing` span, when the current span is not one the exporter sees (see `open`);
-    /// held only to be closed when dropped.
-    Traced {
-        _span: tracing::Span,
-    },
-}
-
-#[derive(Debug)]
-struct Open {
-    name: Cow<'static, str>,
-    attributes: Vec<KeyValue>,
-    parent: opentelemetry::Context,
-    start: SystemTime,
-}
-
-impl StatementSpan {
-    fn open(name: impl FnOnce() -> (Cow<'static, str>, Vec<KeyValue>)) -> Self {
-        if !crate::telemetry::enabled() {
-            return Self(State::Off);
-        }
-        let (name, attributes) = name();
-        let current = tracing::Span::current();
-        if !current.metadata().is_some_and(crate::telemetry::exported) {
-            // A span made for the logs only (a library's) is unknown to the exporter, so its
-            // context is empty and the statement would start a trace of its own. A `tracing`
-            // span finds the nearest exported ancestor instead, as statements always did.
-            return Self(State::Traced {
-                _span: traced(&name, &attributes),
-            });
-        }
-        let mut attributes = attributes;
+fn open(describe: impl FnOnce() -> (Cow<'static, str>, Vec<KeyValue>)) -> StatementSpan {
+    Leaf::open(|| {
+        let (name, mut attributes) = describe();
         attributes.push(KeyValue::new("db.system.name", "postgresql"));
-        Self(State::Direct(Box::new(Open {
-            name,
-            attributes,
-            parent: current.context(),
-            start: SystemTime::now(),
-        })))
-    }
-}
-
-fn traced(name: &str, attributes: &[KeyValue]) -> tracing::Span {
-    let span = tracing::debug_span!(
-        "db.statement",
-        otel.name = name,
-        db.system.name = "postgresql",
-        db.operation.name = tracing::field::Empty,
-        db.collection.name = tracing::field::Empty,
-    );
-    for attribute in attributes {
-        let value = attribute.value.as_str();
-        match attribute.key.as_str() {
-            "db.operation.name" => span.record("db.operation.name", value.as_ref()),
-            "db.collection.name" => span.record("db.collection.name", value.as_ref()),
-            _ => &span,
-        };
-    }
-    span
-}
-
-/// Ends the span when its statement ends, or when a request that stopped waiting drops it.
-impl Drop for StatementSpan {
-    fn drop(&mut self) {
-        let State::Direct(open) = std::mem::replace(&mut self.0, State::Off) else {
-            return;
-        };
-        let Some(tracer) = crate::telemetry::tracer() else {
-            return;
-        };
-        tracer
-            .span_builder(open.name)
-            .with_start_time(open.start)
-            .with_attributes(open.attributes)
-            .start_with_context(tracer, &open.parent)
-            .end();
-    }
+        (name, attributes)
+    })
 }
 
 /// Runs `work` with `span` open from its start to its end.
@@ -111,7 +29,7 @@ pub async fn while_open<F: std::future::Future>(span: StatementSpan, work: F) ->
 
 /// A span for one statement of `sql`.
 pub fn statement(sql: &str) -> StatementSpan {
-    StatementSpan::open(|| {
+    open(|| {
         let (operation, target) = statement_name(sql);
         match target {
             Some(target) => (
@@ -131,7 +49,7 @@ pub fn statement(sql: &str) -> StatementSpan {
 
 /// A span for a step of the request's transaction that is not a resolver's statement.
 pub fn step(name: &'static str) -> StatementSpan {
-    StatementSpan::open(|| (name.into(), Vec::new()))
+    open(|| (name.into(), Vec::new()))
 }
 
 /// What a statement does: its verb, and the table or function it acts on. Identifiers only.

@@ -73,7 +73,7 @@ pub struct RequestDb {
     /// What the request's quota check decided (for the response's `RateLimit` headers).
     quota: std::sync::Mutex<Option<Decision>>,
     /// The traced request's validation span, closed when resolution begins.
-    validating: std::sync::Mutex<Option<tracing::Span>>,
+    validating: std::sync::Mutex<Option<crate::telemetry::spans::Leaf>>,
     /// Whether `validating` may hold a span (spares the lock for every resolver otherwise).
     validation_open: AtomicBool,
 }
@@ -120,7 +120,7 @@ impl RequestDb {
     }
 
     /// Keeps the traced request's validation span open until resolution begins.
-    pub fn validating(&self, span: tracing::Span) {
+    pub fn validating(&self, span: crate::telemetry::spans::Leaf) {
         if let Ok(mut validating) = self.validating.lock() {
             *validating = Some(span);
             self.validation_open.store(true, Ordering::Release);

@@ -53,7 +53,10 @@ where
     F: std::future::Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    tokio::spawn(future.instrument(tracing::Span::current()))
+    let parent = crate::telemetry::spans::parent();
+    tokio::spawn(
+        crate::telemetry::spans::within(parent, future).instrument(tracing::Span::current()),
+    )
 }
 
 /// Loads care teams by patient id.

@@ -9,22 +9,31 @@
 //! `Schema::execute`, so `GraphQL validate` is a child of `GraphQL execute` that ends when the
 //! first resolver asks for the request's database (or when the engine returns, for an answer
 //! no resolver touched, such as a validation error).
+//!
+//! All three go to the OpenTelemetry SDK directly (see [`crate::telemetry::spans`]).
 
-/// The span of the engine's whole run of an operation.
-pub fn execute(label: &str) -> tracing::Span {
-    tracing::debug_span!(
-        "graphql.execute",
-        otel.name = "GraphQL execute",
-        graphql.operation.name = label,
-    )
+use opentelemetry::KeyValue;
+
+use crate::telemetry::spans::{Leaf, Scope};
+
+/// The span of the engine's whole run of an operation; the statements of its resolvers are
+/// opened inside it.
+pub fn execute(label: &str) -> Scope {
+    Scope::open("GraphQL execute", || vec![operation(label)])
 }
 
 /// The span of validation, inside `execute`.
-pub fn validate(execute: &tracing::Span, label: &str) -> tracing::Span {
-    tracing::debug_span!(
-        parent: execute,
-        "graphql.validate",
-        otel.name = "GraphQL validate",
-        graphql.operation.name = label,
-    )
+pub fn validate(execute: &Scope, label: &str) -> Leaf {
+    Leaf::open_in(execute.as_parent(), || {
+        ("GraphQL validate".into(), vec![operation(label)])
+    })
+}
+
+/// The span of the gate before the engine (see the module doc).
+pub fn parse(label: &str) -> Leaf {
+    Leaf::open(|| ("GraphQL parse".into(), vec![operation(label)]))
+}
+
+fn operation(label: &str) -> KeyValue {
+    KeyValue::new("graphql.operation.name", label.to_owned())
 }

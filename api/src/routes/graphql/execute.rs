@@ -81,17 +81,16 @@ pub async fn run(
     let schema = state.schema.clone();
     let gate = state.gate.clone();
     let task_db = db.clone();
+    // Spans opened in the task belong to the request's span; found once here rather than
+    // looked up in the subscriber for each.
+    let parent = crate::telemetry::spans::parent();
     let execution = tokio::spawn(
-        async move {
+        crate::telemetry::spans::within(parent, async move {
             let prepared = {
-                let span = tracing::debug_span!(
-                    "graphql.parse",
-                    otel.name = "GraphQL parse",
-                    graphql.operation.name = traced.as_deref().unwrap_or("other"),
-                );
-                gate.prepare(&mut request, &task_db, over_get)
-                    .instrument(span)
-                    .await
+                let span = graphql::spans::parse(traced.as_deref().unwrap_or("other"));
+                let prepared = gate.prepare(&mut request, &task_db, over_get).await;
+                drop(span);
+                prepared
             };
             let executed = match prepared {
                 Ok(()) => {
@@ -117,7 +116,7 @@ pub async fn run(
             // The person's slot is theirs until the transaction has ended, even if they left.
             drop(slot);
             executed
-        }
+        })
         .instrument(tracing::Span::current()),
     );
     let mut abandon = AbandonOnDrop(Some((
@@ -176,7 +175,7 @@ async fn execute(
         Some(label) => {
             let span = graphql::spans::execute(label);
             db.validating(graphql::spans::validate(&span, label));
-            let response = schema.execute(request).instrument(span).await;
+            let response = span.run(schema.execute(request)).await;
             db.validated();
             response
         }
