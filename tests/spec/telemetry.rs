@@ -174,6 +174,17 @@ async fn a_request_continues_the_clients_trace_with_one_span_per_statement_and_t
         execute.span_id,
         "the care-team query belongs to the execution: {spans:#?}"
     );
+    // A span ends only after every span inside it, as a trace viewer draws them.
+    for child in &spans {
+        if let Some(parent) = spans.iter().find(|s| s.span_id == child.parent_span_id) {
+            assert!(
+                parent.start <= child.start && child.end <= parent.end,
+                "{} is not inside {}: {spans:#?}",
+                child.name,
+                parent.name
+            );
+        }
+    }
     // One span per statement the pool ran (the metric leaves out BEGIN and COMMIT, which have
     // spans of their own).
     let statement_spans = spans

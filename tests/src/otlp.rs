@@ -23,6 +23,9 @@ pub struct ReceivedSpan {
     pub parent_span_id: String,
     pub name: String,
     pub attributes: Vec<(String, String)>,
+    /// Nanoseconds since the Unix epoch.
+    pub start: u64,
+    pub end: u64,
 }
 
 #[derive(Debug, Default)]
@@ -92,6 +95,8 @@ async fn traces(State(received): State<Arc<Mutex<Received>>>, body: Bytes) -> &'
                     parent_span_id: hex(&span.parent_span_id),
                     name: span.name.clone(),
                     attributes,
+                    start: span.start_time_unix_nano,
+                    end: span.end_time_unix_nano,
                 });
             }
         }

@@ -10,20 +10,22 @@
 //!
 //! A task's innermost open [`Scope`] is kept in a task-local, which a poll swaps in and out
 //! without touching the subscriber; a span opened in the task is its child. Outside any scope,
-//! the parent is the current `tracing` span (the request's). With traces off, opening any of
-//! these costs one relaxed atomic load.
+//! the parent is the current `tracing` span (the request's), which the request's task looks up
+//! once. With traces off, opening any of these costs one relaxed atomic load.
 
 use std::borrow::Cow;
 use std::future::Future;
 use std::time::SystemTime;
 
+use futures::future::Either;
 use opentelemetry::trace::{Span as _, TraceContextExt as _, Tracer as _};
 use opentelemetry::{Context, KeyValue};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 tokio::task_local! {
-    /// The span that spans opened in this task belong to, while a [`Scope`] runs.
-    static PARENT: Context;
+    /// Where spans opened in this task belong, while a [`Scope`] (or [`within`]) runs: never
+    /// [`Parent::ViaTracing`].
+    static PARENT: Parent;
 }
 
 /// Where a span opened now belongs, when traces are exported.
@@ -43,16 +45,14 @@ pub fn parent() -> Parent {
     if !super::enabled() {
         return Parent::None;
     }
-    let context = match PARENT.try_with(Context::clone) {
-        Ok(context) => context,
-        Err(_) => {
-            let current = tracing::Span::current();
-            if !current.metadata().is_some_and(super::exported) {
-                return Parent::ViaTracing;
-            }
-            current.context()
-        }
-    };
+    if let Ok(parent) = PARENT.try_with(Parent::clone) {
+        return parent;
+    }
+    let current = tracing::Span::current();
+    if !current.metadata().is_some_and(super::exported) {
+        return Parent::ViaTracing;
+    }
+    let context = current.context();
     if context.span().span_context().is_sampled() {
         Parent::Exported(context)
     } else {
@@ -61,16 +61,20 @@ pub fn parent() -> Parent {
 }
 
 /// Runs `future` so that the spans opened in it belong to `parent` (as the caller's own task's
-/// would): for work moved to another task.
-pub async fn within<F: Future>(parent: Parent, future: F) -> F::Output {
+/// would): for work moved to another task, and to look the parent up once for a whole task.
+pub fn within<F: Future>(parent: Parent, future: F) -> impl Future<Output = F::Output> {
     match parent {
-        Parent::Exported(context) => PARENT.scope(context, future).await,
-        Parent::ViaTracing | Parent::None => future.await,
+        Parent::ViaTracing => Either::Right(future),
+        Parent::None if !super::enabled() => Either::Right(future),
+        parent => Either::Left(PARENT.scope(parent, future)),
     }
 }
 
-/// A span with others inside it (the engine's run of an operation). It starts when opened and
-/// ends when dropped.
+/// A span with others inside it (the engine's run of an operation). It starts when opened. It
+/// ends, as a `tracing` span would, when it and every span opened inside it are gone: each
+/// child holds its parent's context, and the SDK ends a span when the last context holding it
+/// is dropped. So a data loader's task that outlives the engine's run, or the validation span
+/// that ends after it, still ends inside it.
 #[derive(Debug)]
 #[must_use = "a scope span ends when it is dropped"]
 pub struct Scope(Option<Context>);
@@ -87,27 +91,14 @@ impl Scope {
         Self(Some(parent.with_span(span)))
     }
 
-    /// Runs `future` inside this span, and ends the span when it is done (or dropped).
+    /// Runs `future` inside this span.
     pub async fn run<F: Future>(self, future: F) -> F::Output {
-        let output = match &self.0 {
-            Some(context) => PARENT.scope(context.clone(), future).await,
-            None => future.await,
-        };
-        drop(self);
-        output
+        within(self.as_parent(), future).await
     }
 
     /// Where a span opened inside this one belongs.
     pub fn as_parent(&self) -> Parent {
         self.0.clone().map_or(Parent::None, Parent::Exported)
-    }
-}
-
-impl Drop for Scope {
-    fn drop(&mut self) {
-        if let Some(context) = &self.0 {
-            context.span().end();
-        }
     }
 }
 
