@@ -40,15 +40,13 @@ impl HttpClient for TokioHttp {
     }
 }
 
-static ENABLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
 /// The exporting tracer, for the spans made without `tracing`: all but the request's own and the
 /// token check's (see [`spans`]).
 static TRACER: std::sync::OnceLock<opentelemetry_sdk::trace::Tracer> = std::sync::OnceLock::new();
 
-/// Whether traces are exported (set once at start).
+/// Whether traces are exported (decided once at start).
 pub fn enabled() -> bool {
-    ENABLED.load(std::sync::atomic::Ordering::Relaxed)
+    TRACER.get().is_some()
 }
 
 /// The tracer spans are exported through, when traces are exported.
@@ -119,7 +117,6 @@ where
     let tracer = provider.tracer("rowguard");
     // Started once per process, as the subscriber it feeds is global.
     let _ = TRACER.set(tracer.clone());
-    ENABLED.store(true, std::sync::atomic::Ordering::Relaxed);
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     // Nothing in Rowguard reads OpenTelemetry's own current context, so spans are not activated
     // as it on every poll (that attach and detach was more than half of what tracing cost a

@@ -76,10 +76,19 @@ pub fn timestamp(at: &DateTime<FixedOffset>) -> String {
 
 /// The canonical bytes of `event` in `version`.
 pub fn canonical(version: CanonicalVersion, event: &EventRow) -> Vec<u8> {
-    match version {
-        CanonicalVersion::V1 => v1(event).into_bytes(),
-        CanonicalVersion::V2 => v2(event),
-    }
+    let mut bytes = Vec::new();
+    write_canonical(version, event, &mut bytes);
+    bytes
+}
+
+/// Writes the canonical bytes of `event` into `out`: a buffer, or straight into a hash (the
+/// sealer hashes every event). Serialising plain strings, numbers and UUIDs cannot fail, nor can
+/// writing into a buffer or a hasher.
+fn write_canonical(version: CanonicalVersion, event: &EventRow, out: &mut impl std::io::Write) {
+    let _ = match version {
+        CanonicalVersion::V1 => out.write_all(v1(event).as_bytes()),
+        CanonicalVersion::V2 => serde_json::to_writer(out, &V2::of(event)).map_err(Into::into),
+    };
 }
 
 fn v1(e: &EventRow) -> String {
@@ -154,24 +163,11 @@ impl<'a> V2<'a> {
     }
 }
 
-fn v2(e: &EventRow) -> Vec<u8> {
-    // Serialising plain strings, numbers and UUIDs cannot fail.
-    serde_json::to_vec(&V2::of(e)).unwrap_or_default()
-}
-
 /// The hash of the link that seals `event` after `previous`.
 pub fn link_hash(previous: &[u8], version: CanonicalVersion, event: &EventRow) -> [u8; 32] {
     let mut hasher = Sha256::new();
     hasher.update(previous);
-    match version {
-        CanonicalVersion::V1 => hasher.update(v1(event)),
-        // The sealer hashes every event: the same bytes as `canonical`, written straight into
-        // the hash rather than gathered in a growing buffer first. Writing into a hasher cannot
-        // fail, nor can serialising strings, numbers and UUIDs.
-        CanonicalVersion::V2 => {
-            let _ = serde_json::to_writer(&mut hasher, &V2::of(event));
-        }
-    }
+    write_canonical(version, event, &mut hasher);
     hasher.finalize().into()
 }
 

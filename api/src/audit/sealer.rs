@@ -415,7 +415,7 @@ impl Sealer {
             ) else {
                 continue;
             };
-            let Some(signature) = unhex(&signature) else {
+            let Ok(signature) = hex::decode(&signature) else {
                 continue;
             };
             if let Err(e) = sink.write(&SignedCheckpoint { body, signature }) {
@@ -423,10 +423,6 @@ impl Sealer {
             }
         }
     }
-}
-
-pub fn unhex(text: &str) -> Option<Vec<u8>> {
-    hex::decode(text).ok()
 }
 
 async fn one(

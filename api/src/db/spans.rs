@@ -8,6 +8,7 @@ use std::borrow::Cow;
 use opentelemetry::KeyValue;
 
 use crate::telemetry::spans::Leaf;
+pub use crate::telemetry::spans::while_open;
 
 /// A statement's span while the statement runs; exported when it is dropped.
 pub type StatementSpan = Leaf;
@@ -18,13 +19,6 @@ fn open(describe: impl FnOnce() -> (Cow<'static, str>, Vec<KeyValue>)) -> Statem
         attributes.push(KeyValue::new("db.system.name", "postgresql"));
         (name, attributes)
     })
-}
-
-/// Runs `work` with `span` open from its start to its end.
-pub async fn while_open<F: std::future::Future>(span: StatementSpan, work: F) -> F::Output {
-    let output = work.await;
-    drop(span);
-    output
 }
 
 /// A span for one statement of `sql`.

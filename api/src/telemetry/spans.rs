@@ -159,6 +159,13 @@ impl Leaf {
     }
 }
 
+/// Runs `work` with `span` open from its start to its end.
+pub async fn while_open<F: Future>(span: Leaf, work: F) -> F::Output {
+    let output = work.await;
+    drop(span);
+    output
+}
+
 /// The fallback `tracing` span (see [`Parent::ViaTracing`]), with the same name and attributes.
 fn traced(name: &str, attributes: &[KeyValue]) -> tracing::Span {
     let span = tracing::debug_span!(

@@ -86,12 +86,11 @@ pub async fn run(
     let parent = crate::telemetry::spans::parent();
     let execution = tokio::spawn(
         crate::telemetry::spans::within(parent, async move {
-            let prepared = {
-                let span = graphql::spans::parse(traced.as_deref().unwrap_or("other"));
-                let prepared = gate.prepare(&mut request, &task_db, over_get).await;
-                drop(span);
-                prepared
-            };
+            let prepared = crate::telemetry::spans::while_open(
+                graphql::spans::parse(traced.as_deref().unwrap_or("other")),
+                gate.prepare(&mut request, &task_db, over_get),
+            )
+            .await;
             let executed = match prepared {
                 Ok(()) => {
                     execute(
