@@ -148,6 +148,72 @@ async fn nested_lists_are_costed_by_their_first() {
     assert_eq!(small.status, 200, "{}", small.body);
 }
 
+/// Fragments that each spread the next twice, ending in `leaf`: 2^40 selections if expanded.
+fn fragment_bomb(on: &str, leaf: &str) -> String {
+    let mut fragments = format!("fragment F40 on {on} {{ {leaf} }}");
+    for level in (0..40).rev() {
+        fragments.push_str(&format!(
+            " fragment F{level} on {on} {{ ...F{next} ...F{next} }}",
+            next = level + 1
+        ));
+    }
+    fragments
+}
+
+#[tokio::test]
+async fn a_fragment_bomb_of_typename_is_refused_before_it_is_expanded() {
+    let w = World::new(|_| {}).await;
+    let query = format!("{{ ...F0 }} {}", fragment_bomb("Query", "__typename"));
+    let reply = w.ask(&w.token("alice", "clinician"), &query).await;
+    refused_as_bad_input(&reply, "selections");
+    let after = w.ask(&w.token("alice", "clinician"), "{ me { id } }").await;
+    assert_eq!(
+        after.status, 200,
+        "the gateway still answers: {}",
+        after.body
+    );
+}
+
+#[tokio::test]
+async fn a_fragment_bomb_inside_introspection_is_refused_when_introspection_is_on() {
+    let w = World::new(|s| s.api.introspection = true).await;
+    let query = format!(
+        "{{ __schema {{ ...F0 }} }} {}",
+        fragment_bomb("__Schema", "queryType { name }")
+    );
+    let reply = w.ask(&w.token("alice", "clinician"), &query).await;
+    refused_as_bad_input(&reply, "selections");
+}
+
+#[tokio::test]
+async fn a_page_size_given_as_a_variables_default_is_costed_as_it_runs() {
+    let w = World::new(|_| {}).await;
+    // Eight pages of 100 patients with their care teams: about 9,600 records, over the 2,000
+    // allowed; costed as pages of 20 when the variable's default was not read.
+    let pages: Vec<String> = (0..8)
+        .map(|i| format!("p{i}: patients(first: $n) {{ edges {{ node {{ careTeam {{ clinician {{ id }} }} }} }} }}"))
+        .collect();
+    let query = format!("query Pages($n: Int = 100) {{ {} }}", pages.join(" "));
+    let carol = w.token("carol", "coordinator");
+    let before = w.app.db.statements_executed();
+    refused_as_bad_input(&w.ask(&carol, &query).await, "records");
+    assert_eq!(
+        w.app.db.statements_executed(),
+        before,
+        "refused before any statement ran"
+    );
+    // The same operation with the page size given as a variable is costed the same way.
+    let given = w
+        .app
+        .graphql(
+            Some(&carol),
+            &query.replace("$n: Int = 100", "$n: Int"),
+            json!({ "n": 100 }),
+        )
+        .await;
+    refused_as_bad_input(&given, "records");
+}
+
 #[tokio::test]
 async fn clinician_patients_under_a_list_of_clinicians_costs_one_statement() {
     let w = World::new(|_| {}).await;

@@ -286,3 +286,90 @@ async fn named_hostile_inputs_get_coded_4xx_answers() {
         assert_eq!(status, expected, "{name}");
     }
 }
+
+/// Documents nested far past any schema, up to the body limit: a recursive parser without a
+/// bound would overflow the stack and abort the process, which no panic handler can turn into
+/// an answer (the parser in use refuses them at a few thousand levels). Tried against a real
+/// `rowguard serve` process, so an abort would show as a dropped connection rather than taking
+/// the test run down.
+#[tokio::test]
+async fn documents_nested_past_the_parsers_depth_are_refused_and_the_gateway_lives_on() {
+    use rowguard_tests::issuer::SPA_CLIENT_ID;
+    use std::process::{Command, Stdio};
+    use std::time::Duration;
+
+    let (t, issuer, _app) = world().await;
+    let port = rowguard::dev::postgres::free_port().expect("port");
+    let metrics_port = rowguard::dev::postgres::free_port().expect("port");
+    let _server = rowguard_tests::process::StopOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_rowguard-cli"))
+            .arg("serve")
+            .env("DATABASE_URL", t.gateway_url())
+            .env("ROWGUARD_ROLE_PREFIX", "rgtest")
+            .env("ROWGUARD_OIDC_ISSUER", issuer.url())
+            .env("ROWGUARD_OIDC_AUDIENCES", SPA_CLIENT_ID)
+            .env("ROWGUARD_LISTEN", format!("127.0.0.1:{port}"))
+            .env(
+                "ROWGUARD_METRICS_LISTEN",
+                format!("127.0.0.1:{metrics_port}"),
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("rowguard serve"),
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    assert!(
+        rowguard_tests::process::ready_within(&http, &base, Duration::from_secs(30)).await,
+        "serve never became ready"
+    );
+    let token = issuer.token("alice").mint();
+    let levels = 200_000;
+    let documents = [
+        (
+            "selections",
+            format!("{}{}", "{a".repeat(levels), "}".repeat(levels)),
+        ),
+        (
+            "list values",
+            format!(
+                "{{ patient(id: {}1{}) {{ mrn }} }}",
+                "[".repeat(levels),
+                "]".repeat(levels)
+            ),
+        ),
+        (
+            "object values",
+            format!(
+                "{{ patient(id: {}1{}) {{ mrn }} }}",
+                "{a:".repeat(levels),
+                "}".repeat(levels)
+            ),
+        ),
+    ];
+    for (what, query) in documents {
+        let reply = http
+            .post(format!("{base}/graphql"))
+            .bearer_auth(&token)
+            .json(&json!({ "query": query }))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{what} nested {levels} deep: the gateway died ({e})"));
+        let status = reply.status().as_u16();
+        let body: Value = reply.json().await.expect("JSON");
+        assert_eq!(
+            (status, body["errors"][0]["extensions"]["code"].as_str()),
+            (400, Some("BAD_USER_INPUT")),
+            "{what}: {body}"
+        );
+    }
+    let reply = http
+        .post(format!("{base}/graphql"))
+        .bearer_auth(&token)
+        .json(&json!({ "query": "{ me { id } }" }))
+        .send()
+        .await
+        .expect("the gateway still answers");
+    assert_eq!(reply.status().as_u16(), 200);
+}

@@ -1,11 +1,14 @@
 //! The size of an operation as it will run: every fragment spread expanded where it is spread,
 //! every alias counted each time its fragment is spread, and lists costed by how many items they
-//! can return. Measured on the parsed document before anything executes; the walk stops at the
-//! first limit it passes, so even a fragment bomb (fragments spreading each other twice over)
-//! costs no more than the limits allow.
+//! can return (a page size given by a variable counts as the variable's value, or its declared
+//! default). Measured on the parsed document before anything executes; the walk stops at the
+//! first limit it passes, and every selection it visits counts towards one (`__typename` and
+//! introspection included), so even a fragment bomb (fragments spreading each other twice over)
+//! costs no more than the limits allow, whatever its leaves are.
 
+use async_graphql::Positioned;
 use async_graphql::parser::types::{
-    ExecutableDocument, Field, OperationDefinition, Selection, SelectionSet,
+    ExecutableDocument, Field, OperationDefinition, Selection, SelectionSet, VariableDefinition,
 };
 use async_graphql::{Value, Variables};
 
@@ -23,12 +26,24 @@ pub struct ShapeLimits {
     pub max_page_size: u64,
 }
 
+impl ShapeLimits {
+    /// Selections of any kind (fields, `__typename`, introspection, fragment spreads) the walk
+    /// visits before it refuses: what bounds the walk itself. Well above what `max_fields`
+    /// allows with a `__typename` in every selection set, and above the standard introspection
+    /// query (about 200).
+    pub fn max_selections(&self) -> usize {
+        self.max_fields.saturating_mul(4).max(1000)
+    }
+}
+
 /// What the operation adds up to.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Shape {
     pub depth: usize,
-    /// Field selections, fragments expanded (`__typename` is free).
+    /// Field selections, fragments expanded (`__typename` and introspection are free).
     pub fields: usize,
+    /// Every selection visited, fragments expanded: fields of any kind and fragment spreads.
+    pub selections: usize,
     pub aliases: usize,
     pub root_fields: usize,
     /// Every field that returns objects costs 1 for each object it can return, nested costs
@@ -43,6 +58,10 @@ pub enum TooLarge {
     Depth(usize, usize),
     #[error("the operation selects more than {0} fields (fragments counted where they are spread)")]
     Fields(usize),
+    #[error(
+        "the operation has more than {0} selections once its fragments are expanded (`__typename` and introspection included)"
+    )]
+    Selections(usize),
     #[error("the operation uses more than {0} aliases (fragments counted where they are spread)")]
     Aliases(usize),
     #[error(
@@ -85,9 +104,11 @@ pub fn measure(
     let mut walk = Walk {
         doc,
         variables,
+        definitions: &operation.variable_definitions,
         limits,
         shape: Shape::default(),
         spreading: Vec::new(),
+        introspecting: false,
     };
     let cost = walk.set(&operation.selection_set.node, 1, None)?;
     walk.shape.cost = cost;
@@ -100,10 +121,14 @@ pub fn measure(
 struct Walk<'a> {
     doc: &'a ExecutableDocument,
     variables: &'a Variables,
+    /// The operation's variables as declared (for their default values).
+    definitions: &'a [Positioned<VariableDefinition>],
     limits: &'a ShapeLimits,
     shape: Shape,
     /// Fragments being expanded on the current path.
     spreading: Vec<&'a str>,
+    /// Inside `__schema` or `__type`: only selections and aliases count.
+    introspecting: bool,
 }
 
 impl<'a> Walk<'a> {
@@ -117,6 +142,10 @@ impl<'a> Walk<'a> {
     ) -> Result<u64, TooLarge> {
         let mut cost = 0u64;
         for item in &set.items {
+            self.shape.selections += 1;
+            if self.shape.selections > self.limits.max_selections() {
+                return Err(TooLarge::Selections(self.limits.max_selections()));
+            }
             let item_cost = match &item.node {
                 Selection::Field(field) => self.field(&field.node, depth, edges)?,
                 Selection::InlineFragment(fragment) => {
@@ -153,9 +182,20 @@ impl<'a> Walk<'a> {
         edges: Option<u64>,
     ) -> Result<u64, TooLarge> {
         let name = field.name.node.as_str();
-        // Introspection is governed by its own setting; its standard query is large by design.
-        if name.starts_with("__") {
-            return Ok(0);
+        if field.alias.is_some() {
+            self.shape.aliases += 1;
+            if self.shape.aliases > self.limits.max_aliases {
+                return Err(TooLarge::Aliases(self.limits.max_aliases));
+            }
+        }
+        // Introspection is governed by its own setting and its standard query is large by
+        // design, so it adds no fields, depth or cost; but its selections are still walked and
+        // counted, so it cannot hide a fragment bomb or an alias fan-out.
+        if self.introspecting || name.starts_with("__") {
+            let outer = std::mem::replace(&mut self.introspecting, true);
+            let walked = self.set(&field.selection_set.node, depth + 1, None);
+            self.introspecting = outer;
+            return walked.map(|_| 0);
         }
         if depth > self.limits.max_depth {
             return Err(TooLarge::Depth(depth, self.limits.max_depth));
@@ -164,12 +204,6 @@ impl<'a> Walk<'a> {
         self.shape.fields += 1;
         if self.shape.fields > self.limits.max_fields {
             return Err(TooLarge::Fields(self.limits.max_fields));
-        }
-        if field.alias.is_some() {
-            self.shape.aliases += 1;
-            if self.shape.aliases > self.limits.max_aliases {
-                return Err(TooLarge::Aliases(self.limits.max_aliases));
-            }
         }
         if depth == 1 {
             self.shape.root_fields += 1;
@@ -190,7 +224,8 @@ impl<'a> Walk<'a> {
         Ok(1u64.saturating_add(repeat.saturating_mul(inner)))
     }
 
-    /// The `first` a connection field asks for (a literal or a variable), within the page limits.
+    /// The `first` a connection field asks for (a literal, or a variable's value or declared
+    /// default, as the engine will resolve it), within the page limits.
     fn page_size(&self, field: &Field) -> u64 {
         let first = field
             .arguments
@@ -200,15 +235,23 @@ impl<'a> Walk<'a> {
                 value
                     .node
                     .clone()
-                    .into_const_with(|name| {
-                        Ok::<_, ()>(self.variables.get(&name).cloned().unwrap_or(Value::Null))
-                    })
+                    .into_const_with(|name| Ok::<_, ()>(self.variable(&name)))
                     .ok()
             });
         match first {
             Some(Value::Number(n)) => n.as_u64().unwrap_or(0).min(self.limits.max_page_size),
             _ => self.limits.default_page_size,
         }
+    }
+
+    fn variable(&self, name: &str) -> Value {
+        self.variables.get(name).cloned().unwrap_or_else(|| {
+            self.definitions
+                .iter()
+                .find(|d| d.node.name.node.as_str() == name)
+                .and_then(|d| d.node.default_value.as_ref())
+                .map_or(Value::Null, |default| default.node.clone())
+        })
     }
 }
 
@@ -321,6 +364,66 @@ mod tests {
         }
         let query = format!("{{ me {{ ...F0 }} }} {fragments}");
         assert_eq!(shape(&query), Err(TooLarge::Fields(250)));
+    }
+
+    #[test]
+    fn a_fragment_bomb_of_typename_stops_at_the_selection_limit() {
+        // `__typename` adds no field, depth or cost: only the count of selections stops it.
+        let mut fragments = String::from("fragment F40 on Query { __typename }");
+        for level in (0..40).rev() {
+            fragments.push_str(&format!(
+                " fragment F{level} on Query {{ ...F{next} ...F{next} }}",
+                next = level + 1
+            ));
+        }
+        let query = format!("{{ ...F0 }} {fragments}");
+        assert_eq!(shape(&query), Err(TooLarge::Selections(1000)));
+        let inside = format!(
+            "{{ __schema {{ ...G0 }} }} {}",
+            fragments
+                .replace("on Query", "on __Schema")
+                .replace("F", "G")
+        );
+        assert_eq!(shape(&inside), Err(TooLarge::Selections(1000)));
+    }
+
+    #[test]
+    fn aliases_inside_introspection_count() {
+        let fields: Vec<String> = (0..20).map(|i| format!("f{i}: name")).collect();
+        let types: Vec<String> = (0..20)
+            .map(|i| format!("t{i}: types {{ {} }}", fields.join(" ")))
+            .collect();
+        let query = format!("{{ __schema {{ {} }} }}", types.join(" "));
+        assert_eq!(shape(&query), Err(TooLarge::Aliases(30)));
+    }
+
+    #[test]
+    fn the_standard_introspection_query_is_accepted_and_free() {
+        // graphql-js 16's `getIntrospectionQuery` with every option on, as GraphiQL sends it.
+        let query = include_str!("testdata/introspection_query.graphql");
+        let shape = shape(query).expect("accepted");
+        assert_eq!((shape.fields, shape.cost, shape.aliases), (0, 0, 0));
+        assert!(shape.selections < 1000, "{shape:?}");
+    }
+
+    #[test]
+    fn a_page_size_from_a_variables_default_is_costed() {
+        let query = "query($n: Int = 100) { patients(first: $n) { edges { node { careTeam { clinician { id } } } } } }";
+        assert_eq!(shape(query).expect("accepted").cost, 1 + (1 + 100 * 12));
+        let mut given = Variables::default();
+        given.insert(Name::new("n"), async_graphql::Value::from(5));
+        assert_eq!(
+            shape_with(query, given).expect("accepted").cost,
+            1 + (1 + 5 * 12),
+            "a value given overrides the default"
+        );
+        let mut null = Variables::default();
+        null.insert(Name::new("n"), async_graphql::Value::Null);
+        assert_eq!(
+            shape_with(query, null).expect("accepted").cost,
+            1 + (1 + 20 * 12),
+            "an explicit null is the default page size, as the resolver reads it"
+        );
     }
 
     #[test]
