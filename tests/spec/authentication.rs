@@ -607,6 +607,12 @@ fn a_plain_http_issuer_is_refused_unless_it_is_a_loopback_ip_address() {
         "http://127.evil.example/realms/x",
         "http://idp.hospital.example",
         "ftp://idp.hospital.example",
+        // A loopback address in the user-info part: the host is evil.example.
+        "http://[::1]@evil.example",
+        "http://[::1]:80@evil.example/x",
+        "http://127.0.0.1@evil.example",
+        "http://127.0.0.1:9000@evil.example",
+        "http://127.0.0.1.nip.io:9000",
     ] {
         assert!(check(refused).is_err(), "{refused} accepted");
     }

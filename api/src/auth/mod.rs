@@ -59,6 +59,13 @@ impl Authenticator {
     pub fn new(settings: &OidcSettings, counters: &SharedCounters) -> Result<Self, KeyLoadError> {
         let keys = Arc::new(KeyStore::new(settings, counters.jwks_fetches.clone())?);
         let rules = Rules::new(settings, keys.issuer().clone());
+        if settings.client_ids.is_empty() {
+            // Said once at start-up: an audience several applications share (Okta's
+            // `api://default`) then lets any of them replay a user's token here.
+            tracing::warn!(
+                "ROWGUARD_OIDC_CLIENT_IDS is not set: a token is accepted from any client of the issuer whose audience matches"
+            );
+        }
         Ok(Self {
             keys,
             rules,

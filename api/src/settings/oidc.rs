@@ -34,6 +34,7 @@ pub struct OidcSettings {
         long = "oidc-audiences",
         env = "ROWGUARD_OIDC_AUDIENCES",
         value_delimiter = ',',
+        value_parser = listed_value,
         required = true
     )]
     pub audiences: Vec<String>,
@@ -46,7 +47,8 @@ pub struct OidcSettings {
     #[arg(
         long = "oidc-client-ids",
         env = "ROWGUARD_OIDC_CLIENT_IDS",
-        value_delimiter = ','
+        value_delimiter = ',',
+        value_parser = listed_value
     )]
     pub client_ids: Vec<String>,
 
@@ -55,7 +57,8 @@ pub struct OidcSettings {
     #[arg(
         long = "oidc-required-scopes",
         env = "ROWGUARD_OIDC_REQUIRED_SCOPES",
-        value_delimiter = ','
+        value_delimiter = ',',
+        value_parser = listed_value
     )]
     pub required_scopes: Vec<String>,
 
@@ -71,12 +74,15 @@ pub struct OidcSettings {
     pub token_types: Vec<TokenKind>,
 
     /// Allowed clock difference with the issuer, in seconds, for `exp`, `nbf` and `iat`.
-    #[arg(long = "oidc-clock-skew-secs", env = "ROWGUARD_OIDC_CLOCK_SKEW_SECS", default_value_t = DEFAULT_CLOCK_SKEW_SECS)]
+    /// At most 300: a larger leeway would accept long-expired tokens.
+    #[arg(long = "oidc-clock-skew-secs", env = "ROWGUARD_OIDC_CLOCK_SKEW_SECS", default_value_t = DEFAULT_CLOCK_SKEW_SECS,
+          value_parser = clap::value_parser!(u64).range(0..=300))]
     pub clock_skew_secs: u64,
 
     /// Longest accepted token lifetime (`exp - iat`), in seconds: short tokens keep sessions
-    /// short (automatic logoff).
-    #[arg(long = "oidc-max-token-age-secs", env = "ROWGUARD_OIDC_MAX_TOKEN_AGE_SECS", default_value_t = DEFAULT_MAX_TOKEN_AGE_SECS)]
+    /// short (automatic logoff). At most a day.
+    #[arg(long = "oidc-max-token-age-secs", env = "ROWGUARD_OIDC_MAX_TOKEN_AGE_SECS", default_value_t = DEFAULT_MAX_TOKEN_AGE_SECS,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub max_token_age_secs: u64,
 
     /// Dotted path of the claim that holds the person's roles, e.g. `roles`,
@@ -127,22 +133,29 @@ impl OidcSettings {
                 "ROWGUARD_OIDC_ISSUER is required: the URL of your identity provider".into(),
             );
         }
-        let Some(rest) = issuer
-            .strip_prefix("https://")
-            .map(|_| None)
-            .or_else(|| issuer.strip_prefix("http://").map(Some))
-        else {
-            return Err(format!(
-                "ROWGUARD_OIDC_ISSUER must be an https URL, not {issuer:?}"
-            ));
-        };
-        if let Some(rest) = rest {
-            let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-            if !super::is_loopback_ip_literal(authority) {
+        // Parsed as openidconnect will use it: the host is what the URL parser finds, not the
+        // text after `//` (`http://[::1]@evil.example` is evil.example, with user info).
+        let url = openidconnect::url::Url::parse(issuer)
+            .map_err(|e| format!("ROWGUARD_OIDC_ISSUER {issuer:?} is not a URL: {e}"))?;
+        match url.scheme() {
+            "https" => {}
+            "http" => {
+                let loopback = match url.host() {
+                    Some(openidconnect::url::Host::Ipv4(ip)) => ip.is_loopback(),
+                    Some(openidconnect::url::Host::Ipv6(ip)) => ip.is_loopback(),
+                    _ => false,
+                };
+                if !loopback || !url.username().is_empty() || url.password().is_some() {
+                    return Err(format!(
+                        "ROWGUARD_OIDC_ISSUER {issuer:?} uses plain http: tokens and keys would cross the network \
+                         unprotected. Use https (plain http is accepted only for a loopback IP address such as \
+                         http://127.0.0.1:8081)"
+                    ));
+                }
+            }
+            _ => {
                 return Err(format!(
-                    "ROWGUARD_OIDC_ISSUER {issuer:?} uses plain http: tokens and keys would cross the network \
-                     unprotected. Use https (plain http is accepted only for a loopback IP address such as \
-                     http://127.0.0.1:8081)"
+                    "ROWGUARD_OIDC_ISSUER must be an https URL, not {issuer:?}"
                 ));
             }
         }
@@ -183,6 +196,21 @@ impl RoleMap {
     pub fn get(&self, idp_value: &str) -> Option<AppRole> {
         self.0.get(idp_value).copied()
     }
+}
+
+/// One entry of a comma-separated list of names (audiences, client ids, scopes), trimmed. An
+/// empty entry is refused rather than dropped: `ROWGUARD_OIDC_CLIENT_IDS=` left empty by a
+/// deployment template must not quietly turn the client allow-list off, and `"spa,"` must not
+/// accept an empty audience.
+fn listed_value(value: &str) -> Result<String, String> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Err(
+            "an empty entry: list at least one value, comma-separated, or leave the setting out"
+                .into(),
+        );
+    }
+    Ok(value.to_owned())
 }
 
 fn parse_algorithm(value: &str) -> Result<CoreJwsSigningAlgorithm, String> {
@@ -255,6 +283,50 @@ mod tests {
         assert!(parse_role_map("doctor=admin").is_err());
         assert!(parse_role_map("doctor").is_err());
         assert!(parse_role_map("").is_err());
+    }
+
+    fn parsed(args: &[&str]) -> Result<OidcSettings, clap::Error> {
+        let mut all = vec![
+            "--oidc-issuer",
+            "https://idp.example",
+            "--oidc-audiences",
+            "spa",
+        ];
+        all.extend_from_slice(args);
+        super::super::from_args(&all)
+    }
+
+    #[test]
+    fn an_empty_client_list_is_refused_not_read_as_no_allow_list() {
+        for empty in ["", " ", "spa,", "a,,b"] {
+            assert!(
+                parsed(&["--oidc-client-ids", empty]).is_err(),
+                "{empty:?} accepted"
+            );
+            assert!(
+                parsed(&["--oidc-required-scopes", empty]).is_err(),
+                "{empty:?} accepted"
+            );
+        }
+        let listed = parsed(&["--oidc-client-ids", " spa , web"]).expect("valid");
+        assert_eq!(listed.client_ids, ["spa", "web"]);
+        let audiences: OidcSettings = super::super::from_args(&[
+            "--oidc-issuer",
+            "https://idp.example",
+            "--oidc-audiences",
+            "spa, api",
+        ])
+        .expect("valid");
+        assert_eq!(audiences.audiences, ["spa", "api"], "trimmed");
+    }
+
+    #[test]
+    fn the_clock_leeway_and_token_age_are_bounded() {
+        assert!(parsed(&["--oidc-clock-skew-secs", "301"]).is_err());
+        assert!(parsed(&["--oidc-clock-skew-secs", "10000000000000"]).is_err());
+        assert!(parsed(&["--oidc-clock-skew-secs", "300"]).is_ok());
+        assert!(parsed(&["--oidc-max-token-age-secs", "0"]).is_err());
+        assert!(parsed(&["--oidc-max-token-age-secs", "86401"]).is_err());
     }
 
     #[test]
