@@ -59,11 +59,20 @@ fn scratch_dir(name: &str) -> PathBuf {
 }
 
 fn sealer(db: &Database, signer: &Arc<AuditSigner>, dir: &std::path::Path) -> Sealer {
+    sealer_checkpointing_every(db, signer, dir, Duration::ZERO)
+}
+
+fn sealer_checkpointing_every(
+    db: &Database,
+    signer: &Arc<AuditSigner>,
+    dir: &std::path::Path,
+    checkpoint_every: Duration,
+) -> Sealer {
     Sealer::new(
         db.clone(),
         SealerSettings {
             batch: 20,
-            checkpoint_every: Duration::ZERO,
+            checkpoint_every,
             ..SealerSettings::default()
         },
         Some(signer.clone()),
@@ -75,12 +84,17 @@ fn sealer(db: &Database, signer: &Arc<AuditSigner>, dir: &std::path::Path) -> Se
 impl Trail {
     /// `events` events, sealed in rounds of 20, each round checkpointed.
     async fn new(events: usize) -> Trail {
+        Self::checkpointing_every(events, Duration::ZERO).await
+    }
+
+    /// `events` events, sealed in rounds of 20, checkpointed at most once per `interval`.
+    async fn checkpointing_every(events: usize, interval: Duration) -> Trail {
         let t = TestDb::new().await;
         let person = enroll(&t.owner().await, "alice").await;
         let db = t.gateway(2).await;
         let signer = Arc::new(AuditSigner::generate());
         let dir = scratch_dir("checkpoints");
-        let sealer = sealer(&db, &signer, &dir);
+        let sealer = sealer_checkpointing_every(&db, &signer, &dir, interval);
         let mut trail = Trail {
             t,
             db,
@@ -392,6 +406,116 @@ async fn inserting_an_event_into_the_past_is_caught() {
             "inserted around the append path",
         );
     }
+}
+
+#[tokio::test]
+async fn an_inserted_event_with_a_forged_link_numbered_below_one_is_caught() {
+    // The link makes the event look sealed, but the chain starts at link 1: a walk from there
+    // never meets it.
+    for attacker in ATTACKERS {
+        let trail = Trail::new(30).await;
+        let links = trail.links().await;
+        let (_, before) = &links[9];
+        trail
+            .tamper(
+                attacker,
+                &format!(
+                    "insert into rowguard_audit.events (txid, occurred_at, clinician_id, app_role, action, outcome, purpose, patient_ids) \
+                     values ({}, '{}', {}, 'rgtest_clinician', 'read', 'success', 'treatment', array['11111111-1111-1111-1111-111111111111'::uuid]); \
+                     insert into rowguard_audit.chain (seq, event_id, event_txid, event_occurred_at, version, prev_hash, hash) \
+                     select -e.id, e.id, e.txid, e.occurred_at, 2, '\\x00', '\\x00' from rowguard_audit.events e \
+                     where e.id = currval('rowguard_audit.event_ids')",
+                    before.txid,
+                    before.occurred_at.to_rfc3339(),
+                    trail.person.id
+                ),
+            )
+            .await;
+        assert_caught(&trail.verify().await, attacker, "numbered below 1");
+    }
+}
+
+#[tokio::test]
+async fn an_event_reusing_a_sealed_events_id_is_caught() {
+    // The events' key is (id, occurred_at), so a second row can carry a sealed event's id with
+    // another time. Dated a month earlier, it is read before the genuine one.
+    for attacker in ATTACKERS {
+        let trail = Trail::new(30).await;
+        let victim = trail.event_at(12).await;
+        trail
+            .t
+            .admin()
+            .await
+            .execute_unprepared(
+                "select rowguard_audit.ensure_partitions(date_trunc('month', now()) - interval '1 month', 0)",
+            )
+            .await
+            .expect("last month's partition");
+        trail
+            .tamper(
+                attacker,
+                &format!(
+                    "insert into rowguard_audit.events (id, txid, occurred_at, clinician_id, app_role, action, outcome, purpose, patient_ids) \
+                     select id, txid, date_trunc('month', now()) - interval '15 days', clinician_id, app_role, action, outcome, purpose, \
+                            array['11111111-1111-1111-1111-111111111111'::uuid] \
+                     from rowguard_audit.events where id = {victim}"
+                ),
+            )
+            .await;
+        assert_caught(
+            &trail.verify().await,
+            attacker,
+            &format!("event {victim} (link 12): 2 events carry this id"),
+        );
+    }
+}
+
+#[tokio::test]
+async fn deleting_every_checkpoint_row_is_caught_when_the_public_key_is_given() {
+    // Without the checkpoint directory, a trail whose checkpoints were all deleted must not pass
+    // as one that was never signed.
+    for attacker in ATTACKERS {
+        let trail = Trail::new(20).await;
+        trail
+            .tamper(attacker, "delete from rowguard_audit.checkpoints")
+            .await;
+        let owner = trail.t.owner().await;
+        let options = VerifyOptions {
+            checkpoint_dir: None,
+            ..trail.options(vec![&trail.signer])
+        };
+        let report = verify(&owner, &options).await.expect("verify");
+        assert_caught(&report, attacker, "no signed checkpoint");
+    }
+}
+
+#[tokio::test]
+async fn links_sealed_between_checkpoints_are_signed_once_the_interval_is_due() {
+    // Events sealed just after a checkpoint, then quiet: the next checkpoint must still come
+    // when it is due, or the tail stays unsigned (and can be cut unnoticed) until traffic returns.
+    let mut trail = Trail::checkpointing_every(5, Duration::from_secs(60)).await;
+    assert_eq!(trail.verify().await.latest_checkpoint, Some(5));
+    trail.append(5).await;
+    trail.seal_all().await;
+    assert_eq!(
+        trail.verify().await.latest_checkpoint,
+        Some(5),
+        "within the interval no checkpoint is due"
+    );
+    trail.last_checkpoint = Instant::now().checked_sub(Duration::from_secs(61));
+    assert!(
+        trail.last_checkpoint.is_some(),
+        "the machine has been up a minute"
+    );
+    let round = trail
+        .sealer
+        .round(&mut trail.last_checkpoint)
+        .await
+        .expect("round");
+    assert_eq!(round.sealed, 0, "nothing new to seal");
+    let report = trail.verify().await;
+    assert!(report.is_intact(), "{}", problems(&report));
+    assert_eq!(report.latest_checkpoint, Some(10));
 }
 
 #[tokio::test]

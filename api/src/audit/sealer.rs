@@ -111,6 +111,10 @@ pub struct Sealer {
     sink: Option<CheckpointDir>,
     holder: String,
     status: Arc<SealerStatus>,
+    /// The newest signed checkpoint's link, once read while this replica leads: links past it
+    /// get a checkpoint when one is due, even in a round that sealed nothing (the tail of a
+    /// burst must not wait unsigned for the next event).
+    checkpointed: Option<i64>,
 }
 
 #[derive(Debug, FromQueryResult)]
@@ -151,6 +155,7 @@ impl Sealer {
             sink,
             holder,
             status,
+            checkpointed: None,
         }
     }
 
@@ -241,6 +246,8 @@ impl Sealer {
             txn.rollback().await.map_err(DbError::from)?;
             self.status.set_unsealed_since(oldest);
             self.status.leader.store(false, Ordering::Relaxed);
+            // Another replica leads and signs now: read again if this one leads later.
+            self.checkpointed = None;
             return Ok(Round::default());
         }
         if !self.status.leader.swap(true, Ordering::Relaxed) {
@@ -324,8 +331,11 @@ impl Sealer {
         }
 
         let due = last_checkpoint.is_none_or(|at| at.elapsed() >= self.settings.checkpoint_every);
+        if self.signer.is_some() && due && seq > 0 && self.checkpointed.is_none() {
+            self.checkpointed = Some(newest_checkpoint(&txn).await?);
+        }
         let checkpoint = match &self.signer {
-            Some(signer) if due && seq > 0 && (round.sealed > 0 || last_checkpoint.is_none()) => {
+            Some(signer) if due && seq > self.checkpointed.unwrap_or(0) => {
                 let checkpoint = SignedCheckpoint::sign(signer, seq, &previous, Utc::now());
                 let body = checkpoint.parse().ok_or_else(|| {
                     DbError::Statement(sea_orm::DbErr::Custom("unsigned checkpoint".into()))
@@ -368,6 +378,7 @@ impl Sealer {
         self.status.metrics.sealed.inc_by(events.len() as u64);
         if let Some(checkpoint) = checkpoint {
             *last_checkpoint = Some(Instant::now());
+            self.checkpointed = Some(seq);
             round.checkpoint = Some(seq);
             self.status.metrics.checkpoints.inc();
             self.publish(&checkpoint);
@@ -423,6 +434,23 @@ impl Sealer {
             }
         }
     }
+}
+
+/// The link of the newest signed checkpoint (0 if there is none).
+async fn newest_checkpoint(txn: &DatabaseTransaction) -> Result<i64, DbError> {
+    let newest = txn
+        .query_one_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "select body, signature from rowguard_audit.recent_checkpoints(1)",
+        ))
+        .await
+        .map_err(DbError::from)?;
+    let Some(row) = newest else { return Ok(0) };
+    let body: String = row.try_get("", "body").map_err(DbError::Statement)?;
+    let signature: Vec<u8> = row.try_get("", "signature").map_err(DbError::Statement)?;
+    Ok(SignedCheckpoint { body, signature }
+        .parse()
+        .map_or(0, |body| body.seq))
 }
 
 async fn one(

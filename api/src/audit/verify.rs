@@ -113,6 +113,20 @@ struct StoredCheckpoint {
 }
 
 #[derive(Debug, FromQueryResult)]
+struct Count {
+    n: i64,
+}
+
+async fn count(conn: &DatabaseConnection, sql: &str) -> Result<i64, DbErr> {
+    Ok(
+        Count::find_by_statement(Statement::from_string(DbBackend::Postgres, sql))
+            .one(conn)
+            .await?
+            .map_or(0, |c| c.n),
+    )
+}
+
+#[derive(Debug, FromQueryResult)]
 struct Unsealed {
     id: i64,
     txid: i64,
@@ -128,6 +142,23 @@ pub async fn verify(conn: &DatabaseConnection, options: &VerifyOptions) -> Resul
     report.latest_checkpoint = trusted.keys().next_back().copied();
     let archived_months = archives(conn, options, &mut report).await?;
     let mut archived_links: BTreeMap<String, LinksDigest> = BTreeMap::new();
+
+    // The chain starts at link 1 and the walk below starts there; a row numbered below it is
+    // never walked, and would otherwise make the event it names look sealed.
+    let below_one = count(
+        conn,
+        "select count(*) as n from rowguard_audit.chain where seq < 1",
+    )
+    .await?;
+    if below_one > 0 {
+        report.problem(
+            None,
+            None,
+            format!(
+                "{below_one} link(s) are numbered below 1: written around the sealer, outside the chain"
+            ),
+        );
+    }
 
     // Walk the chain in order, recomputing every hash from the event it seals.
     let mut after = 0_i64;
@@ -147,17 +178,19 @@ pub async fn verify(conn: &DatabaseConnection, options: &VerifyOptions) -> Resul
         let Some(last) = links.last() else { break };
         after = last.seq;
         let ids: Vec<i64> = links.iter().map(|l| l.event_id).collect();
-        let events: HashMap<i64, EventRow> =
-            EventRow::find_by_statement(Statement::from_sql_and_values(
-                DbBackend::Postgres,
-                format!("select {EVENT_COLUMNS} from rowguard_audit.events where id = any($1)"),
-                [ids.into()],
-            ))
-            .all(conn)
-            .await?
-            .into_iter()
-            .map(|e| (e.id, e))
-            .collect();
+        // Every row carrying a linked id: the events' key is (id, occurred_at), so a second
+        // row can reuse a sealed event's id, and must be seen rather than shadow the first.
+        let mut events: HashMap<i64, Vec<EventRow>> = HashMap::new();
+        for event in EventRow::find_by_statement(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            format!("select {EVENT_COLUMNS} from rowguard_audit.events where id = any($1)"),
+            [ids.into()],
+        ))
+        .all(conn)
+        .await?
+        {
+            events.entry(event.id).or_default().push(event);
+        }
 
         for link in links {
             let (seq, event_id) = (link.seq, link.event_id);
@@ -204,10 +237,36 @@ pub async fn verify(conn: &DatabaseConnection, options: &VerifyOptions) -> Resul
                 .event_occurred_at
                 .map(|t| statement::month_of(&t))
                 .filter(|m| archived_months.contains_key(m));
-            match (
-                events.get(&event_id),
-                CanonicalVersion::from_db(link.version),
-            ) {
+            let candidates = events.get(&event_id).map_or(&[][..], Vec::as_slice);
+            if candidates.len() > 1 {
+                report.problem(
+                    Some(event_id),
+                    Some(seq),
+                    format!(
+                        "{} events carry this id (an event was written with a sealed event's id)",
+                        candidates.len()
+                    ),
+                );
+            }
+            let event = match link.event_occurred_at {
+                Some(at) => candidates.iter().find(|e| e.occurred_at == at),
+                None => candidates.first(),
+            };
+            match (event, link.event_occurred_at) {
+                (None, Some(_)) if !candidates.is_empty() => report.problem(
+                    Some(event_id),
+                    Some(seq),
+                    "the link's record of when its event occurred does not match the event (link or event altered)",
+                ),
+                (Some(_), None) if link.version >= 2 => report.problem(
+                    Some(event_id),
+                    Some(seq),
+                    "the link does not record when its event occurred (link altered)",
+                ),
+                _ => {}
+            }
+            let event = event.or_else(|| candidates.first());
+            match (event, CanonicalVersion::from_db(link.version)) {
                 (None, _) if archived_month.is_some() => {
                     if let Some(month) = archived_month {
                         archived_links
@@ -401,6 +460,25 @@ async fn checkpoints(
         },
     };
     if stored.is_empty() && external.as_ref().is_none_or(Vec::is_empty) {
+        // Given a public key, the operator expects a signed trail: one with links and no
+        // checkpoint anywhere had them deleted (or was never given the key), and must not pass
+        // as a trail that was never signed.
+        if !options.keys.is_empty()
+            && count(
+                conn,
+                "select count(*) as n from (select 1 from rowguard_audit.chain limit 1) l",
+            )
+            .await?
+                > 0
+        {
+            report.problem(
+                None,
+                None,
+                "the trail has links but no signed checkpoint, although public keys were given: \
+                 its checkpoints were deleted (or the sealer never had the signing key)",
+            );
+            return Ok(BTreeMap::new());
+        }
         report.warnings.push(
             "the trail has no signed checkpoints: its links are consistent, but whoever controls the \
              database could have rewritten and re-hashed it (give `rowguard serve` a signing key)"
@@ -524,7 +602,8 @@ async fn unsealed(
     let rows = Unsealed::find_by_statement(Statement::from_string(
         DbBackend::Postgres,
         "select e.id, e.txid, e.occurred_at from rowguard_audit.events e \
-         where not exists (select 1 from rowguard_audit.chain c where c.event_id = e.id) \
+         where not exists (select 1 from rowguard_audit.chain c where c.event_id = e.id and c.seq >= 1 \
+                           and (c.event_occurred_at is null or c.event_occurred_at = e.occurred_at)) \
          order by e.txid, e.id",
     ))
     .all(conn)
