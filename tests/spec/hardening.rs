@@ -175,6 +175,46 @@ async fn a_fragment_bomb_of_typename_is_refused_before_it_is_expanded() {
 }
 
 #[tokio::test]
+async fn a_fragment_bomb_in_an_operation_that_is_not_run_is_refused() {
+    // The engine validates every operation of the document, fragments expanded, before it runs
+    // the one named: the bomb need not be in that one.
+    let w = World::new(|_| {}).await;
+    let query = format!(
+        "query A {{ me {{ id }} }} query B {{ ...F0 }} {}",
+        fragment_bomb("Query", "__typename")
+    );
+    let sent = w
+        .app
+        .http
+        .post(w.app.url("/graphql"))
+        .bearer_auth(w.token("alice", "clinician"))
+        .json(&json!({ "query": query, "operationName": "A" }))
+        .send()
+        .await
+        .expect("the gateway answers");
+    refused_as_bad_input(&GraphqlReply::from(sent).await, "selections");
+}
+
+#[tokio::test]
+async fn a_page_size_built_from_a_repeated_list_variable_is_refused_without_copying_it() {
+    // `first: [$v $v ...]` with `$v` a long list by default: copying `$v` at every use while
+    // costing the request would build 400 million values (tens of GB) from 100 KB of text.
+    let w = World::new(|_| {}).await;
+    let query = format!(
+        "query($v: Int = [{}]) {{ patients(first: [{}]) {{ edges {{ cursor }} }} }}",
+        vec!["0"; 20_000].join(" "),
+        vec!["$v"; 20_000].join(" ")
+    );
+    let reply = w.ask(&w.token("alice", "clinician"), &query).await;
+    assert_eq!(
+        (reply.status, reply.code()),
+        (400, Some("BAD_USER_INPUT")),
+        "{}",
+        reply.body
+    );
+}
+
+#[tokio::test]
 async fn a_fragment_bomb_inside_introspection_is_refused_when_introspection_is_on() {
     let w = World::new(|s| s.api.introspection = true).await;
     let query = format!(
@@ -183,6 +223,22 @@ async fn a_fragment_bomb_inside_introspection_is_refused_when_introspection_is_o
     );
     let reply = w.ask(&w.token("alice", "clinician"), &query).await;
     refused_as_bad_input(&reply, "selections");
+}
+
+#[tokio::test]
+async fn graphiqls_full_introspection_query_runs_when_introspection_is_on() {
+    // graphql-js 16's query nests `ofType` nine deep: 15 levels, past the depth limit, which
+    // introspection is not measured by.
+    let w = World::new(|s| s.api.introspection = true).await;
+    let query = include_str!("../../api/src/graphql/testdata/introspection_query.graphql");
+    let reply = w.ask(&w.token("alice", "clinician"), query).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(
+        reply.data()["__schema"]["queryType"]["name"],
+        "Query",
+        "{}",
+        reply.body
+    );
 }
 
 #[tokio::test]

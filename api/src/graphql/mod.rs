@@ -29,13 +29,23 @@ use crate::trusted::TrustedDocuments;
 /// Rowguard's GraphQL schema.
 pub type RowguardSchema = Schema<Query, Mutation, EmptySubscription>;
 
+/// How deep the standard introspection query nests (`__schema`, `types`, `fields`, `args`,
+/// `type`, nine `ofType`, `name`), with room to spare.
+const INTROSPECTION_DEPTH: usize = 20;
+
 /// Builds the schema once at startup.
 pub fn build_schema(limits: ApiLimits) -> RowguardSchema {
+    // Depth and cost are measured by the request policy, fragments expanded; the engine's own
+    // depth check stays as a second net. It counts introspection too, which the policy leaves
+    // to its own setting: GraphiQL's introspection query (graphql-js 16) is 15 deep.
+    let engine_depth = if limits.introspection {
+        limits.max_depth.max(INTROSPECTION_DEPTH)
+    } else {
+        limits.max_depth
+    };
     let mut builder = Schema::build(Query::default(), Mutation, EmptySubscription)
         .data(limits)
-        // Depth and cost are measured by the request policy, fragments expanded; the engine's
-        // own depth check stays as a second net.
-        .limit_depth(limits.max_depth)
+        .limit_depth(engine_depth)
         .limit_recursive_depth(64)
         .limit_directives(10);
     // No extension: with none, the engine resolves each field directly (an extension of any

@@ -43,10 +43,7 @@ impl RequestPolicy {
                 .with_status(axum::http::StatusCode::METHOD_NOT_ALLOWED)
                 .into_server_error());
         }
-        let Some(operation) = selected_operation(doc, operation_name.as_deref()) else {
-            // The engine reports a missing or ambiguous operation.
-            return Ok(());
-        };
+        let operation = selected_operation(doc, operation_name.as_deref());
         let limits = ShapeLimits {
             max_depth: self.limits.max_depth,
             max_fields: self.limits.max_fields,
@@ -58,6 +55,11 @@ impl RequestPolicy {
         };
         let shape = measure(doc, operation, &variables, &limits)
             .map_err(|too_large| bad_input(too_large.to_string()))?;
+        let Some(operation) = operation else {
+            // The engine reports a missing or ambiguous operation (after validating every
+            // operation, which the measure above has bounded).
+            return Ok(());
+        };
         db.set_mutation(operation.ty == OperationType::Mutation);
         if let Some(decision) = self.quotas.charge(db.principal(), shape.cost).await {
             db.set_quota(decision);

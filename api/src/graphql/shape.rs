@@ -74,6 +74,8 @@ pub enum TooLarge {
     Cost(u64, u64),
     #[error("fragment {0} spreads itself")]
     FragmentCycle(String),
+    #[error("fragments are spread inside each other more than {0} deep")]
+    FragmentNesting(usize),
     #[error("unknown fragment {0}")]
     UnknownFragment(String),
 }
@@ -94,28 +96,55 @@ fn is_connection(field: &str) -> bool {
     matches!(field, "patients" | "auditEvents")
 }
 
-/// Measures `operation` of `doc`, refusing it at the first limit it passes.
+/// How deep fragment spreads may nest (each spread inside the one before): the walk recurses once
+/// per level, and the parser's own nesting limit does not apply across fragment definitions.
+const MAX_SPREAD_NESTING: usize = 64;
+
+/// Measures the operation of `doc` that will run (`None` when the request names none the
+/// engine can pick; the engine then refuses it), refusing it at the first limit it passes.
+/// Every other operation of the document is walked too, against the same bound on selections:
+/// the engine validates them all, fragments expanded, before it runs the one selected.
 pub fn measure(
     doc: &ExecutableDocument,
-    operation: &OperationDefinition,
+    operation: Option<&OperationDefinition>,
     variables: &Variables,
     limits: &ShapeLimits,
 ) -> Result<Shape, TooLarge> {
     let mut walk = Walk {
         doc,
         variables,
-        definitions: &operation.variable_definitions,
+        definitions: &[],
         limits,
         shape: Shape::default(),
         spreading: Vec::new(),
-        introspecting: false,
+        counting: Counting::Everything,
     };
-    let cost = walk.set(&operation.selection_set.node, 1, None)?;
-    walk.shape.cost = cost;
-    if cost > limits.max_cost {
-        return Err(TooLarge::Cost(cost, limits.max_cost));
+    if let Some(operation) = operation {
+        walk.definitions = &operation.variable_definitions;
+        let cost = walk.set(&operation.selection_set.node, 1, None)?;
+        walk.shape.cost = cost;
+        if cost > limits.max_cost {
+            return Err(TooLarge::Cost(cost, limits.max_cost));
+        }
+    }
+    walk.counting = Counting::SelectionsOnly;
+    for (_, other) in doc.operations.iter() {
+        if !operation.is_some_and(|selected| std::ptr::eq(selected, &other.node)) {
+            walk.set(&other.node.selection_set.node, 1, None)?;
+        }
     }
     Ok(walk.shape)
+}
+
+/// What a part of the document counts towards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Counting {
+    /// The operation that runs, outside introspection.
+    Everything,
+    /// Inside `__schema` or `__type`: selections and aliases.
+    Introspection,
+    /// Operations that will not run (validated all the same): selections.
+    SelectionsOnly,
 }
 
 struct Walk<'a> {
@@ -127,8 +156,7 @@ struct Walk<'a> {
     shape: Shape,
     /// Fragments being expanded on the current path.
     spreading: Vec<&'a str>,
-    /// Inside `__schema` or `__type`: only selections and aliases count.
-    introspecting: bool,
+    counting: Counting,
 }
 
 impl<'a> Walk<'a> {
@@ -156,6 +184,9 @@ impl<'a> Walk<'a> {
                     if self.spreading.contains(&name) {
                         return Err(TooLarge::FragmentCycle(name.to_owned()));
                     }
+                    if self.spreading.len() >= MAX_SPREAD_NESTING {
+                        return Err(TooLarge::FragmentNesting(MAX_SPREAD_NESTING));
+                    }
                     let fragment = self
                         .doc
                         .fragments
@@ -182,6 +213,11 @@ impl<'a> Walk<'a> {
         edges: Option<u64>,
     ) -> Result<u64, TooLarge> {
         let name = field.name.node.as_str();
+        if self.counting == Counting::SelectionsOnly {
+            return self
+                .set(&field.selection_set.node, depth + 1, None)
+                .map(|_| 0);
+        }
         if field.alias.is_some() {
             self.shape.aliases += 1;
             if self.shape.aliases > self.limits.max_aliases {
@@ -191,10 +227,10 @@ impl<'a> Walk<'a> {
         // Introspection is governed by its own setting and its standard query is large by
         // design, so it adds no fields, depth or cost; but its selections are still walked and
         // counted, so it cannot hide a fragment bomb or an alias fan-out.
-        if self.introspecting || name.starts_with("__") {
-            let outer = std::mem::replace(&mut self.introspecting, true);
+        if self.counting == Counting::Introspection || name.starts_with("__") {
+            let outer = std::mem::replace(&mut self.counting, Counting::Introspection);
             let walked = self.set(&field.selection_set.node, depth + 1, None);
-            self.introspecting = outer;
+            self.counting = outer;
             return walked.map(|_| 0);
         }
         if depth > self.limits.max_depth {
@@ -225,33 +261,39 @@ impl<'a> Walk<'a> {
     }
 
     /// The `first` a connection field asks for (a literal, or a variable's value or declared
-    /// default, as the engine will resolve it), within the page limits.
+    /// default, as the engine will resolve it), within the page limits. Anything else (a list,
+    /// an object) is not a page size the engine accepts; it is read by reference, never copied,
+    /// so a value built to be huge costs nothing here.
     fn page_size(&self, field: &Field) -> u64 {
         let first = field
             .arguments
             .iter()
             .find(|(name, _)| name.node.as_str() == "first")
-            .and_then(|(_, value)| {
-                value
-                    .node
-                    .clone()
-                    .into_const_with(|name| Ok::<_, ()>(self.variable(&name)))
-                    .ok()
+            .and_then(|(_, value)| match &value.node {
+                async_graphql_value::Value::Number(n) => Some(n.as_u64().unwrap_or(0)),
+                async_graphql_value::Value::Variable(name) => self.variable_number(name),
+                _ => None,
             });
-        match first {
-            Some(Value::Number(n)) => n.as_u64().unwrap_or(0).min(self.limits.max_page_size),
-            _ => self.limits.default_page_size,
-        }
+        first.map_or(self.limits.default_page_size, |n| {
+            n.min(self.limits.max_page_size)
+        })
     }
 
-    fn variable(&self, name: &str) -> Value {
-        self.variables.get(name).cloned().unwrap_or_else(|| {
-            self.definitions
+    /// A variable's value if it is a whole number: the one given, else its declared default.
+    fn variable_number(&self, name: &str) -> Option<u64> {
+        let value = match self.variables.get(name) {
+            Some(given) => given,
+            None => self
+                .definitions
                 .iter()
                 .find(|d| d.node.name.node.as_str() == name)
                 .and_then(|d| d.node.default_value.as_ref())
-                .map_or(Value::Null, |default| default.node.clone())
-        })
+                .map(|default| &default.node)?,
+        };
+        match value {
+            Value::Number(n) => Some(n.as_u64().unwrap_or(0)),
+            _ => None,
+        }
     }
 }
 
@@ -276,7 +318,7 @@ mod tests {
     fn shape_with(query: &str, variables: Variables) -> Result<Shape, TooLarge> {
         let doc = async_graphql::parser::parse_query(query).expect("parses");
         let (_, op) = doc.operations.iter().next().expect("an operation");
-        measure(&doc, &op.node, &variables, &LIMITS)
+        measure(&doc, Some(&op.node), &variables, &LIMITS)
     }
 
     use async_graphql::Name;
@@ -296,14 +338,14 @@ mod tests {
         let doc = async_graphql::parser::parse_query(&query).expect("parses");
         let (_, op) = doc.operations.iter().next().expect("op");
         assert_eq!(
-            measure(&doc, &op.node, &Variables::default(), &limits),
+            measure(&doc, Some(&op.node), &Variables::default(), &limits),
             Err(TooLarge::RootFields(20))
         );
         let inline = format!("{{ ... on Query {{ {} }} }}", fields.join(" "));
         let doc = async_graphql::parser::parse_query(&inline).expect("parses");
         let (_, op) = doc.operations.iter().next().expect("op");
         assert_eq!(
-            measure(&doc, &op.node, &Variables::default(), &limits),
+            measure(&doc, Some(&op.node), &Variables::default(), &limits),
             Err(TooLarge::RootFields(20))
         );
     }
@@ -387,6 +429,71 @@ mod tests {
         assert_eq!(shape(&inside), Err(TooLarge::Selections(1000)));
     }
 
+    fn bomb(on: &str, leaf: &str) -> String {
+        let mut fragments = format!("fragment F40 on {on} {{ {leaf} }}");
+        for level in (0..40).rev() {
+            fragments.push_str(&format!(
+                " fragment F{level} on {on} {{ ...F{next} ...F{next} }}",
+                next = level + 1
+            ));
+        }
+        fragments
+    }
+
+    #[test]
+    fn operations_that_will_not_run_count_towards_the_selection_limit() {
+        // The engine validates every operation, fragments expanded, before it runs the one
+        // named: a bomb in another operation must be refused too.
+        let query = format!(
+            "query A {{ me {{ id }} }} query B {{ ...F0 }} {}",
+            bomb("Query", "__typename")
+        );
+        let doc = async_graphql::parser::parse_query(&query).expect("parses");
+        let a = doc
+            .operations
+            .iter()
+            .find(|(name, _)| name.is_some_and(|n| n.as_str() == "A"))
+            .map(|(_, op)| &op.node)
+            .expect("A");
+        let measured = |operation| measure(&doc, operation, &Variables::default(), &LIMITS);
+        assert_eq!(measured(Some(a)), Err(TooLarge::Selections(1000)));
+        assert_eq!(
+            measured(None),
+            Err(TooLarge::Selections(1000)),
+            "none selected"
+        );
+        let fine = "query A { me { id } } query B { patients { edges { cursor } } }";
+        let doc = async_graphql::parser::parse_query(fine).expect("parses");
+        assert!(measure(&doc, None, &Variables::default(), &LIMITS).is_ok());
+    }
+
+    #[test]
+    fn fragments_spread_inside_each_other_nest_at_most_64_deep() {
+        let mut fragments = String::from("fragment F70 on Query { __typename }");
+        for level in (0..70).rev() {
+            fragments.push_str(&format!(
+                " fragment F{level} on Query {{ ...F{} }}",
+                level + 1
+            ));
+        }
+        let query = format!("{{ ...F0 }} {fragments}");
+        assert_eq!(shape(&query), Err(TooLarge::FragmentNesting(64)));
+    }
+
+    #[test]
+    fn a_page_size_that_is_not_a_number_counts_as_the_default() {
+        // A list in place of `first` is refused by the engine; here it is not copied, however
+        // often it repeats a variable that is itself a long list.
+        let default: Vec<&str> = vec!["0"; 2000];
+        let uses: Vec<&str> = vec!["$v"; 2000];
+        let query = format!(
+            "query($v: Int = [{}]) {{ patients(first: [{}]) {{ edges {{ node {{ id }} }} }} }}",
+            default.join(" "),
+            uses.join(" ")
+        );
+        assert_eq!(shape(&query).expect("measured").cost, 1 + (1 + 20));
+    }
+
     #[test]
     fn aliases_inside_introspection_count() {
         let fields: Vec<String> = (0..20).map(|i| format!("f{i}: name")).collect();
@@ -442,7 +549,7 @@ mod tests {
         let measure_with = |query: &str| {
             let doc = async_graphql::parser::parse_query(query).expect("parses");
             let (_, op) = doc.operations.iter().next().expect("op");
-            measure(&doc, &op.node, &Variables::default(), &limits)
+            measure(&doc, Some(&op.node), &Variables::default(), &limits)
         };
         // Six deep once the fragment is expanded; five without it.
         let deep = "{ ...F } fragment F on Query { patients { edges { node { careTeam { clinician { id } } } } } }";
