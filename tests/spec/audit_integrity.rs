@@ -68,10 +68,20 @@ fn sealer_checkpointing_every(
     dir: &std::path::Path,
     checkpoint_every: Duration,
 ) -> Sealer {
+    sealer_with(db, signer, dir, 20, checkpoint_every)
+}
+
+fn sealer_with(
+    db: &Database,
+    signer: &Arc<AuditSigner>,
+    dir: &std::path::Path,
+    batch: u32,
+    checkpoint_every: Duration,
+) -> Sealer {
     Sealer::new(
         db.clone(),
         SealerSettings {
-            batch: 20,
+            batch,
             checkpoint_every,
             ..SealerSettings::default()
         },
@@ -89,12 +99,17 @@ impl Trail {
 
     /// `events` events, sealed in rounds of 20, checkpointed at most once per `interval`.
     async fn checkpointing_every(events: usize, interval: Duration) -> Trail {
+        Self::sealing(events, 20, interval).await
+    }
+
+    /// `events` events, sealed in rounds of `batch`, checkpointed at most once per `interval`.
+    async fn sealing(events: usize, batch: u32, interval: Duration) -> Trail {
         let t = TestDb::new().await;
         let person = enroll(&t.owner().await, "alice").await;
         let db = t.gateway(2).await;
         let signer = Arc::new(AuditSigner::generate());
         let dir = scratch_dir("checkpoints");
-        let sealer = sealer_checkpointing_every(&db, &signer, &dir, interval);
+        let sealer = sealer_with(&db, &signer, &dir, batch, interval);
         let mut trail = Trail {
             t,
             db,
@@ -516,6 +531,169 @@ async fn links_sealed_between_checkpoints_are_signed_once_the_interval_is_due() 
     let report = trail.verify().await;
     assert!(report.is_intact(), "{}", problems(&report));
     assert_eq!(report.latest_checkpoint, Some(10));
+}
+
+#[tokio::test]
+async fn a_back_dated_event_sealed_after_a_checkpoint_is_caught() {
+    // Written now (so the sealer chains it as a new event) but dated a month ago: an access
+    // that "happened" long before the checkpoint its link follows.
+    for attacker in ATTACKERS {
+        let mut trail = Trail::new(20).await;
+        trail
+            .tamper(
+                attacker,
+                &format!(
+                    "insert into rowguard_audit.events (occurred_at, clinician_id, app_role, action, outcome, purpose, patient_ids) \
+                     values (now() - interval '30 days', {}, 'rgtest_clinician', 'read', 'success', 'treatment', \
+                             array['11111111-1111-1111-1111-111111111111'::uuid])",
+                    trail.person.id
+                ),
+            )
+            .await;
+        trail.seal_all().await;
+        assert_caught(&trail.verify().await, attacker, "back-dated");
+    }
+}
+
+#[tokio::test]
+async fn an_event_dated_in_the_future_is_caught_sealed_or_not() {
+    // Unsealed, it would count as "waiting" forever; sealed, it claims an access to come.
+    for attacker in ATTACKERS {
+        let mut trail = Trail::new(20).await;
+        trail
+            .tamper(
+                attacker,
+                &format!(
+                    "insert into rowguard_audit.events (occurred_at, clinician_id, app_role, action, outcome, purpose) \
+                     values (now() + interval '1 year', {}, 'rgtest_clinician', 'read', 'success', 'treatment')",
+                    trail.person.id
+                ),
+            )
+            .await;
+        assert_caught(&trail.verify().await, attacker, "in the future");
+        trail.seal_all().await;
+        assert_caught(&trail.verify().await, attacker, "in the future");
+    }
+}
+
+#[tokio::test]
+async fn a_second_link_with_a_number_the_walk_has_passed_is_caught() {
+    // The walk reads links in pages of 5,000 after the last number it read: with the key on
+    // link numbers dropped, one of two links numbered 5000 is never read, yet the one not read
+    // makes its event look sealed. Which twin a page keeps depends on their order in the table,
+    // so the planted twin is tried both after and before the real one.
+    for (attacker, planted_first) in [(Attacker::Superuser, true), (Attacker::Owner, false)] {
+        let mut trail = Trail::sealing(0, 1000, Duration::ZERO).await;
+        trail
+            .t
+            .admin()
+            .await
+            .execute_unprepared(&format!(
+                "insert into rowguard_audit.events (clinician_id, app_role, action, outcome, purpose) \
+                 select {}, 'rgtest_clinician', 'read', 'success', 'treatment' from generate_series(1, 5001)",
+                trail.person.id
+            ))
+            .await
+            .expect("5,001 events");
+        trail.seal_all().await;
+        let links = trail.links().await;
+        let (_, before) = &links[4998];
+        let move_real_last = if planted_first {
+            "with real as (delete from rowguard_audit.chain c where c.seq = 5000 \
+                             and c.event_id <> currval('rowguard_audit.event_ids') returning c.*) \
+             insert into rowguard_audit.chain select * from real"
+        } else {
+            "select 1"
+        };
+        trail
+            .tamper(
+                attacker,
+                &format!(
+                    "alter table rowguard_audit.chain drop constraint if exists chain_pkey; \
+                     alter table rowguard_audit.chain drop constraint if exists chain_event_id_key; \
+                     insert into rowguard_audit.events (txid, occurred_at, clinician_id, app_role, action, outcome, purpose, patient_ids) \
+                     values ({}, '{}', {}, 'rgtest_clinician', 'read', 'success', 'treatment', array['11111111-1111-1111-1111-111111111111'::uuid]); \
+                     insert into rowguard_audit.chain (seq, event_id, event_txid, event_occurred_at, version, prev_hash, hash) \
+                     select 5000, e.id, e.txid, e.occurred_at, 2, '\\x00', '\\x00' from rowguard_audit.events e \
+                     where e.id = currval('rowguard_audit.event_ids'); {move_real_last}",
+                    before.txid,
+                    before.occurred_at.to_rfc3339(),
+                    trail.person.id
+                ),
+            )
+            .await;
+        assert_caught(
+            &trail.verify().await,
+            attacker,
+            "appear in more than one link",
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_version_one_link_appended_after_the_upgrade_is_caught() {
+    // Version 1 (the old commit trigger's canonical form) carries no transaction id and so no
+    // order: appended at the tail, it would seal an invented, back-dated event.
+    for attacker in ATTACKERS {
+        let trail = Trail::new(30).await;
+        let links = trail.links().await;
+        let (seq, head) = &links[29];
+        trail
+            .tamper(
+                attacker,
+                &format!(
+                    "insert into rowguard_audit.events (txid, occurred_at, clinician_id, app_role, action, outcome, purpose, patient_ids) \
+                     values (0, now() - interval '90 days', {}, 'rgtest_clinician', 'read', 'success', 'treatment', \
+                             array['11111111-1111-1111-1111-111111111111'::uuid])",
+                    trail.person.id
+                ),
+            )
+            .await;
+        let planted = EventRow::find_by_statement(Statement::from_string(
+            DbBackend::Postgres,
+            format!(
+                "select {EVENT_COLUMNS} from rowguard_audit.events where txid = 0 and occurred_at < now() - interval '89 days'"
+            ),
+        ))
+        .one(&trail.t.admin().await)
+        .await
+        .expect("query")
+        .expect("the planted event");
+        let head_hash = trail
+            .t
+            .admin()
+            .await
+            .query_one_raw(Statement::from_string(
+                DbBackend::Postgres,
+                format!("select hash from rowguard_audit.chain where seq = {seq}"),
+            ))
+            .await
+            .expect("query")
+            .expect("head")
+            .try_get::<Vec<u8>>("", "hash")
+            .expect("hash");
+        let hash = link_hash(&head_hash, CanonicalVersion::V1, &planted);
+        trail
+            .tamper(
+                attacker,
+                &format!(
+                    "insert into rowguard_audit.chain (seq, event_id, event_txid, event_occurred_at, version, prev_hash, hash) \
+                     values ({}, {}, {}, '{}', 1, '\\x{}', '\\x{}')",
+                    seq + 1,
+                    planted.id,
+                    head.txid,
+                    planted.occurred_at.to_rfc3339(),
+                    hex(&head_hash),
+                    hex(&hash)
+                ),
+            )
+            .await;
+        assert_caught(
+            &trail.verify().await,
+            attacker,
+            "a version-1 link after the upgrade",
+        );
+    }
 }
 
 #[tokio::test]

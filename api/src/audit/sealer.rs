@@ -28,7 +28,8 @@ pub struct SealerSettings {
     pub interval: Duration,
     /// Most events sealed per round.
     pub batch: u32,
-    /// Least time between two checkpoints (a checkpoint is only written when links were added).
+    /// Least time between two checkpoints (one is written when it is due and links were added
+    /// since this replica's last one, whether or not the round sealed any).
     pub checkpoint_every: Duration,
     /// A lease not renewed for this long may be taken by another replica.
     pub lease_ttl: Duration,
@@ -111,9 +112,12 @@ pub struct Sealer {
     sink: Option<CheckpointDir>,
     holder: String,
     status: Arc<SealerStatus>,
-    /// The newest signed checkpoint's link, once read while this replica leads: links past it
-    /// get a checkpoint when one is due, even in a round that sealed nothing (the tail of a
-    /// burst must not wait unsigned for the next event).
+    /// The link of the last checkpoint this replica signed while it leads: links past it get a
+    /// checkpoint when one is due, even in a round that sealed nothing (the tail of a burst must
+    /// not wait unsigned for the next event). Kept here, never read from the database, which
+    /// the schema owner could make claim a checkpoint far ahead. `None` on taking the lead: the
+    /// head is signed once, as a new leader always did (a checkpoint of the same head signed
+    /// twice is no problem to `audit verify`).
     checkpointed: Option<i64>,
 }
 
@@ -251,6 +255,7 @@ impl Sealer {
             return Ok(Round::default());
         }
         if !self.status.leader.swap(true, Ordering::Relaxed) {
+            self.checkpointed = None;
             tracing::info!(holder = %self.holder, "this replica now seals the audit trail");
             self.backfill_sink(&txn).await;
         }
@@ -331,11 +336,8 @@ impl Sealer {
         }
 
         let due = last_checkpoint.is_none_or(|at| at.elapsed() >= self.settings.checkpoint_every);
-        if self.signer.is_some() && due && seq > 0 && self.checkpointed.is_none() {
-            self.checkpointed = Some(newest_checkpoint(&txn).await?);
-        }
         let checkpoint = match &self.signer {
-            Some(signer) if due && seq > self.checkpointed.unwrap_or(0) => {
+            Some(signer) if due && seq > 0 && self.checkpointed.is_none_or(|c| seq > c) => {
                 let checkpoint = SignedCheckpoint::sign(signer, seq, &previous, Utc::now());
                 let body = checkpoint.parse().ok_or_else(|| {
                     DbError::Statement(sea_orm::DbErr::Custom("unsigned checkpoint".into()))
@@ -434,23 +436,6 @@ impl Sealer {
             }
         }
     }
-}
-
-/// The link of the newest signed checkpoint (0 if there is none).
-async fn newest_checkpoint(txn: &DatabaseTransaction) -> Result<i64, DbError> {
-    let newest = txn
-        .query_one_raw(Statement::from_string(
-            DbBackend::Postgres,
-            "select body, signature from rowguard_audit.recent_checkpoints(1)",
-        ))
-        .await
-        .map_err(DbError::from)?;
-    let Some(row) = newest else { return Ok(0) };
-    let body: String = row.try_get("", "body").map_err(DbError::Statement)?;
-    let signature: Vec<u8> = row.try_get("", "signature").map_err(DbError::Statement)?;
-    Ok(SignedCheckpoint { body, signature }
-        .parse()
-        .map_or(0, |body| body.seq))
 }
 
 async fn one(

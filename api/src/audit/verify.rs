@@ -159,6 +159,24 @@ pub async fn verify(conn: &DatabaseConnection, options: &VerifyOptions) -> Resul
             ),
         );
     }
+    // The walk reads each link number once; a second row with the same number (its key
+    // dropped) would never be walked, yet make the event it names look sealed.
+    for (column, what) in [("seq", "link numbers"), ("event_id", "events")] {
+        let repeated = count(
+            conn,
+            &format!(
+                "select count(*) as n from (select 1 from rowguard_audit.chain group by {column} having count(*) > 1) d"
+            ),
+        )
+        .await?;
+        if repeated > 0 {
+            report.problem(
+                None,
+                None,
+                format!("{repeated} {what} appear in more than one link (links written around the sealer)"),
+            );
+        }
+    }
 
     // Walk the chain in order, recomputing every hash from the event it seals.
     let mut after = 0_i64;
@@ -166,6 +184,11 @@ pub async fn verify(conn: &DatabaseConnection, options: &VerifyOptions) -> Resul
     let mut previous: Vec<u8> = GENESIS.to_vec();
     let mut last_order: Option<(i64, i64)> = None;
     let mut last_seq = 0_i64;
+    // When the newest trusted checkpoint passed so far was signed: an event sealed after it
+    // was written (at most the allowed seal lag) before it, or it was back-dated.
+    let mut signed_before: Option<chrono::DateTime<Utc>> = None;
+    let lag = chrono::TimeDelta::from_std(options.max_seal_lag).unwrap_or(chrono::TimeDelta::MAX);
+    let latest_plausible = Utc::now().checked_add_signed(lag);
     loop {
         let links = Link::find_by_statement(Statement::from_sql_and_values(
             DbBackend::Postgres,
@@ -282,6 +305,16 @@ pub async fn verify(conn: &DatabaseConnection, options: &VerifyOptions) -> Resul
                     format!("unknown canonical version {}", link.version),
                 ),
                 (Some(event), Some(version)) => {
+                    // Version 1 is the old commit trigger's: only the trail's first links, all
+                    // written before the upgrade (transaction id 0), may use it.
+                    if version == CanonicalVersion::V1 && (last_order.is_some() || event.txid != 0)
+                    {
+                        report.problem(
+                            Some(event_id),
+                            Some(seq),
+                            "a version-1 link after the upgrade to version 2 (written around the sealer)",
+                        );
+                    }
                     if link_hash(&link.prev_hash, version, event)[..] != link.hash[..] {
                         report.problem(
                             Some(event_id),
@@ -301,10 +334,34 @@ pub async fn verify(conn: &DatabaseConnection, options: &VerifyOptions) -> Resul
                             );
                         }
                         last_order = Some(order);
+                        let occurred = event.occurred_at.with_timezone(&Utc);
+                        if let Some(signed) = signed_before
+                            && signed.checked_sub_signed(lag).is_some_and(|e| occurred < e)
+                        {
+                            report.problem(
+                                Some(event_id),
+                                Some(seq),
+                                format!(
+                                    "dated {occurred}, but sealed after a checkpoint signed at {signed}: back-dated \
+                                     (or it waited longer than {}s to be sealed)",
+                                    options.max_seal_lag.as_secs()
+                                ),
+                            );
+                        }
+                        if latest_plausible.is_some_and(|latest| occurred > latest) {
+                            report.problem(
+                                Some(event_id),
+                                Some(seq),
+                                format!("dated {occurred}, in the future (written around the append path)"),
+                            );
+                        }
                     }
                 }
             }
             if let Some(cp) = trusted.get(&seq) {
+                if let Ok(signed) = chrono::DateTime::parse_from_rfc3339(&cp.created_at) {
+                    signed_before = Some(signed.with_timezone(&Utc));
+                }
                 if cp.head_hash == hex(&link.hash) {
                     report.checkpoints += 1;
                 } else {
@@ -526,8 +583,10 @@ async fn checkpoints(
             }
         }
         let body = body?;
+        // The same head signed twice (a new leader signs the head it finds) is no problem; two
+        // different heads for one link number are.
         if let Some(known) = trusted.get(&body.seq)
-            && known != &body
+            && known.head_hash != body.head_hash
         {
             report.problem(
                 None,
@@ -610,10 +669,17 @@ async fn unsealed(
     .await?;
     let now = Utc::now();
     for row in rows {
-        let waited = (now - row.occurred_at.with_timezone(&Utc))
-            .to_std()
-            .unwrap_or_default();
-        if sealed_up_to.is_some_and(|last| (row.txid, row.id) < last) || row.txid <= 0 {
+        let occurred = row.occurred_at.with_timezone(&Utc);
+        let waited = (now - occurred).to_std().unwrap_or_default();
+        let ahead = (occurred - now).to_std().unwrap_or_default();
+        if ahead > options.max_seal_lag {
+            // It would otherwise count as "waiting" forever.
+            report.problem(
+                Some(row.id),
+                None,
+                format!("dated {occurred}, in the future (written around the append path)"),
+            );
+        } else if sealed_up_to.is_some_and(|last| (row.txid, row.id) < last) || row.txid <= 0 {
             report.problem(
                 Some(row.id),
                 None,
