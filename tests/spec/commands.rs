@@ -595,3 +595,90 @@ async fn the_most_verbose_logs_carry_no_phi() {
         leaked.join("\n")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_database_has_no_tcp_port_for_other_local_accounts() {
+    // Trust authentication on a loopback port would give any account on the machine the
+    // embedded cluster's superuser (and, through it, the server account's files).
+    let data_dir =
+        std::env::temp_dir().join(format!("rowguard-dev-socket-{}", uuid::Uuid::new_v4()));
+    let port = free_port().expect("port");
+    let pg_port = free_port().expect("port");
+    let mut command = dev_command(&data_dir, port);
+    command.env("ROWGUARD_DEV_PG_PORT", pg_port.to_string());
+    let mut dev = Running::start(command);
+    dev.wait_for_line("Rowguard dev is ready", Duration::from_secs(120));
+    let idp_line = dev.wait_for_line("Identity provider (dev only):", Duration::from_secs(5));
+    let idp = idp_line.rsplit(' ').next().expect("idp url").to_owned();
+    assert_eq!(
+        patient_mrns(
+            &reqwest::Client::new(),
+            &format!("http://127.0.0.1:{port}"),
+            &idp,
+            "alice"
+        )
+        .await,
+        demo_range(1, 25),
+        "dev's own gateway reaches its database"
+    );
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", pg_port)).is_err(),
+        "the embedded PostgreSQL accepts TCP connections on 127.0.0.1:{pg_port}"
+    );
+    dev.signal(Signal::SIGINT);
+    assert!(dev.wait(Duration::from_secs(60)).success());
+    let _ = std::fs::remove_dir_all(&data_dir);
+}
+
+#[test]
+fn dev_as_root_refuses_a_fallback_directory_another_account_created() {
+    use sha2::Digest;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    // The fallback for a checkout the `postgres` user cannot reach is a predictable name in
+    // world-writable /var/tmp. Another account creates it first, with `pgdata` a symbolic link
+    // to a directory of root's: dev must not hand that directory to `postgres`.
+    assert!(
+        nix::unistd::Uid::effective().is_root(),
+        "this spec runs as root, as CI does (the fallback exists only for root)"
+    );
+    let id = uuid::Uuid::new_v4();
+    let checkout = std::env::temp_dir().join(format!("rowguard-private-checkout-{id}"));
+    std::fs::create_dir(&checkout).expect("checkout");
+    std::fs::set_permissions(&checkout, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    let victim = std::env::temp_dir().join(format!("rowguard-victim-{id}"));
+    std::fs::create_dir(&victim).expect("victim");
+    let tag: String = sha2::Sha256::digest(checkout.as_os_str().as_encoded_bytes())[..6]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let planted = PathBuf::from(format!("/var/tmp/rowguard-dev-{tag}"));
+    std::fs::create_dir(&planted).expect("planted directory");
+    std::os::unix::fs::symlink(&victim, planted.join("pgdata")).expect("symlink");
+    let nobody = nix::unistd::Uid::from_raw(65534);
+    std::os::unix::fs::chown(&planted, Some(nobody.as_raw()), None).expect("chown to nobody");
+
+    let port = free_port().expect("port");
+    let mut command = Command::new(CLI);
+    command
+        .arg("dev")
+        .current_dir(&checkout)
+        .env_remove("ROWGUARD_DEV_DATA_DIR")
+        .env("ROWGUARD_DEV_LISTEN", format!("127.0.0.1:{port}"))
+        .env("ROWGUARD_LOG", "warn");
+    let mut dev = Running::start(command);
+    let status = dev.wait(Duration::from_secs(60));
+    let victim_owner = std::fs::metadata(&victim).expect("victim").uid();
+    let stderr = dev.stderr_text();
+    let _ = std::fs::remove_dir_all(&planted);
+    let _ = std::fs::remove_dir_all(&victim);
+    let _ = std::fs::remove_dir_all(&checkout);
+    assert_eq!(
+        victim_owner, 0,
+        "dev handed root's directory to another user"
+    );
+    assert!(
+        !status.success(),
+        "dev ran in a directory another account created"
+    );
+    assert!(stderr.contains("refusing to use it"), "{stderr}");
+}

@@ -412,3 +412,36 @@ async fn a_page_on_another_origin_cannot_use_the_providers_endpoints() {
         "the no-login picker endpoint must not be callable from the app's dev server"
     );
 }
+
+#[tokio::test]
+async fn the_provider_answers_only_requests_addressed_to_a_loopback_name() {
+    // DNS rebinding: a web page points a name of its own at 127.0.0.1 and calls the provider
+    // as its own origin. Listening on loopback alone does not stop that; the Host header does.
+    let p = provider().await;
+    let port = p.addr.port();
+    let mint = |host: String| {
+        http()
+            .post(format!("{}/token/alice", p.issuer))
+            .header("host", host)
+            .send()
+    };
+    let rebound = mint(format!("rebound.attacker.example:{port}"))
+        .await
+        .expect("answer");
+    assert_eq!(
+        rebound.status().as_u16(),
+        403,
+        "a token minted for a rebound name"
+    );
+    let discovery = http()
+        .get(format!("{}/.well-known/openid-configuration", p.issuer))
+        .header("host", format!("rebound.attacker.example:{port}"))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(discovery.status().as_u16(), 403);
+    for host in [format!("127.0.0.1:{port}"), format!("localhost:{port}")] {
+        let own = mint(host.clone()).await.expect("answer");
+        assert_eq!(own.status().as_u16(), 200, "{host}");
+    }
+}

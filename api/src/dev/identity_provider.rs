@@ -205,13 +205,50 @@ pub async fn start(
         .route("/logout", get(authorization::logout))
         .layer(cors)
         .merge(picker)
-        .with_state(provider);
+        .with_state(provider)
+        .layer(axum::middleware::from_fn_with_state(
+            loopback_hosts(addr.port()),
+            addressed_to_loopback,
+        ));
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "dev identity provider stopped");
         }
     });
     Ok(DevIdentityProvider { issuer, addr })
+}
+
+/// The `Host` values a request to this provider may carry.
+fn loopback_hosts(port: u16) -> Arc<[String]> {
+    ["127.0.0.1", "localhost", "[::1]"]
+        .iter()
+        .map(|host| format!("{host}:{port}"))
+        .collect()
+}
+
+/// Answers only requests addressed to a loopback name. Listening on loopback does not keep other
+/// web sites out: a page can point a name of its own at 127.0.0.1 (DNS rebinding) and then call
+/// the provider as its own origin, CORS and all, and mint tokens without a login.
+async fn addressed_to_loopback(
+    State(allowed): State<Arc<[String]>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    if allowed.contains(&host) {
+        next.run(request).await
+    } else {
+        (
+            StatusCode::FORBIDDEN,
+            "the dev identity provider answers requests addressed to 127.0.0.1 or localhost only",
+        )
+            .into_response()
+    }
 }
 
 async fn discovery(State(p): State<Arc<Provider>>) -> Json<serde_json::Value> {

@@ -55,12 +55,41 @@ fn data_dir(settings: &DevSettings) -> Result<PathBuf, String> {
         .map(|b| format!("{b:02x}"))
         .collect();
     let fallback = PathBuf::from(format!("/var/tmp/rowguard-dev-{tag}"));
+    claim_as_root(&fallback)?;
     tracing::info!(
         unreachable = %local.display(),
         data_dir = %fallback.display(),
         "the postgres user cannot reach the checkout's .rowguard (a private parent directory); keeping dev data elsewhere (set ROWGUARD_DEV_DATA_DIR to choose)"
     );
     Ok(fallback)
+}
+
+/// Creates `dir` for root, or accepts it only if root created it and no one else may write it:
+/// it sits in world-writable /var/tmp under a predictable name, so another local account could
+/// create it first and plant a symbolic link inside for root to follow (chown, write).
+fn claim_as_root(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    match std::fs::create_dir(dir) {
+        Ok(()) => {
+            // Readable by the `postgres` user, which runs the server in `pgdata` below it;
+            // writable by root alone, whatever the umask.
+            return std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
+                .map_err(|e| format!("{}: {e}", dir.display()));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(format!("cannot create {}: {e}", dir.display())),
+    }
+    let meta = std::fs::symlink_metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    if !meta.file_type().is_dir() || meta.uid() != 0 || meta.mode() & 0o022 != 0 {
+        return Err(format!(
+            "{} exists but is not a directory that root created for rowguard dev (owner uid {}, \
+             mode {:o}); refusing to use it. Remove it, or set ROWGUARD_DEV_DATA_DIR",
+            dir.display(),
+            meta.uid(),
+            meta.mode() & 0o7777
+        ));
+    }
+    Ok(())
 }
 
 /// Runs the dev environment until `shutdown` resolves, then stops the embedded cluster.
@@ -86,8 +115,8 @@ pub async fn run(
     let roles = RoleNames::default();
     let (cluster, port, marker) = start_embedded(settings, &data_dir)?;
     let embedded = Embedded {
-        gateway_url: format!("postgres://{}@127.0.0.1:{port}/rowguard", roles.gateway()),
-        admin_url: format!("postgres://postgres@127.0.0.1:{port}/rowguard"),
+        gateway_url: cluster.socket_url(&roles.gateway(), port, "rowguard"),
+        admin_url: cluster.socket_url("postgres", port, "rowguard"),
         data_dir,
         marker,
         roles,
@@ -142,8 +171,12 @@ fn start_embedded(
         Some(port) => port,
         None => free_port().map_err(|e| e.to_string())?,
     };
-    cluster.start(port, &[]).map_err(|e| e.to_string())?;
-    tracing::info!(port, "embedded PostgreSQL is running");
+    cluster.start_private(port).map_err(|e| e.to_string())?;
+    tracing::info!(
+        port,
+        socket_dir = %cluster.data_dir().display(),
+        "embedded PostgreSQL is running, reachable only through its socket (psql -h <socket_dir> -p <port> -U postgres rowguard)"
+    );
     Ok((cluster, port, marker))
 }
 

@@ -73,6 +73,24 @@ impl LocalCluster {
             source,
         })?;
         if self.run_as_postgres {
+            // chown follows a symbolic link: one planted here would hand its target (say /etc)
+            // to the `postgres` user.
+            let planted = std::fs::symlink_metadata(&self.data_dir)
+                .map_err(|source| ClusterError::Io {
+                    path: self.data_dir.clone(),
+                    source,
+                })?
+                .file_type()
+                .is_symlink();
+            if planted {
+                return Err(ClusterError::Command {
+                    what: "preparing the data directory".into(),
+                    detail: format!(
+                        "{} is a symbolic link; refusing to hand its target to the `postgres` user",
+                        self.data_dir.display()
+                    ),
+                });
+            }
             let (uid, gid) = postgres_ids()?;
             std::os::unix::fs::chown(&self.data_dir, Some(uid), Some(gid)).map_err(|source| {
                 ClusterError::Io {
@@ -107,8 +125,35 @@ impl LocalCluster {
     /// Starts the server on `port` (loopback only) and waits until it accepts connections.
     /// `extra` are further `-c name=value` server settings.
     pub fn start(&self, port: u16, extra: &[&str]) -> Result<(), ClusterError> {
+        self.start_listening(port, "127.0.0.1", extra)
+    }
+
+    /// Starts the server with no TCP port at all: it is reached only through its Unix socket,
+    /// which lives in the data directory (mode 0700), so only the account that runs the server
+    /// (and root) can connect. Trust authentication over loopback TCP would give every local
+    /// account a superuser, and with it the server account's files. Connect with
+    /// [`Self::socket_url`].
+    pub fn start_private(&self, port: u16) -> Result<(), ClusterError> {
+        self.start_listening(port, "''", &[])
+    }
+
+    /// A connection URL for `user` to `database` through the server's Unix socket.
+    pub fn socket_url(&self, user: &str, port: u16, database: &str) -> String {
+        let host: String = openidconnect::url::form_urlencoded::byte_serialize(
+            self.data_dir.as_os_str().as_encoded_bytes(),
+        )
+        .collect();
+        format!("postgres://{user}@localhost:{port}/{database}?host={host}")
+    }
+
+    fn start_listening(
+        &self,
+        port: u16,
+        addresses: &str,
+        extra: &[&str],
+    ) -> Result<(), ClusterError> {
         let mut options = format!(
-            "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={dir}",
+            "-p {port} -c listen_addresses={addresses} -c unix_socket_directories={dir}",
             dir = self.data_dir.display()
         );
         for setting in extra {
