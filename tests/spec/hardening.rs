@@ -215,6 +215,40 @@ async fn a_page_size_built_from_a_repeated_list_variable_is_refused_without_copy
 }
 
 #[tokio::test]
+async fn a_repeated_list_variable_given_in_the_request_is_refused_before_validation_copies_it() {
+    // The engine's argument check copies an argument's value, variables filled in, at every use:
+    // 20,000 uses of a 20,000-item list would be 400 million values.
+    let w = World::new(|_| {}).await;
+    let query = format!(
+        "query($v: Int) {{ patients(first: [{}]) {{ edges {{ cursor }} }} }}",
+        vec!["$v"; 20_000].join(" ")
+    );
+    let reply = w
+        .app
+        .graphql(
+            Some(&w.token("alice", "clinician")),
+            &query,
+            json!({ "v": vec![0; 20_000] }),
+        )
+        .await;
+    refused_as_bad_input(&reply, "values");
+}
+
+#[tokio::test]
+async fn a_chain_of_fragments_no_operation_uses_is_refused_before_validation_walks_it() {
+    // The engine validates every fragment definition, following spreads once per link (and the
+    // field-merge rule once per pair): 20,000 linked fragments take it tens of seconds, or its
+    // stack.
+    let w = World::new(|_| {}).await;
+    let mut query = String::from("{ __typename } fragment f20000 on Query { __typename }");
+    for i in 0..20_000 {
+        query.push_str(&format!(" fragment f{i} on Query {{ ...f{} }}", i + 1));
+    }
+    let reply = w.ask(&w.token("alice", "clinician"), &query).await;
+    refused_as_bad_input(&reply, "never used");
+}
+
+#[tokio::test]
 async fn a_fragment_bomb_inside_introspection_is_refused_when_introspection_is_on() {
     let w = World::new(|s| s.api.introspection = true).await;
     let query = format!(

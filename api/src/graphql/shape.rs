@@ -6,10 +6,13 @@
 //! introspection included), so even a fragment bomb (fragments spreading each other twice over)
 //! costs no more than the limits allow, whatever its leaves are.
 
-use async_graphql::Positioned;
+use std::collections::{HashMap, HashSet};
+
 use async_graphql::parser::types::{
-    ExecutableDocument, Field, OperationDefinition, Selection, SelectionSet, VariableDefinition,
+    Directive, ExecutableDocument, Field, OperationDefinition, Selection, SelectionSet,
+    VariableDefinition,
 };
+use async_graphql::{Name, Positioned as Pos};
 use async_graphql::{Value, Variables};
 
 /// The limits an operation must stay within.
@@ -34,6 +37,13 @@ impl ShapeLimits {
     pub fn max_selections(&self) -> usize {
         self.max_fields.saturating_mul(4).max(1000)
     }
+
+    /// Values passed to arguments and directives, and variables declared, counted node by node:
+    /// the engine's validation copies an argument's value, its variables' values included, at
+    /// every use, and compares each use with every declaration.
+    pub fn max_values(&self) -> usize {
+        self.max_selections()
+    }
 }
 
 /// What the operation adds up to.
@@ -44,6 +54,10 @@ pub struct Shape {
     pub fields: usize,
     /// Every selection visited, fragments expanded: fields of any kind and fragment spreads.
     pub selections: usize,
+    /// Values passed to arguments and directives, fragments expanded: a list or an object and
+    /// each item in it, a variable as its value (given, or its default), plus the variables
+    /// each operation declares.
+    pub values: usize,
     pub aliases: usize,
     pub root_fields: usize,
     /// Every field that returns objects costs 1 for each object it can return, nested costs
@@ -76,6 +90,12 @@ pub enum TooLarge {
     FragmentCycle(String),
     #[error("fragments are spread inside each other more than {0} deep")]
     FragmentNesting(usize),
+    #[error(
+        "the operation passes more than {0} values to arguments and directives (lists and objects item by item, a variable as its value, fragments counted where they are spread)"
+    )]
+    Values(usize),
+    #[error("fragment {0} is never used")]
+    UnusedFragment(String),
     #[error("unknown fragment {0}")]
     UnknownFragment(String),
 }
@@ -102,8 +122,10 @@ const MAX_SPREAD_NESTING: usize = 64;
 
 /// Measures the operation of `doc` that will run (`None` when the request names none the
 /// engine can pick; the engine then refuses it), refusing it at the first limit it passes.
-/// Every other operation of the document is walked too, against the same bound on selections:
-/// the engine validates them all, fragments expanded, before it runs the one selected.
+/// Every other operation of the document is walked too, against the same bounds on selections
+/// and values: the engine validates them all, fragments expanded, before it runs the one
+/// selected. So is every fragment: one that no operation spreads is refused here (the engine
+/// would refuse it too, but only after walking it).
 pub fn measure(
     doc: &ExecutableDocument,
     operation: Option<&OperationDefinition>,
@@ -118,9 +140,11 @@ pub fn measure(
         shape: Shape::default(),
         spreading: Vec::new(),
         counting: Counting::Everything,
+        used: HashSet::new(),
+        variable_sizes: HashMap::new(),
     };
     if let Some(operation) = operation {
-        walk.definitions = &operation.variable_definitions;
+        walk.operation(operation)?;
         let cost = walk.set(&operation.selection_set.node, 1, None)?;
         walk.shape.cost = cost;
         if cost > limits.max_cost {
@@ -130,10 +154,35 @@ pub fn measure(
     walk.counting = Counting::SelectionsOnly;
     for (_, other) in doc.operations.iter() {
         if !operation.is_some_and(|selected| std::ptr::eq(selected, &other.node)) {
+            walk.operation(&other.node)?;
             walk.set(&other.node.selection_set.node, 1, None)?;
         }
     }
+    if let Some(unused) = doc
+        .fragments
+        .keys()
+        .find(|name| !walk.used.contains(name.as_str()))
+    {
+        return Err(TooLarge::UnusedFragment(unused.to_string()));
+    }
     Ok(walk.shape)
+}
+
+/// The nodes of a constant value, counted up to a little past `limit`.
+fn const_nodes(value: &Value, limit: usize) -> usize {
+    let mut nodes = 1usize;
+    let items: Box<dyn Iterator<Item = &Value>> = match value {
+        Value::List(items) => Box::new(items.iter()),
+        Value::Object(fields) => Box::new(fields.values()),
+        _ => return 1,
+    };
+    for item in items {
+        nodes = nodes.saturating_add(const_nodes(item, limit));
+        if nodes > limit {
+            break;
+        }
+    }
+    nodes
 }
 
 /// What a part of the document counts towards.
@@ -151,15 +200,95 @@ struct Walk<'a> {
     doc: &'a ExecutableDocument,
     variables: &'a Variables,
     /// The operation's variables as declared (for their default values).
-    definitions: &'a [Positioned<VariableDefinition>],
+    definitions: &'a [Pos<VariableDefinition>],
     limits: &'a ShapeLimits,
     shape: Shape,
     /// Fragments being expanded on the current path.
     spreading: Vec<&'a str>,
     counting: Counting,
+    /// Fragments spread by any operation walked so far.
+    used: HashSet<&'a str>,
+    /// Nodes of each variable's value (given, or its default) of the operation being walked.
+    variable_sizes: HashMap<Name, usize>,
 }
 
 impl<'a> Walk<'a> {
+    /// Starts on `operation`: its variables, as declared, and its own directives.
+    fn operation(&mut self, operation: &'a OperationDefinition) -> Result<(), TooLarge> {
+        self.definitions = &operation.variable_definitions;
+        self.variable_sizes.clear();
+        self.count_values(operation.variable_definitions.len())?;
+        self.directives(&operation.directives)
+    }
+
+    fn count_values(&mut self, nodes: usize) -> Result<(), TooLarge> {
+        self.shape.values = self.shape.values.saturating_add(nodes);
+        if self.shape.values > self.limits.max_values() {
+            return Err(TooLarge::Values(self.limits.max_values()));
+        }
+        Ok(())
+    }
+
+    fn arguments(
+        &mut self,
+        arguments: &'a [(Pos<Name>, Pos<async_graphql_value::Value>)],
+    ) -> Result<(), TooLarge> {
+        for (_, value) in arguments {
+            let nodes = self.value_nodes(&value.node);
+            self.count_values(nodes)?;
+        }
+        Ok(())
+    }
+
+    fn directives(&mut self, directives: &'a [Pos<Directive>]) -> Result<(), TooLarge> {
+        for directive in directives {
+            self.arguments(&directive.node.arguments)?;
+        }
+        Ok(())
+    }
+
+    /// The nodes of an argument's value, a variable counted as the value it stands for.
+    fn value_nodes(&mut self, value: &async_graphql_value::Value) -> usize {
+        use async_graphql_value::Value as V;
+        let limit = self.limits.max_values();
+        match value {
+            V::Variable(name) => self.variable_nodes(name),
+            V::List(items) => items.iter().fold(1usize, |nodes, item| {
+                if nodes > limit {
+                    nodes
+                } else {
+                    nodes.saturating_add(self.value_nodes(item))
+                }
+            }),
+            V::Object(fields) => fields.values().fold(1usize, |nodes, item| {
+                if nodes > limit {
+                    nodes
+                } else {
+                    nodes.saturating_add(self.value_nodes(item))
+                }
+            }),
+            _ => 1,
+        }
+    }
+
+    fn variable_nodes(&mut self, name: &Name) -> usize {
+        if let Some(&nodes) = self.variable_sizes.get(name) {
+            return nodes;
+        }
+        let limit = self.limits.max_values();
+        let nodes = match self.variables.get(name) {
+            Some(given) => const_nodes(given, limit),
+            None => self
+                .definitions
+                .iter()
+                .find(|d| d.node.name.node == *name)
+                .and_then(|d| d.node.default_value.as_ref())
+                .map_or(1, |default| const_nodes(&default.node, limit)),
+        };
+        self.variable_sizes.insert(name.clone(), nodes);
+        nodes
+    }
+
     /// The cost of `set` at `depth` (root fields are at depth 1). `edges` is how many times an
     /// `edges` field directly inside repeats (set inside connections).
     fn set(
@@ -177,6 +306,7 @@ impl<'a> Walk<'a> {
             let item_cost = match &item.node {
                 Selection::Field(field) => self.field(&field.node, depth, edges)?,
                 Selection::InlineFragment(fragment) => {
+                    self.directives(&fragment.node.directives)?;
                     self.set(&fragment.node.selection_set.node, depth, edges)?
                 }
                 Selection::FragmentSpread(spread) => {
@@ -192,6 +322,9 @@ impl<'a> Walk<'a> {
                         .fragments
                         .get(&spread.node.fragment_name.node)
                         .ok_or_else(|| TooLarge::UnknownFragment(name.to_owned()))?;
+                    self.used.insert(name);
+                    self.directives(&spread.node.directives)?;
+                    self.directives(&fragment.node.directives)?;
                     self.spreading.push(name);
                     let cost = self.set(&fragment.node.selection_set.node, depth, edges)?;
                     self.spreading.pop();
@@ -213,6 +346,8 @@ impl<'a> Walk<'a> {
         edges: Option<u64>,
     ) -> Result<u64, TooLarge> {
         let name = field.name.node.as_str();
+        self.arguments(&field.arguments)?;
+        self.directives(&field.directives)?;
         if self.counting == Counting::SelectionsOnly {
             return self
                 .set(&field.selection_set.node, depth + 1, None)
@@ -482,16 +617,42 @@ mod tests {
 
     #[test]
     fn a_page_size_that_is_not_a_number_counts_as_the_default() {
-        // A list in place of `first` is refused by the engine; here it is not copied, however
-        // often it repeats a variable that is itself a long list.
-        let default: Vec<&str> = vec!["0"; 2000];
-        let uses: Vec<&str> = vec!["$v"; 2000];
+        // A list in place of `first` is refused by the engine; here it costs as the default
+        // page size (and its values count, below the bound on values).
+        let default: Vec<&str> = vec!["0"; 10];
+        let uses: Vec<&str> = vec!["$v"; 50];
         let query = format!(
             "query($v: Int = [{}]) {{ patients(first: [{}]) {{ edges {{ node {{ id }} }} }} }}",
             default.join(" "),
             uses.join(" ")
         );
         assert_eq!(shape(&query).expect("measured").cost, 1 + (1 + 20));
+    }
+
+    #[test]
+    fn a_fragment_no_operation_spreads_is_refused() {
+        let query =
+            "{ __typename } fragment f0 on Query { ...f1 } fragment f1 on Query { __typename }";
+        assert!(matches!(shape(query), Err(TooLarge::UnusedFragment(_))));
+    }
+
+    #[test]
+    fn values_passed_to_arguments_count_item_by_item_and_variables_as_their_value() {
+        let mut vars = Variables::default();
+        vars.insert(
+            Name::new("v"),
+            async_graphql::Value::List(vec![async_graphql::Value::from(0); 600]),
+        );
+        let twice = "query($v: Int) { a: patients(first: $v) { edges { cursor } } b: patients(first: $v) { edges { cursor } } }";
+        assert_eq!(shape_with(twice, vars.clone()), Err(TooLarge::Values(1000)));
+        let once = "query($v: Int) { patients(first: $v) { edges { cursor } } }";
+        assert_eq!(shape_with(once, vars).expect("accepted").values, 1 + 601);
+        let arguments: Vec<String> = (0..1001).map(|i| format!("a{i}: 1")).collect();
+        let wide = format!("{{ me({}) {{ id }} }}", arguments.join(" "));
+        assert_eq!(shape(&wide), Err(TooLarge::Values(1000)));
+        let declared: Vec<String> = (0..1001).map(|i| format!("$v{i}: Int")).collect();
+        let many = format!("query({}) {{ me {{ id }} }}", declared.join(" "));
+        assert_eq!(shape(&many), Err(TooLarge::Values(1000)));
     }
 
     #[test]
