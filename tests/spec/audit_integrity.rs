@@ -536,7 +536,7 @@ async fn links_sealed_between_checkpoints_are_signed_once_the_interval_is_due() 
 #[tokio::test]
 async fn a_back_dated_event_sealed_after_a_checkpoint_is_caught() {
     // Written now (so the sealer chains it as a new event) but dated a month ago: an access
-    // that "happened" long before the checkpoint its link follows.
+    // that "happened" long before the events of the transactions sealed before it.
     for attacker in ATTACKERS {
         let mut trail = Trail::new(20).await;
         trail
@@ -553,6 +553,78 @@ async fn a_back_dated_event_sealed_after_a_checkpoint_is_caught() {
         trail.seal_all().await;
         assert_caught(&trail.verify().await, attacker, "back-dated");
     }
+}
+
+#[tokio::test]
+async fn a_new_leader_does_not_sign_again_a_head_already_signed_with_its_key() {
+    // A restart over an idle trail: signing the same head again writes a second checkpoint file
+    // for the same link, which clashes with the one already there.
+    let mut trail = Trail::new(20).await;
+    assert_eq!(trail.verify().await.latest_checkpoint, Some(20));
+    trail.sealer = sealer(&trail.db, &trail.signer, &trail.dir);
+    trail.last_checkpoint = None;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let round = trail
+            .sealer
+            .round(&mut trail.last_checkpoint)
+            .await
+            .expect("round");
+        assert_eq!(
+            round.checkpoint, None,
+            "the unchanged head was signed again"
+        );
+        if round.leader {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the lease never passed to the new sealer"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    trail.append(3).await;
+    trail.seal_all().await;
+    assert_eq!(
+        trail.verify().await.latest_checkpoint,
+        Some(23),
+        "new links are signed"
+    );
+}
+
+#[tokio::test]
+async fn a_backlog_held_up_past_the_seal_lag_and_sealed_in_several_rounds_verifies_clean() {
+    // An open transaction anywhere holds sealing back (README); once it ends, the backlog is
+    // sealed 20 at a time with a checkpoint between rounds. Its events are older than those
+    // checkpoints by more than the allowed lag, and are not back-dated for that.
+    let mut trail = Trail::new(5).await;
+    let admin = trail.t.admin().await;
+    let holding = admin.begin().await.expect("begin");
+    holding
+        .execute_unprepared("select pg_current_xact_id()")
+        .await
+        .expect("a transaction id");
+    trail.append(45).await;
+    let round = trail
+        .sealer
+        .round(&mut trail.last_checkpoint)
+        .await
+        .expect("round");
+    assert_eq!(round.sealed, 0, "held back by the open transaction");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    holding.commit().await.expect("commit");
+    trail.seal_all().await;
+    let owner = trail.t.owner().await;
+    let options = VerifyOptions {
+        max_seal_lag: Duration::from_secs(2),
+        ..trail.options(vec![&trail.signer])
+    };
+    let report = verify(&owner, &options).await.expect("verify");
+    assert!(report.is_intact(), "{}", problems(&report));
+    assert!(
+        report.checkpoints >= 4,
+        "sealed and signed over several rounds: {report:?}"
+    );
 }
 
 #[tokio::test]

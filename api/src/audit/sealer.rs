@@ -18,7 +18,7 @@ use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, FromQueryResult, 
 
 use super::canonical::{CanonicalVersion, EventRow, GENESIS, link_hash, timestamp};
 use super::checkpoint::{CheckpointDir, SignedCheckpoint, hex};
-use super::keys::AuditSigner;
+use super::keys::{AuditSigner, SignatureCheck, TrustedKeys};
 use crate::db::{Database, DbError};
 
 /// How the sealer works.
@@ -112,12 +112,12 @@ pub struct Sealer {
     sink: Option<CheckpointDir>,
     holder: String,
     status: Arc<SealerStatus>,
-    /// The link of the last checkpoint this replica signed while it leads: links past it get a
-    /// checkpoint when one is due, even in a round that sealed nothing (the tail of a burst must
-    /// not wait unsigned for the next event). Kept here, never read from the database, which
-    /// the schema owner could make claim a checkpoint far ahead. `None` on taking the lead: the
-    /// head is signed once, as a new leader always did (a checkpoint of the same head signed
-    /// twice is no problem to `audit verify`).
+    /// The link of the last checkpoint signed (by this replica while it leads, or found signed
+    /// with its key): links past it get a checkpoint when one is due, even in a round that
+    /// sealed nothing (the tail of a burst must not wait unsigned for the next event). `None`
+    /// on taking the lead: the head is signed unless the newest checkpoint in the database is
+    /// this very head under this key. Nothing else is taken from the database, whose owner
+    /// could make it claim a checkpoint far ahead and so stop all signing.
     checkpointed: Option<i64>,
 }
 
@@ -336,6 +336,14 @@ impl Sealer {
         }
 
         let due = last_checkpoint.is_none_or(|at| at.elapsed() >= self.settings.checkpoint_every);
+        if let Some(signer) = &self.signer
+            && due
+            && seq > 0
+            && self.checkpointed.is_none()
+            && head_signed(&txn, signer, seq, &previous).await?
+        {
+            self.checkpointed = Some(seq);
+        }
         let checkpoint = match &self.signer {
             Some(signer) if due && seq > 0 && self.checkpointed.is_none_or(|c| seq > c) => {
                 let checkpoint = SignedCheckpoint::sign(signer, seq, &previous, Utc::now());
@@ -436,6 +444,36 @@ impl Sealer {
             }
         }
     }
+}
+
+/// Whether the newest checkpoint in the database is of link `seq` with hash `head`, signed with
+/// `signer`'s key: then a new leader need not sign the same head again (its file would clash
+/// with the one already written).
+async fn head_signed(
+    txn: &DatabaseTransaction,
+    signer: &AuditSigner,
+    seq: i64,
+    head: &[u8],
+) -> Result<bool, DbError> {
+    let Some(row) = txn
+        .query_one_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "select body, signature from rowguard_audit.recent_checkpoints(1)",
+        ))
+        .await
+        .map_err(DbError::from)?
+    else {
+        return Ok(false);
+    };
+    let newest = SignedCheckpoint {
+        body: row.try_get("", "body").map_err(DbError::Statement)?,
+        signature: row.try_get("", "signature").map_err(DbError::Statement)?,
+    };
+    let ours = TrustedKeys::new(vec![signer.public_key()]);
+    Ok(matches!(newest.check(&ours), SignatureCheck::Valid)
+        && newest
+            .parse()
+            .is_some_and(|body| body.seq == seq && body.head_hash == hex(head)))
 }
 
 async fn one(
