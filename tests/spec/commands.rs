@@ -682,3 +682,50 @@ fn dev_as_root_refuses_a_fallback_directory_another_account_created() {
     );
     assert!(stderr.contains("refusing to use it"), "{stderr}");
 }
+
+#[test]
+fn dev_as_root_refuses_a_data_directory_another_account_created_in_a_shared_directory() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    // Run from a world-writable directory, dev's default `.rowguard` may already exist there,
+    // made by another account with links planted inside: root must not write through them.
+    assert!(
+        nix::unistd::Uid::effective().is_root(),
+        "this spec runs as root, as CI does"
+    );
+    let id = uuid::Uuid::new_v4();
+    let shared = std::env::temp_dir().join(format!("rowguard-shared-{id}"));
+    std::fs::create_dir(&shared).expect("shared directory");
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let planted = shared.join(".rowguard");
+    std::fs::create_dir(&planted).expect("planted .rowguard");
+    let victim = std::env::temp_dir().join(format!("rowguard-victim-file-{id}"));
+    std::fs::write(&victim, "untouched").expect("victim");
+    std::os::unix::fs::symlink(&victim, planted.join("dev-cluster-marker")).expect("symlink");
+    std::os::unix::fs::chown(&planted, Some(65534), None).expect("chown to nobody");
+
+    let port = free_port().expect("port");
+    let mut command = Command::new(CLI);
+    command
+        .arg("dev")
+        .current_dir(&shared)
+        .env_remove("ROWGUARD_DEV_DATA_DIR")
+        .env("ROWGUARD_DEV_LISTEN", format!("127.0.0.1:{port}"))
+        .env("ROWGUARD_LOG", "warn");
+    let mut dev = Running::start(command);
+    let status = dev.wait(Duration::from_secs(60));
+    let victim_text = std::fs::read_to_string(&victim).expect("victim");
+    let owner = std::fs::metadata(&victim).expect("victim").uid();
+    let stderr = dev.stderr_text();
+    let _ = std::fs::remove_dir_all(&shared);
+    let _ = std::fs::remove_file(&victim);
+    assert_eq!(
+        (victim_text.as_str(), owner),
+        ("untouched", 0),
+        "dev wrote through a link another account planted"
+    );
+    assert!(
+        !status.success(),
+        "dev used a directory another account created"
+    );
+    assert!(stderr.contains("refusing to use it"), "{stderr}");
+}

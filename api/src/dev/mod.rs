@@ -55,7 +55,6 @@ fn data_dir(settings: &DevSettings) -> Result<PathBuf, String> {
         .map(|b| format!("{b:02x}"))
         .collect();
     let fallback = PathBuf::from(format!("/var/tmp/rowguard-dev-{tag}"));
-    claim_as_root(&fallback)?;
     tracing::info!(
         unreachable = %local.display(),
         data_dir = %fallback.display(),
@@ -64,12 +63,20 @@ fn data_dir(settings: &DevSettings) -> Result<PathBuf, String> {
     Ok(fallback)
 }
 
-/// Creates `dir` for root, or accepts it only if root created it and no one else may write it:
-/// it sits in world-writable /var/tmp under a predictable name, so another local account could
-/// create it first and plant a symbolic link inside for root to follow (chown, write).
+/// Creates `dir` for root, or accepts it only if root created it and no one else may write it.
+/// Root writes into it (keys, the marker) and hands `pgdata` to the `postgres` user, so a
+/// directory another account made first, with symbolic links planted inside, would have root
+/// write or chown wherever they point: the /var/tmp fallback has a predictable name in a
+/// world-writable directory, and `.rowguard` or `ROWGUARD_DEV_DATA_DIR` may sit in one too.
 fn claim_as_root(dir: &Path) -> Result<(), String> {
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    match std::fs::create_dir(dir) {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    if let Some(parent) = dir.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+    }
+    // Created private (a permissive umask must not leave it open to others even for a moment),
+    // then opened for reading only.
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
         Ok(()) => {
             // Readable by the `postgres` user, which runs the server in `pgdata` below it;
             // writable by root alone, whatever the umask.
@@ -106,12 +113,16 @@ pub async fn run(
         ));
     }
     let data_dir = data_dir(settings)?;
-    std::fs::create_dir_all(&data_dir).map_err(|e| {
-        format!(
-            "cannot create ROWGUARD_DEV_DATA_DIR {}: {e}",
-            data_dir.display()
-        )
-    })?;
+    if postgres::is_root() {
+        claim_as_root(&data_dir)?;
+    } else {
+        std::fs::create_dir_all(&data_dir).map_err(|e| {
+            format!(
+                "cannot create ROWGUARD_DEV_DATA_DIR {}: {e}",
+                data_dir.display()
+            )
+        })?;
+    }
     let roles = RoleNames::default();
     let (cluster, port, marker) = start_embedded(settings, &data_dir)?;
     let embedded = Embedded {

@@ -92,7 +92,9 @@ impl LocalCluster {
                 });
             }
             let (uid, gid) = postgres_ids()?;
-            std::os::unix::fs::chown(&self.data_dir, Some(uid), Some(gid)).map_err(|source| {
+            // lchown: should a link appear here after the check, it is the link that changes
+            // hands, not what it points to.
+            std::os::unix::fs::lchown(&self.data_dir, Some(uid), Some(gid)).map_err(|source| {
                 ClusterError::Io {
                     path: self.data_dir.clone(),
                     source,
