@@ -333,6 +333,28 @@ async fn a_failed_audit_write_fails_an_emergency_grant_holders_read_with_no_phi(
     assert_refused_without_phi(&reply);
 }
 
+#[tokio::test]
+async fn a_read_whose_events_the_database_drops_as_they_are_written_is_refused() {
+    // The trail's owner adds a trigger that silently drops every event naming A-1. `audit
+    // verify` cannot see what was never stored; the writer sees fewer rows than events.
+    let w = World::new(|_| {}).await;
+    w.t.owner()
+        .await
+        .execute_unprepared(&format!(
+            "create function rowguard_audit.drop_vip() returns trigger language plpgsql as $f$ \
+               begin if new.patient_ids @> array['{}'::uuid] then return null; end if; return new; end $f$; \
+             create trigger drop_vip before insert on rowguard_audit.events \
+               for each row execute function rowguard_audit.drop_vip()",
+            w.a1
+        ))
+        .await
+        .expect("the owner's trigger");
+    let (reply, _) = w
+        .run(&w.token("alice", "clinician"), "MyPatients", json!({}))
+        .await;
+    assert_refused_without_phi(&reply);
+}
+
 fn assert_refused_without_phi(reply: &GraphqlReply) {
     assert_eq!(
         (reply.status, reply.code()),
@@ -649,6 +671,45 @@ pub async fn fill(t: &TestDb, people: &[Person], count: usize, tasks: usize) {
 
 const REASON: &str =
     "Unconscious patient in the emergency department, no assigned clinician reachable";
+
+#[tokio::test]
+async fn a_patient_open_through_an_emergency_grant_cannot_be_changed_and_says_so() {
+    // The grant opens the patient for reading; an update is refused as forbidden, not answered
+    // as a version conflict that no retry could ever resolve.
+    let w = World::new(|_| {}).await;
+    let alice = w.token("alice", "clinician");
+    let granted = request_access(&w, &alice, w.b1).await;
+    assert_eq!(
+        granted.data()["requestEmergencyAccess"]["active"],
+        true,
+        "{}",
+        granted.body
+    );
+    let update = w
+        .app
+        .graphql(
+            Some(&alice),
+            "mutation($i: UpdatePatientInput!) { updatePatient(input: $i) { version } }",
+            json!({ "i": { "id": w.b1, "expectedVersion": 1, "clinicalNotes": "changed under a grant" } }),
+        )
+        .await;
+    assert_eq!(update.code(), Some("FORBIDDEN"), "{}", update.body);
+    assert!(
+        update.data().is_null() || update.data()["updatePatient"].is_null(),
+        "{}",
+        update.body
+    );
+    let notes = query_text(
+        &w.admin,
+        &format!(
+            "select clinical_notes as value from rowguard.patients where id = '{}'",
+            w.b1
+        ),
+    )
+    .await
+    .expect("notes");
+    assert_ne!(notes.as_deref(), Some("changed under a grant"));
+}
 
 async fn request_access(w: &World, token: &str, patient: Uuid) -> GraphqlReply {
     let query = "mutation($p: ID!, $r: String!) { requestEmergencyAccess(input: { patientId: $p, reason: $r }) { id active expiresAt } }";

@@ -194,7 +194,21 @@ async fn write(db: &crate::db::Database, events: &[BatchedEvent]) -> Result<(), 
     // created or detached) fails its requests (closed) instead of holding every later answer.
     let statement = append_batch_statement(events, db.statement_timeout_ms())
         .map_err(|_| BatchFailed { sqlstate: None })?;
-    db.execute_alone(statement)
+    let appended = db
+        .count_alone(statement)
         .await
-        .map_err(|e| BatchFailed::from_db(&e))
+        .map_err(|e| BatchFailed::from_db(&e))?;
+    // Every event is at least one row (an access split into treatment and emergency is two).
+    // Fewer rows means something in the database dropped events as they were written (a
+    // trigger or rule that the trail's owner added): the reads are refused, not answered
+    // unrecorded, and `audit verify` could never see what was never stored.
+    if appended < i64::try_from(events.len()).unwrap_or(i64::MAX) {
+        tracing::error!(
+            events = events.len(),
+            appended,
+            "the audit trail stored fewer rows than the batch held events: something in the database drops them"
+        );
+        return Err(BatchFailed { sqlstate: None });
+    }
+    Ok(())
 }

@@ -183,22 +183,27 @@ impl Database {
         self.begin().await
     }
 
-    /// Runs one upkeep statement (as [`Database::maintenance`]) as a transaction of its own. Sent
-    /// alone, PostgreSQL commits it by itself: one round trip instead of BEGIN, the statement and
-    /// COMMIT. Without a statement cache it goes through [`Database::begin`] instead, whose
+    /// Runs one upkeep statement that answers a count (as [`Database::maintenance`]) as a
+    /// transaction of its own, and returns the count. Sent alone, PostgreSQL commits it by
+    /// itself: one round trip instead of BEGIN, the statement and COMMIT. Without a statement cache it goes through [`Database::begin`] instead, whose
     /// `DEALLOCATE ALL` keeps sqlx's never-closed statement names from piling up or colliding
     /// behind a pooler.
-    pub(crate) async fn execute_alone(&self, statement: Statement) -> Result<(), DbError> {
-        if self.drop_stale_statements {
+    pub(crate) async fn count_alone(&self, statement: Statement) -> Result<i64, DbError> {
+        let row = if self.drop_stale_statements {
             let txn = self.begin().await?;
-            txn.execute_raw(statement).await.map_err(DbError::from)?;
-            return txn.commit().await.map_err(DbError::from);
-        }
-        self.pool
-            .execute_raw(statement)
-            .await
-            .map(drop)
-            .map_err(DbError::from)
+            let row = txn.query_one_raw(statement).await.map_err(DbError::from)?;
+            txn.commit().await.map_err(DbError::from)?;
+            row
+        } else {
+            self.pool
+                .query_one_raw(statement)
+                .await
+                .map_err(DbError::from)?
+        };
+        row.ok_or_else(|| DbError::Statement(sea_orm::DbErr::RecordNotFound("a count".into())))?
+            .try_get_by_index::<i32>(0)
+            .map(i64::from)
+            .map_err(DbError::Statement)
     }
 
     /// Records a committed read's events through the audit batch writer, returning once the
