@@ -769,6 +769,45 @@ async fn a_version_one_link_appended_after_the_upgrade_is_caught() {
 }
 
 #[tokio::test]
+async fn a_policy_hiding_new_events_from_the_owner_does_not_hide_them_from_verify() {
+    // Row level security forced onto the trail, with a policy that shows the owner (as whom the
+    // sealer and the verifier read) only the events it already has: a new event is never
+    // sealed, and a filtered read would never report it as waiting.
+    for attacker in ATTACKERS {
+        let mut trail = Trail::new(10).await;
+        let newest = query_count(
+            &trail.t.admin().await,
+            "select max(id) as value from rowguard_audit.events",
+        )
+        .await
+        .expect("newest event");
+        trail
+            .tamper(
+                attacker,
+                &format!(
+                    "alter table rowguard_audit.events force row level security; \
+                     create policy only_old on rowguard_audit.events for select to {owner} using (id <= {newest}); \
+                     create policy still_written on rowguard_audit.events for insert to {owner} with check (true)",
+                    owner = test_roles().owner()
+                ),
+            )
+            .await;
+        trail.append(1).await;
+        trail
+            .sealer
+            .round(&mut trail.last_checkpoint)
+            .await
+            .expect("round");
+        let owner = trail.t.owner().await;
+        let verified = verify(&owner, &trail.options(vec![&trail.signer])).await;
+        assert!(
+            !verified.as_ref().is_ok_and(Report::is_intact),
+            "{attacker:?}: verify passed a trail it could not fully read: {verified:?}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn reordering_events_and_re_hashing_is_caught() {
     for attacker in ATTACKERS {
         let trail = Trail::new(50).await;

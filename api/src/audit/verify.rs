@@ -11,7 +11,10 @@ use std::fmt;
 use std::time::Duration;
 
 use chrono::Utc;
-use sea_orm::{DatabaseConnection, DbBackend, DbErr, FromQueryResult, Statement};
+use sea_orm::{
+    AccessMode, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
+    FromQueryResult, IsolationLevel, Statement, TransactionTrait,
+};
 
 use super::canonical::{CanonicalVersion, EVENT_COLUMNS, EventRow, GENESIS, link_hash};
 use super::checkpoint::{CheckpointBody, CheckpointDir, SignedCheckpoint, hex};
@@ -117,7 +120,7 @@ struct Count {
     n: i64,
 }
 
-async fn count(conn: &DatabaseConnection, sql: &str) -> Result<i64, DbErr> {
+async fn count(conn: &DatabaseTransaction, sql: &str) -> Result<i64, DbErr> {
     Ok(
         Count::find_by_statement(Statement::from_string(DbBackend::Postgres, sql))
             .one(conn)
@@ -137,6 +140,24 @@ const PAGE: i64 = 5000;
 
 /// Verifies the trail. `conn` must read `rowguard_audit` unfiltered (the schema owner).
 pub async fn verify(conn: &DatabaseConnection, options: &VerifyOptions) -> Result<Report, DbErr> {
+    // One snapshot for every query (links, events and checkpoints agree with each other while
+    // the sealer goes on), read-only. Row security off: should the owner force row level
+    // security onto the trail with a policy hiding rows from itself, reading refuses with an
+    // error instead of quietly leaving those rows out of the check.
+    let txn = conn
+        .begin_with_config(
+            Some(IsolationLevel::RepeatableRead),
+            Some(AccessMode::ReadOnly),
+        )
+        .await?;
+    txn.execute_unprepared("set local row_security = off")
+        .await?;
+    let report = verify_in(&txn, options).await?;
+    txn.commit().await?;
+    Ok(report)
+}
+
+async fn verify_in(conn: &DatabaseTransaction, options: &VerifyOptions) -> Result<Report, DbErr> {
     let mut report = Report::default();
     let trusted = checkpoints(conn, options, &mut report).await?;
     report.latest_checkpoint = trusted.keys().next_back().copied();
@@ -426,7 +447,7 @@ pub async fn verify(conn: &DatabaseConnection, options: &VerifyOptions) -> Resul
 
 /// The signed archive statements (database and directory), by month.
 async fn archives(
-    conn: &DatabaseConnection,
+    conn: &DatabaseTransaction,
     options: &VerifyOptions,
     report: &mut Report,
 ) -> Result<BTreeMap<String, ArchiveBody>, DbErr> {
@@ -489,7 +510,7 @@ async fn archives(
 /// Checks every checkpoint's signature, in the database and in the directory, and returns the
 /// trusted ones by link number.
 async fn checkpoints(
-    conn: &DatabaseConnection,
+    conn: &DatabaseTransaction,
     options: &VerifyOptions,
     report: &mut Report,
 ) -> Result<BTreeMap<i64, CheckpointBody>, DbErr> {
@@ -653,7 +674,7 @@ async fn checkpoints(
 /// Events not in the chain: ones the sealer has already passed were written around the append
 /// path; others may just be waiting, unless for too long.
 async fn unsealed(
-    conn: &DatabaseConnection,
+    conn: &DatabaseTransaction,
     options: &VerifyOptions,
     sealed_up_to: Option<(i64, i64)>,
     report: &mut Report,
