@@ -283,6 +283,11 @@ async fn apply_update(
     match (updated.rows_affected(), row) {
         (1, Some(row)) => Ok(Patient(row)),
         (_, None) => Err(ApiError::not_found("patient")),
+        // Visible at the version sent, yet not updated: read through an emergency grant, which
+        // opens a patient for reading only. Retrying would never succeed, so not a conflict.
+        (_, Some(row)) if row.version == expected_version => Err(ApiError::forbidden(
+            "this patient is open to you for reading only (emergency access); only its care team may change it",
+        )),
         (_, Some(row)) => Err(ApiError::new(
             ErrorCode::Conflict,
             format!(
