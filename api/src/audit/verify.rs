@@ -130,6 +130,24 @@ async fn count(conn: &DatabaseTransaction, sql: &str) -> Result<i64, DbErr> {
 }
 
 #[derive(Debug, FromQueryResult)]
+struct Clock {
+    now: chrono::DateTime<chrono::FixedOffset>,
+}
+
+/// The database's clock, which wrote every event's time: measuring against the verifier's own
+/// clock would report a skew between the two machines as events waiting or dated ahead.
+async fn database_time(conn: &DatabaseTransaction) -> Result<chrono::DateTime<Utc>, DbErr> {
+    Clock::find_by_statement(Statement::from_string(
+        DbBackend::Postgres,
+        "select clock_timestamp() as now",
+    ))
+    .one(conn)
+    .await?
+    .map(|c| c.now.with_timezone(&Utc))
+    .ok_or_else(|| DbErr::RecordNotFound("the database's clock".into()))
+}
+
+#[derive(Debug, FromQueryResult)]
 struct Unsealed {
     id: i64,
     txid: i64,
@@ -140,13 +158,14 @@ const PAGE: i64 = 5000;
 
 /// Verifies the trail. `conn` must read `rowguard_audit` unfiltered (the schema owner).
 pub async fn verify(conn: &DatabaseConnection, options: &VerifyOptions) -> Result<Report, DbErr> {
-    // One snapshot for every query (links, events and checkpoints agree with each other while
-    // the sealer goes on), read-only. Row security off: should the owner force row level
+    // One read-only transaction with row security off: should the owner force row level
     // security onto the trail with a policy hiding rows from itself, reading refuses with an
-    // error instead of quietly leaving those rows out of the check.
+    // error instead of quietly leaving those rows out of the check. Read committed, so that no
+    // snapshot is held for the whole run (minutes on a large trail: it would hold back vacuum,
+    // and a standby would cancel it), and the last check sees what was sealed meanwhile.
     let txn = conn
         .begin_with_config(
-            Some(IsolationLevel::RepeatableRead),
+            Some(IsolationLevel::ReadCommitted),
             Some(AccessMode::ReadOnly),
         )
         .await?;
@@ -211,7 +230,7 @@ async fn verify_in(conn: &DatabaseTransaction, options: &VerifyOptions) -> Resul
     // held up (an open transaction) keeps its order and its times, so it does not trip this.
     let mut latest_occurred: Option<chrono::DateTime<Utc>> = None;
     let lag = chrono::TimeDelta::from_std(options.max_seal_lag).unwrap_or(chrono::TimeDelta::MAX);
-    let latest_plausible = Utc::now().checked_add_signed(lag);
+    let latest_plausible = database_time(conn).await?.checked_add_signed(lag);
     loop {
         let links = Link::find_by_statement(Statement::from_sql_and_values(
             DbBackend::Postgres,
@@ -688,7 +707,7 @@ async fn unsealed(
     ))
     .all(conn)
     .await?;
-    let now = Utc::now();
+    let now = database_time(conn).await?;
     for row in rows {
         let occurred = row.occurred_at.with_timezone(&Utc);
         let waited = (now - occurred).to_std().unwrap_or_default();
