@@ -87,13 +87,24 @@ fn claim_as_root(dir: &Path) -> Result<(), String> {
         Err(e) => return Err(format!("cannot create {}: {e}", dir.display())),
     }
     let meta = std::fs::symlink_metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    if !meta.file_type().is_dir() || meta.uid() != 0 || meta.mode() & 0o022 != 0 {
-        return Err(format!(
-            "{} exists but is not a directory that root created for rowguard dev (owner uid {}, \
-             mode {:o}); refusing to use it. Remove it, or set ROWGUARD_DEV_DATA_DIR",
-            dir.display(),
-            meta.uid(),
+    let why = if !meta.file_type().is_dir() {
+        Some("is not a directory (a symbolic link, or a file)".to_owned())
+    } else if meta.uid() != 0 {
+        Some(format!("belongs to uid {}, not root", meta.uid()))
+    } else if meta.mode() & 0o022 != 0 {
+        Some(format!(
+            "can be written by other accounts (mode {:o}; `chmod go-w` it if you made it)",
             meta.mode() & 0o7777
+        ))
+    } else {
+        None
+    };
+    if let Some(why) = why {
+        return Err(format!(
+            "{} {why}; refusing to use it: running as root, dev writes keys there and hands its \
+             database to the postgres user, so another account must not be able to plant links \
+             in it. Set ROWGUARD_DEV_DATA_DIR to a directory that does not exist yet (dev creates it)",
+            dir.display()
         ));
     }
     Ok(())
