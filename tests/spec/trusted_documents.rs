@@ -305,6 +305,14 @@ async fn a_malformed_manifest_is_refused_at_start_up_naming_the_file_and_the_ent
             json!({ "format": "apollo-persisted-query-manifest", "version": 1, "operations": [good.clone(), good.clone()] }),
             "is listed twice",
         ),
+        // The same document twice, formatted apart, with different roles: which list applied
+        // to a client sending the text depended on the order of the file.
+        (
+            json!({ "format": "apollo-persisted-query-manifest", "version": 1, "operations": [
+                { "id": "a1", "name": "Me", "type": "query", "body": "query Me { me { id } }", "roles": ["coordinator"] },
+                { "id": "a2", "name": "Me", "type": "query", "body": "query Me {\n  me {\n    id\n  }\n}" }] }),
+            "the same document with different roles",
+        ),
         (
             json!({ "format": "something-else", "version": 1, "operations": [] }),
             "format must be",

@@ -142,7 +142,17 @@ impl Manifest {
             {
                 return Err(fail(format!("id {:?} is listed twice", entry.id)));
             }
-            manifest.by_body.insert(body_digest(&entry.body), operation);
+            // Two entries whose bodies differ only in formatting are one operation to a client
+            // sending its text: their role lists must agree, or which one applied would depend
+            // on the order of the file.
+            if let Some(earlier) = manifest.by_body.insert(body_digest(&entry.body), operation)
+                && earlier.roles != manifest.by_body[&body_digest(&entry.body)].roles
+            {
+                return Err(fail(format!(
+                    "ids {:?} and {:?} are the same document with different roles",
+                    earlier.id, entry.id
+                )));
+            }
         }
         Ok(manifest)
     }

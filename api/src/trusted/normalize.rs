@@ -12,19 +12,23 @@ pub fn normalize(document: &str) -> String {
     definitions.join(" ")
 }
 
-/// Top-level definitions of a token string: each ends where its outermost braces close.
+/// Top-level definitions of a token string: each ends where its outermost braces close. Strings
+/// are skipped whole (block strings included, whose quotes inside do not end them), so a brace
+/// or quote inside one neither opens nor closes anything.
 fn split_definitions(tokens: &str) -> Vec<&str> {
+    let chars: Vec<(usize, char)> = tokens.char_indices().collect();
+    let plain: Vec<char> = chars.iter().map(|&(_, c)| c).collect();
     let mut definitions = Vec::new();
-    let (mut depth, mut start, mut in_string) = (0usize, 0usize, false);
-    let mut chars = tokens.char_indices().peekable();
-    while let Some((i, c)) = chars.next() {
+    let (mut depth, mut start, mut k) = (0usize, 0usize, 0usize);
+    while k < chars.len() {
+        let (i, c) = chars[k];
         match c {
-            '\\' if in_string => {
-                chars.next();
+            '"' => {
+                k = string_end(&plain, k);
+                continue;
             }
-            '"' => in_string = !in_string,
-            '{' if !in_string => depth += 1,
-            '}' if !in_string => {
+            '{' => depth += 1,
+            '}' => {
                 depth = depth.saturating_sub(1);
                 if depth == 0 {
                     definitions.push(tokens[start..=i].trim());
@@ -33,6 +37,7 @@ fn split_definitions(tokens: &str) -> Vec<&str> {
             }
             _ => {}
         }
+        k += 1;
     }
     let rest = tokens[start..].trim();
     if !rest.is_empty() {
@@ -140,6 +145,16 @@ fn string_end(chars: &[char], start: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::normalize;
+
+    #[test]
+    fn quotes_inside_a_block_string_do_not_shift_the_definitions() {
+        // An odd number of `"` inside a block string once flipped the splitter's idea of being
+        // in a string, and moved a field out of its selection set without changing the text.
+        let trusted = r#"query Q { b(s: """x"y""") { b { a(s: """x"y""") } a } }"#;
+        let moved = r#"query Q{b(s:"""x"y"""){b{a(s:"""x"y""")}}a}"#;
+        assert_ne!(normalize(trusted), normalize(moved));
+        assert_eq!(normalize(trusted), normalize(&trusted.replace(' ', "  ")));
+    }
 
     #[test]
     fn formatting_and_comments_do_not_matter() {
