@@ -369,6 +369,25 @@ async fn serve_refuses_an_invalid_limit() {
     assert!(stderr.contains("ROWGUARD_MAX_PAGE_SIZE"), "{stderr}");
 }
 
+#[tokio::test]
+async fn serve_refuses_a_quota_burst_below_the_complexity_limit() {
+    // A request is charged at most one burst: with the README's old advice for replicas
+    // without Redis (divide the burst too), the largest queries were charged a quarter of
+    // their cost.
+    let issuer = TestIssuer::start().await;
+    let mut command = serve_command(
+        &issuer,
+        "postgres://rgtest_gateway@127.0.0.1:1/x",
+        free_port().expect("port"),
+    );
+    command.env("ROWGUARD_QUOTA_BURST", "500");
+    let stderr = refusal(command);
+    assert!(
+        stderr.contains("ROWGUARD_QUOTA_BURST") && stderr.contains("ROWGUARD_MAX_COMPLEXITY"),
+        "{stderr}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_a_slow_request_finish_refuses_new_connections_and_exits_zero() {
     let t = TestDb::new().await;

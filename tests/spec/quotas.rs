@@ -81,9 +81,12 @@ impl World {
             s.quota.mode = mode;
             s.quota.rate = rate;
             s.quota.burst = burst;
+            // A burst must cover the most a request may cost (the page here costs 12).
+            s.api.max_complexity = u64::from(burst);
             if let Some((rate, burst)) = client {
                 s.quota.client_rate = rate;
                 s.quota.client_burst = burst;
+                s.api.max_complexity = s.api.max_complexity.min(u64::from(burst));
             }
         })
         .await;
@@ -227,6 +230,7 @@ fn replica(t: &TestDb, issuer: &TestIssuer, redis: &str, rate: u32, burst: u32) 
         .env("ROWGUARD_QUOTA_REDIS_TIMEOUT_MS", "2000")
         .env("ROWGUARD_QUOTA_RATE", rate.to_string())
         .env("ROWGUARD_QUOTA_BURST", burst.to_string())
+        .env("ROWGUARD_MAX_COMPLEXITY", burst.to_string())
         .env("ROWGUARD_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()

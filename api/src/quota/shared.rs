@@ -98,7 +98,9 @@ impl SharedQuota {
         if self.now_us() < self.paused_until.load(Ordering::Relaxed) {
             return None;
         }
-        let interval = 1_000_000 / u64::from(budget.rate.max(1));
+        // At least a microsecond: above a million units a second the division gave 0, and a
+        // zero interval allowed everything.
+        let interval = (1_000_000 / u64::from(budget.rate.max(1))).max(1);
         let tolerance = interval * u64::from(budget.burst);
         let cost = cost.clamp(1, budget.burst.max(1));
         let mut connection = self.connection.clone();

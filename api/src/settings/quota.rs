@@ -59,6 +59,29 @@ pub struct QuotaSettings {
 }
 
 impl QuotaSettings {
+    /// A request is charged at most a whole burst, so a burst below the most an operation may
+    /// cost would charge the largest requests less than they cost (the README's advice for
+    /// replicas without Redis divides the rate, not the burst).
+    pub fn check_bursts(&self, max_complexity: u64) -> Result<(), String> {
+        if self.mode == QuotaMode::Off {
+            return Ok(());
+        }
+        let short = |what: &str, burst: u32| {
+            format!(
+                "{what} ({burst}) is below ROWGUARD_MAX_COMPLEXITY ({max_complexity}): a request costing more \
+                 than a whole burst would be charged only the burst. Keep the burst at least the \
+                 complexity limit (with several replicas and no Redis, divide the rate, not the burst)"
+            )
+        };
+        if u64::from(self.burst) < max_complexity {
+            return Err(short("ROWGUARD_QUOTA_BURST", self.burst));
+        }
+        if self.client_rate > 0 && u64::from(self.client_burst) < max_complexity {
+            return Err(short("ROWGUARD_QUOTA_CLIENT_BURST", self.client_burst));
+        }
+        Ok(())
+    }
+
     pub fn redis_timeout(&self) -> std::time::Duration {
         std::time::Duration::from_millis(self.redis_timeout_ms)
     }

@@ -52,6 +52,7 @@ impl ServeSettings {
                     .into(),
             );
         }
+        self.quota.check_bursts(self.api.max_complexity)?;
         self.database.check_transport_security()
     }
 }
