@@ -709,6 +709,35 @@ async fn cors_preflight_is_allowed_only_for_configured_origins() {
 }
 
 #[tokio::test]
+async fn a_cross_origin_app_may_send_trace_context_and_its_own_request_id() {
+    // A browser app instrumented with OpenTelemetry sends `traceparent` (and `tracestate`) on
+    // every call, and may send its own `X-Request-Id`: a preflight refusing them fails every call.
+    let w = World::new().await;
+    let reply = w
+        .app
+        .http
+        .request(reqwest::Method::OPTIONS, w.app.url("/graphql"))
+        .header("origin", ALLOWED_ORIGIN)
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "authorization, content-type, traceparent, tracestate, x-request-id",
+        )
+        .send()
+        .await
+        .expect("reply");
+    let allowed = reply
+        .headers()
+        .get("access-control-allow-headers")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    for header in ["traceparent", "tracestate", "x-request-id"] {
+        assert!(allowed.contains(header), "{header} not allowed: {allowed}");
+    }
+}
+
+#[tokio::test]
 async fn graphql_response_json_is_served_when_asked_for() {
     let w = World::new().await;
     let reply = w

@@ -117,6 +117,10 @@ fn cors(origins: &[String]) -> CorsLayer {
             header::ACCEPT,
             HeaderName::from_static("apollo-require-preflight"),
             HeaderName::from_static("x-apollo-operation-name"),
+            // Trace context from an instrumented browser app, and its own correlation id.
+            HeaderName::from_static("traceparent"),
+            HeaderName::from_static("tracestate"),
+            HeaderName::from_static("x-request-id"),
         ])
         .expose_headers([
             header::RETRY_AFTER,
