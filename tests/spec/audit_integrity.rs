@@ -219,6 +219,26 @@ impl Trail {
             .unwrap_or_else(|e| panic!("tampering as {attacker:?} failed: {e}\n{script}"));
     }
 
+    /// SQL that plants an invented read of a patient by the trail's clinician, as if written
+    /// by transaction `txid` at `occurred_at` (SQL expressions), and with `forged_link` (a link
+    /// number) a chain row naming it, with made-up hashes.
+    fn plant_sql(&self, txid: &str, occurred_at: &str, forged_link: Option<&str>) -> String {
+        let event = format!(
+            "insert into rowguard_audit.events (txid, occurred_at, clinician_id, app_role, action, outcome, purpose, patient_ids) \
+             values ({txid}, {occurred_at}, {}, 'rgtest_clinician', 'read', 'success', 'treatment', \
+                     array['11111111-1111-1111-1111-111111111111'::uuid])",
+            self.person.id
+        );
+        match forged_link {
+            None => event,
+            Some(seq) => format!(
+                "{event}; insert into rowguard_audit.chain (seq, event_id, event_txid, event_occurred_at, version, prev_hash, hash) \
+                 select {seq}, e.id, e.txid, e.occurred_at, 2, '\\x00', '\\x00' from rowguard_audit.events e \
+                 where e.id = currval('rowguard_audit.event_ids')"
+            ),
+        }
+    }
+
     /// The id of the event sealed at chain position `seq`.
     async fn event_at(&self, seq: i64) -> i64 {
         query_count(
@@ -431,21 +451,12 @@ async fn an_inserted_event_with_a_forged_link_numbered_below_one_is_caught() {
         let trail = Trail::new(30).await;
         let links = trail.links().await;
         let (_, before) = &links[9];
-        trail
-            .tamper(
-                attacker,
-                &format!(
-                    "insert into rowguard_audit.events (txid, occurred_at, clinician_id, app_role, action, outcome, purpose, patient_ids) \
-                     values ({}, '{}', {}, 'rgtest_clinician', 'read', 'success', 'treatment', array['11111111-1111-1111-1111-111111111111'::uuid]); \
-                     insert into rowguard_audit.chain (seq, event_id, event_txid, event_occurred_at, version, prev_hash, hash) \
-                     select -e.id, e.id, e.txid, e.occurred_at, 2, '\\x00', '\\x00' from rowguard_audit.events e \
-                     where e.id = currval('rowguard_audit.event_ids')",
-                    before.txid,
-                    before.occurred_at.to_rfc3339(),
-                    trail.person.id
-                ),
-            )
-            .await;
+        let planted = trail.plant_sql(
+            &before.txid.to_string(),
+            &format!("'{}'", before.occurred_at.to_rfc3339()),
+            Some("-e.id"),
+        );
+        trail.tamper(attacker, &planted).await;
         assert_caught(&trail.verify().await, attacker, "numbered below 1");
     }
 }
@@ -683,14 +694,12 @@ async fn a_second_link_with_a_number_the_walk_has_passed_is_caught() {
                 &format!(
                     "alter table rowguard_audit.chain drop constraint if exists chain_pkey; \
                      alter table rowguard_audit.chain drop constraint if exists chain_event_id_key; \
-                     insert into rowguard_audit.events (txid, occurred_at, clinician_id, app_role, action, outcome, purpose, patient_ids) \
-                     values ({}, '{}', {}, 'rgtest_clinician', 'read', 'success', 'treatment', array['11111111-1111-1111-1111-111111111111'::uuid]); \
-                     insert into rowguard_audit.chain (seq, event_id, event_txid, event_occurred_at, version, prev_hash, hash) \
-                     select 5000, e.id, e.txid, e.occurred_at, 2, '\\x00', '\\x00' from rowguard_audit.events e \
-                     where e.id = currval('rowguard_audit.event_ids'); {move_real_last}",
-                    before.txid,
-                    before.occurred_at.to_rfc3339(),
-                    trail.person.id
+                     {}; {move_real_last}",
+                    trail.plant_sql(
+                        &before.txid.to_string(),
+                        &format!("'{}'", before.occurred_at.to_rfc3339()),
+                        Some("5000"),
+                    )
                 ),
             )
             .await;
@@ -713,12 +722,7 @@ async fn a_version_one_link_appended_after_the_upgrade_is_caught() {
         trail
             .tamper(
                 attacker,
-                &format!(
-                    "insert into rowguard_audit.events (txid, occurred_at, clinician_id, app_role, action, outcome, purpose, patient_ids) \
-                     values (0, now() - interval '90 days', {}, 'rgtest_clinician', 'read', 'success', 'treatment', \
-                             array['11111111-1111-1111-1111-111111111111'::uuid])",
-                    trail.person.id
-                ),
+                &trail.plant_sql("0", "now() - interval '90 days'", None),
             )
             .await;
         let planted = EventRow::find_by_statement(Statement::from_string(

@@ -277,7 +277,7 @@ fn dev_refuses_to_listen_beyond_loopback() {
     let _ = std::fs::remove_dir_all(&data_dir);
 }
 
-fn serve_command(issuer: &TestIssuer, database_url: &str, port: u16) -> Command {
+pub(crate) fn serve_command(issuer: &TestIssuer, database_url: &str, port: u16) -> Command {
     let mut command = Command::new(CLI);
     command
         .arg("serve")
@@ -292,7 +292,7 @@ fn serve_command(issuer: &TestIssuer, database_url: &str, port: u16) -> Command 
 }
 
 /// Polls `/readyz` until the server is ready.
-async fn wait_until_ready(http: &reqwest::Client, base: &str) {
+pub(crate) async fn wait_until_ready(http: &reqwest::Client, base: &str) {
     assert!(
         process::ready_within(http, base, Duration::from_secs(30)).await,
         "serve never became ready"

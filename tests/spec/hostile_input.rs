@@ -294,25 +294,13 @@ async fn named_hostile_inputs_get_coded_4xx_answers() {
 /// the test run down.
 #[tokio::test]
 async fn documents_nested_past_the_parsers_depth_are_refused_and_the_gateway_lives_on() {
-    use rowguard_tests::issuer::SPA_CLIENT_ID;
-    use std::process::{Command, Stdio};
-    use std::time::Duration;
+    use std::process::Stdio;
 
     let (t, issuer, _app) = world().await;
     let port = rowguard::dev::postgres::free_port().expect("port");
-    let metrics_port = rowguard::dev::postgres::free_port().expect("port");
+    let mut serve = crate::commands::serve_command(&issuer, &t.gateway_url(), port);
     let _server = rowguard_tests::process::StopOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_rowguard-cli"))
-            .arg("serve")
-            .env("DATABASE_URL", t.gateway_url())
-            .env("ROWGUARD_ROLE_PREFIX", "rgtest")
-            .env("ROWGUARD_OIDC_ISSUER", issuer.url())
-            .env("ROWGUARD_OIDC_AUDIENCES", SPA_CLIENT_ID)
-            .env("ROWGUARD_LISTEN", format!("127.0.0.1:{port}"))
-            .env(
-                "ROWGUARD_METRICS_LISTEN",
-                format!("127.0.0.1:{metrics_port}"),
-            )
+        serve
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -320,10 +308,7 @@ async fn documents_nested_past_the_parsers_depth_are_refused_and_the_gateway_liv
     );
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
-    assert!(
-        rowguard_tests::process::ready_within(&http, &base, Duration::from_secs(30)).await,
-        "serve never became ready"
-    );
+    crate::commands::wait_until_ready(&http, &base).await;
     let token = issuer.token("alice").mint();
     let levels = 200_000;
     let documents = [

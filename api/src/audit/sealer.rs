@@ -250,11 +250,10 @@ impl Sealer {
             txn.rollback().await.map_err(DbError::from)?;
             self.status.set_unsealed_since(oldest);
             self.status.leader.store(false, Ordering::Relaxed);
-            // Another replica leads and signs now: read again if this one leads later.
-            self.checkpointed = None;
             return Ok(Round::default());
         }
         if !self.status.leader.swap(true, Ordering::Relaxed) {
+            // What another leader signed meanwhile is not known here.
             self.checkpointed = None;
             tracing::info!(holder = %self.holder, "this replica now seals the audit trail");
             self.backfill_sink(&txn).await;

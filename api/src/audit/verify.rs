@@ -147,6 +147,18 @@ async fn database_time(conn: &DatabaseTransaction) -> Result<chrono::DateTime<Ut
     .ok_or_else(|| DbErr::RecordNotFound("the database's clock".into()))
 }
 
+/// The problem with an event dated further ahead of the database's `now` than the allowed seal
+/// lag: the append path stamps events with the database's own clock.
+fn dated_ahead(
+    occurred: chrono::DateTime<Utc>,
+    now: chrono::DateTime<Utc>,
+    options: &VerifyOptions,
+) -> Option<String> {
+    let ahead = (occurred - now).to_std().unwrap_or_default();
+    (ahead > options.max_seal_lag)
+        .then(|| format!("dated {occurred}, in the future (written around the append path)"))
+}
+
 #[derive(Debug, FromQueryResult)]
 struct Unsealed {
     id: i64,
@@ -230,7 +242,7 @@ async fn verify_in(conn: &DatabaseTransaction, options: &VerifyOptions) -> Resul
     // held up (an open transaction) keeps its order and its times, so it does not trip this.
     let mut latest_occurred: Option<chrono::DateTime<Utc>> = None;
     let lag = chrono::TimeDelta::from_std(options.max_seal_lag).unwrap_or(chrono::TimeDelta::MAX);
-    let latest_plausible = database_time(conn).await?.checked_add_signed(lag);
+    let now = database_time(conn).await?;
     loop {
         let links = Link::find_by_statement(Statement::from_sql_and_values(
             DbBackend::Postgres,
@@ -391,12 +403,8 @@ async fn verify_in(conn: &DatabaseTransaction, options: &VerifyOptions) -> Resul
                             );
                         }
                         latest_occurred = latest_occurred.max(Some(occurred));
-                        if latest_plausible.is_some_and(|latest| occurred > latest) {
-                            report.problem(
-                                Some(event_id),
-                                Some(seq),
-                                format!("dated {occurred}, in the future (written around the append path)"),
-                            );
+                        if let Some(problem) = dated_ahead(occurred, now, options) {
+                            report.problem(Some(event_id), Some(seq), problem);
                         }
                     }
                 }
@@ -711,14 +719,9 @@ async fn unsealed(
     for row in rows {
         let occurred = row.occurred_at.with_timezone(&Utc);
         let waited = (now - occurred).to_std().unwrap_or_default();
-        let ahead = (occurred - now).to_std().unwrap_or_default();
-        if ahead > options.max_seal_lag {
+        if let Some(problem) = dated_ahead(occurred, now, options) {
             // It would otherwise count as "waiting" forever.
-            report.problem(
-                Some(row.id),
-                None,
-                format!("dated {occurred}, in the future (written around the append path)"),
-            );
+            report.problem(Some(row.id), None, problem);
         } else if sealed_up_to.is_some_and(|last| (row.txid, row.id) < last) || row.txid <= 0 {
             report.problem(
                 Some(row.id),

@@ -185,9 +185,9 @@ impl Database {
 
     /// Runs one upkeep statement that answers a count (as [`Database::maintenance`]) as a
     /// transaction of its own, and returns the count. Sent alone, PostgreSQL commits it by
-    /// itself: one round trip instead of BEGIN, the statement and COMMIT. Without a statement cache it goes through [`Database::begin`] instead, whose
-    /// `DEALLOCATE ALL` keeps sqlx's never-closed statement names from piling up or colliding
-    /// behind a pooler.
+    /// itself: one round trip instead of BEGIN, the statement and COMMIT. Without a statement
+    /// cache it goes through [`Database::begin`] instead, whose `DEALLOCATE ALL` keeps sqlx's
+    /// never-closed statement names from piling up or colliding behind a pooler.
     pub(crate) async fn count_alone(&self, statement: Statement) -> Result<i64, DbError> {
         let row = if self.drop_stale_statements {
             let txn = self.begin().await?;

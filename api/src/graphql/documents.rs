@@ -144,14 +144,12 @@ impl Documents {
         }
         if let Some(manifest) = &manifest {
             if trusted.is_none()
-                && let Some(operation) = manifest.by_body(&request.query)
+                && let Some((operation, body)) = manifest.by_body(&request.query)
             {
                 // What runs is the manifest's text, not the client's: matching ignores
                 // formatting, so the two are only known to be equivalent, and only the
                 // manifest's was reviewed.
-                if let Some((_, body)) = manifest.by_id(&operation.id) {
-                    request.query = body.to_string();
-                }
+                request.query = body.to_string();
                 trusted = Some(operation.clone());
             }
             if trusted.is_none() && !(self.introspection && is_introspection(&request.query)) {

@@ -247,46 +247,48 @@ impl<'a> Walk<'a> {
         Ok(())
     }
 
-    /// The nodes of an argument's value, a variable counted as the value it stands for.
+    /// The nodes of an argument's value, a variable counted as the value it stands for, counted
+    /// up to a little past the bound (as [`const_nodes`]).
     fn value_nodes(&mut self, value: &async_graphql_value::Value) -> usize {
         use async_graphql_value::Value as V;
-        let limit = self.limits.max_values();
-        match value {
-            V::Variable(name) => self.variable_nodes(name),
-            V::List(items) => items.iter().fold(1usize, |nodes, item| {
-                if nodes > limit {
-                    nodes
-                } else {
-                    nodes.saturating_add(self.value_nodes(item))
-                }
-            }),
-            V::Object(fields) => fields.values().fold(1usize, |nodes, item| {
-                if nodes > limit {
-                    nodes
-                } else {
-                    nodes.saturating_add(self.value_nodes(item))
-                }
-            }),
-            _ => 1,
+        let items: Box<dyn Iterator<Item = &V>> = match value {
+            V::Variable(name) => return self.variable_nodes(name),
+            V::List(items) => Box::new(items.iter()),
+            V::Object(fields) => Box::new(fields.values()),
+            _ => return 1,
+        };
+        let mut nodes = 1usize;
+        for item in items {
+            nodes = nodes.saturating_add(self.value_nodes(item));
+            if nodes > self.limits.max_values() {
+                break;
+            }
         }
+        nodes
     }
 
     fn variable_nodes(&mut self, name: &Name) -> usize {
         if let Some(&nodes) = self.variable_sizes.get(name) {
             return nodes;
         }
-        let limit = self.limits.max_values();
-        let nodes = match self.variables.get(name) {
-            Some(given) => const_nodes(given, limit),
+        let nodes = self
+            .variable(name)
+            .map_or(1, |value| const_nodes(value, self.limits.max_values()));
+        self.variable_sizes.insert(name.clone(), nodes);
+        nodes
+    }
+
+    /// A variable's value as the engine resolves it: the one given, else its declared default.
+    fn variable(&self, name: &str) -> Option<&'a Value> {
+        match self.variables.get(name) {
+            Some(given) => Some(given),
             None => self
                 .definitions
                 .iter()
-                .find(|d| d.node.name.node == *name)
+                .find(|d| d.node.name.node.as_str() == name)
                 .and_then(|d| d.node.default_value.as_ref())
-                .map_or(1, |default| const_nodes(&default.node, limit)),
-        };
-        self.variable_sizes.insert(name.clone(), nodes);
-        nodes
+                .map(|default| &default.node),
+        }
     }
 
     /// The cost of `set` at `depth` (root fields are at depth 1). `edges` is how many times an
@@ -416,16 +418,7 @@ impl<'a> Walk<'a> {
 
     /// A variable's value if it is a whole number: the one given, else its declared default.
     fn variable_number(&self, name: &str) -> Option<u64> {
-        let value = match self.variables.get(name) {
-            Some(given) => given,
-            None => self
-                .definitions
-                .iter()
-                .find(|d| d.node.name.node.as_str() == name)
-                .and_then(|d| d.node.default_value.as_ref())
-                .map(|default| &default.node)?,
-        };
-        match value {
+        match self.variable(name)? {
             Value::Number(n) => Some(n.as_u64().unwrap_or(0)),
             _ => None,
         }

@@ -55,11 +55,14 @@ impl TrustedOperation {
     }
 }
 
+/// A listed operation and its body as the manifest gives it.
+type Listed = (Arc<TrustedOperation>, Arc<str>);
+
 /// The loaded manifest: operations by id, and by the digest of their normalized body.
 #[derive(Debug, Default)]
 pub struct Manifest {
-    by_id: HashMap<String, (Arc<TrustedOperation>, Arc<str>)>,
-    by_body: HashMap<[u8; 32], Arc<TrustedOperation>>,
+    by_id: HashMap<String, Listed>,
+    by_body: HashMap<[u8; 32], Listed>,
 }
 
 /// Why a manifest was refused: the file and, where it is one entry's fault, which.
@@ -132,12 +135,10 @@ impl Manifest {
                 name: entry.name.clone(),
                 roles,
             });
+            let listed: Listed = (operation, Arc::from(entry.body.as_str()));
             if manifest
                 .by_id
-                .insert(
-                    entry.id.clone(),
-                    (operation.clone(), Arc::from(entry.body.as_str())),
-                )
+                .insert(entry.id.clone(), listed.clone())
                 .is_some()
             {
                 return Err(fail(format!("id {:?} is listed twice", entry.id)));
@@ -145,8 +146,9 @@ impl Manifest {
             // Two entries whose bodies differ only in formatting are one operation to a client
             // sending its text: their role lists must agree, or which one applied would depend
             // on the order of the file.
-            if let Some(earlier) = manifest.by_body.insert(body_digest(&entry.body), operation)
-                && earlier.roles != manifest.by_body[&body_digest(&entry.body)].roles
+            let roles = listed.0.roles.clone();
+            if let Some((earlier, _)) = manifest.by_body.insert(body_digest(&entry.body), listed)
+                && earlier.roles != roles
             {
                 return Err(fail(format!(
                     "ids {:?} and {:?} are the same document with different roles",
@@ -164,9 +166,11 @@ impl Manifest {
             .map(|(operation, body)| (operation, body))
     }
 
-    /// The operation whose body this document is (formatting aside).
-    pub fn by_body(&self, document: &str) -> Option<&Arc<TrustedOperation>> {
-        self.by_body.get(&body_digest(document))
+    /// The operation whose body this document is (formatting aside), and its body as listed.
+    pub fn by_body(&self, document: &str) -> Option<(&Arc<TrustedOperation>, &Arc<str>)> {
+        self.by_body
+            .get(&body_digest(document))
+            .map(|(operation, body)| (operation, body))
     }
 
     /// The names of the listed operations.
