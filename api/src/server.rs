@@ -70,7 +70,9 @@ impl Application {
         settings.validate().map_err(StartError::Settings)?;
         let mut limits = settings.api.limits();
         limits.seal_lag_alert = settings.audit.sealer_settings().lag_alert;
-        let db = Database::connect(&settings.database).await?;
+        let db = Database::connect(&settings.database)
+            .await?
+            .with_audit_batch_wait(settings.audit.batch_wait());
         db.self_check().await?;
         let counters = SharedCounters::default();
         if limits.audit && settings.audit.sealer {

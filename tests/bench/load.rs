@@ -45,6 +45,9 @@ pub enum Variant {
     QuotasInRedis,
     /// Every request traced (sample ratio 1.0) to an OTLP endpoint that discards what it gets.
     Tracing,
+    /// The audit batch writer writes whatever has queued at once, without waiting for reads in
+    /// flight to join the batch.
+    NoAuditBatchWait,
 }
 
 const fn scenario(name: &'static str, kind: Kind) -> Scenario {
@@ -58,7 +61,7 @@ const fn scenario(name: &'static str, kind: Kind) -> Scenario {
     }
 }
 
-pub const SCENARIOS: [Scenario; 9] = [
+pub const SCENARIOS: [Scenario; 10] = [
     scenario("patients(first: 20)", Kind::MyPatients),
     Scenario {
         audit: false,
@@ -87,13 +90,18 @@ pub const SCENARIOS: [Scenario; 9] = [
     ),
     scenario("patient(id) + careTeam", Kind::PatientWithCareTeam),
     scenario("updatePatient", Kind::UpdatePatient),
+    Scenario {
+        variant: Variant::NoAuditBatchWait,
+        ..scenario("patients(first: 20), no audit batch wait", Kind::MyPatients)
+    },
 ];
 
 /// What a feature costs: each pair measured side by side (with it, without it).
-pub const COSTS: [[Scenario; 2]; 3] = [
+pub const COSTS: [[Scenario; 2]; 4] = [
     [SCENARIOS[0], SCENARIOS[2]],
     [SCENARIOS[3], SCENARIOS[2]],
     [SCENARIOS[4], SCENARIOS[0]],
+    [SCENARIOS[9], SCENARIOS[0]],
 ];
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -158,6 +166,9 @@ impl Gateway {
                     .env("ROWGUARD_OTEL_SAMPLE_RATIO", "1.0");
                 sidecars._sink = Some(sink);
                 sidecars.exports = Some(exports);
+            }
+            Variant::NoAuditBatchWait => {
+                command.env("ROWGUARD_AUDIT_BATCH_WAIT_MS", "0");
             }
         }
         let process = StopOnDrop(

@@ -88,6 +88,10 @@ struct World {
 
 impl World {
     async fn new(adjust: impl FnOnce(&mut rowguard::settings::ApiSettings)) -> World {
+        Self::serving(|s| adjust(&mut s.api)).await
+    }
+
+    async fn serving(adjust: impl FnOnce(&mut rowguard::settings::ServeSettings)) -> World {
         let t = TestDb::new().await;
         let issuer = TestIssuer::start().await;
         let owner = t.owner().await;
@@ -107,7 +111,7 @@ impl World {
         for p in [s1, b1] {
             assign(&owner, &bob, p).await;
         }
-        let app = TestApp::start_adjusted(&t, &issuer, |s| adjust(&mut s.api)).await;
+        let app = TestApp::start_adjusted(&t, &issuer, adjust).await;
         app.wait_for_keys().await;
         let admin = t.admin().await;
         World {
@@ -524,7 +528,7 @@ async fn a_grant_created_while_a_read_runs_is_recorded_as_emergency_access() {
     s.commit().await.expect("commit");
     w.app
         .db
-        .record_after_commit(events)
+        .record_after_commit(events, None)
         .await
         .expect("recorded");
     assert_eq!(
@@ -534,6 +538,71 @@ async fn a_grant_created_while_a_read_runs_is_recorded_as_emergency_access() {
             event("read", "success", "treatment", &[w.a1], &w.alice),
         ]
     );
+}
+
+/// One read event of alice's, as a request would hand it to the batch writer.
+fn read_event(w: &World, request_id: Uuid) -> Vec<BatchedEvent> {
+    BatchedEvent::of(
+        &Reader {
+            ids: &RequestIds::from(request_id),
+            clinician_id: Some(w.alice.id),
+            issuer: w.issuer.url(),
+            subject: "alice",
+            app_role: "rgtest_clinician",
+        },
+        &AuditContext::default(),
+        &[AuditEntry {
+            action: AuditAction::Read,
+            outcome: AuditOutcome::Success,
+            patients: BTreeSet::from([w.a1]),
+        }],
+    )
+}
+
+#[tokio::test]
+async fn reads_running_together_are_recorded_by_one_write_transaction() {
+    let w = World::serving(|s| s.audit.batch_wait_ms = 500).await;
+    let ids: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();
+    let reads: Vec<_> = ids.iter().map(|_| w.app.db.reading()).collect();
+    // The three reads hand in their events 40 ms apart: without the wait, each would have been
+    // written (and answered) before the next arrived.
+    let recorded =
+        futures::future::join_all(ids.iter().zip(reads).enumerate().map(|(i, (&id, read))| {
+            let events = read_event(&w, id);
+            let db = w.app.db.clone();
+            async move {
+                tokio::time::sleep(std::time::Duration::from_millis(40 * i as u64)).await;
+                db.record_after_commit(events, Some(read)).await
+            }
+        }))
+        .await;
+    assert!(recorded.iter().all(Result::is_ok), "{recorded:?}");
+    let transactions = query_count(
+        &w.admin,
+        &format!(
+            "select count(distinct txid) as value from rowguard_audit.events \
+             where request_id in ('{}', '{}', '{}')",
+            ids[0], ids[1], ids[2]
+        ),
+    )
+    .await
+    .expect("counting write transactions");
+    assert_eq!(transactions, 1);
+}
+
+#[tokio::test]
+async fn a_read_that_never_hands_in_its_events_holds_a_batch_only_for_the_wait() {
+    let w = World::serving(|s| s.audit.batch_wait_ms = 50).await;
+    let _stuck = w.app.db.reading();
+    let id = Uuid::new_v4();
+    let recorded = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        w.app.db.record_after_commit(read_event(&w, id), None),
+    )
+    .await
+    .expect("the batch was written although a read is still running");
+    assert!(recorded.is_ok(), "{recorded:?}");
+    assert_eq!(events_of(&w.admin, id).await.len(), 1);
 }
 
 #[tokio::test]
@@ -558,7 +627,7 @@ async fn an_event_the_trail_refuses_fails_only_its_own_request() {
                 patients: BTreeSet::from([w.a1]),
             }],
         );
-        w.app.db.record_after_commit(events)
+        w.app.db.record_after_commit(events, None)
     };
     // PostgreSQL's jsonb refuses a NUL character: queued together, only that request fails.
     let (bad, good) = tokio::join!(

@@ -127,8 +127,9 @@ impl OtlpReceiver {
         self.received.lock().expect("receiver lock").spans.clone()
     }
 
-    /// The spans of `trace_id` once at least `count` have arrived (or panics after 30 s).
-    pub async fn trace(&self, trace_id: &str, count: usize) -> Vec<ReceivedSpan> {
+    /// The spans of `trace_id` once a span of every name in `names` has arrived (or panics
+    /// after 30 s). The SDK exports in batches, so a trace's spans can arrive in several.
+    pub async fn trace(&self, trace_id: &str, names: &[&str]) -> Vec<ReceivedSpan> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let spans: Vec<ReceivedSpan> = self
@@ -136,13 +137,15 @@ impl OtlpReceiver {
                 .into_iter()
                 .filter(|s| s.trace_id == trace_id)
                 .collect();
-            if spans.len() >= count {
+            if names
+                .iter()
+                .all(|name| spans.iter().any(|s| s.name == *name))
+            {
                 return spans;
             }
             assert!(
                 Instant::now() < deadline,
-                "only {} spans of trace {trace_id} arrived: {spans:#?}",
-                spans.len()
+                "not every span of {names:?} arrived for trace {trace_id}: {spans:#?}"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

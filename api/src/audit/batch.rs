@@ -6,12 +6,22 @@
 //! record has committed, and a request whose events cannot be written is refused (a batch
 //! refused for its contents is retried request by request, so only the request at fault fails).
 //! The database's cost of recording a read (transaction id, commit record, statement start-up,
-//! constraint set-up) is paid once per batch instead of once per request; under load the batch
-//! grows by itself, because requests queue while the previous batch is being written.
+//! constraint set-up) is paid once per batch instead of once per request.
+//!
+//! Batches grow two ways. Requests queue while the previous batch is being written, and a writer
+//! holding events waits (at most [`AuditBatcher::start`]'s `gather` bound) for the reads already
+//! running in this gateway to hand in theirs, as PostgreSQL's own `commit_delay` waits for
+//! sibling transactions. Without that wait, a gateway at moderate concurrency writes one or two
+//! events per transaction, and the transaction, not the events, is most of the cost.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use sea_orm::{ActiveEnum, DbBackend, Statement};
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::record::{AuditContext, AuditEntry};
@@ -124,15 +134,40 @@ struct Pending {
 #[derive(Debug, Clone)]
 pub struct AuditBatcher {
     queue: mpsc::UnboundedSender<Pending>,
+    reading: Arc<ReadsInFlight>,
+}
+
+/// How many reads of this gateway are running that will hand events to the writer.
+#[derive(Debug, Default)]
+struct ReadsInFlight {
+    count: AtomicUsize,
+    /// Woken each time a read hands in its events or ends without any.
+    changed: Notify,
+}
+
+/// A read that will record its events through the batch writer: while it is held, a writer
+/// holding a batch waits for it (within its bound). Dropped once the events are queued, or when
+/// the read ends without recording.
+#[derive(Debug)]
+pub struct ReadInFlight(Arc<ReadsInFlight>);
+
+impl Drop for ReadInFlight {
+    fn drop(&mut self) {
+        self.0.count.fetch_sub(1, Ordering::AcqRel);
+        self.0.changed.notify_one();
+    }
 }
 
 impl AuditBatcher {
     /// Starts the writer task on `db` (as the gateway's login role, which alone may call
-    /// `append_batch`). It ends when the last handle is dropped.
-    pub fn start(db: crate::db::Database) -> Self {
+    /// `append_batch`). A writer holding events waits up to `gather` for reads in flight to
+    /// join the batch (zero: it writes what has queued at once). It ends when the last handle
+    /// is dropped.
+    pub fn start(db: crate::db::Database, gather: Duration) -> Self {
         let (queue, receiver) = mpsc::unbounded_channel();
-        tokio::spawn(write_batches(db, receiver));
-        Self { queue }
+        let reading = Arc::new(ReadsInFlight::default());
+        tokio::spawn(write_batches(db, receiver, reading.clone(), gather));
+        Self { queue, reading }
     }
 
     /// False once the writer task has ended (it only ends if it panicked).
@@ -140,22 +175,47 @@ impl AuditBatcher {
         !self.queue.is_closed()
     }
 
+    /// Announces a read that will record its events here.
+    pub fn reading(&self) -> ReadInFlight {
+        self.reading.count.fetch_add(1, Ordering::AcqRel);
+        ReadInFlight(self.reading.clone())
+    }
+
     /// Queues `events` and waits until the transaction that appends them has committed.
-    pub async fn record(&self, events: Vec<BatchedEvent>) -> Result<(), BatchFailed> {
+    /// `read`, the announcement of the read that produced them, ends once they are queued.
+    pub async fn record(
+        &self,
+        events: Vec<BatchedEvent>,
+        read: Option<ReadInFlight>,
+    ) -> Result<(), BatchFailed> {
         if events.is_empty() {
             return Ok(());
         }
         let (written, outcome) = oneshot::channel();
-        self.queue
-            .send(Pending { events, written })
-            .map_err(|_| BatchFailed { sqlstate: None })?;
+        let queued = self.queue.send(Pending { events, written });
+        drop(read);
+        queued.map_err(|_| BatchFailed { sqlstate: None })?;
         outcome.await.unwrap_or(Err(BatchFailed { sqlstate: None }))
     }
 }
 
-async fn write_batches(db: crate::db::Database, mut queue: mpsc::UnboundedReceiver<Pending>) {
+async fn write_batches(
+    db: crate::db::Database,
+    mut queue: mpsc::UnboundedReceiver<Pending>,
+    reading: Arc<ReadsInFlight>,
+    gather: Duration,
+) {
     let mut batch: Vec<Pending> = Vec::new();
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        if !gather.is_zero() && batch.len() < MAX_BATCH {
+            wait_for_reads(&reading, Instant::now() + gather).await;
+            while batch.len() < MAX_BATCH {
+                match queue.try_recv() {
+                    Ok(pending) => batch.push(pending),
+                    Err(_) => break,
+                }
+            }
+        }
         let events: Vec<BatchedEvent> = batch
             .iter()
             .flat_map(|p| p.events.iter().cloned())
@@ -172,6 +232,21 @@ async fn write_batches(db: crate::db::Database, mut queue: mpsc::UnboundedReceiv
         for pending in batch.drain(..) {
             let alone = write(&db, &pending.events).await;
             answer(std::iter::once(pending), &alone);
+        }
+    }
+}
+
+/// Returns once no read is in flight, or at `deadline`. A read ends its announcement only after
+/// queueing its events, so whatever is announced gone is already in the queue.
+async fn wait_for_reads(reading: &ReadsInFlight, deadline: Instant) {
+    // `notify_one` keeps a wake-up for a waiter that has not arrived yet, so a read ending
+    // between the check and the wait is not missed; a stale one only costs another check.
+    while reading.count.load(Ordering::Acquire) > 0 {
+        if tokio::time::timeout_at(deadline, reading.changed.notified())
+            .await
+            .is_err()
+        {
+            return;
         }
     }
 }

@@ -55,6 +55,8 @@ pub struct Database {
     set_isolation_per_transaction: bool,
     /// The audit trail's group-commit writer, started on first use (and again if it ended).
     batcher: Arc<std::sync::Mutex<Option<crate::audit::batch::AuditBatcher>>>,
+    /// How long that writer waits for reads in flight to join a batch.
+    audit_batch_wait: std::time::Duration,
 }
 
 /// Per-transaction limits PostgreSQL enforces on every request.
@@ -145,12 +147,20 @@ impl Database {
             drop_stale_statements: false,
             set_isolation_per_transaction: false,
             batcher: Arc::default(),
+            audit_batch_wait: std::time::Duration::ZERO,
         }
     }
 
     /// Sets the per-transaction limits.
     pub fn with_limits(mut self, limits: TransactionLimits) -> Self {
         self.limits = limits;
+        self
+    }
+
+    /// How long the audit batch writer waits for reads in flight to join a batch (zero, the
+    /// default: it writes whatever has queued).
+    pub fn with_audit_batch_wait(mut self, wait: std::time::Duration) -> Self {
+        self.audit_batch_wait = wait;
         self
     }
 
@@ -207,30 +217,40 @@ impl Database {
     }
 
     /// Records a committed read's events through the audit batch writer, returning once the
-    /// transaction that appended them has committed.
+    /// transaction that appended them has committed. `read` is the read's announcement (see
+    /// [`Database::reading`]), ended once the events are queued.
     pub async fn record_after_commit(
         &self,
         events: Vec<crate::audit::batch::BatchedEvent>,
+        read: Option<crate::audit::batch::ReadInFlight>,
     ) -> Result<(), crate::audit::batch::BatchFailed> {
-        let batcher = {
-            let mut slot = self
-                .batcher
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            match &*slot {
-                Some(batcher) if batcher.is_running() => batcher.clone(),
-                _ => {
-                    // The writer's own handle has no batcher, so it does not keep its own queue
-                    // open.
-                    let mut writer = self.clone();
-                    writer.batcher = Arc::default();
-                    let batcher = crate::audit::batch::AuditBatcher::start(writer);
-                    *slot = Some(batcher.clone());
-                    batcher
-                }
+        self.batcher().record(events, read).await
+    }
+
+    /// Announces a read whose events will be recorded after it commits, so that the batch
+    /// writer can wait for them.
+    pub fn reading(&self) -> crate::audit::batch::ReadInFlight {
+        self.batcher().reading()
+    }
+
+    fn batcher(&self) -> crate::audit::batch::AuditBatcher {
+        let mut slot = self
+            .batcher
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match &*slot {
+            Some(batcher) if batcher.is_running() => batcher.clone(),
+            _ => {
+                // The writer's own handle has no batcher, so it does not keep its own queue
+                // open.
+                let mut writer = self.clone();
+                writer.batcher = Arc::default();
+                let batcher =
+                    crate::audit::batch::AuditBatcher::start(writer, self.audit_batch_wait);
+                *slot = Some(batcher.clone());
+                batcher
             }
-        };
-        batcher.record(events).await
+        }
     }
 
     /// The statement timeout of every request, and the longest an audit batch waits for a lock.

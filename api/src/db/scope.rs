@@ -42,6 +42,8 @@ pub struct RlsScope {
     emergency_grant: bool,
     request_id: Uuid,
     mode: AccessMode,
+    /// For a read recorded after it commits: its announcement to the audit batch writer.
+    read_in_flight: Option<crate::audit::batch::ReadInFlight>,
 }
 
 // All of the identity goes in with ONE statement, so it costs one round trip and the transaction
@@ -208,10 +210,13 @@ impl Database {
         let emergency_grant: bool = row
             .try_get("", "emergency_grant")
             .map_err(DbError::Statement)?;
+        let read_in_flight =
+            (mode == AccessMode::ReadThenRecord && !emergency_grant).then(|| self.reading());
         Ok(RlsScope {
             txn,
             role,
             emergency_grant,
+            read_in_flight,
             // The database produced this text from an integer column, or '' for "nobody".
             clinician_id: clinician_id.parse().ok(),
             request_id,
@@ -254,6 +259,12 @@ impl RlsScope {
     /// writer) rather than appended inside it.
     pub fn records_after_commit(&self) -> bool {
         self.mode == AccessMode::ReadThenRecord && !self.emergency_grant
+    }
+
+    /// For a read recorded after it commits: the announcement that its events are coming, to be
+    /// ended once they are queued (see [`Database::record_after_commit`]).
+    pub fn take_read_in_flight(&mut self) -> Option<crate::audit::batch::ReadInFlight> {
+        self.read_in_flight.take()
     }
 
     /// Commits the request's work; the identity settings end with the transaction.

@@ -370,8 +370,9 @@ impl RequestDb {
         };
         let mut entries = log.take();
         if !failed {
-            if let Some(scope) = scope {
+            if let Some(mut scope) = scope {
                 if scope.records_after_commit() {
+                    let read = scope.take_read_in_flight();
                     let events = BatchedEvent::of(
                         &Reader {
                             ids: &self.ids,
@@ -388,7 +389,8 @@ impl RequestDb {
                         return Ok(());
                     }
                     let span = spans::step("SELECT rowguard_audit.append_batch");
-                    let recorded = spans::while_open(span, self.db.record_after_commit(events));
+                    let recorded =
+                        spans::while_open(span, self.db.record_after_commit(events, read));
                     if let Err(e) = recorded.await {
                         return Err(batch_failed(&e, context));
                     }

@@ -33,6 +33,13 @@ pub struct AuditSettings {
     #[arg(long = "audit-seal-lag-alert-secs", env = "ROWGUARD_AUDIT_SEAL_LAG_ALERT_SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub seal_lag_alert_secs: u64,
 
+    /// Longest wait, in milliseconds, of the audit batch writer for reads already running in
+    /// this gateway to join the batch it is about to write (0: write at once). Each read's
+    /// answer waits for its batch, so this bounds the latency it adds; what it saves is a write
+    /// transaction per read at moderate concurrency.
+    #[arg(long = "audit-batch-wait-ms", env = "ROWGUARD_AUDIT_BATCH_WAIT_MS", default_value_t = 2, value_parser = clap::value_parser!(u64).range(0..=100))]
+    pub batch_wait_ms: u64,
+
     /// Take part in sealing (one replica seals at a time; the others stand by).
     #[arg(long = "audit-sealer", env = "ROWGUARD_AUDIT_SEALER", default_value_t = true, action = clap::ArgAction::Set)]
     pub sealer: bool,
@@ -45,6 +52,10 @@ impl Default for AuditSettings {
 }
 
 impl AuditSettings {
+    pub fn batch_wait(&self) -> Duration {
+        Duration::from_millis(self.batch_wait_ms)
+    }
+
     pub fn sealer_settings(&self) -> crate::audit::sealer::SealerSettings {
         crate::audit::sealer::SealerSettings {
             interval: Duration::from_millis(self.seal_interval_ms),
