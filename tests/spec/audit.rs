@@ -559,35 +559,74 @@ fn read_event(w: &World, request_id: Uuid) -> Vec<BatchedEvent> {
     )
 }
 
-#[tokio::test]
-async fn reads_running_together_are_recorded_by_one_write_transaction() {
-    let w = World::serving(|s| s.audit.batch_wait_ms = 500).await;
-    let ids: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();
-    let reads: Vec<_> = ids.iter().map(|_| w.app.db.reading()).collect();
-    // The three reads hand in their events 40 ms apart: without the wait, each would have been
-    // written (and answered) before the next arrived.
-    let recorded =
-        futures::future::join_all(ids.iter().zip(reads).enumerate().map(|(i, (&id, read))| {
-            let events = read_event(&w, id);
-            let db = w.app.db.clone();
-            async move {
-                tokio::time::sleep(std::time::Duration::from_millis(40 * i as u64)).await;
-                db.record_after_commit(events, Some(read)).await
-            }
-        }))
-        .await;
-    assert!(recorded.iter().all(Result::is_ok), "{recorded:?}");
-    let transactions = query_count(
+/// Longer than any spec waits for a batch: a writer that waited for its bound instead of for
+/// the reads running (set here directly; `serve` allows at most 100 ms).
+const WAIT_FOR_EVER_MS: u64 = 600_000;
+
+/// Records `events` through the batch writer, or panics if that takes 10 s.
+async fn recorded(
+    w: &World,
+    events: Vec<BatchedEvent>,
+    read: Option<rowguard::audit::batch::ReadInFlight>,
+) {
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        w.app.db.record_after_commit(events, read),
+    )
+    .await
+    .expect("the batch writer kept waiting")
+    .expect("recorded");
+}
+
+/// How many write transactions appended the events of these requests.
+async fn write_transactions(w: &World, ids: &[Uuid]) -> i64 {
+    let ids: Vec<String> = ids.iter().map(|id| format!("'{id}'")).collect();
+    query_count(
         &w.admin,
         &format!(
             "select count(distinct txid) as value from rowguard_audit.events \
-             where request_id in ('{}', '{}', '{}')",
-            ids[0], ids[1], ids[2]
+             where request_id in ({})",
+            ids.join(", ")
         ),
     )
     .await
-    .expect("counting write transactions");
-    assert_eq!(transactions, 1);
+    .expect("counting write transactions")
+}
+
+#[tokio::test]
+async fn reads_running_together_are_recorded_by_one_write_transaction_once_the_last_hands_in() {
+    let w = World::serving(|s| s.audit.batch_wait_ms = WAIT_FOR_EVER_MS).await;
+    let ids: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();
+    let reads: Vec<_> = ids.iter().map(|_| w.app.db.reading()).collect();
+    // 40 ms apart: without the wait, each would have been written (and answered) before the
+    // next arrived; with a wait that ran to its bound, none would be answered in time.
+    let w = &w;
+    futures::future::join_all(ids.iter().zip(reads).enumerate().map(
+        |(i, (&id, read))| async move {
+            tokio::time::sleep(std::time::Duration::from_millis(40 * i as u64)).await;
+            recorded(w, read_event(w, id), read).await;
+        },
+    ))
+    .await;
+    assert_eq!(write_transactions(w, &ids).await, 1);
+}
+
+#[tokio::test]
+async fn a_read_that_starts_while_the_writer_waits_joins_the_next_batch() {
+    let w = World::serving(|s| s.audit.batch_wait_ms = WAIT_FOR_EVER_MS).await;
+    let (first, second) = (Uuid::new_v4(), Uuid::new_v4());
+    let (first_read, second_read) = (w.app.db.reading(), w.app.db.reading());
+    let w = &w;
+    let (_, later_read) = tokio::join!(recorded(w, read_event(w, first), first_read), async move {
+        // The writer now holds the first read's events and waits for the second.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let later = w.app.db.reading();
+        recorded(w, read_event(w, second), second_read).await;
+        later
+    },);
+    // Still running, and the batch was written without it.
+    assert!(later_read.is_some());
+    assert_eq!(write_transactions(w, &[first, second]).await, 1);
 }
 
 #[tokio::test]
@@ -595,14 +634,32 @@ async fn a_read_that_never_hands_in_its_events_holds_a_batch_only_for_the_wait()
     let w = World::serving(|s| s.audit.batch_wait_ms = 50).await;
     let _stuck = w.app.db.reading();
     let id = Uuid::new_v4();
-    let recorded = tokio::time::timeout(
-        std::time::Duration::from_secs(10),
-        w.app.db.record_after_commit(read_event(&w, id), None),
-    )
-    .await
-    .expect("the batch was written although a read is still running");
-    assert!(recorded.is_ok(), "{recorded:?}");
+    let started = std::time::Instant::now();
+    recorded(&w, read_event(&w, id), None).await;
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(50),
+        "the writer did not wait for the running read"
+    );
     assert_eq!(events_of(&w.admin, id).await.len(), 1);
+}
+
+#[tokio::test]
+async fn reads_that_fail_or_read_no_phi_leave_no_batch_waiting() {
+    let w = World::serving(|s| s.audit.batch_wait_ms = WAIT_FOR_EVER_MS).await;
+    let token = w.token("alice", "clinician");
+    // A field clinicians may not read fails the request (rolled back, recorded on its own);
+    // the caller's own profile holds no PHI, so nothing is recorded.
+    let (failed, _) = w
+        .send(
+            &token,
+            json!({ "query": "{ patients(first: 1) { nodes { id } } auditEvents(first: 1) { nodes { id } } }" }),
+        )
+        .await;
+    assert!(failed.body["errors"].is_array(), "{}", failed.body);
+    let (no_phi, _) = w.send(&token, json!({ "query": "{ me { id } }" })).await;
+    assert!(no_phi.body["errors"].is_null(), "{}", no_phi.body);
+    // Had either left its announcement behind, this batch would wait for ever.
+    recorded(&w, read_event(&w, Uuid::new_v4()), None).await;
 }
 
 #[tokio::test]

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use futures::FutureExt;
 use sea_orm::{ActiveEnum, DbBackend, Statement};
 use serde::Serialize;
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -135,26 +136,35 @@ struct Pending {
 pub struct AuditBatcher {
     queue: mpsc::UnboundedSender<Pending>,
     reading: Arc<ReadsInFlight>,
+    /// Whether the writer waits for reads at all (if not, none is announced).
+    gather: bool,
 }
 
-/// How many reads of this gateway are running that will hand events to the writer.
+/// The reads of this gateway that are running and will hand events to the writer, counted in
+/// two alternating generations: the writer waits only for the reads that had started when it
+/// took its batch, never for reads that start while it waits (under steady load some always are).
 #[derive(Debug, Default)]
 struct ReadsInFlight {
-    count: AtomicUsize,
+    running: [AtomicUsize; 2],
+    /// The generation new reads join (0 or 1).
+    current: AtomicUsize,
     /// Woken each time a read hands in its events or ends without any.
     changed: Notify,
 }
 
 /// A read that will record its events through the batch writer: while it is held, a writer
-/// holding a batch waits for it (within its bound). Dropped once the events are queued, or when
-/// the read ends without recording.
+/// holding a batch taken after it started waits for it (within its bound). Dropped once the
+/// events are queued, or when the read ends without recording.
 #[derive(Debug)]
-pub struct ReadInFlight(Arc<ReadsInFlight>);
+pub struct ReadInFlight {
+    reads: Arc<ReadsInFlight>,
+    generation: usize,
+}
 
 impl Drop for ReadInFlight {
     fn drop(&mut self) {
-        self.0.count.fetch_sub(1, Ordering::AcqRel);
-        self.0.changed.notify_one();
+        self.reads.running[self.generation].fetch_sub(1, Ordering::AcqRel);
+        self.reads.changed.notify_one();
     }
 }
 
@@ -167,7 +177,11 @@ impl AuditBatcher {
         let (queue, receiver) = mpsc::unbounded_channel();
         let reading = Arc::new(ReadsInFlight::default());
         tokio::spawn(write_batches(db, receiver, reading.clone(), gather));
-        Self { queue, reading }
+        Self {
+            queue,
+            reading,
+            gather: !gather.is_zero(),
+        }
     }
 
     /// False once the writer task has ended (it only ends if it panicked).
@@ -175,10 +189,20 @@ impl AuditBatcher {
         !self.queue.is_closed()
     }
 
-    /// Announces a read that will record its events here.
-    pub fn reading(&self) -> ReadInFlight {
-        self.reading.count.fetch_add(1, Ordering::AcqRel);
-        ReadInFlight(self.reading.clone())
+    /// Announces a read that will record its events here (nothing to announce when the writer
+    /// does not wait).
+    pub fn reading(&self) -> Option<ReadInFlight> {
+        if !self.gather {
+            return None;
+        }
+        // A read that joins the generation the writer is just leaving is waited for one batch
+        // early: more waiting within the bound, never less.
+        let generation = self.reading.current.load(Ordering::Acquire);
+        self.reading.running[generation].fetch_add(1, Ordering::AcqRel);
+        Some(ReadInFlight {
+            reads: self.reading.clone(),
+            generation,
+        })
     }
 
     /// Queues `events` and waits until the transaction that appends them has committed.
@@ -208,13 +232,13 @@ async fn write_batches(
     let mut batch: Vec<Pending> = Vec::new();
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
         if !gather.is_zero() && batch.len() < MAX_BATCH {
-            wait_for_reads(&reading, Instant::now() + gather).await;
-            while batch.len() < MAX_BATCH {
-                match queue.try_recv() {
-                    Ok(pending) => batch.push(pending),
-                    Err(_) => break,
-                }
-            }
+            // Reads that start from now on join the next batch.
+            let started = reading.current.fetch_xor(1, Ordering::AcqRel);
+            wait_for_reads(&reading, started, Instant::now() + gather).await;
+            // Whatever is queued now, without waiting: a send still half done on another
+            // thread goes to the next batch rather than park this one.
+            let room = MAX_BATCH - batch.len();
+            let _ = queue.recv_many(&mut batch, room).now_or_never();
         }
         let events: Vec<BatchedEvent> = batch
             .iter()
@@ -236,17 +260,17 @@ async fn write_batches(
     }
 }
 
-/// Returns once no read is in flight, or at `deadline`. A read ends its announcement only after
-/// queueing its events, so whatever is announced gone is already in the queue.
-async fn wait_for_reads(reading: &ReadsInFlight, deadline: Instant) {
+/// Returns once no read of `generation` is running, or at `deadline`. A read ends its
+/// announcement only after queueing its events, so whatever is announced gone is already queued.
+async fn wait_for_reads(reading: &ReadsInFlight, generation: usize, deadline: Instant) {
+    let timer = tokio::time::sleep_until(deadline);
+    tokio::pin!(timer);
     // `notify_one` keeps a wake-up for a waiter that has not arrived yet, so a read ending
     // between the check and the wait is not missed; a stale one only costs another check.
-    while reading.count.load(Ordering::Acquire) > 0 {
-        if tokio::time::timeout_at(deadline, reading.changed.notified())
-            .await
-            .is_err()
-        {
-            return;
+    while reading.running[generation].load(Ordering::Acquire) > 0 {
+        tokio::select! {
+            () = reading.changed.notified() => {}
+            () = &mut timer => return,
         }
     }
 }

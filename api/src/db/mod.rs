@@ -228,8 +228,11 @@ impl Database {
     }
 
     /// Announces a read whose events will be recorded after it commits, so that the batch
-    /// writer can wait for them.
-    pub fn reading(&self) -> crate::audit::batch::ReadInFlight {
+    /// writer can wait for them (none when the writer does not wait).
+    pub fn reading(&self) -> Option<crate::audit::batch::ReadInFlight> {
+        if self.audit_batch_wait.is_zero() {
+            return None;
+        }
         self.batcher().reading()
     }
 

@@ -210,8 +210,11 @@ impl Database {
         let emergency_grant: bool = row
             .try_get("", "emergency_grant")
             .map_err(DbError::Statement)?;
-        let read_in_flight =
-            (mode == AccessMode::ReadThenRecord && !emergency_grant).then(|| self.reading());
+        let read_in_flight = if mode == AccessMode::ReadThenRecord && !emergency_grant {
+            self.reading()
+        } else {
+            None
+        };
         Ok(RlsScope {
             txn,
             role,
