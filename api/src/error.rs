@@ -222,6 +222,16 @@ impl From<DbError> for ApiError {
                 )
             }
             FailureKind::PermissionDenied => Self::forbidden("not permitted for your role"),
+            // A value the caller sent that the database cannot hold (a date beyond its range, a
+            // character its encoding lacks). Writes say which field (see the mutations); the
+            // database's own message could quote the value, so it is not passed on.
+            FailureKind::InvalidValue => {
+                tracing::warn!(sqlstate, "the database refused a value");
+                Self::new(
+                    ErrorCode::BadUserInput,
+                    "a value in the request is outside what the database can store or compare",
+                )
+            }
             _ => {
                 // The SQLSTATE is enough to diagnose; the message may quote row values (PHI).
                 tracing::error!(sqlstate, "database statement failed");

@@ -358,3 +358,37 @@ async fn documents_nested_past_the_parsers_depth_are_refused_and_the_gateway_liv
         .expect("the gateway still answers");
     assert_eq!(reply.status().as_u16(), 200);
 }
+
+#[tokio::test]
+async fn text_and_dates_the_database_cannot_hold_are_the_callers_mistake() {
+    let (t, issuer, app) = world().await;
+    enroll_at(&t.owner().await, issuer.url(), "dave").await;
+    let clinician = issuer.token("alice").roles(&["clinician"]).mint();
+    let auditor = issuer.token("dave").roles(&["auditor"]).mint();
+    let search = "query($s: String) { patients(first: 2, search: $s) { edges { cursor } } }";
+    let cases = [
+        // PostgreSQL cannot store or compare a NUL character.
+        (&clinician, search, json!({ "s": "Ja\u{0}ne" })),
+        (
+            &clinician,
+            r#"{ patients(first: 2, search: "Ja\u0000ne") { edges { cursor } } }"#,
+            json!({}),
+        ),
+        // A valid date the database's timestamps cannot reach.
+        (
+            &auditor,
+            r#"{ auditEvents(first: 1, filter: { from: "-200000-01-01T00:00:00Z" }) { edges { cursor } } }"#,
+            json!({}),
+        ),
+    ];
+    for (token, query, variables) in cases {
+        let reply = app.graphql(Some(token), query, variables.clone()).await;
+        assert!(reply.status < 500, "{query} {variables}: {}", reply.body);
+        assert_eq!(
+            reply.code(),
+            Some("BAD_USER_INPUT"),
+            "{query} {variables}: {}",
+            reply.body
+        );
+    }
+}

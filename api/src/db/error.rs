@@ -55,7 +55,10 @@ impl DbError {
             "42501" => FailureKind::PermissionDenied,
             "23505" => FailureKind::AlreadyExists,
             "23503" => FailureKind::MissingReference,
-            "23514" | "22001" | "22P02" | "22007" | "22008" => FailureKind::InvalidValue,
+            // 22021: a character the encoding cannot hold (NUL); 22003: a number out of range.
+            "23514" | "22001" | "22P02" | "22007" | "22008" | "22021" | "22003" => {
+                FailureKind::InvalidValue
+            }
             // statement_timeout, a backend an administrator terminated, an idle transaction ended.
             "57014" | "57P01" | "25P03" => FailureKind::Cancelled,
             "40001" | "40P01" => FailureKind::Conflict,

@@ -98,6 +98,10 @@ pub enum TooLarge {
     UnusedFragment(String),
     #[error("unknown fragment {0}")]
     UnknownFragment(String),
+    #[error(
+        "a text value contains the NUL character (U+0000), which PostgreSQL cannot store or compare"
+    )]
+    NulCharacter,
 }
 
 /// How many items a list field can return when it has no `first` argument: the hard limits
@@ -142,6 +146,7 @@ pub fn measure(
         counting: Counting::Everything,
         used: HashSet::new(),
         variable_sizes: HashMap::new(),
+        nul: false,
     };
     if let Some(operation) = operation {
         walk.operation(operation)?;
@@ -168,16 +173,21 @@ pub fn measure(
     Ok(walk.shape)
 }
 
-/// The nodes of a constant value, counted up to a little past `limit`.
-fn const_nodes(value: &Value, limit: usize) -> usize {
+/// The nodes of a constant value, counted up to a little past `limit`; `nul` is set if a string
+/// in it holds a NUL character.
+fn const_nodes(value: &Value, limit: usize, nul: &mut bool) -> usize {
     let mut nodes = 1usize;
     let items: Box<dyn Iterator<Item = &Value>> = match value {
         Value::List(items) => Box::new(items.iter()),
         Value::Object(fields) => Box::new(fields.values()),
+        Value::String(text) => {
+            *nul |= text.contains('\0');
+            return 1;
+        }
         _ => return 1,
     };
     for item in items {
-        nodes = nodes.saturating_add(const_nodes(item, limit));
+        nodes = nodes.saturating_add(const_nodes(item, limit, nul));
         if nodes > limit {
             break;
         }
@@ -210,6 +220,8 @@ struct Walk<'a> {
     used: HashSet<&'a str>,
     /// Nodes of each variable's value (given, or its default) of the operation being walked.
     variable_sizes: HashMap<Name, usize>,
+    /// A string passed to an argument or directive holds a NUL character.
+    nul: bool,
 }
 
 impl<'a> Walk<'a> {
@@ -237,6 +249,11 @@ impl<'a> Walk<'a> {
             let nodes = self.value_nodes(&value.node);
             self.count_values(nodes)?;
         }
+        // Refused here rather than by PostgreSQL, whose refusal would come only after the
+        // request's transaction had begun (and as an error of the statement, not the input).
+        if self.nul {
+            return Err(TooLarge::NulCharacter);
+        }
         Ok(())
     }
 
@@ -255,6 +272,10 @@ impl<'a> Walk<'a> {
             V::Variable(name) => return self.variable_nodes(name),
             V::List(items) => Box::new(items.iter()),
             V::Object(fields) => Box::new(fields.values()),
+            V::String(text) => {
+                self.nul |= text.contains('\0');
+                return 1;
+            }
             _ => return 1,
         };
         let mut nodes = 1usize;
@@ -271,9 +292,9 @@ impl<'a> Walk<'a> {
         if let Some(&nodes) = self.variable_sizes.get(name) {
             return nodes;
         }
-        let nodes = self
-            .variable(name)
-            .map_or(1, |value| const_nodes(value, self.limits.max_values()));
+        let nodes = self.variable(name).map_or(1, |value| {
+            const_nodes(value, self.limits.max_values(), &mut self.nul)
+        });
         self.variable_sizes.insert(name.clone(), nodes);
         nodes
     }
@@ -620,6 +641,26 @@ mod tests {
             uses.join(" ")
         );
         assert_eq!(shape(&query).expect("measured").cost, 1 + (1 + 20));
+    }
+
+    #[test]
+    fn a_nul_character_in_any_text_passed_to_an_argument_is_refused() {
+        assert_eq!(
+            shape(r#"{ patients(search: "Ja\u0000ne") { edges { cursor } } }"#),
+            Err(TooLarge::NulCharacter)
+        );
+        let mut vars = Variables::default();
+        vars.insert(
+            Name::new("input"),
+            async_graphql::Value::from_json(serde_json::json!({ "notes": ["ok", "a\u{0}b"] }))
+                .expect("value"),
+        );
+        let query = "mutation($input: UpdatePatientInput!) { updatePatient(input: $input) { id } }";
+        assert_eq!(shape_with(query, vars), Err(TooLarge::NulCharacter));
+        let defaulted =
+            r#"query($s: String = "x\u0000") { patients(search: $s) { edges { cursor } } }"#;
+        assert_eq!(shape(defaulted), Err(TooLarge::NulCharacter));
+        assert!(shape(r#"{ patients(search: "Jane") { edges { cursor } } }"#).is_ok());
     }
 
     #[test]
