@@ -388,6 +388,31 @@ async fn serve_refuses_a_quota_burst_below_the_complexity_limit() {
     );
 }
 
+#[tokio::test]
+async fn serve_refuses_a_cors_origin_a_browser_never_sends_or_any_site_could() {
+    let issuer = TestIssuer::start().await;
+    // `*` made the CORS layer panic once serving; `null` (any sandboxed frame) was allowed with
+    // credentials; a trailing slash never matches a browser's Origin and was silently dropped.
+    for origins in [
+        "*",
+        "null",
+        "https://app.example.org/",
+        "https://app.example.org,*",
+    ] {
+        let mut command = serve_command(
+            &issuer,
+            "postgres://rgtest_gateway@127.0.0.1:1/x",
+            free_port().expect("port"),
+        );
+        command.env("ROWGUARD_CORS_ORIGINS", origins);
+        let stderr = refusal(command);
+        assert!(
+            stderr.contains("ROWGUARD_CORS_ORIGINS") && !stderr.contains("panicked"),
+            "{origins}: {stderr}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_a_slow_request_finish_refuses_new_connections_and_exits_zero() {
     let t = TestDb::new().await;

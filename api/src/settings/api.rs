@@ -69,7 +69,7 @@ pub struct ApiSettings {
 
     /// Browser origins allowed to call the API, comma-separated (CORS), e.g.
     /// `https://app.example-hospital.org`.
-    #[arg(long, env = "ROWGUARD_CORS_ORIGINS", value_delimiter = ',')]
+    #[arg(long, env = "ROWGUARD_CORS_ORIGINS", value_delimiter = ',', value_parser = browser_origin)]
     pub cors_origins: Vec<String>,
 
     /// Serve the schema to introspection queries.
@@ -198,5 +198,68 @@ impl ApiSettings {
                 PlaygroundAssets::Cdn => AssetSource::Cdn,
             })
         })
+    }
+}
+
+/// One entry of `ROWGUARD_CORS_ORIGINS`: an origin exactly as a browser sends it
+/// (`scheme://host[:port]`, lower case, no path). Credentials are allowed, so neither `*` (which
+/// the CORS layer cannot combine with them) nor `null` (what any sandboxed frame or local file
+/// sends) may be listed, and an entry a browser could never send is refused rather than
+/// silently dropped.
+pub fn browser_origin(entry: &str) -> Result<String, String> {
+    let refuse = |why: &str| {
+        Err(format!(
+            "ROWGUARD_CORS_ORIGINS entry {entry:?}: {why}; write each origin as a browser sends it, e.g. https://app.example-hospital.org"
+        ))
+    };
+    let entry = entry.trim();
+    if entry == "*" || entry.eq_ignore_ascii_case("null") {
+        return refuse(
+            "a wildcard or null origin would let any site or sandboxed frame call the API with credentials",
+        );
+    }
+    let Ok(url) = openidconnect::url::Url::parse(entry) else {
+        return refuse("not a URL");
+    };
+    if !matches!(url.scheme(), "http" | "https") {
+        return refuse("only http and https origins exist for browsers");
+    }
+    let origin = url.origin().ascii_serialization();
+    if origin != entry {
+        return refuse(&format!(
+            "not an origin (no path, user, query or trailing slash; lower case); did you mean {origin:?}?"
+        ));
+    }
+    Ok(origin)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::browser_origin;
+
+    #[test]
+    fn a_cors_origin_must_be_written_as_a_browser_sends_it() {
+        for good in [
+            "https://app.example-hospital.org",
+            "http://localhost:5173",
+            "https://app.example.org:8443",
+        ] {
+            assert_eq!(browser_origin(good).as_deref(), Ok(good));
+        }
+        for bad in [
+            "*",
+            "null",
+            "NULL",
+            "https://app.example.org/",
+            "https://App.example.org",
+            "https://app.example.org/path",
+            "https://user@app.example.org",
+            "https://app.example.org:443",
+            "ftp://app.example.org",
+            "app.example.org",
+            "",
+        ] {
+            assert!(browser_origin(bad).is_err(), "{bad:?} was accepted");
+        }
     }
 }

@@ -53,6 +53,9 @@ impl ServeSettings {
             );
         }
         self.quota.check_bursts(self.api.max_complexity)?;
+        for origin in &self.api.cors_origins {
+            super::api::browser_origin(origin)?;
+        }
         self.database.check_transport_security()
     }
 }
