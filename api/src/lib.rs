@@ -6,6 +6,7 @@
 pub mod audit;
 pub mod auth;
 pub mod cli;
+pub mod connections;
 pub mod db;
 #[cfg(feature = "dev")]
 pub mod dev;

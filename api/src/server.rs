@@ -158,7 +158,7 @@ impl Application {
         if let Some(extra) = self.extra_routes {
             app = app.merge(extra);
         }
-        run_http(self.listener, app, shutdown, self.grace).await
+        crate::connections::serve(self.listener, app, shutdown, self.grace).await
     }
 }
 
@@ -243,37 +243,11 @@ async fn serve_metrics(addr: SocketAddr, state: AppState) -> Result<SocketAddr, 
     let bound = listener
         .local_addr()
         .map_err(|e| StartError::Listen(addr, e))?;
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, routes::metrics_app(state)).await;
-    });
+    tokio::spawn(crate::connections::serve(
+        listener,
+        routes::metrics_app(state),
+        std::future::pending::<()>(),
+        Duration::ZERO,
+    ));
     Ok(bound)
-}
-
-/// Serves `state` on `listener`. When `shutdown` resolves the listener closes at once (new
-/// connections are refused) and in-flight requests get `grace` to finish.
-async fn run_http(
-    listener: tokio::net::TcpListener,
-    app: axum::Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-    grace: Duration,
-) -> std::io::Result<()> {
-    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        shutdown.await;
-        let _ = stopping_tx.send(());
-    });
-    let deadline = async move {
-        if stopping_rx.await.is_ok() {
-            tokio::time::sleep(grace).await;
-        } else {
-            std::future::pending::<()>().await;
-        }
-    };
-    tokio::select! {
-        result = server => result,
-        () = deadline => {
-            tracing::warn!(grace_secs = grace.as_secs(), "in-flight requests did not finish in time; exiting");
-            Ok(())
-        }
-    }
 }

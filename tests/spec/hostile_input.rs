@@ -392,3 +392,101 @@ async fn text_and_dates_the_database_cannot_hold_are_the_callers_mistake() {
         );
     }
 }
+
+/// Reads what the server sends on `stream` until it closes the connection (or 40 s pass).
+async fn until_closed(stream: &mut tokio::net::TcpStream) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut received = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(40),
+        stream.read_to_end(&mut received),
+    )
+    .await;
+    match read {
+        Ok(_) => Some(String::from_utf8_lossy(&received).into_owned()),
+        Err(_) => None,
+    }
+}
+
+/// The first HTTP response on `stream`, head and body (`None` if none came within 40 s).
+async fn first_answer(stream: &mut tokio::net::TcpStream) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(40);
+    let mut received = Vec::new();
+    loop {
+        let text = String::from_utf8_lossy(&received).into_owned();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length = text[..end]
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().to_owned())
+                })
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or(0);
+            if received.len() >= end + 4 + length {
+                return Some(text);
+            }
+        }
+        let mut chunk = [0u8; 4096];
+        match tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (!received.is_empty()).then_some(text),
+            Ok(Ok(n)) => received.extend_from_slice(&chunk[..n]),
+            Err(_) => return None,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_connection_that_never_finishes_its_request_head_is_closed() {
+    use tokio::io::AsyncWriteExt;
+    let (_t, _issuer, app) = world().await;
+    let mut silent = tokio::net::TcpStream::connect(app.addr)
+        .await
+        .expect("connect");
+    let mut slow = tokio::net::TcpStream::connect(app.addr)
+        .await
+        .expect("connect");
+    slow.write_all(b"POST /graphql HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .await
+        .expect("partial head");
+    // Both are cut off after rowguard::connections::HEAD_TIMEOUT (before: held for ever).
+    let (silent, slow) = tokio::join!(until_closed(&mut silent), until_closed(&mut slow));
+    assert!(silent.is_some(), "a silent connection was kept open");
+    assert!(
+        slow.is_some(),
+        "a connection with half a request head was kept open"
+    );
+}
+
+#[tokio::test]
+async fn a_body_that_stalls_or_breaks_off_is_answered_without_waiting_for_it() {
+    use tokio::io::AsyncWriteExt;
+    let t = TestDb::new().await;
+    let issuer = TestIssuer::start().await;
+    let app = TestApp::start_adjusted(&t, &issuer, |s| s.api.request_timeout_ms = 500).await;
+    app.wait_for_keys().await;
+    let token = issuer.token("alice").mint();
+    let head = format!(
+        "POST /graphql HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"query\":"
+    );
+    // Stalls: 10 of the 100 bytes announced, and then nothing (before: no answer, ever).
+    let mut stalled = tokio::net::TcpStream::connect(app.addr)
+        .await
+        .expect("connect");
+    stalled.write_all(head.as_bytes()).await.expect("send");
+    // Breaks off: the same, and the client closes its side (before: "larger than" 413).
+    let mut broken = tokio::net::TcpStream::connect(app.addr)
+        .await
+        .expect("connect");
+    broken.write_all(head.as_bytes()).await.expect("send");
+    broken.shutdown().await.expect("half-close");
+    let (stalled, broken) = tokio::join!(first_answer(&mut stalled), first_answer(&mut broken));
+    let stalled = stalled.expect("a stalled body got no answer");
+    assert!(stalled.starts_with("HTTP/1.1 408"), "{stalled}");
+    assert!(stalled.contains("BAD_USER_INPUT"), "{stalled}");
+    let broken = broken.expect("a broken-off body got no answer");
+    assert!(broken.starts_with("HTTP/1.1 400"), "{broken}");
+    assert!(broken.contains("BAD_USER_INPUT"), "{broken}");
+}

@@ -58,9 +58,13 @@ impl FromRequest<AppState> for Incoming {
                 .and_then(|c| c.0.clone()),
             trace_id: crate::telemetry::trace_id(&tracing::Span::current()),
         };
-        let request = read(request, state.limits.max_body_bytes)
-            .await
-            .map_err(Malformed)?;
+        let request = read(
+            request,
+            state.limits.max_body_bytes,
+            state.limits.request_timeout,
+        )
+        .await
+        .map_err(Malformed)?;
         let given = request.operation_name.as_deref();
         let name = match loggable_name(given) {
             Some(name) => name,
@@ -77,7 +81,11 @@ impl FromRequest<AppState> for Incoming {
     }
 }
 
-async fn read(request: Request, max_body_bytes: usize) -> Result<async_graphql::Request, ApiError> {
+async fn read(
+    request: Request,
+    max_body_bytes: usize,
+    timeout: std::time::Duration,
+) -> Result<async_graphql::Request, ApiError> {
     let (parts, body) = request.into_parts();
     let body = if parts.method == Method::POST {
         let content_type = parts
@@ -93,13 +101,33 @@ async fn read(request: Request, max_body_bytes: usize) -> Result<async_graphql::
             )
             .with_status(StatusCode::UNSUPPORTED_MEDIA_TYPE));
         }
-        let bytes = to_bytes(body, max_body_bytes).await.map_err(|_| {
-            ApiError::new(
-                ErrorCode::BadUserInput,
-                format!("the request body is larger than {max_body_bytes} bytes"),
-            )
-            .with_status(StatusCode::PAYLOAD_TOO_LARGE)
-        })?;
+        // The body arrives within the request's own time limit: a client sending a few bytes
+        // at a time (or fewer than it announced) must not hold the connection and a request
+        // slot for ever.
+        let bytes = match tokio::time::timeout(timeout, to_bytes(body, max_body_bytes)).await {
+            Ok(Ok(bytes)) => bytes,
+            Ok(Err(error)) if is_over_limit(&error) => {
+                return Err(ApiError::new(
+                    ErrorCode::BadUserInput,
+                    format!("the request body is larger than {max_body_bytes} bytes"),
+                )
+                .with_status(StatusCode::PAYLOAD_TOO_LARGE));
+            }
+            Ok(Err(_)) => {
+                return Err(ApiError::new(
+                    ErrorCode::BadUserInput,
+                    "the request body broke off or is malformed",
+                )
+                .with_status(StatusCode::BAD_REQUEST));
+            }
+            Err(_) => {
+                return Err(ApiError::new(
+                    ErrorCode::BadUserInput,
+                    "the request body did not arrive within the request timeout",
+                )
+                .with_status(StatusCode::REQUEST_TIMEOUT));
+            }
+        };
         Body::from(bytes)
     } else {
         Body::empty()
@@ -131,4 +159,16 @@ fn rejection_category(error: &async_graphql::ParseRequestError, over_get: bool) 
         E::UnsupportedBatch => "batch requests are not supported",
         _ => "unsupported request encoding",
     }
+}
+
+/// Whether reading a body failed because it passed the size limit (rather than broke off).
+fn is_over_limit(error: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(current) = source {
+        if current.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = current.source();
+    }
+    false
 }
