@@ -1,7 +1,8 @@
 //! Accepting HTTP connections on bounds no client can stretch: a connection that does not send
-//! a complete request head within [`HEAD_TIMEOUT`] (including a keep-alive connection that sits
-//! idle that long) is closed, so sockets held open by slow or silent clients are given back.
-//! (The request body is bounded where it is read, by the request timeout.)
+//! a complete request head in time (`ROWGUARD_REQUEST_HEAD_TIMEOUT_SECS`, including a
+//! keep-alive connection that sits idle that long) is closed, so sockets held open by slow or
+//! silent clients are given back. (The request body is bounded where it is read, by the request
+//! timeout.)
 
 use std::future::Future;
 use std::time::Duration;
@@ -13,18 +14,19 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 
-/// Longest wait for a request's head (line and headers), counted from when the connection is
-/// ready for one: a new connection, or a kept-alive one after its last answer.
-pub const HEAD_TIMEOUT: Duration = Duration::from_secs(15);
+/// The same bound on the metrics listener (a scraper asks every few seconds).
+pub const METRICS_HEAD_TIMEOUT: Duration = Duration::from_secs(75);
 
 /// Serves `app` on `listener` until `shutdown` resolves; then the listener closes at once (new
 /// connections are refused), idle connections close, and in-flight requests get `grace` to
-/// finish.
+/// finish. `head_timeout` is the longest wait for a request's head (line and headers), counted
+/// from when the connection is ready for one: when it opens, or after its last answer.
 pub async fn serve(
     listener: TcpListener,
     app: axum::Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
+    head_timeout: Duration,
 ) -> std::io::Result<()> {
     // HTTP/1.1 only: telling HTTP/2's cleartext preface apart (hyper-util's automatic mode)
     // waits for the client's first bytes with no time limit, so a silent connection would never
@@ -33,7 +35,7 @@ pub async fn serve(
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(HEAD_TIMEOUT);
+        .header_read_timeout(head_timeout);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {

@@ -50,6 +50,8 @@ pub struct Application {
     address: SocketAddr,
     metrics_address: SocketAddr,
     grace: Duration,
+    /// Longest wait for a complete request head on a connection.
+    head_timeout: Duration,
     /// Routes beside the gateway's own (dev serves the reference web app).
     extra_routes: Option<axum::Router>,
 }
@@ -123,6 +125,7 @@ impl Application {
             address,
             metrics_address,
             grace: Duration::from_secs(settings.shutdown_timeout_secs),
+            head_timeout: Duration::from_secs(settings.api.request_head_timeout_secs),
             extra_routes: None,
         })
     }
@@ -158,7 +161,7 @@ impl Application {
         if let Some(extra) = self.extra_routes {
             app = app.merge(extra);
         }
-        crate::connections::serve(self.listener, app, shutdown, self.grace).await
+        crate::connections::serve(self.listener, app, shutdown, self.grace, self.head_timeout).await
     }
 }
 
@@ -248,6 +251,7 @@ async fn serve_metrics(addr: SocketAddr, state: AppState) -> Result<SocketAddr, 
         routes::metrics_app(state),
         std::future::pending::<()>(),
         Duration::ZERO,
+        crate::connections::METRICS_HEAD_TIMEOUT,
     ));
     Ok(bound)
 }

@@ -441,7 +441,9 @@ async fn first_answer(stream: &mut tokio::net::TcpStream) -> Option<String> {
 #[tokio::test]
 async fn a_connection_that_never_finishes_its_request_head_is_closed() {
     use tokio::io::AsyncWriteExt;
-    let (_t, _issuer, app) = world().await;
+    let t = TestDb::new().await;
+    let issuer = TestIssuer::start().await;
+    let app = TestApp::start_adjusted(&t, &issuer, |s| s.api.request_head_timeout_secs = 2).await;
     let mut silent = tokio::net::TcpStream::connect(app.addr)
         .await
         .expect("connect");
@@ -451,7 +453,7 @@ async fn a_connection_that_never_finishes_its_request_head_is_closed() {
     slow.write_all(b"POST /graphql HTTP/1.1\r\nHost: x\r\nX-Slow: ")
         .await
         .expect("partial head");
-    // Both are cut off after rowguard::connections::HEAD_TIMEOUT (before: held for ever).
+    // Both are cut off after ROWGUARD_REQUEST_HEAD_TIMEOUT_SECS (before: held for ever).
     let (silent, slow) = tokio::join!(until_closed(&mut silent), until_closed(&mut slow));
     assert!(silent.is_some(), "a silent connection was kept open");
     assert!(

@@ -48,6 +48,13 @@ pub struct ApiSettings {
     #[arg(long, env = "ROWGUARD_REQUEST_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(10..=600_000))]
     pub request_timeout_ms: u64,
 
+    /// Longest a connection may wait, in seconds, for a complete request head: from when it
+    /// opens, and from each answer while it is kept alive. Then it is closed, so clients that
+    /// stay silent or trickle headers do not hold sockets. Keep it above the idle timeout of a
+    /// load balancer in front (AWS ALB: 60 s), which would otherwise reuse closed connections.
+    #[arg(long, env = "ROWGUARD_REQUEST_HEAD_TIMEOUT_SECS", default_value_t = 75, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub request_head_timeout_secs: u64,
+
     /// The trusted-documents manifest (Apollo's persisted-query manifest format): the
     /// operations a reviewed front end may send. Reloaded when the file changes and on SIGHUP.
     #[arg(long, env = "ROWGUARD_TRUSTED_DOCUMENTS")]
