@@ -137,7 +137,9 @@ pub fn exported(metadata: &tracing::Metadata<'_>) -> bool {
     metadata.is_span() && metadata.target().starts_with("rowguard")
 }
 
-/// Continues the client's trace: the W3C `traceparent` (and `tracestate`) headers only.
+/// Continues the client's trace: the W3C `traceparent` header only. Its `tracestate` is
+/// dropped: free text of the client's choosing, which the SDK would copy into every span it
+/// exports, so a client could send PHI to the collector through it.
 pub fn continue_trace(span: &tracing::Span, headers: &HeaderMap) {
     if !enabled() {
         return;
@@ -145,12 +147,12 @@ pub fn continue_trace(span: &tracing::Span, headers: &HeaderMap) {
     struct Extractor<'h>(&'h HeaderMap);
     impl opentelemetry::propagation::Extractor for Extractor<'_> {
         fn get(&self, key: &str) -> Option<&str> {
-            matches!(key, "traceparent" | "tracestate")
+            (key == "traceparent")
                 .then(|| self.0.get(key)?.to_str().ok())
                 .flatten()
         }
         fn keys(&self) -> Vec<&str> {
-            vec!["traceparent", "tracestate"]
+            vec!["traceparent"]
         }
     }
     let context = TraceContextPropagator::new().extract(&Extractor(headers));

@@ -247,6 +247,9 @@ async fn no_canary_from_a_request_or_a_record_reaches_the_trace_collector() {
         .bearer_auth(&token)
         .header("traceparent", format!("00-{trace}-{parent}-01"))
         .header("x-request-id", format!("{MARKER}-correlation"))
+        // Vendor state rides along with the trace id; whatever a client puts there must not
+        // reach the collector.
+        .header("tracestate", format!("vendor={MARKER}-state"))
         .header("user-agent", format!("{MARKER}-agent"))
         .header("x-custom", format!("{MARKER}-header"))
         .header("cookie", format!("session={MARKER}-cookie"))
