@@ -492,3 +492,39 @@ async fn a_body_that_stalls_or_breaks_off_is_answered_without_waiting_for_it() {
     assert!(broken.starts_with("HTTP/1.1 400"), "{broken}");
     assert!(broken.contains("BAD_USER_INPUT"), "{broken}");
 }
+
+#[tokio::test]
+async fn a_wrong_method_or_path_gets_a_coded_json_error_and_is_not_counted_as_a_success() {
+    let (_t, _issuer, app) = world().await;
+    let ok_before = app
+        .metric("rowguard_graphql_requests_total{operation=\"<unauthenticated>\",code=\"OK\"}")
+        .await;
+    let put = app
+        .http
+        .put(app.url("/graphql"))
+        .body("{}")
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(put.status(), 405);
+    assert_eq!(
+        put.headers().get("allow").and_then(|v| v.to_str().ok()),
+        Some("GET, POST")
+    );
+    let body: Value = put.json().await.expect("a JSON body");
+    assert_eq!(body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT");
+    let ok_after = app
+        .metric("rowguard_graphql_requests_total{operation=\"<unauthenticated>\",code=\"OK\"}")
+        .await;
+    assert_eq!(ok_after, ok_before, "a refused PUT was counted as OK");
+
+    let missing = app
+        .http
+        .get(app.url("/graphql/extra"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(missing.status(), 404);
+    let body: Value = missing.json().await.expect("a JSON body");
+    assert_eq!(body["errors"][0]["extensions"]["code"], "NOT_FOUND");
+}

@@ -28,12 +28,14 @@ pub fn app(state: AppState) -> Router {
             "/graphql",
             get(graphql::handle)
                 .post(graphql::handle)
+                .fallback(method_not_allowed)
                 .layer(from_fn_with_state(state.clone(), graphql::observe))
                 .layer(from_fn_with_state(state.clone(), playground::on_navigation)),
         )
         .route("/playground/assets/{name}", get(playground::asset))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .fallback(not_found)
         .layer(cors)
         .layer(
             ServiceBuilder::new()
@@ -91,6 +93,27 @@ fn route_of(path: &str) -> &'static str {
         p if p.starts_with("/playground/assets/") => "/playground/assets/{name}",
         _ => "other",
     }
+}
+
+/// `/graphql` with a method other than GET or POST: a coded error like every other refusal
+/// (and counted under its code, not as a success).
+async fn method_not_allowed() -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let mut response = crate::error::ApiError::new(
+        crate::error::ErrorCode::BadUserInput,
+        "send GraphQL requests with GET (queries) or POST",
+    )
+    .with_status(axum::http::StatusCode::METHOD_NOT_ALLOWED)
+    .into_response();
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("GET, POST"));
+    response
+}
+
+/// Any path the gateway does not serve.
+async fn not_found() -> crate::error::ApiError {
+    crate::error::ApiError::new(crate::error::ErrorCode::NotFound, "no such path")
 }
 
 /// The metrics endpoint, served on its own listener (`ROWGUARD_METRICS_LISTEN`, loopback by
