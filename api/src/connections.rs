@@ -42,12 +42,16 @@ pub async fn serve(
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
+                // A connection reset before it was accepted: the next one may be fine.
+                Err(error) if is_connection_error(&error) => continue,
                 Err(error) => {
-                    // Out of file descriptors, or a connection reset before it was accepted:
-                    // keep serving the connections already open, and try again shortly.
+                    // Out of file descriptors (or memory): keep serving the connections already
+                    // open, and try again in a moment rather than spin.
                     tracing::warn!(%error, "could not accept a connection");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                        () = &mut shutdown => break,
+                    }
                 }
             },
             () = &mut shutdown => break,
@@ -75,4 +79,14 @@ pub async fn serve(
         );
     }
     Ok(())
+}
+
+/// An accept error that concerns only the connection being accepted.
+fn is_connection_error(error: &std::io::Error) -> bool {
+    matches!(
+        error.kind(),
+        std::io::ErrorKind::ConnectionRefused
+            | std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::ConnectionReset
+    )
 }

@@ -224,8 +224,10 @@ impl From<DbError> for ApiError {
             FailureKind::PermissionDenied => Self::forbidden("not permitted for your role"),
             // A value the caller sent that the database cannot hold (a date beyond its range, a
             // character its encoding lacks). Writes say which field (see the mutations); the
-            // database's own message could quote the value, so it is not passed on.
-            FailureKind::InvalidValue => {
+            // database's own message could quote the value, so it is not passed on. Other
+            // refused values (a check constraint, a failed cast) stay server errors outside the
+            // mutations: there they point at Rowguard's own SQL.
+            FailureKind::InvalidValue if matches!(sqlstate, "22021" | "22008" | "22007") => {
                 tracing::warn!(sqlstate, "the database refused a value");
                 Self::new(
                     ErrorCode::BadUserInput,

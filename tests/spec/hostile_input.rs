@@ -390,6 +390,16 @@ async fn text_and_dates_the_database_cannot_hold_are_the_callers_mistake() {
             "{query} {variables}: {}",
             reply.body
         );
+        // The NUL is refused by the gate, before the request's transaction opens.
+        if query.contains("patients") {
+            assert!(
+                reply.body["errors"][0]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("NUL")),
+                "{}",
+                reply.body
+            );
+        }
     }
 }
 
@@ -453,12 +463,20 @@ async fn a_connection_that_never_finishes_its_request_head_is_closed() {
     slow.write_all(b"POST /graphql HTTP/1.1\r\nHost: x\r\nX-Slow: ")
         .await
         .expect("partial head");
-    // Both are cut off after ROWGUARD_REQUEST_HEAD_TIMEOUT_SECS (before: held for ever).
+    // Both are cut off after ROWGUARD_REQUEST_HEAD_TIMEOUT_SECS (before: held for ever), not
+    // at once and not at hyper's own default (30 s).
+    let started = std::time::Instant::now();
     let (silent, slow) = tokio::join!(until_closed(&mut silent), until_closed(&mut slow));
     assert!(silent.is_some(), "a silent connection was kept open");
     assert!(
         slow.is_some(),
         "a connection with half a request head was kept open"
+    );
+    let waited = started.elapsed();
+    assert!(
+        waited >= std::time::Duration::from_millis(1500)
+            && waited < std::time::Duration::from_secs(20),
+        "closed after {waited:?}, not after the 2 s set"
     );
 }
 
@@ -490,6 +508,7 @@ async fn a_body_that_stalls_or_breaks_off_is_answered_without_waiting_for_it() {
     assert!(stalled.contains("BAD_USER_INPUT"), "{stalled}");
     let broken = broken.expect("a broken-off body got no answer");
     assert!(broken.starts_with("HTTP/1.1 400"), "{broken}");
+    assert!(broken.contains("broke off"), "{broken}");
     assert!(broken.contains("BAD_USER_INPUT"), "{broken}");
 }
 
@@ -509,7 +528,7 @@ async fn a_wrong_method_or_path_gets_a_coded_json_error_and_is_not_counted_as_a_
     assert_eq!(put.status(), 405);
     assert_eq!(
         put.headers().get("allow").and_then(|v| v.to_str().ok()),
-        Some("GET, POST")
+        Some("GET, HEAD, POST")
     );
     let body: Value = put.json().await.expect("a JSON body");
     assert_eq!(body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT");
@@ -517,6 +536,13 @@ async fn a_wrong_method_or_path_gets_a_coded_json_error_and_is_not_counted_as_a_
         .metric("rowguard_graphql_requests_total{operation=\"<unauthenticated>\",code=\"OK\"}")
         .await;
     assert_eq!(ok_after, ok_before, "a refused PUT was counted as OK");
+    assert_eq!(
+        app.metric(
+            "rowguard_graphql_requests_total{operation=\"<unauthenticated>\",code=\"BAD_USER_INPUT\"}"
+        )
+        .await,
+        1.0
+    );
 
     let missing = app
         .http

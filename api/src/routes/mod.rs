@@ -107,7 +107,7 @@ async fn method_not_allowed() -> axum::response::Response {
     .into_response();
     response
         .headers_mut()
-        .insert(header::ALLOW, HeaderValue::from_static("GET, POST"));
+        .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, POST"));
     response
 }
 
@@ -129,6 +129,7 @@ pub fn metrics_app(state: AppState) -> Router {
 fn cors(origins: &[String]) -> CorsLayer {
     let origins: Vec<HeaderValue> = origins
         .iter()
+        .filter(|o| !o.is_empty())
         .filter_map(|o| HeaderValue::from_str(o).ok())
         .collect();
     CorsLayer::new()
