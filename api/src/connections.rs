@@ -14,9 +14,6 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 
-/// The same bound on the metrics listener (a scraper asks every few seconds).
-pub const METRICS_HEAD_TIMEOUT: Duration = Duration::from_secs(75);
-
 /// Serves `app` on `listener` until `shutdown` resolves; then the listener closes at once (new
 /// connections are refused), idle connections close, and in-flight requests get `grace` to
 /// finish. `head_timeout` is the longest wait for a request's head (line and headers), counted

@@ -118,14 +118,16 @@ impl Application {
         let address = listener
             .local_addr()
             .map_err(|e| StartError::Listen(settings.listen, e))?;
-        let metrics_address = serve_metrics(settings.metrics_listen, state.clone()).await?;
+        let head_timeout = Duration::from_secs(settings.api.request_head_timeout_secs);
+        let metrics_address =
+            serve_metrics(settings.metrics_listen, state.clone(), head_timeout).await?;
         Ok(Self {
             state,
             listener,
             address,
             metrics_address,
             grace: Duration::from_secs(settings.shutdown_timeout_secs),
-            head_timeout: Duration::from_secs(settings.api.request_head_timeout_secs),
+            head_timeout,
             extra_routes: None,
         })
     }
@@ -239,7 +241,11 @@ pub async fn serve(
 }
 
 /// Serves `GET /metrics` on its own listener for the life of the process.
-async fn serve_metrics(addr: SocketAddr, state: AppState) -> Result<SocketAddr, StartError> {
+async fn serve_metrics(
+    addr: SocketAddr,
+    state: AppState,
+    head_timeout: Duration,
+) -> Result<SocketAddr, StartError> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| StartError::Listen(addr, e))?;
@@ -251,7 +257,7 @@ async fn serve_metrics(addr: SocketAddr, state: AppState) -> Result<SocketAddr, 
         routes::metrics_app(state),
         std::future::pending::<()>(),
         Duration::ZERO,
-        crate::connections::METRICS_HEAD_TIMEOUT,
+        head_timeout,
     ));
     Ok(bound)
 }

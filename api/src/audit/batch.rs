@@ -136,8 +136,6 @@ struct Pending {
 pub struct AuditBatcher {
     queue: mpsc::UnboundedSender<Pending>,
     reading: Arc<ReadsInFlight>,
-    /// Whether the writer waits for reads at all (if not, none is announced).
-    gather: bool,
 }
 
 /// The reads of this gateway that are running and will hand events to the writer, counted in
@@ -177,11 +175,7 @@ impl AuditBatcher {
         let (queue, receiver) = mpsc::unbounded_channel();
         let reading = Arc::new(ReadsInFlight::default());
         tokio::spawn(write_batches(db, receiver, reading.clone(), gather));
-        Self {
-            queue,
-            reading,
-            gather: !gather.is_zero(),
-        }
+        Self { queue, reading }
     }
 
     /// False once the writer task has ended (it only ends if it panicked).
@@ -189,20 +183,16 @@ impl AuditBatcher {
         !self.queue.is_closed()
     }
 
-    /// Announces a read that will record its events here (nothing to announce when the writer
-    /// does not wait).
-    pub fn reading(&self) -> Option<ReadInFlight> {
-        if !self.gather {
-            return None;
-        }
+    /// Announces a read that will record its events here.
+    pub fn reading(&self) -> ReadInFlight {
         // A read that joins the generation the writer is just leaving is waited for one batch
         // early: more waiting within the bound, never less.
         let generation = self.reading.current.load(Ordering::Acquire);
         self.reading.running[generation].fetch_add(1, Ordering::AcqRel);
-        Some(ReadInFlight {
+        ReadInFlight {
             reads: self.reading.clone(),
             generation,
-        })
+        }
     }
 
     /// Queues `events` and waits until the transaction that appends them has committed.

@@ -233,7 +233,7 @@ impl Database {
         if self.audit_batch_wait.is_zero() {
             return None;
         }
-        self.batcher().reading()
+        Some(self.batcher().reading())
     }
 
     fn batcher(&self) -> crate::audit::batch::AuditBatcher {
