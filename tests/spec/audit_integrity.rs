@@ -121,6 +121,18 @@ impl Trail {
         };
         trail.append(events).await;
         trail.seal_all().await;
+        // Another spec's open transaction can hold some of the events back to a later round,
+        // after the first checkpoint was signed; with a checkpoint interval, those would stay
+        // unsigned. One more round with a checkpoint due signs them, so every trail starts with
+        // all of its events under a checkpoint.
+        let signed_at = trail.last_checkpoint.take();
+        trail
+            .sealer
+            .round(&mut trail.last_checkpoint)
+            .await
+            .expect("seal round");
+        // Nothing was left unsigned: the interval still runs from the checkpoint before.
+        trail.last_checkpoint = trail.last_checkpoint.or(signed_at);
         trail
     }
 
