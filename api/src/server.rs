@@ -52,6 +52,8 @@ pub struct Application {
     grace: Duration,
     /// Longest wait for a complete request head on a connection.
     head_timeout: Duration,
+    /// Most client connections open at once.
+    connection_limit: crate::connections::ConnectionLimit,
     /// Routes beside the gateway's own (dev serves the reference web app).
     extra_routes: Option<axum::Router>,
 }
@@ -121,6 +123,10 @@ impl Application {
         let head_timeout = Duration::from_secs(settings.api.request_head_timeout_secs);
         let metrics_address =
             serve_metrics(settings.metrics_listen, state.clone(), head_timeout).await?;
+        let connection_limit = crate::connections::client_connection_limit(
+            settings.api.max_client_connections,
+            settings.database.max_connections,
+        );
         Ok(Self {
             state,
             listener,
@@ -128,6 +134,7 @@ impl Application {
             metrics_address,
             grace: Duration::from_secs(settings.shutdown_timeout_secs),
             head_timeout,
+            connection_limit,
             extra_routes: None,
         })
     }
@@ -158,12 +165,25 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        tracing::info!(listen = %self.address, metrics = %self.metrics_address, "rowguard is serving");
+        tracing::info!(
+            listen = %self.address,
+            metrics = %self.metrics_address,
+            max_client_connections = self.connection_limit.max(),
+            "rowguard is serving"
+        );
         let mut app = routes::app(self.state);
         if let Some(extra) = self.extra_routes {
             app = app.merge(extra);
         }
-        crate::connections::serve(self.listener, app, shutdown, self.grace, self.head_timeout).await
+        crate::connections::serve(
+            self.listener,
+            app,
+            shutdown,
+            self.grace,
+            self.head_timeout,
+            self.connection_limit,
+        )
+        .await
     }
 }
 
@@ -258,6 +278,7 @@ async fn serve_metrics(
         std::future::pending::<()>(),
         Duration::ZERO,
         head_timeout,
+        crate::connections::ConnectionLimit::new(crate::connections::METRICS_CONNECTIONS),
     ));
     Ok(bound)
 }

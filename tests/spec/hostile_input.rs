@@ -481,6 +481,146 @@ async fn a_connection_that_never_finishes_its_request_head_is_closed() {
 }
 
 #[tokio::test]
+async fn connections_past_the_client_connection_limit_wait_until_one_closes() {
+    use tokio::io::AsyncWriteExt;
+    let t = TestDb::new().await;
+    let issuer = TestIssuer::start().await;
+    let app = TestApp::start_adjusted(&t, &issuer, |s| {
+        s.api.max_client_connections = Some(2);
+    })
+    .await;
+    let silent = tokio::net::TcpStream::connect(app.addr)
+        .await
+        .expect("connect");
+    let _also_silent = tokio::net::TcpStream::connect(app.addr)
+        .await
+        .expect("connect");
+    // The kernel completes the third handshake; the gateway does not take the connection.
+    let mut third = tokio::net::TcpStream::connect(app.addr)
+        .await
+        .expect("connect");
+    third
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("send");
+    let waiting = tokio::time::timeout(
+        std::time::Duration::from_millis(500),
+        first_answer(&mut third),
+    )
+    .await;
+    assert!(
+        waiting.is_err(),
+        "a third connection was served past a limit of 2: {waiting:?}"
+    );
+    drop(silent);
+    let answer = first_answer(&mut third)
+        .await
+        .expect("the waiting connection was never served after a slot freed");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+/// Rowguard as a process whose open-file limit is `files`, with a pool of 4 connections.
+fn serve_with_open_file_limit(
+    t: &TestDb,
+    issuer: &TestIssuer,
+    files: u32,
+    port: u16,
+    metrics_port: u16,
+) -> rowguard_tests::process::StopOnDrop {
+    use std::process::{Command, Stdio};
+    rowguard_tests::process::StopOnDrop(
+        Command::new("prlimit")
+            .arg(format!("--nofile={files}:{files}"))
+            .arg("--")
+            .arg(env!("CARGO_BIN_EXE_rowguard-cli"))
+            .arg("serve")
+            .env("DATABASE_URL", t.gateway_url())
+            .env("ROWGUARD_ROLE_PREFIX", "rgtest")
+            .env("ROWGUARD_OIDC_ISSUER", issuer.url())
+            .env(
+                "ROWGUARD_OIDC_AUDIENCES",
+                rowguard_tests::issuer::SPA_CLIENT_ID,
+            )
+            .env("ROWGUARD_LISTEN", format!("127.0.0.1:{port}"))
+            .env(
+                "ROWGUARD_METRICS_LISTEN",
+                format!("127.0.0.1:{metrics_port}"),
+            )
+            .env("ROWGUARD_DB_MAX_CONNECTIONS", "4")
+            .env("ROWGUARD_LOG", "error")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prlimit rowguard serve"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_connections_leaves_the_gateway_the_descriptors_it_needs_for_its_database() {
+    use rowguard::dev::postgres::free_port;
+    use sea_orm::ConnectionTrait;
+    use tokio::io::AsyncWriteExt;
+    let t = TestDb::new().await;
+    let issuer = TestIssuer::start().await;
+    let owner = t.owner().await;
+    let alice = enroll_at(&owner, issuer.url(), "alice").await;
+    assign(&owner, &alice, admit(&owner, "A-1").await).await;
+    let (port, metrics_port) = (free_port().expect("port"), free_port().expect("port"));
+    let _server = serve_with_open_file_limit(&t, &issuer, 128, port, metrics_port);
+    let http = reqwest::Client::new();
+    assert!(
+        rowguard_tests::process::ready_within(
+            &http,
+            &format!("http://127.0.0.1:{port}"),
+            std::time::Duration::from_secs(30)
+        )
+        .await,
+        "serve never became ready"
+    );
+    let token = issuer.token("alice").mint();
+    let body = json!({ "query": "{ patients { edges { node { mrn } } } }" }).to_string();
+    let request = format!(
+        "POST /graphql HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    // A client already connected before the flood, kept alive.
+    let mut client = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    client.write_all(request.as_bytes()).await.expect("send");
+    let first = first_answer(&mut client).await.expect("an answer");
+    assert!(first.contains("A-1"), "{first}");
+    // The pool's connections die (a failover, a restart), so the next request needs new ones.
+    t.admin()
+        .await
+        .execute_unprepared(&format!(
+            "select pg_terminate_backend(pid) from pg_stat_activity \
+             where datname = '{}' and application_name = 'rowguard'",
+            t.name()
+        ))
+        .await
+        .expect("terminate the gateway's connections");
+    // Far more connections than the process has descriptors; each is held open.
+    let flood: Vec<_> = futures::future::join_all((0..300).map(|_| {
+        tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            tokio::net::TcpStream::connect(("127.0.0.1", port)),
+        )
+    }))
+    .await;
+    let held = flood.iter().filter(|c| matches!(c, Ok(Ok(_)))).count();
+    assert!(held > 128, "only {held} connections were opened");
+    // Past the pool's idle check (1 s), so the dead connections are replaced, not used.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    client.write_all(request.as_bytes()).await.expect("send");
+    let answer = first_answer(&mut client).await.expect("an answer");
+    // Before: the pool could not open a connection (EMFILE), SERVICE_UNAVAILABLE.
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("A-1"), "{answer}");
+    drop(flood);
+}
+
+#[tokio::test]
 async fn a_body_that_stalls_or_breaks_off_is_answered_without_waiting_for_it() {
     use tokio::io::AsyncWriteExt;
     let t = TestDb::new().await;

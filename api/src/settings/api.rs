@@ -55,6 +55,14 @@ pub struct ApiSettings {
     #[arg(long, env = "ROWGUARD_REQUEST_HEAD_TIMEOUT_SECS", default_value_t = 75, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub request_head_timeout_secs: u64,
 
+    /// Most client connections held open at once. Past it, new connections wait in the
+    /// listen queue until one closes, so clients can never take the file descriptors the
+    /// gateway needs for its database pool, the audit sealer and its checkpoint files. Unset:
+    /// the process's open-file limit (raised to its hard limit at start) minus what the gateway
+    /// keeps for itself; a larger value is lowered to that.
+    #[arg(long, env = "ROWGUARD_MAX_CLIENT_CONNECTIONS", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_client_connections: Option<u32>,
+
     /// The trusted-documents manifest (Apollo's persisted-query manifest format): the
     /// operations a reviewed front end may send. Reloaded when the file changes and on SIGHUP.
     #[arg(long, env = "ROWGUARD_TRUSTED_DOCUMENTS")]
