@@ -107,6 +107,90 @@ async fn the_reviewers_amplification_query_is_refused_before_any_database_work()
 }
 
 #[tokio::test]
+async fn an_audit_report_aliased_side_by_side_is_refused_before_any_database_work() {
+    // The second review's finding: 20 copies of a patient's FHIR bundle in one operation each
+    // loaded up to 10,000 events, at a cost of 0 (a text field), for seconds of CPU and
+    // hundreds of MB per request.
+    let w = World::new(|_| {}).await;
+    let dave = w.token("dave", "auditor");
+    let patient = w.a[0];
+    for field in [
+        "patientAccessFhirBundle",
+        "patientAccessReport { occurredAt }",
+    ] {
+        let name = field.split(' ').next().unwrap_or_default();
+        let copies: Vec<String> = (0..20)
+            .map(|i| {
+                format!(
+                    "r{i}: {}",
+                    field.replacen(name, &format!("{name}(patientId: \"{patient}\")"), 1)
+                )
+            })
+            .collect();
+        let before = w.app.db.statements_executed();
+        let reply = w.ask(&dave, &format!("{{ {} }}", copies.join(" "))).await;
+        refused_as_bad_input(&reply, "only once");
+        assert_eq!(
+            w.app.db.statements_executed(),
+            before,
+            "refused before any statement ran"
+        );
+    }
+    let one = w
+        .ask(
+            &dave,
+            &format!("{{ patientAccessFhirBundle(patientId: \"{patient}\") }}"),
+        )
+        .await;
+    assert_eq!(one.status, 200, "{}", one.body);
+}
+
+#[tokio::test]
+async fn the_directory_aliased_side_by_side_is_refused() {
+    // Before: 20 aliased copies of the directory (up to 1,000 entries each) ran, costed 20.
+    let w = World::new(|_| {}).await;
+    let copies: Vec<String> = (0..20)
+        .map(|i| format!("c{i}: clinicians {{ id displayName active }}"))
+        .collect();
+    let carol = w.token("carol", "coordinator");
+    refused_as_bad_input(
+        &w.ask(&carol, &format!("{{ {} }}", copies.join(" "))).await,
+        "only once",
+    );
+    let once = w
+        .ask(&carol, "{ clinicians { id displayName active } }")
+        .await;
+    assert_eq!(once.status, 200, "{}", once.body);
+}
+
+#[tokio::test]
+async fn every_entry_of_a_list_counts_even_when_it_selects_only_scalars() {
+    // Before: a list whose entries select only scalars cost 1 however many it returned, so
+    // the directory passed a limit of 100 records.
+    let w = World::new(|s| s.api.max_complexity = 100).await;
+    let carol = w.token("carol", "coordinator");
+    refused_as_bad_input(
+        &w.ask(&carol, "{ clinicians { id displayName active } }")
+            .await,
+        "records",
+    );
+    let team = w
+        .ask(
+            &carol,
+            &format!(
+                "{{ patient(id: \"{}\") {{ careTeam {{ careRole }} }} }}",
+                w.a[0]
+            ),
+        )
+        .await;
+    assert_eq!(
+        team.status, 200,
+        "a care team costs its 10 members: {}",
+        team.body
+    );
+}
+
+#[tokio::test]
 async fn root_fields_spread_from_a_fragment_count_against_the_root_field_limit() {
     let w = World::new(|_| {}).await;
     let fields: Vec<String> = (0..25).map(|i| format!("m{i}: me {{ id }}")).collect();

@@ -86,6 +86,10 @@ pub enum TooLarge {
         "the operation could return about {0} records; at most {1} are allowed (ask for smaller pages or fewer nested lists)"
     )]
     Cost(u64, u64),
+    #[error(
+        "{0} is not paged, so an operation may ask for it only once (aliases and fragments included); merge the selections"
+    )]
+    UnpagedRepeated(String),
     #[error("fragment {0} spreads itself")]
     FragmentCycle(String),
     #[error("fragments are spread inside each other more than {0} deep")]
@@ -104,15 +108,30 @@ pub enum TooLarge {
     NulCharacter,
 }
 
-/// How many items a list field can return when it has no `first` argument: the hard limits
-/// the resolvers apply (care teams have no limit of their own; 10 is a generous team).
+/// How many items a list field without a `first` argument is costed as. Care teams have no
+/// limit of their own (10 is a generous team). The lists that are not paged (the directory, the
+/// grants, a patient's access report) are costed as a full page (`ROWGUARD_MAX_PAGE_SIZE`'s
+/// default) rather than by their caps (1,000 and 10,000), which would price the directory out
+/// of a coordinator's quota; what bounds them is that each may be asked for once per operation
+/// ([`is_unpaged`]).
 fn fixed_list_size(field: &str) -> Option<u64> {
     match field {
         "careTeam" => Some(10),
-        "clinicians" | "emergencyAccessGrants" => Some(1000),
-        "patientAccessReport" => Some(10_000),
+        "clinicians" | "emergencyAccessGrants" | "patientAccessReport" => Some(UNPAGED_COST),
         _ => None,
     }
+}
+
+/// What one of the unpaged lists (or the FHIR bundle, a report as text) is costed as.
+const UNPAGED_COST: u64 = 100;
+
+/// Root fields that return a whole list (or report) with no paging: aliased side by side, each
+/// copy would load the whole of it again, so an operation may ask for each once.
+fn is_unpaged(field: &str) -> bool {
+    matches!(
+        field,
+        "clinicians" | "emergencyAccessGrants" | "patientAccessReport" | "patientAccessFhirBundle"
+    )
 }
 
 /// Connection fields whose `edges` repeat `first` times.
@@ -147,6 +166,7 @@ pub fn measure(
         used: HashSet::new(),
         variable_sizes: HashMap::new(),
         nul: false,
+        unpaged: HashSet::new(),
     };
     if let Some(operation) = operation {
         walk.operation(operation)?;
@@ -222,6 +242,8 @@ struct Walk<'a> {
     variable_sizes: HashMap<Name, usize>,
     /// A string passed to an argument or directive holds a NUL character.
     nul: bool,
+    /// The unpaged fields the running operation has asked for so far.
+    unpaged: HashSet<&'a str>,
 }
 
 impl<'a> Walk<'a> {
@@ -405,17 +427,23 @@ impl<'a> Walk<'a> {
                 return Err(TooLarge::RootFields(self.limits.max_root_fields));
             }
         }
+        if is_unpaged(name) && !self.unpaged.insert(name) {
+            return Err(TooLarge::UnpagedRepeated(name.to_owned()));
+        }
         let children = &field.selection_set.node;
         if children.items.is_empty() {
-            return Ok(0);
+            // A report returned as one text value is as dear as the list it is made from.
+            return Ok(if is_unpaged(name) { UNPAGED_COST } else { 0 });
         }
-        let repeat = match name {
-            "edges" => edges.unwrap_or(1),
-            other => fixed_list_size(other).unwrap_or(1),
+        let (repeat, listed) = match name {
+            "edges" => (edges.unwrap_or(1), true),
+            other => fixed_list_size(other).map_or((1, false), |size| (size, true)),
         };
         let inner_edges = is_connection(name).then(|| self.page_size(field));
         let inner = self.set(children, depth + 1, inner_edges)?;
-        Ok(1u64.saturating_add(repeat.saturating_mul(inner)))
+        // Every item of a list is a record, even one that selects only scalars.
+        let per_item = if listed { inner.max(1) } else { inner };
+        Ok(1u64.saturating_add(repeat.saturating_mul(per_item)))
     }
 
     /// The `first` a connection field asks for (a literal, or a variable's value or declared
@@ -526,6 +554,53 @@ mod tests {
         )
         .expect("accepted");
         assert_eq!(by_variable.cost, 1 + (1 + 50 * 12));
+    }
+
+    #[test]
+    fn every_item_of_a_list_counts_even_when_it_selects_only_scalars() {
+        // Before: a list whose items select only scalars cost 1 however long it was.
+        assert_eq!(
+            shape("{ clinicians { id displayName } }").map(|s| s.cost),
+            Ok(101)
+        );
+        assert_eq!(
+            shape("{ patient(id: \"p\") { careTeam { careRole } } }").map(|s| s.cost),
+            Ok(12)
+        );
+        assert_eq!(
+            shape("{ patients(first: 50) { edges { cursor } } }").map(|s| s.cost),
+            Ok(52)
+        );
+    }
+
+    #[test]
+    fn an_unpaged_list_may_be_asked_for_once_per_operation() {
+        let refused = |query: &str, field: &str| {
+            assert_eq!(
+                shape(query),
+                Err(TooLarge::UnpagedRepeated(field.into())),
+                "{query}"
+            );
+        };
+        refused(
+            "{ a: clinicians { id } b: clinicians { id } }",
+            "clinicians",
+        );
+        refused(
+            "{ ...F ...F } fragment F on Query { emergencyAccessGrants { id } }",
+            "emergencyAccessGrants",
+        );
+        refused(
+            "{ a: patientAccessFhirBundle(patientId: \"p\") b: patientAccessFhirBundle(patientId: \"q\") }",
+            "patientAccessFhirBundle",
+        );
+        refused(
+            "{ a: patientAccessReport(patientId: \"p\") { occurredAt } b: patientAccessReport(patientId: \"q\") { occurredAt } }",
+            "patientAccessReport",
+        );
+        let each_once = "{ clinicians { id } emergencyAccessGrants { id } \
+            patientAccessReport(patientId: \"p\") { occurredAt } patientAccessFhirBundle(patientId: \"p\") }";
+        assert_eq!(shape(each_once).map(|s| s.cost), Ok(4 * 101 - 1));
     }
 
     #[test]
