@@ -568,6 +568,70 @@ async fn a_token_minted_for_another_client_is_refused_when_client_ids_are_listed
     }
 }
 
+/// An access token as Okta (no `typ`, the client in `cid`) or Entra ID v1 (`typ: JWT`, the
+/// client in `appid`) issue them: for the API's audience, looking like an ID token.
+fn vendor_access_token(
+    issuer: &TestIssuer,
+    typ: Option<&str>,
+    claim: &str,
+    client: &str,
+) -> String {
+    issuer
+        .token("alice")
+        .typ(typ)
+        .claim("aud", json!(rowguard_tests::issuer::API_AUDIENCE))
+        .claim(claim, json!(client))
+        .mint()
+}
+
+#[tokio::test]
+async fn okta_and_entra_v1_access_tokens_are_matched_by_the_client_they_name() {
+    // Before: a token without `typ: at+jwt` was taken for an ID token, whose client is its
+    // single audience, so these were refused as issued to the application "api".
+    let (_t, issuer, app) = world_for_the_spa_only(|_| {}).await;
+    let spa = rowguard_tests::issuer::SPA_CLIENT_ID;
+    for token in [
+        vendor_access_token(&issuer, None, "cid", spa),
+        vendor_access_token(&issuer, Some("JWT"), "appid", spa),
+    ] {
+        let reply = app.graphql(Some(&token), MY_PATIENTS, json!({})).await;
+        assert_eq!(mrns(&reply), set(&["A-1"]), "{}", reply.body);
+    }
+}
+
+#[tokio::test]
+async fn a_token_naming_another_client_is_refused_even_when_the_api_audience_is_listed_as_a_client()
+{
+    // Before: with the API's audience in ROWGUARD_OIDC_CLIENT_IDS (what the old refusal's log
+    // line led an operator to add), any application's Okta or Entra ID v1 token was accepted.
+    let (_t, issuer, app) = world_for_the_spa_only(|s| {
+        s.client_ids
+            .push(rowguard_tests::issuer::API_AUDIENCE.to_owned());
+    })
+    .await;
+    for token in [
+        vendor_access_token(&issuer, None, "cid", "billing-app"),
+        vendor_access_token(&issuer, Some("JWT"), "appid", "billing-app"),
+        vendor_access_token(&issuer, Some("JWT"), "client_id", "billing-app"),
+        // Two claims naming different clients: neither is picked.
+        issuer
+            .token("alice")
+            .claim("aud", json!(rowguard_tests::issuer::API_AUDIENCE))
+            .claim("client_id", json!(123))
+            .claim("cid", json!(rowguard_tests::issuer::SPA_CLIENT_ID))
+            .mint(),
+    ] {
+        assert_token_rejected(&app, &token).await;
+    }
+}
+
+#[tokio::test]
+async fn a_subject_with_a_nul_character_is_an_unusable_token() {
+    // Before: accepted, then refused by PostgreSQL inside the request as BAD_USER_INPUT (400).
+    let (_t, issuer, app) = world_for_the_spa_only(|_| {}).await;
+    assert_token_rejected(&app, &issuer.token("alice\u{0}").mint()).await;
+}
+
 #[tokio::test]
 async fn a_token_without_a_required_scope_is_refused() {
     let (_t, issuer, app) = world_for_the_spa_only(|s| {

@@ -252,6 +252,12 @@ impl TokenBuilder {
             .claim("client_id", json!(SPA_CLIENT_ID))
     }
 
+    /// Overrides the `typ` header (`None`: no `typ`, as Okta's access tokens).
+    pub fn typ(mut self, typ: Option<&str>) -> Self {
+        self.typ = typ.map(str::to_owned);
+        self
+    }
+
     pub fn signed_by(mut self, key: SigningKey) -> Self {
         self.key = key;
         self

@@ -278,6 +278,14 @@ impl Rules {
         if subject.is_empty() {
             return Err(reject("the token has no subject", "sub is empty"));
         }
+        // PostgreSQL cannot hold or compare a NUL; refused here, it is an unusable token (401)
+        // rather than a refused value once the request's transaction has begun.
+        if subject.contains('\0') {
+            return Err(reject(
+                "the token's subject is not usable",
+                "sub contains a NUL character",
+            ));
+        }
         let client_id = client_of(kind, claims, &audiences);
         if !self.client_ids.is_empty()
             && !client_id
@@ -355,26 +363,37 @@ fn non_empty(values: &[String]) -> Vec<String> {
         .collect()
 }
 
-/// The OAuth client a token was issued to. Access tokens name it in `client_id` (RFC 9068),
-/// or `azp` (Keycloak, Auth0, Entra ID v2), `cid` (Okta) or `appid` (Entra ID v1); ID tokens in
-/// `azp`, or, issued to a single client, in `aud`.
+/// The OAuth client a token was issued to, as named by `client_id` (RFC 9068), `azp`
+/// (Keycloak, Auth0, Entra ID v2, and ID tokens), `cid` (Okta) or `appid` (Entra ID v1),
+/// whatever the token's `typ`: Okta's access tokens carry none and Entra ID v1's say `JWT`, so
+/// they look like ID tokens. Only an ID token that names none of them, issued to a single
+/// audience, is taken to be that audience's. A client claim that is not text, or two that
+/// name different clients, leave the client unknown (refused where clients are listed) rather
+/// than picking one.
 fn client_of(
     kind: TokenKind,
     claims: &IdTokenClaims<ExtraClaims, CoreGenderClaim>,
     audiences: &[&str],
 ) -> Option<String> {
     let extra = &claims.additional_claims().0;
-    let named = |claim: &str| extra.get(claim).and_then(Value::as_str).map(str::to_owned);
-    let azp = claims.authorized_party().map(|azp| azp.as_str().to_owned());
-    match kind {
-        TokenKind::Access => named("client_id")
-            .or(azp)
-            .or_else(|| named("cid"))
-            .or_else(|| named("appid")),
-        TokenKind::Id => azp.or_else(|| match audiences {
-            [only] => Some((*only).to_owned()),
+    let mut named: Vec<Option<&str>> = ["client_id", "cid", "appid"]
+        .iter()
+        .filter_map(|claim| extra.get(*claim).map(Value::as_str))
+        .collect();
+    if let Some(azp) = claims.authorized_party() {
+        named.push(Some(azp.as_str()));
+    }
+    match named.split_first() {
+        Some((first, rest)) => {
+            let client = (*first)?;
+            rest.iter()
+                .all(|other| *other == Some(client))
+                .then(|| client.to_owned())
+        }
+        None => match (kind, audiences) {
+            (TokenKind::Id, [only]) => Some((*only).to_owned()),
             _ => None,
-        }),
+        },
     }
 }
 
