@@ -1300,6 +1300,39 @@ async fn listing_emergency_grants_is_an_audited_access() {
 }
 
 #[tokio::test]
+async fn reading_the_trail_is_recorded_against_every_patient_its_events_name() {
+    // Before: the auditor's read was recorded with no patient at all (only a filtered-on
+    // patient was named), so it never showed in those patients' access reports.
+    let w = World::new(|_| {}).await;
+    w.run(
+        &w.token("alice", "clinician"),
+        "PatientDetail",
+        json!({ "id": w.a1 }),
+    )
+    .await;
+    let query = json!({ "query": "{ auditEvents(first: 100) { edges { node { patientIds } } } }" });
+    let (reply, id) = w.send(&w.token("dave", "auditor"), query).await;
+    let shown: std::collections::BTreeSet<String> = reply.data()["auditEvents"]["edges"]
+        .as_array()
+        .expect("edges")
+        .iter()
+        .flat_map(|e| {
+            e["node"]["patientIds"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter_map(|p| p.as_str().map(str::to_owned))
+        .collect();
+    assert!(shown.contains(&w.a1.to_string()), "{}", reply.body);
+    let shown: Vec<Uuid> = shown.iter().filter_map(|p| p.parse().ok()).collect();
+    assert_eq!(
+        events_of(&w.admin, id).await,
+        vec![event("audit_read", "success", "audit", &shown, &w.dave)],
+    );
+}
+
+#[tokio::test]
 async fn the_patient_access_report_lists_accesses_by_every_role() {
     let w = World::new(|_| {}).await;
     w.run(

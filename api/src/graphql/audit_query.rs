@@ -69,7 +69,20 @@ impl AuditQuery {
                 .await
                 .map_err(ApiError::from)
         };
-        let events = recorded(&request, conditions.patient.into_iter().collect(), events)?;
+        // The events name the patients whose records were reached, and who reached them: a
+        // disclosure about each of those patients, so each is recorded (and shows in their
+        // access report), not only the one filtered on.
+        let mut patients: std::collections::BTreeSet<Uuid> =
+            conditions.patient.into_iter().collect();
+        if let Ok(events) = &events {
+            let shown = page.shown(events.len());
+            patients.extend(
+                events[..shown]
+                    .iter()
+                    .flat_map(|e| e.patient_ids.iter().copied()),
+            );
+        }
+        let events = recorded(&request, patients.into_iter().collect(), events)?;
         Ok(page.connection(events, |e| e.id, AuditEvent))
     }
 
