@@ -345,6 +345,36 @@ async fn rotated_key_is_accepted_without_restart_and_the_retired_key_is_refused(
 }
 
 #[tokio::test]
+async fn a_token_verified_before_its_key_was_withdrawn_is_refused_afterwards() {
+    // Before: the verified-token cache kept vouching for it until its `exp`, so tokens minted
+    // with a compromised key and used before the issuer withdrew it kept working.
+    let t = TestDb::new().await;
+    let issuer = TestIssuer::start().await;
+    let owner = t.owner().await;
+    let alice = enroll_at(&owner, issuer.url(), "alice").await;
+    assign(&owner, &alice, admit(&owner, "A-1").await).await;
+    let mut settings = oidc_settings(&issuer);
+    settings.jwks_cooldown_secs = 0;
+    let app = TestApp::start_adjusted(&t, &issuer, |s| s.oidc = settings).await;
+    app.wait_for_keys().await;
+    let used_before = issuer.token("alice").mint();
+    let reply = app
+        .graphql(Some(&used_before), MY_PATIENTS, json!({}))
+        .await;
+    assert_eq!(mrns(&reply), set(&["A-1"]), "{}", reply.body);
+
+    // The issuer withdraws rsa-1; a token of the new key makes the gateway fetch the new set.
+    let new_key = shared_key("rsa-2");
+    issuer.publish(&[&new_key]);
+    issuer.sign_with(new_key);
+    let fresh = issuer.token("alice").mint();
+    let reply = app.graphql(Some(&fresh), MY_PATIENTS, json!({})).await;
+    assert_eq!(mrns(&reply), set(&["A-1"]), "{}", reply.body);
+
+    assert_refused(post(&app).bearer_auth(&used_before), Some("invalid_token")).await;
+}
+
+#[tokio::test]
 async fn unknown_kid_floods_cause_at_most_a_handful_of_jwks_fetches() {
     let (_t, issuer, app) = world().await;
     let before = issuer.jwks_fetches();

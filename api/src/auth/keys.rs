@@ -106,7 +106,11 @@ impl KeyStore {
         let keys = metadata.jwks().clone();
         let count = keys.keys().len();
         if let Ok(mut slot) = self.keys.write() {
-            *slot = Some(Arc::new(keys));
+            // An unchanged set keeps its `Arc`, so the verified-token cache (which drops a
+            // token verified against any other set) survives the routine refresh.
+            if slot.as_ref().is_none_or(|old| old.keys() != keys.keys()) {
+                *slot = Some(Arc::new(keys));
+            }
         }
         tracing::info!(issuer = %self.issuer.as_str(), keys = count, "loaded issuer signing keys");
         Ok(())

@@ -103,7 +103,8 @@ impl Authenticator {
 
     async fn verify(&self, token: &str) -> Result<VerifiedToken, AuthError> {
         let key = VerifiedCache::key(token);
-        let cached = self.cache.get(&key);
+        let current = self.keys.current();
+        let cached = self.cache.get(&key, current.as_ref());
         // For the trace (the caller's `verify_token` span): whether verification was needed.
         tracing::Span::current().record(
             "rowguard.token.cache",
@@ -112,7 +113,7 @@ impl Authenticator {
         if let Some(hit) = cached {
             return Ok(hit);
         }
-        let keys = match self.keys.current() {
+        let keys = match current {
             Some(keys) => keys,
             // Not loaded yet: try now (bounded by the cooldown) rather than only waiting for the
             // background task.
@@ -121,16 +122,16 @@ impl Authenticator {
             }
             None => return Err(AuthError::KeysUnavailable),
         };
-        let verified = match self.rules.verify(token, &keys) {
+        let (verified, keys) = match self.rules.verify(token, &keys) {
             Err(Rejection::UnknownKey) if self.keys.refresh_for_unknown_key().await => {
                 let keys = self.keys.current().ok_or(AuthError::KeysUnavailable)?;
-                self.rules.verify(token, &keys)
+                (self.rules.verify(token, &keys), keys)
             }
-            other => other,
+            other => (other, keys),
         };
         match verified {
             Ok(v) => {
-                self.cache.insert(key, v.clone());
+                self.cache.insert(key, v.clone(), keys);
                 Ok(v)
             }
             Err(Rejection::UnknownKey) => {
