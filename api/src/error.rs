@@ -202,10 +202,19 @@ impl From<AuthError> for ApiError {
     }
 }
 
+/// The message of a field that could not run because another field's statement had failed
+/// first, taking the request's one transaction down with it (SQLSTATE 25P02). Its code becomes
+/// that earlier failure's once the whole answer is known ([`ApiError::after_earlier_failure`]).
+pub const NOT_RUN_AFTER_FAILURE: &str = "not run: another field of this request failed first, and the fields of a request share one transaction; ask for this field without the failing one";
+
 impl From<DbError> for ApiError {
     fn from(err: DbError) -> Self {
         let sqlstate = err.sqlstate();
         let sqlstate = sqlstate.as_deref().unwrap_or("none");
+        if sqlstate == "25P02" {
+            // Not a failure of its own: the earlier one was already mapped (and logged).
+            return Self::new(ErrorCode::InternalServerError, NOT_RUN_AFTER_FAILURE);
+        }
         match err.kind() {
             FailureKind::Lost if matches!(err, DbError::Unavailable(_)) => {
                 tracing::warn!(error = ?err, "database unavailable");
@@ -277,6 +286,17 @@ impl ApiError {
             Some(api) => (api.code, api.status),
             None => (ErrorCode::BadUserInput, None),
         }
+    }
+
+    /// True for a field that did not run because an earlier field's failure ended the
+    /// request's transaction (see [`NOT_RUN_AFTER_FAILURE`]).
+    pub fn is_after_earlier_failure(&self) -> bool {
+        self.message == NOT_RUN_AFTER_FAILURE
+    }
+
+    /// The same "not run" error, with the code of the failure that caused it.
+    pub fn after_earlier_failure(code: ErrorCode) -> Self {
+        Self::new(code, NOT_RUN_AFTER_FAILURE)
     }
 
     /// The API error behind a GraphQL error, if it is one of ours.

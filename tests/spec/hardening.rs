@@ -642,6 +642,47 @@ async fn a_query_cannot_change_a_patient_even_through_a_wrong_resolver_statement
     }
 }
 
+// A forbidden field does not turn the rest into server errors -----------------------------------------
+
+#[tokio::test]
+async fn fields_after_a_forbidden_one_are_refused_with_its_code_not_as_server_errors() {
+    // The second review's finding: the forbidden field's statement ends the request's one
+    // transaction, and each field after it failed as INTERNAL_SERVER_ERROR (SQLSTATE 25P02),
+    // logged as an error.
+    let w = World::new(|_| {}).await;
+    enroll_at(&w.owner, w.issuer.url(), "dave").await;
+    let dave = w.token("dave", "auditor");
+    for later in [
+        "me { id }",
+        "auditEvents(first: 1) { edges { node { id } } }",
+    ] {
+        let reply = w
+            .ask(
+                &dave,
+                &format!(
+                    "{{ patients(first: 1) {{ edges {{ node {{ mrn }} }} }} later: {later} }}"
+                ),
+            )
+            .await;
+        assert_eq!(reply.status, 403, "{}", reply.body);
+        let errors = reply.body["errors"].as_array().cloned().unwrap_or_default();
+        assert_eq!(errors.len(), 2, "{}", reply.body);
+        for error in &errors {
+            assert_eq!(error["extensions"]["code"], "FORBIDDEN", "{}", reply.body);
+        }
+        let later_error = errors
+            .iter()
+            .find(|e| e["path"][0] == "later")
+            .expect("an error for the later field");
+        assert!(
+            later_error["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("another field of this request failed first")),
+            "{later_error}"
+        );
+    }
+}
+
 // A rolled-back mutation answers nothing ------------------------------------------------------------
 
 #[tokio::test]

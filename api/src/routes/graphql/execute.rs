@@ -214,9 +214,24 @@ async fn finish(
 }
 
 /// Gives every error an `extensions.code`: the engine's own (parse, validation) errors carry
-/// none and are the caller's to fix.
+/// none and are the caller's to fix. A field that could not run because an earlier field's
+/// failure ended the transaction takes that failure's code (a forbidden field makes the fields
+/// after it forbidden too, not a server error).
 fn code_every_error(response: &mut async_graphql::Response) {
+    let not_run = |error: &async_graphql::ServerError| {
+        ApiError::behind(error).is_some_and(ApiError::is_after_earlier_failure)
+    };
+    let cause = response
+        .errors
+        .iter()
+        .find(|e| !not_run(e))
+        .map_or(ErrorCode::InternalServerError, |e| ApiError::of(e).0);
     for error in &mut response.errors {
+        if not_run(error) {
+            let replaced = ApiError::after_earlier_failure(cause).into_server_error();
+            error.source = replaced.source;
+            error.extensions = replaced.extensions;
+        }
         let (code, _) = ApiError::of(error);
         error
             .extensions
