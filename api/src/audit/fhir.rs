@@ -68,6 +68,14 @@ pub fn audit_events(event: &EventRow, chain: Option<&ChainRef>) -> Vec<Value> {
         .collect()
 }
 
+/// The one `AuditEvent` of [`audit_events`] that is about `patient`, if the event names them:
+/// built alone, rather than building one per patient of the event (a page read names up to
+/// 100) and keeping one.
+pub fn audit_event_about(event: &EventRow, patient: &uuid::Uuid) -> Option<Value> {
+    let index = event.patient_ids.iter().position(|p| p == patient)?;
+    Some(audit_event(event, Some(patient), index, None))
+}
+
 fn audit_event(
     event: &EventRow,
     patient: Option<&uuid::Uuid>,

@@ -10,7 +10,7 @@ use super::context::{RequestDb, limits, request_db};
 use super::inputs::{ClinicianId, PatientId};
 use super::rows::{self, AuditEventConditions};
 use super::types::{AuditEvent, AuditEventFilter, EmergencyAccessGrant, PatientAccess};
-use crate::audit::fhir::audit_events;
+use crate::audit::fhir::audit_event_about;
 use crate::audit::record::{AuditAction, AuditOutcome};
 use crate::error::ApiError;
 use crate::principal::AppRole;
@@ -128,15 +128,9 @@ impl AuditQuery {
                 .map_err(ApiError::from)
         };
         let events = recorded(&request, vec![patient], events)?;
-        let reference = format!("Patient/{patient}");
         let entries: Vec<serde_json::Value> = events
             .iter()
-            .flat_map(|event| audit_events(event, None))
-            .filter(|resource| {
-                resource["entity"]
-                    .as_array()
-                    .is_some_and(|e| e.iter().any(|e| e["what"]["reference"] == reference))
-            })
+            .filter_map(|event| audit_event_about(event, &patient))
             .map(|resource| serde_json::json!({ "resource": resource }))
             .collect();
         let bundle = serde_json::json!({
