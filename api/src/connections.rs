@@ -65,7 +65,9 @@ pub fn client_connection_limit(configured: Option<u32>, pool: u32) -> Connection
         },
         Ok((soft, _)) => soft,
         // No limit could be read: take the configured value (or a conventional one) on trust.
-        Err(_) => u64::from(configured.unwrap_or(1024)) + RESERVED_DESCRIPTORS,
+        Err(_) => {
+            u64::from(configured.unwrap_or(1024)) + RESERVED_DESCRIPTORS + 2 * u64::from(pool)
+        }
     };
     let available = left_for_clients(open_files, pool);
     let max = match configured {
@@ -82,7 +84,7 @@ pub fn client_connection_limit(configured: Option<u32>, pool: u32) -> Connection
         }
         None => available,
     };
-    if max < 64 {
+    if available < 64 {
         tracing::warn!(
             open_file_limit = open_files,
             client_connections = max,
@@ -108,8 +110,9 @@ const FULL_WARNING_EVERY: Duration = Duration::from_secs(60);
 /// Serves `app` on `listener` until `shutdown` resolves; then the listener closes at once (new
 /// connections are refused), idle connections close, and in-flight requests get `grace` to
 /// finish. `head_timeout` is the longest wait for a request's head (line and headers), counted
-/// from when the connection is ready for one: when it opens, or after its last answer. At most
-/// `limit` connections are open at once.
+/// from when the connection is ready for one: when it opens, or after its last answer; it is
+/// also the longest an answer may wait for the client to read it. At most `limit` connections
+/// are open at once.
 pub async fn serve(
     listener: TcpListener,
     app: axum::Router,
@@ -168,12 +171,18 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
+        // The head timeout covers a client that does not send; this covers one that does not
+        // read: an answer it leaves unread for as long is given up and the connection closed,
+        // so it cannot hold its place under the connection limit for ever.
+        let mut stream = tokio_io_timeout::TimeoutStream::new(stream);
+        stream.set_write_timeout(Some(head_timeout));
         let service = TowerToHyperService::new(app.clone().map_request(
             |request: axum::http::Request<hyper::body::Incoming>| {
                 request.map(axum::body::Body::new)
             },
         ));
-        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        let connection =
+            graceful.watch(builder.serve_connection(TokioIo::new(Box::pin(stream)), service));
         tokio::spawn(async move {
             // A client that goes away mid-request, or whose head timed out, ends here.
             let _ = connection.await;

@@ -519,6 +519,45 @@ async fn connections_past_the_client_connection_limit_wait_until_one_closes() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
 
+#[tokio::test]
+async fn a_client_that_stops_reading_its_answers_loses_its_connection() {
+    use tokio::io::AsyncWriteExt;
+    let t = TestDb::new().await;
+    let issuer = TestIssuer::start().await;
+    let app = TestApp::start_adjusted(&t, &issuer, |s| {
+        s.api.max_client_connections = Some(1);
+        s.api.request_head_timeout_secs = 2;
+    })
+    .await;
+    // A tiny receive window and requests pipelined until the gateway stops taking them: it is
+    // then stuck writing answers nobody reads.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(1024).expect("receive buffer");
+    let mut stalled = socket.connect(app.addr).await.expect("connect");
+    let requests = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n".repeat(1000);
+    while let Ok(Ok(())) = tokio::time::timeout(
+        std::time::Duration::from_millis(500),
+        stalled.write_all(&requests),
+    )
+    .await
+    {}
+    // The only connection slot is held by it. Before: for as long as the client stayed, so the
+    // next client was never served.
+    let mut next = tokio::net::TcpStream::connect(app.addr)
+        .await
+        .expect("connect");
+    next.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("send");
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(20), first_answer(&mut next))
+        .await
+        .ok()
+        .flatten()
+        .expect("the next client was not served while an unread answer held the only slot");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    drop(stalled);
+}
+
 /// Rowguard as a process whose open-file limit is `files`, with a pool of 4 connections.
 fn serve_with_open_file_limit(
     t: &TestDb,
