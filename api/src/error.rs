@@ -76,6 +76,8 @@ pub struct ApiError {
     retry_after: Option<u64>,
     /// Further response headers (the quota's `RateLimit` and `RateLimit-Policy`).
     headers: Vec<(HeaderName, HeaderValue)>,
+    /// Mapped from a failed database statement (which ends the request's transaction).
+    from_statement: bool,
 }
 
 impl ApiError {
@@ -87,6 +89,7 @@ impl ApiError {
             status: None,
             retry_after: None,
             headers: Vec::new(),
+            from_statement: false,
         }
     }
 
@@ -198,6 +201,7 @@ impl From<AuthError> for ApiError {
             status: None,
             retry_after: None,
             headers: Vec::new(),
+            from_statement: false,
         }
     }
 }
@@ -209,6 +213,14 @@ pub const NOT_RUN_AFTER_FAILURE: &str = "not run: another field of this request 
 
 impl From<DbError> for ApiError {
     fn from(err: DbError) -> Self {
+        let mut mapped = Self::of_statement(err);
+        mapped.from_statement = true;
+        mapped
+    }
+}
+
+impl ApiError {
+    fn of_statement(err: DbError) -> Self {
         let sqlstate = err.sqlstate();
         let sqlstate = sqlstate.as_deref().unwrap_or("none");
         if sqlstate == "25P02" {
@@ -292,6 +304,12 @@ impl ApiError {
     /// request's transaction (see [`NOT_RUN_AFTER_FAILURE`]).
     pub fn is_after_earlier_failure(&self) -> bool {
         self.message == NOT_RUN_AFTER_FAILURE
+    }
+
+    /// True when a failed database statement caused this error (and so may have ended the
+    /// request's transaction); false for refusals made before any statement ran.
+    pub fn is_from_statement(&self) -> bool {
+        self.from_statement
     }
 
     /// The same "not run" error, with the code of the failure that caused it.

@@ -683,6 +683,41 @@ async fn fields_after_a_forbidden_one_are_refused_with_its_code_not_as_server_er
     }
 }
 
+#[tokio::test]
+async fn a_field_that_could_not_run_takes_the_code_of_the_statement_that_failed_not_of_a_bad_argument()
+ {
+    // The review of the fix: with a malformed id first (refused before any statement), the
+    // field after the forbidden one took BAD_USER_INPUT from it.
+    let w = World::new(|_| {}).await;
+    enroll_at(&w.owner, w.issuer.url(), "dave").await;
+    let reply = w
+        .ask(
+            &w.token("dave", "auditor"),
+            "{ x: patient(id: \"zzz\") { id } patients(first: 1) { edges { node { mrn } } } later: me { id } }",
+        )
+        .await;
+    let errors = reply.body["errors"].as_array().cloned().unwrap_or_default();
+    let code_of = |field: &str| {
+        errors
+            .iter()
+            .find(|e| e["path"][0] == field)
+            .map(|e| e["extensions"]["code"].clone())
+    };
+    assert_eq!(
+        code_of("x"),
+        Some(json!("BAD_USER_INPUT")),
+        "{}",
+        reply.body
+    );
+    assert_eq!(
+        code_of("patients"),
+        Some(json!("FORBIDDEN")),
+        "{}",
+        reply.body
+    );
+    assert_eq!(code_of("later"), Some(json!("FORBIDDEN")), "{}", reply.body);
+}
+
 // A rolled-back mutation answers nothing ------------------------------------------------------------
 
 #[tokio::test]

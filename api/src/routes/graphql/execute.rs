@@ -221,10 +221,17 @@ fn code_every_error(response: &mut async_graphql::Response) {
     let not_run = |error: &async_graphql::ServerError| {
         ApiError::behind(error).is_some_and(ApiError::is_after_earlier_failure)
     };
+    // The failure that ended the transaction is a failed statement's (a refusal made before
+    // any statement, such as a malformed id, ends nothing); the first one, since statements
+    // run one at a time on the request's connection and any after it could not run.
+    let from_statement = |e: &async_graphql::ServerError| {
+        ApiError::behind(e).is_some_and(|api| api.is_from_statement())
+    };
     let cause = response
         .errors
         .iter()
-        .find(|e| !not_run(e))
+        .find(|e| !not_run(e) && from_statement(e))
+        .or_else(|| response.errors.iter().find(|e| !not_run(e)))
         .map_or(ErrorCode::InternalServerError, |e| ApiError::of(e).0);
     for error in &mut response.errors {
         if not_run(error) {
