@@ -44,6 +44,27 @@ const PATIENT_COLUMNS: [patient::Column; 7] = [
     patient::Column::UpdatedAt,
 ];
 
+/// What a patient's access report shows of one event: not its other patients, whose ids
+/// (up to thousands in an auditor's read of the trail) the report would only carry and drop.
+#[derive(Debug, Clone, FromQueryResult)]
+pub struct AccessRow {
+    pub occurred_at: DateTime<FixedOffset>,
+    pub clinician_id: Option<i32>,
+    pub app_role: String,
+    pub action: audit_event::Action,
+    pub outcome: audit_event::Outcome,
+    pub purpose: audit_event::Purpose,
+}
+
+const ACCESS_COLUMNS: [audit_event::Column; 6] = [
+    audit_event::Column::OccurredAt,
+    audit_event::Column::ClinicianId,
+    audit_event::Column::AppRole,
+    audit_event::Column::Action,
+    audit_event::Column::Outcome,
+    audit_event::Column::Purpose,
+];
+
 /// The clinician columns every role that reads clinicians may select.
 #[derive(Debug, Clone, FromQueryResult)]
 pub struct ClinicianRow {
@@ -364,11 +385,14 @@ const PATIENT_REPORT_LIMIT: u64 = 10_000;
 pub async fn patient_accesses(
     conn: &impl ConnectionTrait,
     patient: Uuid,
-) -> Result<(Vec<audit_event::Model>, HashMap<i32, String>), DbError> {
+) -> Result<(Vec<AccessRow>, HashMap<i32, String>), DbError> {
     let events = audit_event::Entity::find()
+        .select_only()
+        .columns(ACCESS_COLUMNS)
         .filter(accessed_patient(patient, None, Some(PATIENT_REPORT_LIMIT)))
         .order_by_asc(audit_event::Column::Id)
         .limit(PATIENT_REPORT_LIMIT)
+        .into_model::<AccessRow>()
         .all(conn)
         .await?;
     let ids: Vec<i32> = events.iter().filter_map(|e| e.clinician_id).collect();

@@ -194,7 +194,7 @@ pub struct PatientAccess {
 }
 
 impl PatientAccess {
-    pub fn new(event: audit_event::Model, clinician_name: Option<String>) -> Self {
+    pub fn new(event: crate::graphql::rows::AccessRow, clinician_name: Option<String>) -> Self {
         Self {
             role: AccessorRole::from_db_role(&event.app_role),
             occurred_at: event.occurred_at,
