@@ -277,6 +277,52 @@ fn dev_refuses_to_listen_beyond_loopback() {
     let _ = std::fs::remove_dir_all(&data_dir);
 }
 
+/// Runs `rowguard dev` expecting it to refuse to start; returns its stderr. A dev that starts
+/// anyway is stopped (Running's drop) and the spec fails.
+fn dev_refusal(data_dir: &std::path::Path) -> String {
+    let mut dev = Running::start(dev_command(&data_dir.to_path_buf(), 0));
+    let status = dev.wait(Duration::from_secs(90));
+    assert!(!status.success(), "dev started: {}", dev.stderr_text());
+    dev.stderr_text()
+}
+
+#[test]
+fn dev_refuses_a_data_directory_whose_path_a_shell_would_run() {
+    // The review's finding: the path went unquoted into `pg_ctl -o`, which runs it through
+    // /bin/sh as the server's user.
+    let scratch = std::env::temp_dir().join(format!("rowguard-dev-path-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch).expect("scratch");
+    let ran = scratch.join("ran");
+    let data_dir = scratch.join(format!("data$(touch {})", ran.display()));
+    let stderr = dev_refusal(&data_dir);
+    assert!(!ran.exists(), "the path ran as a command");
+    assert!(stderr.contains("would hand to a shell"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&scratch);
+}
+
+#[test]
+fn dev_refuses_a_cluster_directory_that_is_a_link_to_another_cluster() {
+    // The review's finding: with `pgdata` linked to another cluster (and any file named like
+    // dev's key beside it), dev stopped that cluster, restarted it as its own, migrated and
+    // seeded demo users into it.
+    let scratch = std::env::temp_dir().join(format!("rowguard-dev-link-{}", std::process::id()));
+    let foreign = scratch.join("foreign");
+    let data_dir = scratch.join("data");
+    std::fs::create_dir_all(&foreign).expect("foreign");
+    std::fs::create_dir_all(&data_dir).expect("data");
+    // Enough for dev to take it for an initialised cluster.
+    std::fs::write(foreign.join("PG_VERSION"), "15\n").expect("PG_VERSION");
+    std::os::unix::fs::symlink(&foreign, data_dir.join("pgdata")).expect("link");
+    std::fs::write(data_dir.join("dev-idp-key.pem"), "").expect("key");
+    let stderr = dev_refusal(&data_dir);
+    assert!(stderr.contains("is a symbolic link"), "{stderr}");
+    assert!(
+        !data_dir.join("dev-cluster-marker").exists(),
+        "dev claimed the linked cluster as its own"
+    );
+    let _ = std::fs::remove_dir_all(&scratch);
+}
+
 pub(crate) fn serve_command(issuer: &TestIssuer, database_url: &str, port: u16) -> Command {
     let mut command = Command::new(CLI);
     command

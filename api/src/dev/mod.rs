@@ -35,19 +35,25 @@ const MARKER_FILE: &str = "dev-cluster-marker";
 
 /// Where dev keeps its cluster and keys: `ROWGUARD_DEV_DATA_DIR`, else `.rowguard` in the
 /// current directory — unless dev runs as root and the `postgres` user (which runs the embedded
-/// server) cannot reach it, as in a clone under /root; then a directory of its own under
-/// /var/tmp, named after the checkout so each keeps its data.
+/// server) cannot reach it, as in a clone under /root, or its path holds characters `pg_ctl`
+/// cannot take; then a directory of its own under /var/tmp, named after the checkout so each
+/// keeps its data.
 fn data_dir(settings: &DevSettings) -> Result<PathBuf, String> {
     if let Some(dir) = &settings.data_dir {
         return Ok(dir.clone());
     }
     let local = std::path::absolute(".rowguard").map_err(|e| e.to_string())?;
-    if !postgres::is_root() {
+    // A checkout whose path `pg_ctl` could not take as it is (a space, say) keeps its dev data
+    // under /var/tmp instead, as an unreachable one does.
+    let plain = postgres::check_plain_path(&local).is_ok();
+    if plain && !postgres::is_root() {
         return Ok(local);
     }
-    let (uid, gid) = postgres::postgres_ids().map_err(|e| e.to_string())?;
-    if postgres::reachable_by(&local, uid, gid) {
-        return Ok(local);
+    if plain {
+        let (uid, gid) = postgres::postgres_ids().map_err(|e| e.to_string())?;
+        if postgres::reachable_by(&local, uid, gid) {
+            return Ok(local);
+        }
     }
     let checkout = std::env::current_dir().map_err(|e| e.to_string())?;
     let tag: String = sha2::Sha256::digest(checkout.as_os_str().as_encoded_bytes())[..6]
@@ -55,10 +61,15 @@ fn data_dir(settings: &DevSettings) -> Result<PathBuf, String> {
         .map(|b| format!("{b:02x}"))
         .collect();
     let fallback = PathBuf::from(format!("/var/tmp/rowguard-dev-{tag}"));
+    let why = if plain {
+        "the postgres user cannot reach it (a private parent directory)"
+    } else {
+        "its path holds characters pg_ctl would hand to a shell (a space, say)"
+    };
     tracing::info!(
-        unreachable = %local.display(),
+        unusable = %local.display(),
         data_dir = %fallback.display(),
-        "the postgres user cannot reach the checkout's .rowguard (a private parent directory); keeping dev data elsewhere (set ROWGUARD_DEV_DATA_DIR to choose)"
+        "the checkout's .rowguard cannot hold dev data: {why}; keeping it elsewhere (set ROWGUARD_DEV_DATA_DIR to choose)"
     );
     Ok(fallback)
 }
@@ -157,6 +168,15 @@ fn start_embedded(
     data_dir: &Path,
 ) -> Result<(LocalCluster, u16, String), String> {
     let cluster = LocalCluster::new(data_dir.join("pgdata")).map_err(|e| e.to_string())?;
+    // Whatever a link points at is not dev's: a link to a real cluster would have dev stop it,
+    // restart it as its own and migrate and seed into it.
+    if std::fs::symlink_metadata(cluster.data_dir()).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(format!(
+            "{} is a symbolic link; dev only ever uses the cluster it creates there itself. Point \
+             ROWGUARD_DEV_DATA_DIR at an empty directory.",
+            cluster.data_dir().display()
+        ));
+    }
     let marker_path = data_dir.join(MARKER_FILE);
     let marker = if !cluster.is_initialised() {
         tracing::info!(dir = %cluster.data_dir().display(), "creating the embedded PostgreSQL cluster");

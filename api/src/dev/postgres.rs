@@ -29,6 +29,31 @@ pub enum ClusterError {
     },
     #[error("no free loopback port: {0}")]
     NoPort(std::io::Error),
+    #[error(
+        "{0}: the path holds {1:?}, which `pg_ctl` would hand to a shell; choose a directory \
+         whose path has only letters, digits and / . _ - + @ (ROWGUARD_DEV_DATA_DIR)"
+    )]
+    UnsafePath(PathBuf, char),
+}
+
+/// True for a character that means the same to a shell, to `pg_ctl -o` and to PostgreSQL's
+/// directory lists whether or not it is quoted.
+fn is_plain_path_char(c: char) -> bool {
+    c.is_alphanumeric() || matches!(c, '/' | '.' | '_' | '-' | '+' | '@')
+}
+
+/// Refuses a path that would not survive `pg_ctl`'s shell unchanged (it passes `-o` options
+/// through `/bin/sh`): `$(...)` in a directory name would run as the server's user, and a space
+/// or comma would split the socket directory setting.
+pub fn check_plain_path(path: &Path) -> Result<(), ClusterError> {
+    match path
+        .to_string_lossy()
+        .chars()
+        .find(|c| !is_plain_path_char(*c))
+    {
+        Some(c) => Err(ClusterError::UnsafePath(path.to_path_buf(), c)),
+        None => Ok(()),
+    }
 }
 
 /// A cluster in `data_dir`, possibly not initialised or not running yet.
@@ -49,6 +74,7 @@ impl LocalCluster {
             path: data_dir.clone(),
             source,
         })?;
+        check_plain_path(&data_dir)?;
         Ok(Self {
             bindir: server_bindir().ok_or(ClusterError::NoServerBinaries)?,
             data_dir,
