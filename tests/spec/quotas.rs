@@ -157,6 +157,38 @@ async fn one_persons_burst_is_limited_before_the_database_and_others_are_unaffec
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_documents_are_charged_so_they_cannot_be_repeated_for_free() {
+    // The review's finding: a document naming an operation it does not hold (or refused by a
+    // limit) was parsed and walked but never charged; a megabyte of it cost the gateway up to a
+    // second of CPU per request, as often as the person liked.
+    let w = World::new(QuotaMode::Enforce, 1, 12, None).await;
+    let token = w.issuer.token("alice").mint();
+    let mut statuses = Vec::new();
+    for body in [
+        json!({ "query": PAGE, "operationName": "NotInTheDocument" }),
+        json!({ "query": "{ patients(first: 1000) { edges { node { id } } } }" }),
+    ] {
+        for _ in 0..14 {
+            let reply = w
+                .app
+                .http
+                .post(w.app.url("/graphql"))
+                .bearer_auth(&token)
+                .json(&body)
+                .send()
+                .await
+                .expect("reply");
+            statuses.push(reply.status().as_u16());
+        }
+    }
+    assert!(statuses[..12].iter().all(|s| *s == 400), "{statuses:?}");
+    assert!(
+        statuses[12..].contains(&429),
+        "refusals were not charged: {statuses:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn measure_mode_serves_over_quota_requests_and_counts_them() {
     let w = World::new(QuotaMode::Measure, 1, 30, None).await;
     let alice = w.issuer.token("alice").mint();
@@ -352,6 +384,41 @@ async fn with_redis_one_persons_budget_is_shared_by_every_replica_and_survives_r
         statuses.push(ask(&http, &replicas[0].base, &bob).await.status);
     }
     assert!(statuses.contains(&429), "{statuses:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_falls_back_from_redis_does_not_hand_out_a_fresh_budget() {
+    // The review's finding: the local budgets were never charged while Redis answered, so the
+    // first Redis timeout (one is enough, under load) gave everyone a full burst again.
+    let mut redis = TestRedis::start();
+    let t = TestDb::new().await;
+    let issuer = TestIssuer::start().await;
+    let owner = t.owner().await;
+    let alice = enroll_at(&owner, issuer.url(), "alice").await;
+    assign(&owner, &alice, admit(&owner, "R-alice").await).await;
+    let r = replica(&t, &issuer, &redis.url(), 1, 60);
+    let http = reqwest::Client::new();
+    assert!(
+        process::ready_within(&http, &r.base, Duration::from_secs(30)).await,
+        "replica never became ready"
+    );
+    let token = issuer.token("alice").mint();
+    for page in 0..5 {
+        let answer = ask(&http, &r.base, &token).await;
+        assert_eq!(answer.status, 200, "page {page}: {answer:?}");
+    }
+    assert_eq!(ask(&http, &r.base, &token).await.status, 429);
+
+    redis.kill();
+    let answer = ask(&http, &r.base, &token).await;
+    assert_eq!(
+        readyz_quota(&http, &r.base).await,
+        "local (redis unreachable)"
+    );
+    assert_eq!(
+        answer.status, 429,
+        "the local budget was full again: {answer:?}"
+    );
 }
 
 async fn readyz_status(http: &reqwest::Client, base: &str) -> u16 {

@@ -35,6 +35,29 @@ impl RequestPolicy {
         db: &RequestDb,
         over_get: bool,
     ) -> ServerResult<()> {
+        let verdict = self.measure(request, over_get);
+        // A request refused here was parsed and walked all the same, as was one naming no
+        // operation its document holds (the engine then refuses it): each is charged one unit,
+        // so refusals cannot be repeated free of charge.
+        let cost = match &verdict {
+            Ok(Some((cost, mutation))) => {
+                db.set_mutation(*mutation);
+                *cost
+            }
+            _ => 1,
+        };
+        if let Some(decision) = self.quotas.charge(db.principal(), cost).await {
+            db.set_quota(decision);
+            if !decision.allowed {
+                return Err(ApiError::over_quota(&decision).into_server_error());
+            }
+        }
+        verdict.map(|_| ())
+    }
+
+    /// The cost of the operation `request` runs and whether it is a mutation; `None` when the
+    /// document holds no operation by the name asked for (or several and no name).
+    fn measure(&self, request: &mut Request, over_get: bool) -> ServerResult<Option<(u64, bool)>> {
         let operation_name = request.operation_name.clone();
         let variables = request.variables.clone();
         let doc = request.parsed_query()?;
@@ -55,19 +78,9 @@ impl RequestPolicy {
         };
         let shape = measure(doc, operation, &variables, &limits)
             .map_err(|too_large| bad_input(too_large.to_string()))?;
-        let Some(operation) = operation else {
-            // The engine reports a missing or ambiguous operation (after validating every
-            // operation, which the measure above has bounded).
-            return Ok(());
-        };
-        db.set_mutation(operation.ty == OperationType::Mutation);
-        if let Some(decision) = self.quotas.charge(db.principal(), shape.cost).await {
-            db.set_quota(decision);
-            if !decision.allowed {
-                return Err(ApiError::over_quota(&decision).into_server_error());
-            }
-        }
-        Ok(())
+        // The engine reports a missing or ambiguous operation (after validating every
+        // operation, which the measure above has bounded).
+        Ok(operation.map(|op| (shape.cost, op.ty == OperationType::Mutation)))
     }
 }
 

@@ -282,6 +282,12 @@ impl Quotas {
             match shared.charge(limit.subject, key, limit.budget, cost).await {
                 Some(decision) => {
                     self.counters.shared.set(1);
+                    // The local budget is kept in step on the side (its verdict unused): one
+                    // Redis timeout is enough to fall back to it, and a budget left full while
+                    // Redis answered would hand the person a fresh burst on this replica.
+                    if decision.allowed {
+                        let _ = limit.check_local(key, cost);
+                    }
                     return decision;
                 }
                 None => {
