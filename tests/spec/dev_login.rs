@@ -445,3 +445,83 @@ async fn the_provider_answers_only_requests_addressed_to_a_loopback_name() {
         assert_eq!(own.status().as_u16(), 200, "{host}");
     }
 }
+
+/// No other page may frame the sign-in (a framed button can be clicked through by a page the
+/// user did not mean to sign in to), and no cache keeps it.
+#[tokio::test]
+async fn the_login_page_cannot_be_framed_and_is_never_cached() {
+    let idp = provider().await;
+    let challenge = challenge(VERIFIER);
+    let page = http()
+        .get(format!("{}/authorize", idp.issuer))
+        .query(&[
+            ("response_type", "code"),
+            ("client_id", "clinician-web"),
+            ("redirect_uri", REDIRECT),
+            ("scope", "openid"),
+            ("state", "s"),
+            ("code_challenge", challenge.as_str()),
+            ("code_challenge_method", "S256"),
+        ])
+        .send()
+        .await
+        .expect("page");
+    assert_eq!(page.status(), 200);
+    let header = |name: &str| {
+        page.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(header("x-frame-options"), "DENY");
+    let policy = header("content-security-policy");
+    assert!(policy.contains("frame-ancestors 'none'"), "{policy:?}");
+    assert!(policy.contains("default-src 'none'"), "{policy:?}");
+    assert_eq!(header("cache-control"), "no-store");
+}
+
+/// The reference app shows PHI and keeps its tokens in the browser: it runs only its own
+/// scripts, talks only to the gateway and the provider, and no other page may frame it.
+#[tokio::test]
+async fn the_web_app_runs_only_its_own_scripts_and_cannot_be_framed() {
+    let dist = std::env::temp_dir().join(format!("rowguard-web-app-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dist).expect("dist");
+    std::fs::write(dist.join("index.html"), "<!doctype html><title>app</title>").expect("index");
+    let app = rowguard::dev::web_app::routes(&dist, "http://127.0.0.1:18081/realms/dev");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("listener");
+    let address = listener.local_addr().expect("address");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    for path in ["/app/", "/app/callback", "/app/config.json"] {
+        let response = http()
+            .get(format!("http://{address}{path}"))
+            .send()
+            .await
+            .expect("app");
+        assert_eq!(response.status(), 200, "{path}");
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        assert_eq!(header("x-frame-options"), "DENY", "{path}");
+        let policy = header("content-security-policy");
+        assert!(
+            policy.contains("frame-ancestors 'none'"),
+            "{path}: {policy:?}"
+        );
+        assert!(policy.contains("default-src 'self'"), "{path}: {policy:?}");
+        assert!(
+            policy.contains("connect-src 'self' http://127.0.0.1:18081"),
+            "{path}: {policy:?}"
+        );
+        assert_eq!(header("x-content-type-options"), "nosniff", "{path}");
+    }
+    let _ = std::fs::remove_dir_all(&dist);
+}

@@ -283,12 +283,16 @@ async fn token(State(p): State<Arc<Provider>>, UrlPath(subject): UrlPath<String>
             .into_response();
     };
     match p.id_token(user, DEV_CLIENT_ID, None) {
-        Ok(token) => Json(json!({
-            "id_token": token,
-            "token_type": "Bearer",
-            "expires_in": TOKEN_LIFETIME_MINUTES * 60,
-        }))
-        .into_response(),
+        // A token is a credential: no cache may keep it (RFC 6749 §5.1).
+        Ok(token) => (
+            [(axum::http::header::CACHE_CONTROL, "no-store")],
+            Json(json!({
+                "id_token": token,
+                "token_type": "Bearer",
+                "expires_in": TOKEN_LIFETIME_MINUTES * 60,
+            })),
+        )
+            .into_response(),
         Err(e) => {
             tracing::error!(error = %e, "minting a dev token failed");
             StatusCode::INTERNAL_SERVER_ERROR.into_response()

@@ -192,14 +192,29 @@ pub(super) async fn login_page(
             )
         })
         .collect::<String>();
-    Html(format!(
+    let page = Html(format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Rowguard dev sign-in</title>\
          <style>body{{font-family:system-ui,sans-serif;max-width:32rem;margin:3rem auto}}li{{list-style:none;margin:.5rem 0}}button{{width:100%;padding:.6rem;font-size:1rem;text-align:left}}</style></head>\
          <body><h1>Sign in (development)</h1><p>This is <code>rowguard dev</code>'s identity provider: \
          pick a demo user. There is no password, which is why it only listens on loopback.</p>\
          <form method=\"post\" action=\"authorize\">{hidden}<ul>{buttons}</ul></form></body></html>"
-    ))
-    .into_response()
+    ));
+    // No other page may frame it: a framed sign-in could be clicked through by a page the user
+    // did not mean to sign in to.
+    (
+        [
+            (
+                axum::http::header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'",
+            ),
+            (axum::http::header::X_FRAME_OPTIONS, "DENY"),
+            (axum::http::header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (axum::http::header::REFERRER_POLICY, "no-referrer"),
+            (axum::http::header::CACHE_CONTROL, "no-store"),
+        ],
+        page,
+    )
+        .into_response()
 }
 
 /// `POST /authorize`: the picked user is signed in; the client gets a code on its redirect URI.
