@@ -234,6 +234,104 @@ async fn coordinator_asking_for_clinical_notes_gets_a_forbidden_field_error() {
     );
 }
 
+// A field that fails answers null where the GraphQL spec puts it ---------------------------------
+// (§6.4.4: null in the field's place; for a Non-Null field, in its nearest nullable ancestor's.
+// A missing field is, to Apollo Client, an incomplete result.)
+
+#[tokio::test]
+async fn a_nullable_field_that_fails_answers_null_in_its_place() {
+    let w = World::new().await;
+    let reply = w
+        .app
+        .graphql(
+            Some(&w.carol()),
+            "query($id: ID!) { patient(id: $id) { mrn clinicalNotes givenName } }",
+            json!({ "id": w.patients["A-1"] }),
+        )
+        .await;
+    assert_eq!(reply.code(), Some("FORBIDDEN"), "{}", reply.body);
+    let patient = reply.data()["patient"]
+        .as_object()
+        .unwrap_or_else(|| panic!("the patient resolves: {}", reply.body));
+    assert_eq!(
+        patient.get("clinicalNotes"),
+        Some(&Value::Null),
+        "{}",
+        reply.body
+    );
+    assert_eq!(patient.get("mrn"), Some(&json!("A-1")), "{}", reply.body);
+    assert!(patient.contains_key("givenName"), "{}", reply.body);
+}
+
+#[tokio::test]
+async fn an_object_whose_only_field_fails_is_still_there_with_that_field_null() {
+    let w = World::new().await;
+    let reply = w
+        .app
+        .graphql(
+            Some(&w.carol()),
+            "query($id: ID!) { patient(id: $id) { clinicalNotes } }",
+            json!({ "id": w.patients["A-1"] }),
+        )
+        .await;
+    assert_eq!(reply.code(), Some("FORBIDDEN"), "{}", reply.body);
+    assert_eq!(
+        reply.body["data"],
+        json!({ "patient": { "clinicalNotes": null } }),
+        "{}",
+        reply.body
+    );
+}
+
+#[tokio::test]
+async fn every_item_of_a_list_keeps_its_failed_field_as_null() {
+    let w = World::new().await;
+    let reply = w
+        .app
+        .graphql(
+            Some(&w.carol()),
+            "{ patients(first: 10) { edges { node { mrn notes: clinicalNotes } } } }",
+            json!({}),
+        )
+        .await;
+    let edges = reply.data()["patients"]["edges"]
+        .as_array()
+        .cloned()
+        .unwrap_or_else(|| panic!("the page resolves: {}", reply.body));
+    assert!(!edges.is_empty(), "{}", reply.body);
+    for edge in &edges {
+        let node = edge["node"].as_object().expect("node");
+        assert_eq!(node.get("notes"), Some(&Value::Null), "{}", reply.body);
+        assert!(node["mrn"].is_string(), "{}", reply.body);
+    }
+}
+
+#[tokio::test]
+async fn a_non_null_field_that_fails_takes_its_nearest_nullable_ancestor_with_it() {
+    // `patients` is `PatientConnection!` on the root: its failure (a cursor refused before any
+    // statement, so `me` still runs) leaves no nullable position above it, so the whole answer
+    // is null, not `me` alone.
+    let w = World::new().await;
+    let reply = w
+        .app
+        .graphql(
+            Some(&w.alice()),
+            "{ me { id } patients(first: 1, after: \"not-a-cursor\") { edges { node { mrn } } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(reply.code(), Some("BAD_USER_INPUT"), "{}", reply.body);
+    assert_eq!(reply.body["data"], Value::Null, "{}", reply.body);
+    assert!(
+        reply
+            .body
+            .as_object()
+            .is_some_and(|o| o.contains_key("data")),
+        "{}",
+        reply.body
+    );
+}
+
 #[tokio::test]
 async fn clinician_reads_clinical_notes() {
     let w = World::new().await;
@@ -414,6 +512,68 @@ async fn a_mutation_that_fails_half_way_leaves_no_partial_write() {
         vec![w.alice.id.to_string().as_str()],
         "dave's assignment was rolled back"
     );
+}
+
+#[tokio::test]
+async fn enrolling_refuses_an_issuer_that_is_no_url_and_a_name_with_hidden_characters() {
+    // A review: `http://`, `https://evil.example/ x`, and names holding a line break, an escape
+    // or a right-to-left override were enrolled, so one person could be listed as another.
+    let w = World::new().await;
+    let carol = w.carol();
+    let enroll = |issuer: &str, subject: &str, name: &str| json!({ "input": { "issuer": issuer, "subject": subject, "displayName": name } });
+    let issuer = w.issuer.url();
+    for (n, (input, field)) in [
+        (enroll("http://", "e1", "Dr. Erin"), "input.issuer"),
+        (
+            enroll("https://evil.example/ x", "e2", "Dr. Erin"),
+            "input.issuer",
+        ),
+        (
+            enroll("https://idp.example/?realm=x", "e3", "Dr. Erin"),
+            "input.issuer",
+        ),
+        (
+            enroll(issuer, "e4", "Dr. Erin\nDr. Alice Nguyen"),
+            "input.displayName",
+        ),
+        (
+            enroll(issuer, "e5", "Dr. \u{1b}[2JErin"),
+            "input.displayName",
+        ),
+        (
+            enroll(issuer, "e6", "Dr. Erin \u{202e}ecilA"),
+            "input.displayName",
+        ),
+        (
+            enroll(issuer, "e7", "Dr.\u{200b} Erin"),
+            "input.displayName",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let reply = w.app.operation(&carol, "EnrollClinician", input).await;
+        assert_eq!(
+            reply.code(),
+            Some("BAD_USER_INPUT"),
+            "case {n}: {}",
+            reply.body
+        );
+        assert!(
+            reply.body.to_string().contains(field),
+            "case {n}: {}",
+            reply.body
+        );
+    }
+    let accepted = w
+        .app
+        .operation(
+            &carol,
+            "EnrollClinician",
+            enroll(issuer, "e8", "Dr. Zoë O'Brien-Núñez"),
+        )
+        .await;
+    assert_eq!(accepted.status, 200, "{}", accepted.body);
 }
 
 #[tokio::test]

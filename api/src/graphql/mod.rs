@@ -4,6 +4,7 @@ mod audit_query;
 mod connection;
 mod context;
 pub mod documents;
+pub mod error_nulls;
 mod inputs;
 mod loaders;
 mod mutation;

@@ -108,21 +108,35 @@ impl Mutation {
         input: EnrollClinicianInput,
     ) -> Result<Clinician> {
         let issuer = input.issuer.trim();
-        if !(issuer.starts_with("https://") || issuer.starts_with("http://")) || issuer.len() > 500
-        {
-            return Err(
-                ApiError::bad_input("input.issuer", "must be the issuer's http(s) URL").into(),
-            );
+        if !is_issuer_url(issuer) {
+            return Err(ApiError::bad_input(
+                "input.issuer",
+                "must be the issuer's http(s) URL, with a host and no query, fragment or spaces (as its tokens' `iss` says)",
+            )
+            .into());
         }
         let subject = input.subject.trim();
         if subject.is_empty() || subject.len() > 255 {
-            return Err(ApiError::bad_input("input.subject", "must be 1 to 255 characters").into());
+            return Err(ApiError::bad_input(
+                "input.subject",
+                "must be 1 to 255 bytes (UTF-8), as the identity provider's `sub` claim",
+            )
+            .into());
         }
         let display_name = input.display_name.trim();
         if display_name.is_empty() || display_name.chars().count() > 200 {
             return Err(
                 ApiError::bad_input("input.displayName", "must be 1 to 200 characters").into(),
             );
+        }
+        // Shown in care teams and the directory: a line break, an escape sequence or a
+        // direction override would let one name pass for another's.
+        if display_name.chars().any(is_hidden_control) {
+            return Err(ApiError::bad_input(
+                "input.displayName",
+                "must not contain control, direction-override or zero-width characters",
+            )
+            .into());
         }
         let request = request_db(ctx)?;
         let result = enroll(&request, issuer, subject, display_name).await;
@@ -447,4 +461,29 @@ fn write_error(err: DbError) -> ApiError {
         }
         _ => err.into(),
     }
+}
+
+/// An OpenID issuer identifier (OpenID Connect Discovery §2: a URL with a host and no query or
+/// fragment); `http` is allowed for identity providers on a private network.
+fn is_issuer_url(issuer: &str) -> bool {
+    if issuer.len() > 500 || issuer.chars().any(char::is_whitespace) {
+        return false;
+    }
+    openidconnect::url::Url::parse(issuer).is_ok_and(|url| {
+        matches!(url.scheme(), "https" | "http")
+            && url.host_str().is_some_and(|host| !host.is_empty())
+            && url.query().is_none()
+            && url.fragment().is_none()
+    })
+}
+
+/// Characters that change how the rest of a name displays without showing themselves.
+fn is_hidden_control(c: char) -> bool {
+    c.is_control()
+        || matches!(c,
+            '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{2069}'
+            | '\u{FEFF}')
 }

@@ -107,6 +107,7 @@ pub async fn run(
                         async_graphql::Response::from_errors(vec![refused]),
                         task_db,
                         limits.max_response_bytes,
+                        None,
                     )
                     .await
                 }
@@ -165,11 +166,17 @@ impl Drop for AbandonOnDrop {
 /// request is traced.
 async fn execute(
     schema: graphql::RowguardSchema,
-    request: async_graphql::Request,
+    mut request: async_graphql::Request,
     db: Arc<RequestDb>,
     max_response_bytes: usize,
     traced: Option<&str>,
 ) -> Result<(async_graphql::Response, Vec<u8>), ApiError> {
+    // The engine runs the document the gate parsed and never reads the text again; it is kept
+    // for typing the nulls of fields that fail.
+    let operation = graphql::error_nulls::Operation {
+        query: std::mem::take(&mut request.query),
+        name: request.operation_name.clone(),
+    };
     let response = match traced {
         Some(label) => {
             let span = graphql::spans::execute(label);
@@ -180,17 +187,24 @@ async fn execute(
         }
         None => schema.execute(request).await,
     };
-    finish(response, db, max_response_bytes).await
+    finish(response, db, max_response_bytes, Some(&operation)).await
 }
 
 /// Ends the request's transaction for `response` (committing only a clean answer) and
-/// serializes the answer.
+/// serializes the answer. `operation` is the document that ran, if the engine ran one.
 async fn finish(
     mut response: async_graphql::Response,
     db: Arc<RequestDb>,
     max_response_bytes: usize,
+    operation: Option<&graphql::error_nulls::Operation>,
 ) -> Result<(async_graphql::Response, Vec<u8>), ApiError> {
     code_every_error(&mut response);
+    if let Some(operation) = operation
+        && !response.errors.is_empty()
+        && !db.is_mutation()
+    {
+        graphql::error_nulls::place(&mut response.data, &response.errors, operation);
+    }
     let mut body = serde_json::to_vec(&response).map_err(ApiError::internal)?;
     if body.len() > max_response_bytes {
         db.stop(graphql::too_large(max_response_bytes));

@@ -28,8 +28,8 @@ pub async fn handle(State(state): State<AppState>, caller: Caller, incoming: Inc
     response
 }
 
-/// The HTTP answer to an executed operation. A request that failed as a whole (no data) gets
-/// its first error's status; partial results are 200.
+/// The HTTP answer to an executed operation. A request that failed as a whole (no data, or every
+/// root field null by its own error) gets its first error's status; partial results are 200.
 fn reply(executed: Executed) -> Response {
     let Executed {
         correlation_id,
@@ -41,7 +41,7 @@ fn reply(executed: Executed) -> Response {
     } = executed;
     let codes: Vec<(ErrorCode, Option<StatusCode>)> =
         response.errors.iter().map(ApiError::of).collect();
-    let failed = response.data == async_graphql::Value::Null && !codes.is_empty();
+    let failed = !codes.is_empty() && failed_as_a_whole(&response);
     let status = match codes.first() {
         Some((code, status)) if failed => status.unwrap_or(code.status()),
         _ => StatusCode::OK,
@@ -85,4 +85,20 @@ fn reply(executed: Executed) -> Response {
         reply.extensions_mut().insert(*code);
     }
     reply
+}
+
+/// No data, or only root fields that are null because they failed themselves (the nulls a failed
+/// field leaves, `graphql::error_nulls`, do not turn a refused request into a partial result).
+fn failed_as_a_whole(response: &async_graphql::Response) -> bool {
+    match &response.data {
+        async_graphql::Value::Null => true,
+        async_graphql::Value::Object(fields) => fields.iter().all(|(key, value)| {
+            *value == async_graphql::Value::Null
+                && response.errors.iter().any(|error| {
+                    matches!(error.path.as_slice(),
+                        [async_graphql::PathSegment::Field(field)] if field == key.as_str())
+                })
+        }),
+        _ => false,
+    }
 }

@@ -1,0 +1,259 @@
+//! Where a field that failed leaves its `null`. The GraphQL spec (§6.4.4, "Handling Execution
+//! Errors") answers `null` in a failed field's place and, when the field is Non-Null, in its
+//! nearest nullable ancestor's. async-graphql 7 instead leaves the failed field out of its
+//! object, and answers `null` for an object all of whose fields failed. Clients see the
+//! difference: Apollo Client takes a missing field for an incomplete result, where `null` with an
+//! error is a complete one.
+//!
+//! The nulls are placed from each error's path, typed by the operation's document against the
+//! served schema. This runs only for an answer with errors, never on the hot path.
+
+use std::sync::OnceLock;
+
+use apollo_compiler::ExecutableDocument;
+use apollo_compiler::ast::Type;
+use apollo_compiler::executable::{Selection, SelectionSet};
+use apollo_compiler::validation::Valid;
+use async_graphql::{Name, PathSegment, ServerError, Value};
+
+/// The document of one executed operation, kept for placing its nulls.
+#[derive(Debug)]
+pub struct Operation {
+    pub query: String,
+    pub name: Option<String>,
+}
+
+/// Puts a `null` where the spec wants one for every error with a path in `errors`.
+pub fn place(data: &mut Value, errors: &[ServerError], operation: &Operation) {
+    if errors.iter().all(|e| e.path.is_empty()) {
+        return;
+    }
+    let schema = schema();
+    let document = match ExecutableDocument::parse(schema, operation.query.as_str(), "request") {
+        Ok(document) => document,
+        // The engine accepted it; what could be typed is enough.
+        Err(partial) => partial.partial,
+    };
+    let Ok(selected) = document.operations.get(operation.name.as_deref()) else {
+        return;
+    };
+    // Each error's null goes to the nearest nullable position at or above it; `None` is the
+    // whole answer.
+    let mut targets: Vec<&[PathSegment]> = Vec::new();
+    for error in errors.iter().filter(|e| !e.path.is_empty()) {
+        let Some(types) = types_along(&error.path, &selected.selection_set, &document) else {
+            continue;
+        };
+        match types.iter().rposition(|ty| !ty.is_non_null()) {
+            Some(nullable) => targets.push(&error.path[..=nullable]),
+            None => {
+                *data = Value::Null;
+                return;
+            }
+        }
+    }
+    // An answer whose every root field failed comes back as a bare null.
+    if *data == Value::Null && !targets.is_empty() {
+        *data = Value::Object(Default::default());
+    }
+    // Higher positions first: what lies under a nulled position is gone with it.
+    targets.sort_by_key(|target| target.len());
+    let mut nulled: Vec<&[PathSegment]> = Vec::new();
+    for target in targets {
+        if nulled.iter().any(|above| target.starts_with(above)) {
+            continue;
+        }
+        set_null(data, target);
+        nulled.push(target);
+    }
+}
+
+fn schema() -> &'static Valid<apollo_compiler::Schema> {
+    static SCHEMA: OnceLock<Valid<apollo_compiler::Schema>> = OnceLock::new();
+    SCHEMA.get_or_init(crate::trusted::served_schema)
+}
+
+/// The declared type at each step of `path`, or `None` when the path does not follow the
+/// document (then nothing is placed for it).
+fn types_along(
+    path: &[PathSegment],
+    root: &SelectionSet,
+    document: &ExecutableDocument,
+) -> Option<Vec<Type>> {
+    let mut types: Vec<Type> = Vec::with_capacity(path.len());
+    let mut selections = root;
+    for segment in path {
+        let ty = match segment {
+            PathSegment::Field(key) => {
+                let field = field_by_response_key(selections, key, document, 0)?;
+                selections = &field.selection_set;
+                field.definition.ty.clone()
+            }
+            PathSegment::Index(_) => {
+                let list = types.last().filter(|ty| ty.is_list())?;
+                list.item_type().clone()
+            }
+        };
+        types.push(ty);
+    }
+    Some(types)
+}
+
+/// The field answered under `key` in `set`, looking through fragments (fields merged under one
+/// key have the same type, so the first found is the one).
+fn field_by_response_key<'d>(
+    set: &'d SelectionSet,
+    key: &str,
+    document: &'d ExecutableDocument,
+    depth: usize,
+) -> Option<&'d apollo_compiler::executable::Field> {
+    // Fragment cycles are refused by validation; this bounds a partial document anyway.
+    if depth > 64 {
+        return None;
+    }
+    set.selections.iter().find_map(|selection| match selection {
+        Selection::Field(field) => (field.response_key().as_str() == key).then_some(&**field),
+        Selection::InlineFragment(inline) => {
+            field_by_response_key(&inline.selection_set, key, document, depth + 1)
+        }
+        Selection::FragmentSpread(spread) => spread.fragment_def(document).and_then(|fragment| {
+            field_by_response_key(&fragment.selection_set, key, document, depth + 1)
+        }),
+    })
+}
+
+/// Sets the value at `path` to null, re-opening on the way the objects the engine collapsed to
+/// null because every field in them failed. A path the answer does not follow is left alone.
+fn set_null(data: &mut Value, path: &[PathSegment]) {
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
+    let mut current = data;
+    for (i, segment) in parents.iter().enumerate() {
+        let child = match (segment, current) {
+            (PathSegment::Field(key), Value::Object(map)) => {
+                map.entry(Name::new(key)).or_insert(Value::Null)
+            }
+            (PathSegment::Index(index), Value::List(items)) => match items.get_mut(*index) {
+                Some(item) => item,
+                None => return,
+            },
+            _ => return,
+        };
+        if *child == Value::Null {
+            if !matches!(path[i + 1], PathSegment::Field(_)) {
+                return;
+            }
+            *child = Value::Object(Default::default());
+        }
+        current = child;
+    }
+    match (last, current) {
+        (PathSegment::Field(key), Value::Object(map)) => {
+            map.insert(Name::new(key), Value::Null);
+        }
+        (PathSegment::Index(index), Value::List(items)) => {
+            if let Some(item) = items.get_mut(*index) {
+                *item = Value::Null;
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn placed(query: &str, data: serde_json::Value, paths: &[serde_json::Value]) -> Value {
+        let mut data = Value::from_json(data).expect("data");
+        let errors: Vec<ServerError> = paths
+            .iter()
+            .map(|path| {
+                let mut error = ServerError::new("failed", None);
+                error.path = serde_json::from_value(path.clone()).expect("path");
+                error
+            })
+            .collect();
+        let operation = Operation {
+            query: query.to_owned(),
+            name: None,
+        };
+        place(&mut data, &errors, &operation);
+        data
+    }
+
+    fn json(value: Value) -> serde_json::Value {
+        value.into_json().expect("json")
+    }
+
+    #[test]
+    fn a_non_null_field_nulls_its_nullable_parent_not_the_whole_answer() {
+        let query = r#"{ me { id } patient(id: "p") { mrn careTeam { careRole } } }"#;
+        let data = serde_json::json!({ "me": { "id": "1" }, "patient": { "mrn": "A-1" } });
+        let out = placed(query, data, &[serde_json::json!(["patient", "careTeam"])]);
+        assert_eq!(
+            json(out),
+            serde_json::json!({ "me": { "id": "1" }, "patient": null })
+        );
+    }
+
+    #[test]
+    fn a_nullable_field_in_a_list_item_is_null_in_that_item_only() {
+        let query = "{ patients { edges { node { mrn notes: clinicalNotes } } } }";
+        let data = serde_json::json!({ "patients": { "edges": [
+            { "node": { "mrn": "A", "notes": "x" } },
+            { "node": { "mrn": "B" } }
+        ] } });
+        let out = placed(
+            query,
+            data,
+            &[serde_json::json!(["patients", "edges", 1, "node", "notes"])],
+        );
+        assert_eq!(
+            json(out),
+            serde_json::json!({ "patients": { "edges": [
+                { "node": { "mrn": "A", "notes": "x" } },
+                { "node": { "mrn": "B", "notes": null } }
+            ] } })
+        );
+    }
+
+    #[test]
+    fn a_non_null_chain_up_to_the_root_nulls_the_whole_answer() {
+        let query = "{ patients { edges { node { careTeam { careRole } } } } }";
+        let data = serde_json::json!({ "patients": { "edges": [ { "node": {} } ] } });
+        let out = placed(
+            query,
+            data,
+            &[serde_json::json!([
+                "patients", "edges", 0, "node", "careTeam"
+            ])],
+        );
+        assert_eq!(out, Value::Null);
+    }
+
+    #[test]
+    fn fields_named_through_fragments_and_aliases_are_found() {
+        let query = r#"query { p: patient(id: "p") { ...F } } fragment F on Patient { ... on Patient { n: clinicalNotes } }"#;
+        // Every field of `p` failed, so the engine answered `p: null`.
+        let data = serde_json::json!({ "p": null });
+        let out = placed(query, data, &[serde_json::json!(["p", "n"])]);
+        assert_eq!(json(out), serde_json::json!({ "p": { "n": null } }));
+    }
+
+    #[test]
+    fn an_error_under_a_nulled_position_does_not_reopen_it() {
+        let query = r#"{ patient(id: "p") { careTeam { careRole } clinicalNotes } }"#;
+        let data = serde_json::json!({ "patient": {} });
+        let out = placed(
+            query,
+            data,
+            &[
+                serde_json::json!(["patient", "clinicalNotes"]),
+                serde_json::json!(["patient", "careTeam"]),
+            ],
+        );
+        assert_eq!(json(out), serde_json::json!({ "patient": null }));
+    }
+}
