@@ -235,16 +235,39 @@ pub fn main() -> ExitCode {
         drop(telemetry);
         match outcome {
             Ok(()) => ExitCode::SUCCESS,
-            Err(message) => {
+            Err(Failure { message, status }) => {
                 tracing::error!("{message}");
-                ExitCode::FAILURE
+                ExitCode::from(status)
             }
         }
     })
 }
 
-async fn run(command: Command) -> Result<(), String> {
-    match command {
+/// A command's failure: what to say, and the exit status that says it to a script (1 unless the
+/// command distinguishes more).
+struct Failure {
+    message: String,
+    status: u8,
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Self {
+        Self { message, status: 1 }
+    }
+}
+
+impl From<crate::audit::verify::VerifyFailure> for Failure {
+    fn from(failure: crate::audit::verify::VerifyFailure) -> Self {
+        use crate::audit::verify::VerifyFailure;
+        match failure {
+            VerifyFailure::NotIntact(message) => Self { message, status: 1 },
+            VerifyFailure::CouldNotCheck(message) => Self { message, status: 2 },
+        }
+    }
+}
+
+async fn run(command: Command) -> Result<(), Failure> {
+    let outcome: Result<(), String> = match command {
         #[cfg(feature = "dev")]
         Command::Dev { settings } => crate::dev::run(&settings, shutdown_signal()).await,
         #[cfg(not(feature = "dev"))]
@@ -275,13 +298,14 @@ async fn run(command: Command) -> Result<(), String> {
                     max_seal_lag_secs,
                 },
         } => {
-            crate::audit::verify::run_command(
+            return crate::audit::verify::run_command(
                 &settings,
                 &public_keys,
                 checkpoints,
                 max_seal_lag_secs,
             )
             .await
+            .map_err(Failure::from);
         }
         Command::Audit {
             command:
@@ -349,7 +373,8 @@ async fn run(command: Command) -> Result<(), String> {
             tracing::info!("self-check passed: row level security is enforced for this login");
             Ok(())
         }
-    }
+    };
+    outcome.map_err(Failure::from)
 }
 
 /// Structured JSON logs for `serve` (ROWGUARD_LOG_FORMAT=text for humans); text elsewhere.

@@ -1247,9 +1247,131 @@ async fn ten_thousand_events_written_concurrently_seal_and_verify_from_the_comma
         .output()
         .expect("rowguard audit verify");
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success());
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(
         stderr.contains("(link 5000): the event was deleted"),
+        "{stderr}"
+    );
+}
+
+/// `rowguard audit verify` as a scheduled job runs it, with `extra` arguments and environment.
+fn verify_command(trail: &Trail, args: &[&str], url: &str) -> std::process::Output {
+    let public = trail.dir.join("public.pem");
+    std::fs::write(&public, trail.signer.public_pem().expect("pem")).expect("public key");
+    std::process::Command::new(env!("CARGO_BIN_EXE_rowguard-cli"))
+        .args(["audit", "verify", "--public-key"])
+        .arg(&public)
+        .args(args)
+        .env("ROWGUARD_MIGRATION_DATABASE_URL", url)
+        .env("ROWGUARD_ROLE_PREFIX", "rgtest")
+        .output()
+        .expect("rowguard audit verify")
+}
+
+#[tokio::test]
+async fn a_trail_that_could_not_be_checked_exits_2_with_the_cause_not_as_tampering() {
+    // A review: a mistyped --checkpoints was "NOT intact (18 problems)", and every connection
+    // failure read "the database is unavailable", all with exit status 1.
+    let trail = Trail::new(5).await;
+    let url = trail.t.admin_url();
+
+    let missing = verify_command(&trail, &["--checkpoints", "/nonexistent/checkpoints"], &url);
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert_eq!(missing.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--checkpoints /nonexistent/checkpoints"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("NOT intact"), "{stderr}");
+
+    let port = rowguard::dev::postgres::free_port().expect("port");
+    let refused = verify_command(
+        &trail,
+        &[],
+        &format!("postgres://postgres@127.0.0.1:{port}/rowguard"),
+    );
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{stderr}");
+    assert!(stderr.to_lowercase().contains("refused"), "{stderr}");
+
+    let dir = trail.dir.to_str().expect("utf-8 path").to_owned();
+    let no_database = verify_command(
+        &trail,
+        &["--checkpoints", &dir],
+        &cluster().url_for("no_such_database"),
+    );
+    let stderr = String::from_utf8_lossy(&no_database.stderr);
+    assert_eq!(no_database.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("no_such_database"), "{stderr}");
+
+    let intact = verify_command(&trail, &["--checkpoints", &dir], &url);
+    assert_eq!(
+        intact.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&intact.stderr)
+    );
+}
+
+#[tokio::test]
+async fn a_checkpoint_directory_planted_with_link_loops_a_fifo_and_a_huge_file_is_read_and_reported()
+ {
+    // A review: two links to `.` made verify walk for ever, a FIFO blocked it, and a 300 MB file
+    // was read whole before being called "not a checkpoint".
+    let trail = Trail::new(10).await;
+    std::os::unix::fs::symlink(".", trail.dir.join("a")).expect("link");
+    std::os::unix::fs::symlink(".", trail.dir.join("b")).expect("link");
+    let fifo = std::process::Command::new("mkfifo")
+        .arg(trail.dir.join("checkpoint-99.json"))
+        .status()
+        .expect("mkfifo");
+    assert!(fifo.success());
+    std::fs::File::create(trail.dir.join("checkpoint-98.json"))
+        .and_then(|file| file.set_len(300 * 1024 * 1024))
+        .expect("a sparse 300 MB file");
+    std::os::unix::fs::symlink("/etc/hostname", trail.dir.join("checkpoint-97.json"))
+        .expect("link");
+
+    // From the command line, so a verify that never ends is killed and fails the spec instead
+    // of hanging it.
+    let public = trail.dir.join("public.pem");
+    std::fs::write(&public, trail.signer.public_pem().expect("pem")).expect("public key");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_rowguard-cli"))
+        .args(["audit", "verify", "--public-key"])
+        .arg(&public)
+        .arg("--checkpoints")
+        .arg(&trail.dir)
+        .env("ROWGUARD_MIGRATION_DATABASE_URL", trail.t.admin_url())
+        .env("ROWGUARD_ROLE_PREFIX", "rgtest")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("rowguard audit verify");
+    let started = Instant::now();
+    while child.try_wait().expect("wait").is_none() {
+        if started.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("audit verify was still reading the directory after 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let output = child.wait_with_output().expect("output");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    for planted in [
+        "checkpoint-99.json",
+        "checkpoint-98.json",
+        "checkpoint-97.json",
+    ] {
+        assert!(
+            stderr.contains(&format!("{planted} is not a checkpoint")),
+            "{planted}: {stderr}"
+        );
+    }
+    // The real checkpoints were still read and matched.
+    assert!(
+        stderr.contains("signed checkpoints matched (newest at link 10)"),
         "{stderr}"
     );
 }

@@ -160,6 +160,9 @@ impl CheckpointDir {
         self.read_files("checkpoint-")
     }
 
+    /// Symbolic links under the root are not followed and only regular files are read, each up
+    /// to [`LARGEST_FILE`]: whoever can write the directory can make a file unreadable (it is then
+    /// reported) but cannot make the reading loop, block or fill memory.
     fn read_files(
         &self,
         prefix: &str,
@@ -168,16 +171,17 @@ impl CheckpointDir {
         let mut pending = vec![self.root.clone()];
         while let Some(dir) = pending.pop() {
             for entry in std::fs::read_dir(&dir)? {
-                let path = entry?.path();
-                if path.is_dir() {
+                let entry = entry?;
+                let path = entry.path();
+                let kind = entry.file_type()?;
+                if kind.is_dir() {
                     pending.push(path);
                 } else if path
                     .file_name()
                     .and_then(|n| n.to_str())
                     .is_some_and(|n| n.starts_with(prefix) && n.ends_with(".json"))
                 {
-                    let parsed = std::fs::read_to_string(&path)
-                        .ok()
+                    let parsed = read_small_regular_file(&path)
                         .and_then(|text| SignedCheckpoint::from_file_text(&text));
                     found.push((path, parsed));
                 }
@@ -186,6 +190,29 @@ impl CheckpointDir {
         found.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(found)
     }
+}
+
+/// The largest checkpoint or archive file read (they are well under a kilobyte).
+pub const LARGEST_FILE: u64 = 64 * 1024;
+
+/// The text of `path` if it is a regular file (not a link, a FIFO or a device) of at most
+/// [`LARGEST_FILE`] bytes. Opened without following a link and without blocking, then checked,
+/// so a file swapped for something else between listing and reading is refused too.
+fn read_small_regular_file(path: &Path) -> Option<String> {
+    use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(path)
+        .ok()?;
+    let metadata = file.metadata().ok()?;
+    if !metadata.is_file() || metadata.len() > LARGEST_FILE {
+        return None;
+    }
+    let mut text = String::new();
+    file.take(LARGEST_FILE + 1).read_to_string(&mut text).ok()?;
+    (text.len() as u64 <= LARGEST_FILE).then_some(text)
 }
 
 /// Creates `path` with `text`; a file already there is left alone if it holds the same text and

@@ -747,14 +747,32 @@ async fn unsealed(
 
 /// `rowguard audit verify`: prints what was checked and every problem; an error (non-zero exit)
 /// when there is any.
+/// Why `audit verify` did not say "intact": the trail failed a check, or it could not be
+/// checked at all. A scheduled job tells them apart by exit status (1 and 2).
+#[derive(Debug)]
+pub enum VerifyFailure {
+    NotIntact(String),
+    CouldNotCheck(String),
+}
+
 pub async fn run_command(
     settings: &crate::settings::MigrationSettings,
     public_keys: &[std::path::PathBuf],
     checkpoints: Option<std::path::PathBuf>,
     max_seal_lag_secs: u64,
-) -> Result<(), String> {
+) -> Result<(), VerifyFailure> {
     use std::io::Write;
-    let keys = TrustedKeys::from_files(public_keys).map_err(|e| format!("--public-key {e}"))?;
+    let keys = TrustedKeys::from_files(public_keys)
+        .map_err(|e| VerifyFailure::CouldNotCheck(format!("--public-key {e}")))?;
+    // A mistyped path is the operator's mistake, not a trail's missing checkpoints.
+    if let Some(dir) = &checkpoints
+        && !dir.is_dir()
+    {
+        return Err(VerifyFailure::CouldNotCheck(format!(
+            "--checkpoints {}: not a directory this account can read",
+            dir.display()
+        )));
+    }
     let options = VerifyOptions {
         keys,
         checkpoint_dir: checkpoints.map(CheckpointDir::new),
@@ -762,10 +780,17 @@ pub async fn run_command(
     };
     let owner = crate::db::connect_as_role(&settings.url, &settings.role_prefix.owner())
         .await
-        .map_err(|e| format!("connecting to verify the audit trail: {e}"))?;
+        .map_err(|e| {
+            // Connecting reads no rows: the cause (a role or database missing, a refused or
+            // unreachable server) is the operator's to see.
+            let why = std::error::Error::source(&e)
+                .map(|why| format!(" ({why})"))
+                .unwrap_or_default();
+            VerifyFailure::CouldNotCheck(format!("connecting to verify the audit trail: {e}{why}"))
+        })?;
     let report = verify(&owner, &options)
         .await
-        .map_err(|e| format!("reading the audit trail: {e}"));
+        .map_err(|e| VerifyFailure::CouldNotCheck(format!("reading the audit trail: {e}")));
     let _ = owner.close().await;
     let report = report?;
     let mut out = std::io::stdout();
@@ -792,5 +817,5 @@ pub async fn run_command(
     for problem in &report.problems {
         message.push_str(&format!("\n  - {problem}"));
     }
-    Err(message)
+    Err(VerifyFailure::NotIntact(message))
 }

@@ -26,16 +26,52 @@ use crate::settings::DatabaseSettings;
 
 /// A one-connection pool to `url` whose session runs as `role` (seeding as the schema owner).
 /// Not for serving requests: those go through [`Database::scope`].
+/// A connection that cannot be had is reported with its cause (refused, unknown host, role or
+/// database missing) at once, or after [`COMMAND_CONNECT_TIMEOUT`] for a server that never
+/// answers.
 pub async fn connect_as_role(url: &str, role: &str) -> Result<DatabaseConnection, DbError> {
-    let role = role.to_owned();
+    let session_role = role.to_owned();
     let mut options = ConnectOptions::new(url.to_owned());
     options
         .max_connections(1)
         .sqlx_logging(false)
-        .map_sqlx_postgres_opts(move |o: PgConnectOptions| o.options([("role", role.as_str())]));
+        .connect_timeout(COMMAND_CONNECT_TIMEOUT)
+        .acquire_timeout(COMMAND_CONNECT_TIMEOUT)
+        .map_sqlx_postgres_opts(move |o: PgConnectOptions| {
+            o.options([("role", session_role.as_str())])
+        });
+    // A pool that cannot connect retries until its timeout and then says only that it timed
+    // out; one direct attempt first fails at once and says why.
+    connect_once(url, role).await.map_err(DbError::from)?;
     sea_orm::Database::connect(options)
         .await
         .map_err(DbError::from)
+}
+
+/// How long a command (`migrate`, `audit …`, dev's seeding) waits for its connection.
+const COMMAND_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// One connection outside any pool, for its error.
+async fn connect_once(url: &str, role: &str) -> Result<(), sea_orm::DbErr> {
+    use sea_orm::sqlx::Connection as _;
+    let as_conn_err =
+        |e: sea_orm::sqlx::Error| sea_orm::DbErr::Conn(sea_orm::RuntimeErr::SqlxError(Arc::new(e)));
+    let options: PgConnectOptions = url.parse().map_err(as_conn_err)?;
+    let options = options.options([("role", role)]);
+    let attempt = sea_orm::sqlx::PgConnection::connect_with(&options);
+    match tokio::time::timeout(COMMAND_CONNECT_TIMEOUT, attempt).await {
+        Ok(Ok(connection)) => {
+            let _ = connection.close().await;
+            Ok(())
+        }
+        Ok(Err(e)) => Err(as_conn_err(e)),
+        Err(_) => Err(sea_orm::DbErr::Conn(sea_orm::RuntimeErr::Internal(
+            format!(
+                "no answer from the server within {} s",
+                COMMAND_CONNECT_TIMEOUT.as_secs()
+            ),
+        ))),
+    }
 }
 
 /// The gateway's connection pool, usable only through RLS scopes.
