@@ -407,6 +407,53 @@ fn generating_a_manifest_refuses_a_document_the_schema_does_not_have() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[test]
+fn a_misspelt_roles_line_is_refused_not_read_as_open_to_every_role() {
+    // A review: `# Roles: coordinator` and `#  roles : coordinator` gave entries with no roles
+    // (every role may run them), exit 0; `# roles: coordinators` was written and then refused
+    // by `serve` at start-up.
+    for (line, expected) in [
+        ("# Roles: coordinator", "not a roles line"),
+        ("#  roles : coordinator", "not a roles line"),
+        ("# role: coordinator", "not a roles line"),
+        ("# roles: coordinators", "unknown role \"coordinators\""),
+        ("# roles:", "names no role"),
+        ("# roles: auditor\n# roles: coordinator", "more than one"),
+    ] {
+        let dir = std::env::temp_dir().join(format!("rowguard-ops-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::write(
+            dir.join("Assign.graphql"),
+            format!("{line}\nquery Directory {{ clinicians {{ id }} }}\n"),
+        )
+        .expect("write");
+        let error = rowguard::trusted::generate::manifest_of(&dir)
+            .map(|m| format!("accepted: {:?}", m.operations[0].roles))
+            .expect_err(line);
+        assert!(error.contains(expected), "{line}: {error}");
+        assert!(error.contains("Assign.graphql"), "{line}: {error}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[test]
+fn a_roles_line_restricts_its_file_and_other_comments_are_left_alone() {
+    let dir = std::env::temp_dir().join(format!("rowguard-ops-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(
+        dir.join("Directory.graphql"),
+        "# Role-based: only coordinators and auditors page the directory.\n\
+         # roles: coordinator, auditor\nquery Directory { clinicians { id } }\n",
+    )
+    .expect("write");
+    let manifest = rowguard::trusted::generate::manifest_of(&dir).expect("generates");
+    assert_eq!(
+        manifest.operations[0].roles,
+        Some(vec!["coordinator".to_owned(), "auditor".to_owned()])
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apollo_client_with_a_persisted_query_list_runs_against_enforce_mode() {
     let w = World::new(TrustMode::Enforce, &committed_manifest(), false).await;

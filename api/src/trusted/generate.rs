@@ -31,7 +31,8 @@ pub fn manifest_of(dir: &Path) -> Result<ManifestFile, String> {
     let mut roles_of_file = BTreeMap::new();
     for path in &files {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        roles_of_file.insert(path.clone(), roles_comment(&text));
+        let roles = roles_comment(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        roles_of_file.insert(path.clone(), roles);
         builder = builder.parse(text, path);
     }
     let document = builder.build();
@@ -74,21 +75,52 @@ pub fn manifest_of(dir: &Path) -> Result<ManifestFile, String> {
     })
 }
 
-/// The roles of a `# roles: a, b` comment line, if the file has one.
-fn roles_comment(text: &str) -> Option<Vec<String>> {
-    text.lines().find_map(|line| {
-        let rest = line
-            .trim()
-            .strip_prefix('#')?
-            .trim()
-            .strip_prefix("roles:")?;
-        Some(
-            rest.split(',')
-                .map(|r| r.trim().to_owned())
-                .filter(|r| !r.is_empty())
-                .collect(),
-        )
-    })
+/// The roles of a `# roles: a, b` comment line, if the file has one. A comment that reads like
+/// one but is not (`# Roles: …`, `# roles : …`, `# role: …`), an unknown role, and two such
+/// lines are refused: read as no restriction, it would open the file's operations to every role.
+fn roles_comment(text: &str) -> Result<Option<Vec<String>>, String> {
+    let mut found: Option<Vec<String>> = None;
+    for line in text.lines() {
+        let Some(comment) = line.trim().strip_prefix('#').map(str::trim) else {
+            continue;
+        };
+        // `role:`, `Roles :` and the like: a roles line in any spelling.
+        let looks_like_roles = comment
+            .get(..4)
+            .filter(|start| start.eq_ignore_ascii_case("role"))
+            .map(|_| comment[4..].trim_start_matches(['s', 'S']).trim_start())
+            .is_some_and(|rest| rest.starts_with(':'));
+        if !looks_like_roles {
+            continue;
+        }
+        let Some(listed) = comment.strip_prefix("roles:") else {
+            return Err(format!(
+                "{comment:?} is not a roles line: write it as `# roles: coordinator, auditor`"
+            ));
+        };
+        if found.is_some() {
+            return Err("more than one `# roles:` line".to_owned());
+        }
+        let roles: Vec<String> = listed
+            .split(',')
+            .map(|r| r.trim().to_owned())
+            .filter(|r| !r.is_empty())
+            .collect();
+        if roles.is_empty() {
+            return Err("`# roles:` names no role".to_owned());
+        }
+        if let Some(unknown) = roles.iter().find(|r| {
+            !crate::principal::AppRole::ALL
+                .iter()
+                .any(|known| known.as_str() == r.as_str())
+        }) {
+            return Err(format!(
+                "unknown role {unknown:?} in `# roles:` (roles are clinician, coordinator, auditor)"
+            ));
+        }
+        found = Some(roles);
+    }
+    Ok(found)
 }
 
 /// The operation followed by the fragments it uses (by name), in one canonical print.
