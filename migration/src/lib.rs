@@ -86,6 +86,11 @@ impl MigratorTrait for Migrator {
                 up: include_str!("sql/0013_audit_append_cost.up.sql"),
                 down: include_str!("sql/0013_audit_append_cost.down.sql"),
             }),
+            Box::new(SqlMigration {
+                name: "m20261207_000014_no_self_assignment",
+                up: include_str!("sql/0014_no_self_assignment.up.sql"),
+                down: include_str!("sql/0014_no_self_assignment.down.sql"),
+            }),
         ]
     }
 }

@@ -102,6 +102,34 @@ async fn coordinator_can_assign_and_unassign_a_clinician() {
 }
 
 #[tokio::test]
+async fn a_coordinator_cannot_put_themselves_on_a_care_team() {
+    // A review: a coordinator whose identity provider also gave them the clinician role could
+    // open any patient to themselves by assigning it. Assigning others is allowed (above).
+    let t = TestDb::new().await;
+    let owner = t.owner().await;
+    let coordinator = enroll(&owner, "coord").await;
+    let p = admit(&owner, "P-1").await;
+    let db = t.gateway(2).await;
+
+    let s = scope(&db, &coordinator.coordinator(), AccessMode::ReadWrite).await;
+    let err = execute(
+        s.conn(),
+        "insert into rowguard.clinicians_patients (clinician_id, patient_id, care_role) \
+         values ($1, $2, 'consulting')",
+        [coordinator.id.into(), p.into()],
+    )
+    .await
+    .expect_err("a coordinator's own assignment");
+    assert_eq!(sqlstate(err), INSUFFICIENT_PRIVILEGE);
+    drop(s);
+    assert!(
+        patients_seen_by(&db, &coordinator.clinician())
+            .await
+            .is_empty()
+    );
+}
+
+#[tokio::test]
 async fn clinician_cannot_assign_anyone() {
     let t = TestDb::new().await;
     let owner = t.owner().await;
