@@ -548,6 +548,52 @@ async fn enrolling_refuses_an_issuer_that_is_no_url_and_a_name_with_hidden_chara
             enroll(issuer, "e7", "Dr.\u{200b} Erin"),
             "input.displayName",
         ),
+        // The review of the fix: separators, other format characters and fillers.
+        (
+            enroll(issuer, "e9", "Dr. Eve\u{2028}Dr. Alice"),
+            "input.displayName",
+        ),
+        (
+            enroll(issuer, "e10", "Dr. Eve\u{061c}"),
+            "input.displayName",
+        ),
+        (
+            enroll(issuer, "e11", "Dr. E\u{00ad}ve"),
+            "input.displayName",
+        ),
+        (
+            enroll(issuer, "e12", "Dr. \u{3164}Eve"),
+            "input.displayName",
+        ),
+        (
+            enroll(issuer, "e13", "Dr. Eve\u{e0041}"),
+            "input.displayName",
+        ),
+        (
+            enroll(issuer, "e14", "Dr. Eve\u{fe0f}"),
+            "input.displayName",
+        ),
+        // Issuers a URL parser reads but no token's `iss` would ever equal.
+        (
+            enroll("HTTPS://IDP.EXAMPLE", "e15", "Dr. Erin"),
+            "input.issuer",
+        ),
+        (
+            enroll("https:idp.example", "e16", "Dr. Erin"),
+            "input.issuer",
+        ),
+        (
+            enroll("https://user:pw@idp.example/", "e17", "Dr. Erin"),
+            "input.issuer",
+        ),
+        (
+            enroll("https://idp.example\\realms\\x", "e18", "Dr. Erin"),
+            "input.issuer",
+        ),
+        (
+            enroll("https://idp.example/\u{202e}gro", "e19", "Dr. Erin"),
+            "input.issuer",
+        ),
     ]
     .into_iter()
     .enumerate()
@@ -565,15 +611,22 @@ async fn enrolling_refuses_an_issuer_that_is_no_url_and_a_name_with_hidden_chara
             reply.body
         );
     }
-    let accepted = w
-        .app
-        .operation(
-            &carol,
-            "EnrollClinician",
-            enroll(issuer, "e8", "Dr. Zoë O'Brien-Núñez"),
-        )
-        .await;
-    assert_eq!(accepted.status, 200, "{}", accepted.body);
+    for (n, input) in [
+        enroll(issuer, "e8", "Dr. Zoë O'Brien-Núñez"),
+        enroll("https://tenant.auth0.com/", "e20", "Dr. Erin"),
+        enroll(
+            "https://login.microsoftonline.com/0000-1111/v2.0",
+            "e21",
+            "Dr. Erin",
+        ),
+        enroll("https://[2001:db8::1]:8443/realms/x", "e22", "Dr. Erin"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let accepted = w.app.operation(&carol, "EnrollClinician", input).await;
+        assert_eq!(accepted.status, 200, "accepted {n}: {}", accepted.body);
+    }
 }
 
 #[tokio::test]

@@ -8,6 +8,7 @@
 //! The nulls are placed from each error's path, typed by the operation's document against the
 //! served schema. This runs only for an answer with errors, never on the hot path.
 
+use std::collections::HashSet;
 use std::sync::OnceLock;
 
 use apollo_compiler::ExecutableDocument;
@@ -81,13 +82,21 @@ fn types_along(
     document: &ExecutableDocument,
 ) -> Option<Vec<Type>> {
     let mut types: Vec<Type> = Vec::with_capacity(path.len());
-    let mut selections = root;
+    // A response key can be selected in several places (fragments, repeated fields), and the
+    // engine merges them: the next key may be in any of their selections.
+    let mut selections: Vec<&SelectionSet> = vec![root];
     for segment in path {
         let ty = match segment {
             PathSegment::Field(key) => {
-                let field = field_by_response_key(selections, key, document, 0)?;
-                selections = &field.selection_set;
-                field.definition.ty.clone()
+                let mut fields = Vec::new();
+                let mut spread = HashSet::new();
+                for set in &selections {
+                    fields_by_response_key(set, key, document, &mut spread, &mut fields);
+                }
+                // Fields merged under one key have one type (validation).
+                let ty = fields.first()?.definition.ty.clone();
+                selections = fields.iter().map(|field| &field.selection_set).collect();
+                ty
             }
             PathSegment::Index(_) => {
                 let list = types.last().filter(|ty| ty.is_list())?;
@@ -99,27 +108,35 @@ fn types_along(
     Some(types)
 }
 
-/// The field answered under `key` in `set`, looking through fragments (fields merged under one
-/// key have the same type, so the first found is the one).
-fn field_by_response_key<'d>(
+/// Every field answered under `key` in `set`, looking through fragments; each named fragment
+/// is looked into once per step (`spread`), so a document that spreads one fragment many times
+/// is walked once.
+fn fields_by_response_key<'d>(
     set: &'d SelectionSet,
     key: &str,
     document: &'d ExecutableDocument,
-    depth: usize,
-) -> Option<&'d apollo_compiler::executable::Field> {
-    // Fragment cycles are refused by validation; this bounds a partial document anyway.
-    if depth > 64 {
-        return None;
-    }
-    set.selections.iter().find_map(|selection| match selection {
-        Selection::Field(field) => (field.response_key().as_str() == key).then_some(&**field),
-        Selection::InlineFragment(inline) => {
-            field_by_response_key(&inline.selection_set, key, document, depth + 1)
+    spread: &mut HashSet<&'d str>,
+    found: &mut Vec<&'d apollo_compiler::executable::Field>,
+) {
+    for selection in &set.selections {
+        match selection {
+            Selection::Field(field) => {
+                if field.response_key().as_str() == key {
+                    found.push(field);
+                }
+            }
+            Selection::InlineFragment(inline) => {
+                fields_by_response_key(&inline.selection_set, key, document, spread, found);
+            }
+            Selection::FragmentSpread(fragment) => {
+                if let Some(definition) = fragment.fragment_def(document)
+                    && spread.insert(definition.name.as_str())
+                {
+                    fields_by_response_key(&definition.selection_set, key, document, spread, found);
+                }
+            }
         }
-        Selection::FragmentSpread(spread) => spread.fragment_def(document).and_then(|fragment| {
-            field_by_response_key(&fragment.selection_set, key, document, depth + 1)
-        }),
-    })
+    }
 }
 
 /// Sets the value at `path` to null, re-opening on the way the objects the engine collapsed to
@@ -240,6 +257,26 @@ mod tests {
         let data = serde_json::json!({ "p": null });
         let out = placed(query, data, &[serde_json::json!(["p", "n"])]);
         assert_eq!(json(out), serde_json::json!({ "p": { "n": null } }));
+    }
+
+    #[test]
+    fn a_key_selected_in_several_places_is_followed_into_each() {
+        // Apollo's colocated fragments: `me` selected twice, the failing field in the second.
+        let query = r#"query { ...A ...B } fragment A on Query { me { id } } fragment B on Query { me { patients(after: "x") { edges { node { mrn } } } } }"#;
+        let data = serde_json::json!({ "me": { "id": "1" } });
+        let out = placed(query, data, &[serde_json::json!(["me", "patients"])]);
+        assert_eq!(json(out), serde_json::json!({ "me": null }));
+
+        let query = r#"{ p: patient(id: "x") @skip(if: true) { mrn } p: patient(id: "x") { clinicalNotes } }"#;
+        let out = placed(
+            query,
+            serde_json::json!({ "p": null }),
+            &[serde_json::json!(["p", "clinicalNotes"])],
+        );
+        assert_eq!(
+            json(out),
+            serde_json::json!({ "p": { "clinicalNotes": null } })
+        );
     }
 
     #[test]

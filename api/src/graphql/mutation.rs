@@ -464,26 +464,59 @@ fn write_error(err: DbError) -> ApiError {
 }
 
 /// An OpenID issuer identifier (OpenID Connect Discovery §2: a URL with a host and no query or
-/// fragment); `http` is allowed for identity providers on a private network.
+/// fragment); `http` is allowed for identity providers on a private network. It is stored as
+/// typed and compared byte for byte with tokens' `iss`, so it must already be in the form a URL
+/// parser gives back (a trailing slash aside): `HTTPS://IDP`, `https:idp` or a backslash path
+/// would be enrolled and never match a login.
 fn is_issuer_url(issuer: &str) -> bool {
-    if issuer.len() > 500 || issuer.chars().any(char::is_whitespace) {
+    if issuer.len() > 500
+        || issuer
+            .chars()
+            .any(|c| c.is_whitespace() || is_hidden_control(c))
+    {
         return false;
     }
     openidconnect::url::Url::parse(issuer).is_ok_and(|url| {
+        let normal = url.as_str();
         matches!(url.scheme(), "https" | "http")
             && url.host_str().is_some_and(|host| !host.is_empty())
+            && url.username().is_empty()
+            && url.password().is_none()
             && url.query().is_none()
             && url.fragment().is_none()
+            && (normal == issuer || normal.strip_suffix('/') == Some(issuer))
     })
 }
 
-/// Characters that change how the rest of a name displays without showing themselves.
+/// Characters that change how the rest of a name displays without showing themselves: controls,
+/// line and paragraph separators, Unicode's default-ignorable code points (format characters,
+/// bidirectional controls, zero-width and filler characters, variation selectors, tags) and the
+/// other format characters that render as nothing.
 fn is_hidden_control(c: char) -> bool {
     c.is_control()
         || matches!(c,
-            '\u{200B}'..='\u{200F}'
-            | '\u{202A}'..='\u{202E}'
-            | '\u{2060}'..='\u{2064}'
-            | '\u{2066}'..='\u{2069}'
-            | '\u{FEFF}')
+            '\u{00AD}'
+            | '\u{034F}'
+            | '\u{0600}'..='\u{0605}'
+            | '\u{061C}'
+            | '\u{06DD}'
+            | '\u{070F}'
+            | '\u{08E2}'
+            | '\u{115F}'..='\u{1160}'
+            | '\u{17B4}'..='\u{17B5}'
+            | '\u{180B}'..='\u{180F}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{2028}'..='\u{202E}'
+            | '\u{2060}'..='\u{206F}'
+            | '\u{3164}'
+            | '\u{FE00}'..='\u{FE0F}'
+            | '\u{FEFF}'
+            | '\u{FFA0}'
+            | '\u{FFF0}'..='\u{FFFB}'
+            | '\u{110BD}'
+            | '\u{110CD}'
+            | '\u{13430}'..='\u{1343F}'
+            | '\u{1BCA0}'..='\u{1BCA3}'
+            | '\u{1D173}'..='\u{1D17A}'
+            | '\u{E0000}'..='\u{E0FFF}')
 }
