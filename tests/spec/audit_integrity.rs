@@ -1270,19 +1270,10 @@ fn verify_command(trail: &Trail, args: &[&str], url: &str) -> std::process::Outp
 
 #[tokio::test]
 async fn a_trail_that_could_not_be_checked_exits_2_with_the_cause_not_as_tampering() {
-    // A review: a mistyped --checkpoints was "NOT intact (18 problems)", and every connection
-    // failure read "the database is unavailable", all with exit status 1.
+    // A review: every connection failure read "the database is unavailable", after 30 s for a
+    // refused server, with exit status 1 like a tampered trail.
     let trail = Trail::new(5).await;
     let url = trail.t.admin_url();
-
-    let missing = verify_command(&trail, &["--checkpoints", "/nonexistent/checkpoints"], &url);
-    let stderr = String::from_utf8_lossy(&missing.stderr);
-    assert_eq!(missing.status.code(), Some(2), "{stderr}");
-    assert!(
-        stderr.contains("--checkpoints /nonexistent/checkpoints"),
-        "{stderr}"
-    );
-    assert!(!stderr.contains("NOT intact"), "{stderr}");
 
     let port = rowguard::dev::postgres::free_port().expect("port");
     let refused = verify_command(
@@ -1311,6 +1302,60 @@ async fn a_trail_that_could_not_be_checked_exits_2_with_the_cause_not_as_tamperi
         "{}",
         String::from_utf8_lossy(&intact.stderr)
     );
+}
+
+#[tokio::test]
+async fn a_missing_checkpoint_directory_is_one_problem_and_the_trail_is_still_checked() {
+    // A review: a mistyped --checkpoints was reported as 18 problems. The review of the first
+    // fix: answering "could not check" (exit 2) for it let an attacker who deleted the directory
+    // hide a tampered trail behind a broken-looking job.
+    for attacker in ATTACKERS {
+        let trail = Trail::new(20).await;
+        let victim = trail.event_at(7).await;
+        trail
+            .tamper(
+                attacker,
+                &format!(
+                    "update rowguard_audit.events set patient_ids = '{{}}' where id = {victim}"
+                ),
+            )
+            .await;
+        let gone = trail.dir.join("gone");
+        let gone = gone.to_str().expect("utf-8 path");
+        let output = verify_command(&trail, &["--checkpoints", gone], &trail.t.admin_url());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{attacker:?}: {stderr}");
+        assert!(
+            stderr.contains(&format!("the checkpoint directory {gone} does not exist")),
+            "{stderr}"
+        );
+        assert!(
+            stderr.contains("(link 7)"),
+            "the tampering is still named: {stderr}"
+        );
+        assert!(
+            !stderr.contains("missing from the checkpoint directory"),
+            "one problem for the directory, not one per checkpoint: {stderr}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_trail_the_owner_made_unreadable_is_not_intact_rather_than_unchecked() {
+    // The review of the exit statuses: renaming the checkpoints table turned "tampered" into
+    // "could not check" (exit 2).
+    let trail = Trail::new(5).await;
+    trail
+        .tamper(
+            Attacker::Owner,
+            "alter table rowguard_audit.checkpoints rename to checkpoints_elsewhere",
+        )
+        .await;
+    let dir = trail.dir.to_str().expect("utf-8 path").to_owned();
+    let output = verify_command(&trail, &["--checkpoints", &dir], &trail.t.admin_url());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("NOT intact"), "{stderr}");
 }
 
 #[tokio::test]

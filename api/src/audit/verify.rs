@@ -549,6 +549,19 @@ async fn checkpoints(
     .await?;
     let external = match &options.checkpoint_dir {
         None => None,
+        // Mistyped or deleted, it cannot be told apart: one problem that says so, and the
+        // database's checkpoints still checked.
+        Some(dir) if !dir.root().is_dir() => {
+            report.problem(
+                None,
+                None,
+                format!(
+                    "the checkpoint directory {} does not exist or is not a directory (mistyped, or deleted): the copies outside the database were not compared",
+                    dir.root().display()
+                ),
+            );
+            None
+        }
         Some(dir) => match dir.read_all() {
             Ok(files) => Some(files),
             Err(e) => {
@@ -764,15 +777,6 @@ pub async fn run_command(
     use std::io::Write;
     let keys = TrustedKeys::from_files(public_keys)
         .map_err(|e| VerifyFailure::CouldNotCheck(format!("--public-key {e}")))?;
-    // A mistyped path is the operator's mistake, not a trail's missing checkpoints.
-    if let Some(dir) = &checkpoints
-        && !dir.is_dir()
-    {
-        return Err(VerifyFailure::CouldNotCheck(format!(
-            "--checkpoints {}: not a directory this account can read",
-            dir.display()
-        )));
-    }
     let options = VerifyOptions {
         keys,
         checkpoint_dir: checkpoints.map(CheckpointDir::new),
@@ -788,9 +792,17 @@ pub async fn run_command(
                 .unwrap_or_default();
             VerifyFailure::CouldNotCheck(format!("connecting to verify the audit trail: {e}{why}"))
         })?;
-    let report = verify(&owner, &options)
-        .await
-        .map_err(|e| VerifyFailure::CouldNotCheck(format!("reading the audit trail: {e}")));
+    // Once connected as the owner, a trail that cannot be read (a table or function renamed,
+    // dropped or made unreadable) is one that whoever controls the database changed: not intact,
+    // not "could not check", which an attacker would prefer.
+    let report = verify(&owner, &options).await.map_err(|e| {
+        let why = std::error::Error::source(&e)
+            .map(|why| format!(" ({why})"))
+            .unwrap_or_default();
+        VerifyFailure::NotIntact(format!(
+            "audit trail NOT intact: it could not be read as the owner: {e}{why}"
+        ))
+    });
     let _ = owner.close().await;
     let report = report?;
     let mut out = std::io::stdout();
