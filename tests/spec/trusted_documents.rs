@@ -416,6 +416,14 @@ fn a_misspelt_roles_line_is_refused_not_read_as_open_to_every_role() {
         ("# Roles: coordinator", "not a roles line"),
         ("#  roles : coordinator", "not a roles line"),
         ("# role: coordinator", "not a roles line"),
+        // The review of the fix: other spellings that still failed open.
+        ("# roles= coordinator", "not a roles line"),
+        ("# roles coordinator", "not a roles line"),
+        ("# rolse: coordinator", "not a roles line"),
+        ("# ROLE(S): coordinator", "not a roles line"),
+        ("# allowed roles: coordinator", "not a roles line"),
+        ("# roles\u{ff1a}coordinator", "not a roles line"),
+        ("#\u{a0}Roles: coordinator", "not a roles line"),
         ("# roles: coordinators", "unknown role \"coordinators\""),
         ("# roles:", "names no role"),
         ("# roles: auditor\n# roles: coordinator", "more than one"),
@@ -442,7 +450,7 @@ fn a_roles_line_restricts_its_file_and_other_comments_are_left_alone() {
     std::fs::create_dir_all(&dir).expect("dir");
     std::fs::write(
         dir.join("Directory.graphql"),
-        "# Role-based: only coordinators and auditors page the directory.\n\
+        "# Only coordinators and auditors page the directory.\n\
          # roles: coordinator, auditor\nquery Directory { clinicians { id } }\n",
     )
     .expect("write");

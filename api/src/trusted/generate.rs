@@ -75,27 +75,22 @@ pub fn manifest_of(dir: &Path) -> Result<ManifestFile, String> {
     })
 }
 
-/// The roles of a `# roles: a, b` comment line, if the file has one. A comment that reads like
-/// one but is not (`# Roles: …`, `# roles : …`, `# role: …`), an unknown role, and two such
-/// lines are refused: read as no restriction, it would open the file's operations to every role.
+/// The roles of a `# roles: a, b` comment line, if the file has one. Any other comment that
+/// speaks of roles (`# Roles: …`, `# roles = …`, `# allowed roles: …`, `# rolse: …`), an unknown
+/// role, no role, and two roles lines are refused: a restriction misread as none would open the
+/// file's operations to every role, so the file must say it plainly or not mention roles.
 fn roles_comment(text: &str) -> Result<Option<Vec<String>>, String> {
     let mut found: Option<Vec<String>> = None;
     for line in text.lines() {
         let Some(comment) = line.trim().strip_prefix('#').map(str::trim) else {
             continue;
         };
-        // `role:`, `Roles :` and the like: a roles line in any spelling.
-        let looks_like_roles = comment
-            .get(..4)
-            .filter(|start| start.eq_ignore_ascii_case("role"))
-            .map(|_| comment[4..].trim_start_matches(['s', 'S']).trim_start())
-            .is_some_and(|rest| rest.starts_with(':'));
-        if !looks_like_roles {
+        if !mentions_roles(comment) {
             continue;
         }
         let Some(listed) = comment.strip_prefix("roles:") else {
             return Err(format!(
-                "{comment:?} is not a roles line: write it as `# roles: coordinator, auditor`"
+                "the comment {comment:?} speaks of roles but is not a roles line: write `# roles: coordinator, auditor`, or reword it without the word"
             ));
         };
         if found.is_some() {
@@ -121,6 +116,24 @@ fn roles_comment(text: &str) -> Result<Option<Vec<String>>, String> {
         found = Some(roles);
     }
     Ok(found)
+}
+
+/// Whether a comment has a word that is, or is a transposition of, "role" or "roles" (in any
+/// case, followed by anything: `Role(s)`, `roles=`, `rolse`).
+fn mentions_roles(comment: &str) -> bool {
+    let sorted = |word: &str| {
+        let mut letters: Vec<char> = word.chars().collect();
+        letters.sort_unstable();
+        letters
+    };
+    comment
+        .split(|c: char| !c.is_alphabetic())
+        .map(str::to_lowercase)
+        .any(|word| {
+            word.starts_with("role")
+                || sorted(&word) == sorted("roles")
+                || sorted(&word) == sorted("role")
+        })
 }
 
 /// The operation followed by the fragments it uses (by name), in one canonical print.
