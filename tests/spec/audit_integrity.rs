@@ -1590,6 +1590,139 @@ async fn every_kind_of_event(trail: &Trail) {
         .expect("events of every kind");
 }
 
+#[tokio::test]
+async fn a_resume_after_a_killed_export_writes_the_event_it_held_in_part_again_whole() {
+    // A review: one event naming several patients is several lines with one link; a file cut
+    // inside it was resumed after that link, and the event's other lines were never exported.
+    let mut trail = Trail::new(3).await;
+    every_kind_of_event(&trail).await;
+    trail.seal_all().await;
+    let full = trail.dir.join("full.ndjson");
+    assert!(export_command(&trail, &full, &[]).status.success());
+    let text = std::fs::read_to_string(&full).expect("full export");
+    let lines: Vec<&str> = text.lines().collect();
+    let link = |line: &str| {
+        rowguard::audit::fhir::link_of(&serde_json::from_str(line).expect("json")).expect("link")
+    };
+    // The first line of the last event with two resources, and half of the line after it.
+    let cut_at = (0..lines.len() - 2)
+        .rev()
+        .find(|&i| {
+            link(lines[i]) == link(lines[i + 1]) && (i == 0 || link(lines[i - 1]) != link(lines[i]))
+        })
+        .expect("an event naming two patients");
+    let mut cut = lines[..=cut_at].join("\n");
+    cut.push('\n');
+    cut.push_str(&lines[cut_at + 1][..40]);
+    let resumed = trail.dir.join("resumed.ndjson");
+    std::fs::write(&resumed, cut).expect("a killed export");
+
+    let output = export_command(&trail, &resumed, &["--resume"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let links_of = |path: &std::path::Path| -> Vec<i64> {
+        exported(path)
+            .iter()
+            .map(|r| rowguard::audit::fhir::link_of(r).expect("link"))
+            .collect()
+    };
+    assert_eq!(links_of(&resumed), links_of(&full));
+
+    // The same file with the cut line deleted by hand, as the old error message invited.
+    let trimmed = trail.dir.join("trimmed.ndjson");
+    let mut kept = lines[..=cut_at].join("\n");
+    kept.push('\n');
+    std::fs::write(&trimmed, kept).expect("a trimmed export");
+    let output = export_command(&trail, &trimmed, &["--resume"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(links_of(&trimmed), links_of(&full));
+}
+
+#[tokio::test]
+async fn a_resume_refuses_a_file_whose_last_link_is_not_this_trails() {
+    // A review: a last line edited to link 9999 made every later export "nothing to export".
+    let trail = Trail::new(5).await;
+    let out = trail.dir.join("edited.ndjson");
+    assert!(export_command(&trail, &out, &[]).status.success());
+    let text = std::fs::read_to_string(&out).expect("export");
+    let edited = text.replace("\"valueString\":\"5\"", "\"valueString\":\"9999\"");
+    assert_ne!(edited, text, "the last link was edited");
+    std::fs::write(&out, &edited).expect("edit");
+    let output = export_command(&trail, &out, &["--resume"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("is not this trail's"), "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(&out).expect("export"),
+        edited,
+        "left as it was"
+    );
+}
+
+#[tokio::test]
+async fn a_resume_never_writes_through_a_symbolic_link_or_into_a_fifo() {
+    // A review: `--resume --out LINK` created or appended to whatever the link named (as root,
+    // any file), and a FIFO hung the command.
+    let trail = Trail::new(2).await;
+    let victim = trail.dir.join("victim");
+    let link = trail.dir.join("planted.ndjson");
+    std::os::unix::fs::symlink(&victim, &link).expect("link");
+    let output = export_command(&trail, &link, &["--resume"]);
+    assert!(!output.status.success());
+    assert!(!victim.exists(), "nothing was written through the link");
+
+    let fifo = trail.dir.join("fifo.ndjson");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .expect("mkfifo")
+            .success()
+    );
+    let public = trail.dir.join("public.pem");
+    std::fs::write(&public, trail.signer.public_pem().expect("pem")).expect("public key");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_rowguard-cli"))
+        .args(["audit", "export", "--resume", "--public-key"])
+        .arg(&public)
+        .arg("--out")
+        .arg(&fifo)
+        .env("ROWGUARD_MIGRATION_DATABASE_URL", trail.t.admin_url())
+        .env("ROWGUARD_ROLE_PREFIX", "rgtest")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("rowguard audit export");
+    let started = Instant::now();
+    while child.try_wait().expect("wait").is_none() {
+        if started.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("export --resume into a FIFO was still waiting after 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let output = child.wait_with_output().expect("output");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("not a regular file"), "{stderr}");
+}
+
+#[tokio::test]
+async fn an_export_file_is_readable_by_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let trail = Trail::new(2).await;
+    let out = trail.dir.join("private.ndjson");
+    assert!(export_command(&trail, &out, &[]).status.success());
+    let mode = std::fs::metadata(&out).expect("file").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "{mode:o}");
+}
+
 fn export_command(trail: &Trail, out: &std::path::Path, extra: &[&str]) -> std::process::Output {
     let public = trail.dir.join("public.pem");
     std::fs::write(&public, trail.signer.public_pem().expect("pem")).expect("public key");

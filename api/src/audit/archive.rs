@@ -7,6 +7,7 @@
 //! against the signed statement instead of reporting their events as deleted.
 
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
 
 use chrono::{Datelike, NaiveDate, SecondsFormat, Utc};
@@ -124,9 +125,11 @@ pub async fn archive(
         .filter_map(|r| Some((r.try_get("", "seq").ok()?, r.try_get("", "event_id").ok()?)))
         .collect();
 
+    // The export holds patient ids: readable by its owner only.
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
+        .mode(0o600)
         .open(out)
         .map_err(|e| format!("{}: {e}", out.display()))?;
     let mut file_hash = Sha256::new();
@@ -152,6 +155,15 @@ pub async fn archive(
     }
     file.sync_all()
         .map_err(|e| format!("{}: {e}", out.display()))?;
+    // The file's name too, before the partition is detached: a power loss must not keep the
+    // detach and lose the directory entry.
+    let directory = match out.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => std::path::Path::new("."),
+    };
+    std::fs::File::open(directory)
+        .and_then(|dir| dir.sync_all())
+        .map_err(|e| format!("{}: {e}", directory.display()))?;
 
     let body = ArchiveBody {
         format: FORMAT.to_owned(),
@@ -222,7 +234,12 @@ pub async fn run_command(
     };
     let owner = crate::db::connect_as_role(&settings.url, &settings.role_prefix.owner())
         .await
-        .map_err(|e| format!("connecting to archive the audit trail: {e}"))?;
+        .map_err(|e| {
+            format!(
+                "connecting to archive the audit trail: {}",
+                crate::db::with_cause(&e)
+            )
+        })?;
     let result = archive(&owner, month, out, &signer, &options).await;
     let _ = owner.close().await;
     let body = result?;

@@ -3,7 +3,7 @@
 //! from a trail that does not prove intact; resources carry their chain link, and an export
 //! resumes after the last link a file holds, so a receiver gets every event once, in order.
 
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
@@ -80,19 +80,21 @@ pub async fn export(
         if remaining == 0 {
             break;
         }
+        // `until` is a cut in link (commit) order, not a filter: an event committed after one
+        // dated at or past it, but dated a little before (its transaction began earlier), waits
+        // for the next export instead of being passed over by it.
         let sql = format!(
             "select c.seq as link_seq, c.hash as link_hash, {EVENT_COLUMNS} \
              from rowguard_audit.chain c \
              join rowguard_audit.events e on e.id = c.event_id and e.occurred_at = c.event_occurred_at \
              where c.seq > $1 \
                and ($2::timestamptz is null or e.occurred_at >= $2) \
-               and ($3::timestamptz is null or e.occurred_at < $3) \
              order by c.seq limit {remaining}"
         );
         let rows = ExportRow::find_by_statement(Statement::from_sql_and_values(
             DbBackend::Postgres,
             sql,
-            [after.into(), range.since.into(), range.until.into()],
+            [after.into(), range.since.into()],
         ))
         .all(owner)
         .await
@@ -101,7 +103,12 @@ pub async fn export(
             break;
         };
         after = last.link_seq;
-        for row in &rows {
+        let cut = rows.iter().position(|row| {
+            range
+                .until
+                .is_some_and(|until| row.event.occurred_at >= until)
+        });
+        for row in &rows[..cut.unwrap_or(rows.len())] {
             let chain = ChainRef {
                 seq: row.link_seq,
                 hash: hex(&row.link_hash),
@@ -116,7 +123,7 @@ pub async fn export(
             summary.first_link.get_or_insert(row.link_seq);
             summary.last_link = Some(row.link_seq);
         }
-        if (rows.len() as u64) < remaining {
+        if cut.is_some() || (rows.len() as u64) < remaining {
             break;
         }
     }
@@ -124,35 +131,176 @@ pub async fn export(
     Ok(summary)
 }
 
-/// The last chain link an export file holds (0 for an empty or new file).
-pub fn last_link_in(path: &Path) -> Result<i64, String> {
-    let file = match std::fs::File::open(path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(format!("{}: {e}", path.display())),
-    };
-    let mut last = 0;
-    for (number, line) in std::io::BufReader::new(file).lines().enumerate() {
-        let line = line.map_err(|e| format!("{}: {e}", path.display()))?;
-        if line.trim().is_empty() {
+/// Where an export file stands: its last chain link, that link's hash, how many resources it
+/// holds for that link, and the length of the file before that link's first line.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResumePoint {
+    pub link: i64,
+    pub hash: String,
+    pub resources_of_link: u64,
+    pub bytes_before_link: u64,
+    /// The file's length without a last line cut off mid-way.
+    pub complete_bytes: u64,
+}
+
+/// Reads an export file to resume it. A last line cut off mid-way (no newline: the export was
+/// killed) is dropped with the rest of its link; any other line that is not a Rowguard
+/// AuditEvent is an error.
+pub fn resume_point(path: &Path, file: &mut std::fs::File) -> Result<ResumePoint, String> {
+    use std::io::{Read, Seek};
+    let mut text = Vec::new();
+    file.seek(std::io::SeekFrom::Start(0))
+        .and_then(|_| file.read_to_end(&mut text))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut point = ResumePoint::default();
+    let mut offset = 0u64;
+    let mut lines = text.split_inclusive(|b| *b == b'\n').enumerate().peekable();
+    while let Some((number, line)) = lines.next() {
+        let start = offset;
+        offset += line.len() as u64;
+        let is_last = lines.peek().is_none();
+        let complete = line.ends_with(b"\n");
+        if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let resource: serde_json::Value = serde_json::from_str(&line).map_err(|e| {
-            format!(
-                "{} line {}: not JSON ({e}); was it cut off?",
+        let parsed: Option<serde_json::Value> = serde_json::from_slice(line).ok();
+        let Some(resource) = parsed else {
+            if is_last && !complete {
+                // Cut off by a killed export: dropped. If it was one of the last link's
+                // resources, that link now counts short and is written again whole.
+                point.complete_bytes = start;
+                return Ok(point);
+            }
+            return Err(format!(
+                "{} line {}: not JSON; the file is damaged (only a last line cut off mid-way is repaired)",
                 path.display(),
                 number + 1
-            )
-        })?;
-        last = link_of(&resource).ok_or_else(|| {
-            format!(
+            ));
+        };
+        let (Some(link), Some(hash)) = (link_of(&resource), hash_of(&resource)) else {
+            return Err(format!(
                 "{} line {}: not a Rowguard AuditEvent",
                 path.display(),
                 number + 1
+            ));
+        };
+        if link < point.link {
+            return Err(format!(
+                "{} line {}: link {link} after link {}; the file is not an export in order",
+                path.display(),
+                number + 1,
+                point.link
+            ));
+        }
+        if link > point.link {
+            point = ResumePoint {
+                link,
+                hash,
+                resources_of_link: 0,
+                bytes_before_link: start,
+                complete_bytes: 0,
+            };
+        }
+        point.resources_of_link += 1;
+        point.complete_bytes = offset;
+    }
+    Ok(point)
+}
+
+/// The export file, opened to append: a regular file (created if missing, readable by its
+/// owner only), never through a symbolic link, and never a FIFO or a device.
+fn open_for_resume(path: &Path) -> Result<std::fs::File, String> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| {
+            format!(
+                "{}: {e} (an export file is never opened through a symbolic link)",
+                path.display()
             )
         })?;
+    let metadata = file
+        .metadata()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if !metadata.is_file() {
+        return Err(format!("{}: not a regular file", path.display()));
     }
-    Ok(last)
+    Ok(file)
+}
+
+/// Appends to the file from `keep` bytes on, cutting it there on the first write: a link the
+/// file held in part is written again whole, and nothing is cut if nothing is exported.
+struct ResumedFile {
+    file: std::fs::File,
+    keep: Option<u64>,
+}
+
+impl Write for ResumedFile {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        if let Some(keep) = self.keep.take() {
+            use std::io::Seek;
+            self.file.set_len(keep)?;
+            self.file.seek(std::io::SeekFrom::Start(keep))?;
+        }
+        self.file.write(bytes)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
+/// The hash a resource records for its chain link.
+fn hash_of(resource: &serde_json::Value) -> Option<String> {
+    resource["extension"].as_array()?.iter().find(|e| {
+        e["url"]
+            .as_str()
+            .is_some_and(|u| u.ends_with("/audit-chain"))
+    })?["extension"]
+        .as_array()?
+        .iter()
+        .find(|e| e["url"] == "hash")?["valueString"]
+        .as_str()
+        .map(str::to_owned)
+}
+
+/// Checks that the file's last link is this trail's (same hash) and whether the file holds all
+/// of its resources; returns the link to export after.
+async fn resume_after(owner: &DatabaseConnection, point: &ResumePoint) -> Result<i64, String> {
+    if point.link == 0 {
+        return Ok(0);
+    }
+    let sql = format!(
+        "select c.seq as link_seq, c.hash as link_hash, {EVENT_COLUMNS} \
+         from rowguard_audit.chain c \
+         join rowguard_audit.events e on e.id = c.event_id and e.occurred_at = c.event_occurred_at \
+         where c.seq = $1"
+    );
+    let row = ExportRow::find_by_statement(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        sql,
+        [point.link.into()],
+    ))
+    .one(owner)
+    .await
+    .map_err(|e| format!("reading the audit trail: {e}"))?;
+    let Some(row) = row.filter(|row| hex(&row.link_hash) == point.hash) else {
+        return Err(format!(
+            "the file's last link {} is not this trail's (no such link, or another hash): a file from another database, or edited; nothing was exported",
+            point.link
+        ));
+    };
+    let resources = audit_events(&row.event, None).len() as u64;
+    Ok(if point.resources_of_link == resources {
+        point.link
+    } else {
+        point.link - 1
+    })
 }
 
 /// `rowguard audit export`.
@@ -172,35 +320,65 @@ pub async fn run_command(
         ..VerifyOptions::default()
     };
     let mut range = range;
-    let mut writer: Box<dyn Write> = match &out {
-        Some(path) if resume => {
-            range.after_link = range.after_link.max(last_link_in(path)?);
-            Box::new(std::io::BufWriter::new(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .map_err(|e| format!("{}: {e}", path.display()))?,
-            ))
-        }
-        Some(path) => Box::new(std::io::BufWriter::new(
+    if resume && out.is_none() {
+        return Err("--resume needs --out FILE".into());
+    }
+    // Connected first, so a database that cannot be reached leaves no file behind.
+    let owner = crate::db::connect_as_role(&settings.url, &settings.role_prefix.owner())
+        .await
+        .map_err(|e| {
+            format!(
+                "connecting to export the audit trail: {}",
+                crate::db::with_cause(&e)
+            )
+        })?;
+    let opened: Result<Box<dyn Write>, String> = match &out {
+        Some(path) if resume => match open_for_resume(path) {
+            Ok(mut file) => match resume_point(path, &mut file) {
+                Ok(point) => match resume_after(&owner, &point).await {
+                    Ok(after) => {
+                        range.after_link = range.after_link.max(after);
+                        let keep = Some(if after < point.link {
+                            point.bytes_before_link
+                        } else {
+                            // Written in full: appended to as it is (a cut last line aside).
+                            point.complete_bytes
+                        });
+                        Ok(Box::new(std::io::BufWriter::new(ResumedFile {
+                            file,
+                            keep,
+                        })))
+                    }
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        },
+        Some(path) => {
+            use std::os::unix::fs::OpenOptionsExt as _;
             std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
+                .mode(0o600)
                 .open(path)
+                .map(|file| Box::new(std::io::BufWriter::new(file)) as Box<dyn Write>)
                 .map_err(|e| {
                     format!(
                         "{} (use --resume to continue an export): {e}",
                         path.display()
                     )
-                })?,
-        )),
-        None if resume => return Err("--resume needs --out FILE".into()),
-        None => Box::new(std::io::BufWriter::new(std::io::stdout())),
+                })
+        }
+        None => Ok(Box::new(std::io::BufWriter::new(std::io::stdout()))),
     };
-    let owner = crate::db::connect_as_role(&settings.url, &settings.role_prefix.owner())
-        .await
-        .map_err(|e| format!("connecting to export the audit trail: {e}"))?;
+    let mut writer = match opened {
+        Ok(writer) => writer,
+        Err(e) => {
+            let _ = owner.close().await;
+            return Err(e);
+        }
+    };
     let result = export(&owner, &options, &range, &mut writer).await;
     let _ = owner.close().await;
     drop(writer);

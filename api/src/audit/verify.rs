@@ -785,12 +785,10 @@ pub async fn run_command(
     let owner = crate::db::connect_as_role(&settings.url, &settings.role_prefix.owner())
         .await
         .map_err(|e| {
-            // Connecting reads no rows: the cause (a role or database missing, a refused or
-            // unreachable server) is the operator's to see.
-            let why = std::error::Error::source(&e)
-                .map(|why| format!(" ({why})"))
-                .unwrap_or_default();
-            VerifyFailure::CouldNotCheck(format!("connecting to verify the audit trail: {e}{why}"))
+            VerifyFailure::CouldNotCheck(format!(
+                "connecting to verify the audit trail: {}",
+                crate::db::with_cause(&e)
+            ))
         })?;
     // Once connected as the owner, a trail that cannot be read (a table or function renamed,
     // dropped or made unreadable) is one that whoever controls the database changed: not intact,

@@ -26,6 +26,15 @@ use crate::settings::DatabaseSettings;
 
 /// A one-connection pool to `url` whose session runs as `role` (seeding as the schema owner).
 /// Not for serving requests: those go through [`Database::scope`].
+/// `error` with its underlying cause, for commands run by an operator: connecting reads no rows,
+/// so the cause (a role or database missing, a refused or unreachable server) carries no PHI.
+pub fn with_cause(error: &DbError) -> String {
+    match std::error::Error::source(error) {
+        Some(why) => format!("{error} ({why})"),
+        None => error.to_string(),
+    }
+}
+
 /// A connection that cannot be had is reported with its cause (refused, unknown host, role or
 /// database missing) at once, or after [`COMMAND_CONNECT_TIMEOUT`] for a server that never
 /// answers.
