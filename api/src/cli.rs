@@ -391,7 +391,7 @@ fn init_logging(
     use tracing_subscriber::util::SubscriberInitExt as _;
 
     let filter = phi_safe_filter(
-        tracing_subscriber::EnvFilter::try_new(&settings.filter)
+        tracing_subscriber::EnvFilter::try_new(without_capped_targets(&settings.filter))
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
     );
     let json = match settings.format {
@@ -436,25 +436,48 @@ fn init_logging(
 /// whatever `ROWGUARD_LOG` says (even `trace`), they never log below these levels, so no PHI
 /// reaches the logs through them. Rowguard's own events carry ids, names and codes only.
 pub fn phi_safe_filter(filter: tracing_subscriber::EnvFilter) -> tracing_subscriber::EnvFilter {
-    const CEILINGS: [&str; 12] = [
-        "sqlx=warn",
-        "sea_orm=info",
-        "sea_query=info",
-        "sea_orm_migration=info",
-        "async_graphql=info",
-        "hyper=info",
-        "hyper_util=info",
-        "h2=info",
-        "reqwest=info",
-        "rustls=info",
-        "oauth2=info",
-        "openidconnect=info",
-    ];
     CEILINGS
         .iter()
         .filter_map(|d| d.parse().ok())
         .fold(filter, tracing_subscriber::EnvFilter::add_directive)
 }
+
+/// `filter` without its directives for the capped libraries or their modules: a directive for
+/// `sqlx::query` is more specific than the `sqlx` ceiling and would win over it.
+pub fn without_capped_targets(filter: &str) -> String {
+    let capped = |directive: &str| {
+        let target = directive
+            .split(['[', '='])
+            .next()
+            .unwrap_or_default()
+            .trim();
+        CEILINGS.iter().any(|ceiling| {
+            let library = ceiling.split('=').next().unwrap_or_default();
+            target == library || target.starts_with(&format!("{library}::"))
+        })
+    };
+    filter
+        .split(',')
+        .filter(|directive| !capped(directive))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The most verbose level each library that could log PHI may log at.
+const CEILINGS: [&str; 12] = [
+    "sqlx=warn",
+    "sea_orm=info",
+    "sea_query=info",
+    "sea_orm_migration=info",
+    "async_graphql=info",
+    "hyper=info",
+    "hyper_util=info",
+    "h2=info",
+    "reqwest=info",
+    "rustls=info",
+    "oauth2=info",
+    "openidconnect=info",
+];
 
 /// clap's own message, led by the environment variable the setting is read from, since that is
 /// how operators configure Rowguard.
@@ -515,6 +538,22 @@ async fn shutdown_signal() {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_directive_for_a_module_of_a_capped_library_is_dropped() {
+        // A review: `sqlx::query=trace` is more specific than the `sqlx=warn` ceiling, so it won
+        // and statements were logged.
+        assert_eq!(
+            super::without_capped_targets(
+                "trace,sqlx::query=trace,hyper::proto::h1[conn]=debug,sea_orm,rowguard=debug"
+            ),
+            "trace,rowguard=debug"
+        );
+        assert_eq!(
+            super::without_capped_targets("info,sqlxy=debug"),
+            "info,sqlxy=debug"
+        );
+    }
+
     use clap::CommandFactory;
 
     use super::Cli;
