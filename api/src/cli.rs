@@ -349,6 +349,7 @@ async fn run(command: Command) -> Result<(), Failure> {
                 until,
                 after_link: 0,
                 limit,
+                redo_link: None,
             },
             out,
             resume,

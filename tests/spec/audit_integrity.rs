@@ -1645,6 +1645,127 @@ async fn a_resume_after_a_killed_export_writes_the_event_it_held_in_part_again_w
     assert_eq!(links_of(&trimmed), links_of(&full));
 }
 
+/// A full export of a trail with events naming two patients, its lines, and the index of the
+/// first line of the last event with two resources.
+async fn multi_patient_export(trail: &mut Trail) -> (std::path::PathBuf, Vec<String>, usize) {
+    every_kind_of_event(trail).await;
+    trail.seal_all().await;
+    let full = trail.dir.join("full.ndjson");
+    assert!(export_command(trail, &full, &[]).status.success());
+    let lines: Vec<String> = std::fs::read_to_string(&full)
+        .expect("full export")
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let link = |line: &str| {
+        rowguard::audit::fhir::link_of(&serde_json::from_str(line).expect("json")).expect("link")
+    };
+    let first_of_pair = (0..lines.len() - 2)
+        .rev()
+        .find(|&i| {
+            link(&lines[i]) == link(&lines[i + 1])
+                && (i == 0 || link(&lines[i - 1]) != link(&lines[i]))
+        })
+        .expect("an event naming two patients");
+    (full, lines, first_of_pair)
+}
+
+fn links_in(path: &std::path::Path) -> Vec<i64> {
+    exported(path)
+        .iter()
+        .map(|r| rowguard::audit::fhir::link_of(r).expect("link"))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_file_cut_just_before_a_newline_is_resumed_without_gluing_two_lines() {
+    // The review of the resume fix: a last line that still parsed, cut before its newline, was
+    // kept as it was, the next resource was written onto the same line, and every later resume
+    // failed on it.
+    let mut trail = Trail::new(3).await;
+    let (full, lines, pair) = multi_patient_export(&mut trail).await;
+    let cut = trail.dir.join("cut.ndjson");
+    // Both lines of the two-patient event, the second without its newline.
+    std::fs::write(&cut, lines[..pair + 2].join("\n")).expect("cut export");
+    let output = export_command(&trail, &cut, &["--resume"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(links_in(&cut), links_in(&full));
+    trail.append(2).await;
+    trail.seal_all().await;
+    let again = export_command(&trail, &cut, &["--resume"]);
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert_eq!(links_in(&cut).len(), lines.len() + 2);
+}
+
+#[tokio::test]
+async fn a_link_held_in_part_is_written_whole_even_outside_since() {
+    // The review of the resume fix: with --since past it, the partial link's lines were cut
+    // away and not written again.
+    let mut trail = Trail::new(3).await;
+    let (full, lines, pair) = multi_patient_export(&mut trail).await;
+    let part = trail.dir.join("part.ndjson");
+    std::fs::write(&part, format!("{}\n", lines[..=pair].join("\n"))).expect("partial export");
+    let later = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    let output = export_command(&trail, &part, &["--resume", "--since", &later]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(links_in(&part), links_in(&full)[..pair + 2].to_vec());
+}
+
+#[tokio::test]
+async fn a_resume_writes_only_into_a_file_of_its_own() {
+    // The review of the resume fix: a hard link to another file was truncated and overwritten,
+    // and group- or world-readable files were filled with patient ids and left so.
+    use std::os::unix::fs::PermissionsExt as _;
+    let trail = Trail::new(3).await;
+    let other = trail.dir.join("other.conf");
+    std::fs::write(&other, "important=1").expect("other file");
+    let hard = trail.dir.join("hard.ndjson");
+    std::fs::hard_link(&other, &hard).expect("hard link");
+    let output = export_command(&trail, &hard, &["--resume"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("hard links"), "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(&other).expect("other"),
+        "important=1"
+    );
+
+    // Another account's file (planted by `nobody`): only root can make one to try it with.
+    let planted = trail.dir.join("planted-by-nobody.ndjson");
+    std::fs::write(&planted, "").expect("file");
+    if std::os::unix::fs::chown(&planted, Some(65534), Some(65534)).is_ok() {
+        let output = export_command(&trail, &planted, &["--resume"]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{stderr}");
+        assert!(stderr.contains("owned by another account"), "{stderr}");
+        assert_eq!(std::fs::read_to_string(&planted).expect("planted"), "");
+    }
+
+    let open = trail.dir.join("open.ndjson");
+    std::fs::write(&open, "").expect("file");
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let output = export_command(&trail, &open, &["--resume"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mode = std::fs::metadata(&open).expect("file").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "{mode:o}");
+}
+
 #[tokio::test]
 async fn a_resume_refuses_a_file_whose_last_link_is_not_this_trails() {
     // A review: a last line edited to link 9999 made every later export "nothing to export".

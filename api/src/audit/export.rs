@@ -26,6 +26,9 @@ pub struct ExportRange {
     pub after_link: i64,
     /// At most this many events (the rest on the next run).
     pub limit: Option<u64>,
+    /// A link a resumed file holds in part: written again whole whatever `since` and `until`
+    /// say, since the file's lines of it are replaced.
+    pub redo_link: Option<i64>,
 }
 
 /// What an export wrote.
@@ -88,13 +91,13 @@ pub async fn export(
              from rowguard_audit.chain c \
              join rowguard_audit.events e on e.id = c.event_id and e.occurred_at = c.event_occurred_at \
              where c.seq > $1 \
-               and ($2::timestamptz is null or e.occurred_at >= $2) \
+               and ($2::timestamptz is null or e.occurred_at >= $2 or c.seq = $3) \
              order by c.seq limit {remaining}"
         );
         let rows = ExportRow::find_by_statement(Statement::from_sql_and_values(
             DbBackend::Postgres,
             sql,
-            [after.into(), range.since.into()],
+            [after.into(), range.since.into(), range.redo_link.into()],
         ))
         .all(owner)
         .await
@@ -104,9 +107,10 @@ pub async fn export(
         };
         after = last.link_seq;
         let cut = rows.iter().position(|row| {
-            range
-                .until
-                .is_some_and(|until| row.event.occurred_at >= until)
+            Some(row.link_seq) != range.redo_link
+                && range
+                    .until
+                    .is_some_and(|until| row.event.occurred_at >= until)
         });
         for row in &rows[..cut.unwrap_or(rows.len())] {
             let chain = ChainRef {
@@ -163,21 +167,21 @@ pub fn resume_point(path: &Path, file: &mut std::fs::File) -> Result<ResumePoint
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
+        if is_last && !complete {
+            // Cut off by a killed export (even where what is left still parses, or before a
+            // CRLF's last byte): dropped. If it was one of the last link's resources, that link
+            // now counts short and is written again whole.
+            return Ok(point);
+        }
         let parsed: Option<serde_json::Value> = serde_json::from_slice(line).ok();
         let Some(resource) = parsed else {
-            if is_last && !complete {
-                // Cut off by a killed export: dropped. If it was one of the last link's
-                // resources, that link now counts short and is written again whole.
-                point.complete_bytes = start;
-                return Ok(point);
-            }
             return Err(format!(
                 "{} line {}: not JSON; the file is damaged (only a last line cut off mid-way is repaired)",
                 path.display(),
                 number + 1
             ));
         };
-        let (Some(link), Some(hash)) = (link_of(&resource), hash_of(&resource)) else {
+        let (Some(link @ 1..), Some(hash)) = (link_of(&resource), hash_of(&resource)) else {
             return Err(format!(
                 "{} line {}: not a Rowguard AuditEvent",
                 path.display(),
@@ -229,6 +233,24 @@ fn open_for_resume(path: &Path) -> Result<std::fs::File, String> {
         .map_err(|e| format!("{}: {e}", path.display()))?;
     if !metadata.is_file() {
         return Err(format!("{}: not a regular file", path.display()));
+    }
+    // Patient ids go into it: only a file of this account's own, with no other name.
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    if metadata.uid() != nix::unistd::Uid::effective().as_raw() {
+        return Err(format!(
+            "{}: owned by another account; an export is resumed only into a file of its own",
+            path.display()
+        ));
+    }
+    if metadata.nlink() > 1 {
+        return Err(format!(
+            "{}: has other names (hard links); an export is resumed only into a file of its own",
+            path.display()
+        ));
+    }
+    if metadata.mode() & 0o077 != 0 {
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
     }
     Ok(file)
 }
@@ -338,6 +360,9 @@ pub async fn run_command(
                 Ok(point) => match resume_after(&owner, &point).await {
                     Ok(after) => {
                         range.after_link = range.after_link.max(after);
+                        if after < point.link {
+                            range.redo_link = Some(point.link);
+                        }
                         let keep = Some(if after < point.link {
                             point.bytes_before_link
                         } else {
