@@ -307,6 +307,29 @@ async fn every_item_of_a_list_keeps_its_failed_field_as_null() {
 }
 
 #[tokio::test]
+async fn a_key_selected_twice_never_answers_an_object_missing_what_succeeded() {
+    // The review of the fix: the engine resolves each selection of `p` apart and keeps the
+    // first answer; when the all-failed one (null) came first, the other's `mrn` and `careTeam`
+    // were dropped, and reopening the null made `{"p": {"clinicalNotes": null}}` look complete.
+    let w = World::new().await;
+    let query = "query($id: ID!) { p: patient(id: $id) { clinicalNotes } \
+                 p: patient(id: $id) { mrn careTeam { careRole } } }";
+    for attempt in 0..10 {
+        let reply = w
+            .app
+            .graphql(Some(&w.carol()), query, json!({ "id": w.patients["A-1"] }))
+            .await;
+        assert_eq!(reply.code(), Some("FORBIDDEN"), "{}", reply.body);
+        let p = &reply.data()["p"];
+        assert!(
+            p.is_null() || (p["mrn"] == "A-1" && p["careTeam"].is_array()),
+            "attempt {attempt}: {}",
+            reply.body
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_non_null_field_that_fails_takes_its_nearest_nullable_ancestor_with_it() {
     // `patients` is `PatientConnection!` on the root: its failure (a cursor refused before any
     // statement, so `me` still runs) leaves no nullable position above it, so the whole answer

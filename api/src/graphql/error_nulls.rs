@@ -40,13 +40,13 @@ pub fn place(data: &mut Value, errors: &[ServerError], operation: &Operation) {
     };
     // Each error's null goes to the nearest nullable position at or above it; `None` is the
     // whole answer.
-    let mut targets: Vec<&[PathSegment]> = Vec::new();
+    let mut targets: Vec<(&[PathSegment], Steps)> = Vec::new();
     for error in errors.iter().filter(|e| !e.path.is_empty()) {
-        let Some(types) = types_along(&error.path, &selected.selection_set, &document) else {
+        let Some(steps) = steps_along(&error.path, &selected.selection_set, &document) else {
             continue;
         };
-        match types.iter().rposition(|ty| !ty.is_non_null()) {
-            Some(nullable) => targets.push(&error.path[..=nullable]),
+        match nearest_nullable(&steps.types, error.path.len()) {
+            Some(end) => targets.push((&error.path[..end], steps)),
             None => {
                 *data = Value::Null;
                 return;
@@ -58,15 +58,52 @@ pub fn place(data: &mut Value, errors: &[ServerError], operation: &Operation) {
         *data = Value::Object(Default::default());
     }
     // Higher positions first: what lies under a nulled position is gone with it.
-    targets.sort_by_key(|target| target.len());
+    targets.sort_by_key(|(target, _)| target.len());
     let mut nulled: Vec<&[PathSegment]> = Vec::new();
-    for target in targets {
-        if nulled.iter().any(|above| target.starts_with(above)) {
-            continue;
+    for (target, steps) in &targets {
+        let mut target: &[PathSegment] = target;
+        loop {
+            if nulled.iter().any(|above| target.starts_with(above)) {
+                break;
+            }
+            // An object the engine collapsed to null is opened again only if every key selected
+            // under it failed: with the same key selected in several places, the engine keeps
+            // the first answer, and a collapsed one hides the others' (a null there, with the
+            // error under it, is then the honest answer).
+            let all_failed = |depth: usize| {
+                steps.keys_under[depth].iter().all(|key| {
+                    errors.iter().any(|e| {
+                        e.path.len() > depth + 1
+                            && e.path[..=depth] == target[..=depth]
+                            && matches!(&e.path[depth + 1], PathSegment::Field(k) if k == key)
+                    })
+                })
+            };
+            match set_null(data, target, all_failed) {
+                Ok(()) => {
+                    nulled.push(target);
+                    break;
+                }
+                // Left null at `depth`: if that position may not be null, the null climbs on.
+                Err(depth) => match nearest_nullable(&steps.types, depth + 1) {
+                    Some(end) if end == depth + 1 => break,
+                    Some(end) => target = &target[..end],
+                    None => {
+                        *data = Value::Null;
+                        return;
+                    }
+                },
+            }
         }
-        set_null(data, target);
-        nulled.push(target);
     }
+}
+
+/// The length of the path to the nearest nullable position among the first `len` steps.
+fn nearest_nullable(types: &[Type], len: usize) -> Option<usize> {
+    types[..len]
+        .iter()
+        .rposition(|ty| !ty.is_non_null())
+        .map(|i| i + 1)
 }
 
 fn schema() -> &'static Valid<apollo_compiler::Schema> {
@@ -74,14 +111,25 @@ fn schema() -> &'static Valid<apollo_compiler::Schema> {
     SCHEMA.get_or_init(crate::trusted::served_schema)
 }
 
-/// The declared type at each step of `path`, or `None` when the path does not follow the
-/// document (then nothing is placed for it).
-fn types_along(
+/// What the document says about each step of an error's path.
+struct Steps {
+    /// The declared type at each step.
+    types: Vec<Type>,
+    /// The response keys selected under the position of each step.
+    keys_under: Vec<Vec<String>>,
+}
+
+/// The steps of `path`, or `None` when the path does not follow the document (then nothing is
+/// placed for it).
+fn steps_along(
     path: &[PathSegment],
     root: &SelectionSet,
     document: &ExecutableDocument,
-) -> Option<Vec<Type>> {
-    let mut types: Vec<Type> = Vec::with_capacity(path.len());
+) -> Option<Steps> {
+    let mut steps = Steps {
+        types: Vec::with_capacity(path.len()),
+        keys_under: Vec::with_capacity(path.len()),
+    };
     // A response key can be selected in several places (fragments, repeated fields), and the
     // engine merges them: the next key may be in any of their selections.
     let mut selections: Vec<&SelectionSet> = vec![root];
@@ -96,16 +144,68 @@ fn types_along(
                 // Fields merged under one key have one type (validation).
                 let ty = fields.first()?.definition.ty.clone();
                 selections = fields.iter().map(|field| &field.selection_set).collect();
+                let mut keys = Vec::new();
+                let mut spread = HashSet::new();
+                for set in &selections {
+                    response_keys(set, document, &mut spread, &mut keys);
+                }
+                steps.keys_under.push(keys);
                 ty
             }
             PathSegment::Index(_) => {
-                let list = types.last().filter(|ty| ty.is_list())?;
+                let list = steps.types.last().filter(|ty| ty.is_list())?;
+                let keys = steps.keys_under.last().cloned().unwrap_or_default();
+                steps.keys_under.push(keys);
                 list.item_type().clone()
             }
         };
-        types.push(ty);
+        steps.types.push(ty);
     }
-    Some(types)
+    Some(steps)
+}
+
+/// Whether a selection is left out by a literal `@skip(if: true)` or `@include(if: false)`
+/// (one under a variable is taken as selected: a key it adds only keeps a null as it is).
+fn is_skipped(directives: &apollo_compiler::executable::DirectiveList) -> bool {
+    let literal = |name: &str| {
+        directives
+            .get(name)
+            .and_then(|d| d.specified_argument_by_name("if"))
+            .and_then(|v| v.to_bool())
+    };
+    literal("skip") == Some(true) || literal("include") == Some(false)
+}
+
+/// Every response key selected in `set`, through fragments, once each.
+fn response_keys<'d>(
+    set: &'d SelectionSet,
+    document: &'d ExecutableDocument,
+    spread: &mut HashSet<&'d str>,
+    keys: &mut Vec<String>,
+) {
+    for selection in &set.selections {
+        match selection {
+            Selection::Field(field) => {
+                let key = field.response_key().as_str();
+                if !is_skipped(&field.directives) && !keys.iter().any(|k| k == key) {
+                    keys.push(key.to_owned());
+                }
+            }
+            Selection::InlineFragment(inline) => {
+                if !is_skipped(&inline.directives) {
+                    response_keys(&inline.selection_set, document, spread, keys);
+                }
+            }
+            Selection::FragmentSpread(fragment) => {
+                if let Some(definition) = fragment.fragment_def(document)
+                    && !is_skipped(&fragment.directives)
+                    && spread.insert(definition.name.as_str())
+                {
+                    response_keys(&definition.selection_set, document, spread, keys);
+                }
+            }
+        }
+    }
 }
 
 /// Every field answered under `key` in `set`, looking through fragments; each named fragment
@@ -121,15 +221,18 @@ fn fields_by_response_key<'d>(
     for selection in &set.selections {
         match selection {
             Selection::Field(field) => {
-                if field.response_key().as_str() == key {
+                if field.response_key().as_str() == key && !is_skipped(&field.directives) {
                     found.push(field);
                 }
             }
             Selection::InlineFragment(inline) => {
-                fields_by_response_key(&inline.selection_set, key, document, spread, found);
+                if !is_skipped(&inline.directives) {
+                    fields_by_response_key(&inline.selection_set, key, document, spread, found);
+                }
             }
             Selection::FragmentSpread(fragment) => {
                 if let Some(definition) = fragment.fragment_def(document)
+                    && !is_skipped(&fragment.directives)
                     && spread.insert(definition.name.as_str())
                 {
                     fields_by_response_key(&definition.selection_set, key, document, spread, found);
@@ -140,10 +243,15 @@ fn fields_by_response_key<'d>(
 }
 
 /// Sets the value at `path` to null, re-opening on the way the objects the engine collapsed to
-/// null because every field in them failed. A path the answer does not follow is left alone.
-fn set_null(data: &mut Value, path: &[PathSegment]) {
+/// null when `may_reopen(depth)` says every key under them failed. `Err(depth)` when the value
+/// at `path[..=depth]` is a null left as it is. A path the answer does not follow is left alone.
+fn set_null(
+    data: &mut Value,
+    path: &[PathSegment],
+    may_reopen: impl Fn(usize) -> bool,
+) -> Result<(), usize> {
     let Some((last, parents)) = path.split_last() else {
-        return;
+        return Ok(());
     };
     let mut current = data;
     for (i, segment) in parents.iter().enumerate() {
@@ -153,13 +261,13 @@ fn set_null(data: &mut Value, path: &[PathSegment]) {
             }
             (PathSegment::Index(index), Value::List(items)) => match items.get_mut(*index) {
                 Some(item) => item,
-                None => return,
+                None => return Ok(()),
             },
-            _ => return,
+            _ => return Ok(()),
         };
         if *child == Value::Null {
-            if !matches!(path[i + 1], PathSegment::Field(_)) {
-                return;
+            if !matches!(path[i + 1], PathSegment::Field(_)) || !may_reopen(i) {
+                return Err(i);
             }
             *child = Value::Object(Default::default());
         }
@@ -176,6 +284,7 @@ fn set_null(data: &mut Value, path: &[PathSegment]) {
         }
         _ => {}
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -277,6 +386,39 @@ mod tests {
             json(out),
             serde_json::json!({ "p": { "clinicalNotes": null } })
         );
+    }
+
+    #[test]
+    fn a_collapsed_object_that_hid_a_sibling_selection_stays_null() {
+        // The engine resolves each selection of `p` apart and keeps the first answer: the
+        // all-failed one (null) hid the other's `mrn` and `careTeam`. Reopening it would make the
+        // answer look complete without them.
+        let query = r#"{ p: patient(id: "x") { clinicalNotes } p: patient(id: "x") { mrn careTeam { careRole } } }"#;
+        let out = placed(
+            query,
+            serde_json::json!({ "p": null }),
+            &[serde_json::json!(["p", "clinicalNotes"])],
+        );
+        assert_eq!(json(out), serde_json::json!({ "p": null }));
+    }
+
+    #[test]
+    fn a_collapsed_non_null_object_that_stays_null_takes_its_parent() {
+        let query = "{ patients { edges { node { mrn } node { clinicalNotes } } } }";
+        let data = serde_json::json!({ "patients": { "edges": [ { "node": null } ] } });
+        let out = placed(
+            query,
+            data,
+            &[serde_json::json!([
+                "patients",
+                "edges",
+                0,
+                "node",
+                "clinicalNotes"
+            ])],
+        );
+        // node: Patient!, edges: [PatientEdge!]!, patients: PatientConnection! — the whole answer.
+        assert_eq!(out, Value::Null);
     }
 
     #[test]
