@@ -330,6 +330,35 @@ async fn a_key_selected_twice_never_answers_an_object_missing_what_succeeded() {
 }
 
 #[tokio::test]
+async fn a_field_skipped_by_a_variable_does_not_turn_a_failed_sibling_into_a_null_answer() {
+    // The last review: `@skip(if: $s)` counted as selected, so a node whose only other field
+    // failed stayed null, and being `Patient!` it nulled the whole answer.
+    let w = World::new().await;
+    let reply = w
+        .app
+        .graphql(
+            Some(&w.carol()),
+            "query($s: Boolean!) { patients(first: 2) { edges { node { clinicalNotes mrn @skip(if: $s) } } } }",
+            json!({ "s": true }),
+        )
+        .await;
+    assert_eq!(reply.code(), Some("FORBIDDEN"), "{}", reply.body);
+    let edges = reply.data()["patients"]["edges"]
+        .as_array()
+        .cloned()
+        .unwrap_or_else(|| panic!("the page answers: {}", reply.body));
+    assert!(!edges.is_empty(), "{}", reply.body);
+    for edge in &edges {
+        assert_eq!(
+            edge["node"],
+            json!({ "clinicalNotes": null }),
+            "{}",
+            reply.body
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_non_null_field_that_fails_takes_its_nearest_nullable_ancestor_with_it() {
     // `patients` is `PatientConnection!` on the root: its failure (a cursor refused before any
     // statement, so `me` still runs) leaves no nullable position above it, so the whole answer

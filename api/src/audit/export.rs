@@ -7,7 +7,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
-use sea_orm::{DatabaseConnection, DbBackend, FromQueryResult, Statement};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, FromQueryResult, Statement};
 
 use super::canonical::{EVENT_COLUMNS, EventRow};
 use super::checkpoint::{CheckpointDir, hex};
@@ -297,6 +297,22 @@ async fn resume_after(owner: &DatabaseConnection, point: &ResumePoint) -> Result
     if point.link == 0 {
         return Ok(0);
     }
+    // The chain keeps every link, also those whose month was archived (its events detached).
+    let hash = owner
+        .query_one_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "select hash from rowguard_audit.chain where seq = $1",
+            [point.link.into()],
+        ))
+        .await
+        .map_err(|e| format!("reading the audit trail: {e}"))?
+        .and_then(|row| row.try_get::<Vec<u8>>("", "hash").ok());
+    if hash.as_deref().map(hex) != Some(point.hash.clone()) {
+        return Err(format!(
+            "the file's last link {} is not this trail's (no such link, or another hash): a file from another database, or edited; nothing was exported",
+            point.link
+        ));
+    }
     let sql = format!(
         "select c.seq as link_seq, c.hash as link_hash, {EVENT_COLUMNS} \
          from rowguard_audit.chain c \
@@ -311,11 +327,9 @@ async fn resume_after(owner: &DatabaseConnection, point: &ResumePoint) -> Result
     .one(owner)
     .await
     .map_err(|e| format!("reading the audit trail: {e}"))?;
-    let Some(row) = row.filter(|row| hex(&row.link_hash) == point.hash) else {
-        return Err(format!(
-            "the file's last link {} is not this trail's (no such link, or another hash): a file from another database, or edited; nothing was exported",
-            point.link
-        ));
+    // Its event archived: it cannot be written again, so the file is taken as holding it.
+    let Some(row) = row else {
+        return Ok(point.link);
     };
     let resources = audit_events(&row.event, None).len() as u64;
     Ok(if point.resources_of_link == resources {

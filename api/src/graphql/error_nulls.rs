@@ -22,6 +22,9 @@ use async_graphql::{Name, PathSegment, ServerError, Value};
 pub struct Operation {
     pub query: String,
     pub name: Option<String>,
+    /// The request's variables, kept only when the document has `@skip` or `@include` (whose
+    /// `if` may name one).
+    pub variables: Option<async_graphql::Variables>,
 }
 
 /// Puts a `null` where the spec wants one for every error with a path in `errors`.
@@ -38,11 +41,16 @@ pub fn place(data: &mut Value, errors: &[ServerError], operation: &Operation) {
     let Ok(selected) = document.operations.get(operation.name.as_deref()) else {
         return;
     };
+    let conditions = Conditions {
+        variables: operation.variables.as_ref(),
+        operation: selected,
+    };
     // Each error's null goes to the nearest nullable position at or above it; `None` is the
     // whole answer.
     let mut targets: Vec<(&[PathSegment], Steps)> = Vec::new();
     for error in errors.iter().filter(|e| !e.path.is_empty()) {
-        let Some(steps) = steps_along(&error.path, &selected.selection_set, &document) else {
+        let Some(steps) = steps_along(&error.path, &selected.selection_set, &document, &conditions)
+        else {
             continue;
         };
         match nearest_nullable(&steps.types, error.path.len()) {
@@ -125,6 +133,7 @@ fn steps_along(
     path: &[PathSegment],
     root: &SelectionSet,
     document: &ExecutableDocument,
+    conditions: &Conditions<'_>,
 ) -> Option<Steps> {
     let mut steps = Steps {
         types: Vec::with_capacity(path.len()),
@@ -139,7 +148,14 @@ fn steps_along(
                 let mut fields = Vec::new();
                 let mut spread = HashSet::new();
                 for set in &selections {
-                    fields_by_response_key(set, key, document, &mut spread, &mut fields);
+                    fields_by_response_key(
+                        set,
+                        key,
+                        document,
+                        conditions,
+                        &mut spread,
+                        &mut fields,
+                    );
                 }
                 // Fields merged under one key have one type (validation).
                 let ty = fields.first()?.definition.ty.clone();
@@ -147,7 +163,7 @@ fn steps_along(
                 let mut keys = Vec::new();
                 let mut spread = HashSet::new();
                 for set in &selections {
-                    response_keys(set, document, &mut spread, &mut keys);
+                    response_keys(set, document, conditions, &mut spread, &mut keys);
                 }
                 steps.keys_under.push(keys);
                 ty
@@ -164,22 +180,54 @@ fn steps_along(
     Some(steps)
 }
 
-/// Whether a selection is left out by a literal `@skip(if: true)` or `@include(if: false)`
-/// (one under a variable is taken as selected: a key it adds only keeps a null as it is).
-fn is_skipped(directives: &apollo_compiler::executable::DirectiveList) -> bool {
-    let literal = |name: &str| {
-        directives
-            .get(name)
-            .and_then(|d| d.specified_argument_by_name("if"))
-            .and_then(|v| v.to_bool())
-    };
-    literal("skip") == Some(true) || literal("include") == Some(false)
+/// What decides `@skip` and `@include`: the request's variables, then the operation's defaults.
+struct Conditions<'d> {
+    variables: Option<&'d async_graphql::Variables>,
+    operation: &'d apollo_compiler::executable::Operation,
+}
+
+impl Conditions<'_> {
+    /// Whether a selection is left out by `@skip(if: true)` or `@include(if: false)`, the
+    /// condition written or in a variable. A condition that cannot be read (no such variable)
+    /// counts as skipped: the key is then not required to have failed.
+    fn skip(&self, directives: &apollo_compiler::executable::DirectiveList) -> bool {
+        let condition = |name: &str| {
+            let value = directives.get(name)?.specified_argument_by_name("if")?;
+            Some(match value.as_variable() {
+                None => value.to_bool(),
+                Some(variable) => self.variable(variable.as_str()),
+            })
+        };
+        matches!(
+            (condition("skip"), condition("include")),
+            (Some(Some(true) | None), _) | (_, Some(Some(false) | None))
+        )
+    }
+
+    fn variable(&self, name: &str) -> Option<bool> {
+        let given = self
+            .variables
+            .and_then(|variables| variables.get(&Name::new(name)));
+        match given {
+            Some(Value::Boolean(b)) => Some(*b),
+            Some(_) => None,
+            None => self
+                .operation
+                .variables
+                .iter()
+                .find(|definition| definition.name.as_str() == name)?
+                .default_value
+                .as_ref()?
+                .to_bool(),
+        }
+    }
 }
 
 /// Every response key selected in `set`, through fragments, once each.
 fn response_keys<'d>(
     set: &'d SelectionSet,
     document: &'d ExecutableDocument,
+    conditions: &Conditions<'_>,
     spread: &mut HashSet<&'d str>,
     keys: &mut Vec<String>,
 ) {
@@ -187,21 +235,27 @@ fn response_keys<'d>(
         match selection {
             Selection::Field(field) => {
                 let key = field.response_key().as_str();
-                if !is_skipped(&field.directives) && !keys.iter().any(|k| k == key) {
+                if !conditions.skip(&field.directives) && !keys.iter().any(|k| k == key) {
                     keys.push(key.to_owned());
                 }
             }
             Selection::InlineFragment(inline) => {
-                if !is_skipped(&inline.directives) {
-                    response_keys(&inline.selection_set, document, spread, keys);
+                if !conditions.skip(&inline.directives) {
+                    response_keys(&inline.selection_set, document, conditions, spread, keys);
                 }
             }
             Selection::FragmentSpread(fragment) => {
                 if let Some(definition) = fragment.fragment_def(document)
-                    && !is_skipped(&fragment.directives)
+                    && !conditions.skip(&fragment.directives)
                     && spread.insert(definition.name.as_str())
                 {
-                    response_keys(&definition.selection_set, document, spread, keys);
+                    response_keys(
+                        &definition.selection_set,
+                        document,
+                        conditions,
+                        spread,
+                        keys,
+                    );
                 }
             }
         }
@@ -215,27 +269,42 @@ fn fields_by_response_key<'d>(
     set: &'d SelectionSet,
     key: &str,
     document: &'d ExecutableDocument,
+    conditions: &Conditions<'_>,
     spread: &mut HashSet<&'d str>,
     found: &mut Vec<&'d apollo_compiler::executable::Field>,
 ) {
     for selection in &set.selections {
         match selection {
             Selection::Field(field) => {
-                if field.response_key().as_str() == key && !is_skipped(&field.directives) {
+                if field.response_key().as_str() == key && !conditions.skip(&field.directives) {
                     found.push(field);
                 }
             }
             Selection::InlineFragment(inline) => {
-                if !is_skipped(&inline.directives) {
-                    fields_by_response_key(&inline.selection_set, key, document, spread, found);
+                if !conditions.skip(&inline.directives) {
+                    fields_by_response_key(
+                        &inline.selection_set,
+                        key,
+                        document,
+                        conditions,
+                        spread,
+                        found,
+                    );
                 }
             }
             Selection::FragmentSpread(fragment) => {
                 if let Some(definition) = fragment.fragment_def(document)
-                    && !is_skipped(&fragment.directives)
+                    && !conditions.skip(&fragment.directives)
                     && spread.insert(definition.name.as_str())
                 {
-                    fields_by_response_key(&definition.selection_set, key, document, spread, found);
+                    fields_by_response_key(
+                        &definition.selection_set,
+                        key,
+                        document,
+                        conditions,
+                        spread,
+                        found,
+                    );
                 }
             }
         }
@@ -304,6 +373,9 @@ mod tests {
         let operation = Operation {
             query: query.to_owned(),
             name: None,
+            variables: Some(async_graphql::Variables::from_json(
+                serde_json::json!({ "yes": true, "no": false }),
+            )),
         };
         place(&mut data, &errors, &operation);
         data
@@ -419,6 +491,35 @@ mod tests {
         );
         // node: Patient!, edges: [PatientEdge!]!, patients: PatientConnection! — the whole answer.
         assert_eq!(out, Value::Null);
+    }
+
+    #[test]
+    fn skip_and_include_read_their_variables_and_defaults() {
+        // The review of the fix: a key under `@skip(if: $s)` counted as selected and never
+        // failed, so a collapsed page node stayed null and took the whole answer with it.
+        for query in [
+            "query($yes: Boolean!) { patients { edges { node { clinicalNotes mrn @skip(if: $yes) } } } }",
+            "query($no: Boolean!) { patients { edges { node { clinicalNotes mrn @include(if: $no) } } } }",
+            "query($d: Boolean = false) { patients { edges { node { ...F } } } } fragment F on Patient { clinicalNotes mrn @include(if: $d) }",
+        ] {
+            let data = serde_json::json!({ "patients": { "edges": [ { "node": null } ] } });
+            let out = placed(
+                query,
+                data,
+                &[serde_json::json!([
+                    "patients",
+                    "edges",
+                    0,
+                    "node",
+                    "clinicalNotes"
+                ])],
+            );
+            assert_eq!(
+                json(out),
+                serde_json::json!({ "patients": { "edges": [ { "node": { "clinicalNotes": null } } ] } }),
+                "{query}"
+            );
+        }
     }
 
     #[test]

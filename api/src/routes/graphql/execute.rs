@@ -174,6 +174,8 @@ async fn execute(
     // The engine runs the document the gate parsed and never reads the text again; it is kept
     // for typing the nulls of fields that fail.
     let operation = graphql::error_nulls::Operation {
+        variables: (request.query.contains("@skip") || request.query.contains("@include"))
+            .then(|| request.variables.clone()),
         query: std::mem::take(&mut request.query),
         name: request.operation_name.clone(),
     };
