@@ -200,19 +200,32 @@ pub const LARGEST_FILE: u64 = 64 * 1024;
 /// so a file swapped for something else between listing and reading is refused too.
 fn read_small_regular_file(path: &Path) -> Option<String> {
     use std::io::Read as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
-        .open(path)
-        .ok()?;
-    let metadata = file.metadata().ok()?;
-    if !metadata.is_file() || metadata.len() > LARGEST_FILE {
+    let (file, metadata) = open_regular_file(path, std::fs::OpenOptions::new().read(true)).ok()?;
+    if metadata.len() > LARGEST_FILE {
         return None;
     }
     let mut text = String::new();
     file.take(LARGEST_FILE + 1).read_to_string(&mut text).ok()?;
     (text.len() as u64 <= LARGEST_FILE).then_some(text)
+}
+
+/// Opens `path` with `options`, but never through a symbolic link and without blocking on a
+/// FIFO, and only if what it opened is a regular file (checked on the open file, so one swapped
+/// in between is refused too): a file an audit command reads or writes cannot be turned into a
+/// loop, a hang or a write somewhere else by whoever can write its directory.
+pub(crate) fn open_regular_file(
+    path: &Path,
+    options: &mut std::fs::OpenOptions,
+) -> std::io::Result<(std::fs::File, std::fs::Metadata)> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let file = options
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(path)?;
+    let metadata = file.metadata()?;
+    if !metadata.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    Ok((file, metadata))
 }
 
 /// Creates `path` with `text`; a file already there is left alone if it holds the same text and

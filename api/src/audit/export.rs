@@ -11,7 +11,7 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, FromQueryResult, S
 
 use super::canonical::{EVENT_COLUMNS, EventRow};
 use super::checkpoint::{CheckpointDir, hex};
-use super::fhir::{ChainRef, audit_events, link_of};
+use super::fhir::{ChainRef, audit_events, hash_of, link_of};
 use super::keys::TrustedKeys;
 use super::verify::{VerifyOptions, verify};
 
@@ -215,25 +215,20 @@ pub fn resume_point(path: &Path, file: &mut std::fs::File) -> Result<ResumePoint
 /// owner only), never through a symbolic link, and never a FIFO or a device.
 fn open_for_resume(path: &Path) -> Result<std::fs::File, String> {
     use std::os::unix::fs::OpenOptionsExt as _;
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .mode(0o600)
-        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
-        .open(path)
-        .map_err(|e| {
-            format!(
-                "{}: {e} (an export file is never opened through a symbolic link)",
-                path.display()
-            )
-        })?;
-    let metadata = file
-        .metadata()
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    if !metadata.is_file() {
-        return Err(format!("{}: not a regular file", path.display()));
-    }
+    let (file, metadata) = super::checkpoint::open_regular_file(
+        path,
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .mode(0o600),
+    )
+    .map_err(|e| {
+        format!(
+            "{}: {e} (an export file is never opened through a symbolic link)",
+            path.display()
+        )
+    })?;
     // Patient ids go into it: only a file of this account's own, with no other name.
     use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
     if metadata.uid() != nix::unistd::Uid::effective().as_raw() {
@@ -275,20 +270,6 @@ impl Write for ResumedFile {
     fn flush(&mut self) -> std::io::Result<()> {
         self.file.flush()
     }
-}
-
-/// The hash a resource records for its chain link.
-fn hash_of(resource: &serde_json::Value) -> Option<String> {
-    resource["extension"].as_array()?.iter().find(|e| {
-        e["url"]
-            .as_str()
-            .is_some_and(|u| u.ends_with("/audit-chain"))
-    })?["extension"]
-        .as_array()?
-        .iter()
-        .find(|e| e["url"] == "hash")?["valueString"]
-        .as_str()
-        .map(str::to_owned)
 }
 
 /// Checks that the file's last link is this trail's (same hash) and whether the file holds all
@@ -339,6 +320,30 @@ async fn resume_after(owner: &DatabaseConnection, point: &ResumePoint) -> Result
     })
 }
 
+/// The file to resume, positioned: `range` then starts after what the file holds in full, and
+/// a link it holds in part is written again.
+async fn resume_file(
+    path: &Path,
+    owner: &DatabaseConnection,
+    range: &mut ExportRange,
+) -> Result<ResumedFile, String> {
+    let mut file = open_for_resume(path)?;
+    let point = resume_point(path, &mut file)?;
+    let after = resume_after(owner, &point).await?;
+    range.after_link = range.after_link.max(after);
+    let keep = if after < point.link {
+        range.redo_link = Some(point.link);
+        point.bytes_before_link
+    } else {
+        // Written in full: appended to as it is (a cut last line aside).
+        point.complete_bytes
+    };
+    Ok(ResumedFile {
+        file,
+        keep: Some(keep),
+    })
+}
+
 /// `rowguard audit export`.
 #[allow(clippy::too_many_arguments)]
 pub async fn run_command(
@@ -369,31 +374,9 @@ pub async fn run_command(
             )
         })?;
     let opened: Result<Box<dyn Write>, String> = match &out {
-        Some(path) if resume => match open_for_resume(path) {
-            Ok(mut file) => match resume_point(path, &mut file) {
-                Ok(point) => match resume_after(&owner, &point).await {
-                    Ok(after) => {
-                        range.after_link = range.after_link.max(after);
-                        if after < point.link {
-                            range.redo_link = Some(point.link);
-                        }
-                        let keep = Some(if after < point.link {
-                            point.bytes_before_link
-                        } else {
-                            // Written in full: appended to as it is (a cut last line aside).
-                            point.complete_bytes
-                        });
-                        Ok(Box::new(std::io::BufWriter::new(ResumedFile {
-                            file,
-                            keep,
-                        })))
-                    }
-                    Err(e) => Err(e),
-                },
-                Err(e) => Err(e),
-            },
-            Err(e) => Err(e),
-        },
+        Some(path) if resume => resume_file(path, &owner, &mut range)
+            .await
+            .map(|file| Box::new(std::io::BufWriter::new(file)) as Box<dyn Write>),
         Some(path) => {
             use std::os::unix::fs::OpenOptionsExt as _;
             std::fs::OpenOptions::new()

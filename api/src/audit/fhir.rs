@@ -194,6 +194,16 @@ fn audit_event(
 
 /// The chain link number recorded in an exported resource (to resume after it).
 pub fn link_of(resource: &Value) -> Option<i64> {
+    chain_value(resource, "link")?.parse().ok()
+}
+
+/// The chain link hash recorded in an exported resource.
+pub fn hash_of(resource: &Value) -> Option<String> {
+    chain_value(resource, "hash").map(str::to_owned)
+}
+
+/// One value of a resource's audit-chain extension.
+fn chain_value<'r>(resource: &'r Value, name: &str) -> Option<&'r str> {
     resource["extension"].as_array()?.iter().find(|e| {
         e["url"]
             .as_str()
@@ -201,8 +211,6 @@ pub fn link_of(resource: &Value) -> Option<i64> {
     })?["extension"]
         .as_array()?
         .iter()
-        .find(|e| e["url"] == "link")?["valueString"]
-        .as_str()?
-        .parse()
-        .ok()
+        .find(|e| e["url"] == name)?["valueString"]
+        .as_str()
 }

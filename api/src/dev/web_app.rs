@@ -4,7 +4,6 @@
 
 use std::path::{Path, PathBuf};
 
-use axum::http::{HeaderValue, header};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
@@ -58,8 +57,9 @@ pub fn routes(dist: &Path, issuer: &str) -> Router {
         )
         .layer(axum::middleware::map_response(
             move |response: axum::response::Response| {
-                let csp = csp.clone();
-                async move { with_security_headers(response, csp) }
+                let response =
+                    crate::routes::playground::with_security_headers(response, csp.as_deref());
+                async move { response }
             },
         ))
 }
@@ -67,33 +67,12 @@ pub fn routes(dist: &Path, issuer: &str) -> Router {
 /// The app shows PHI and keeps its tokens in `sessionStorage`: it runs only its own scripts
 /// and styles, talks only to the gateway and the identity provider, and no page may frame it
 /// (a framed notes editor could be clicked through).
-fn app_policy(issuer: &str) -> Option<HeaderValue> {
+fn app_policy(issuer: &str) -> Option<String> {
     let origin = openidconnect::url::Url::parse(issuer)
         .ok()
         .map(|u| u.origin().ascii_serialization())?;
-    HeaderValue::from_str(&format!(
+    Some(format!(
         "default-src 'self'; connect-src 'self' {origin}; img-src 'self' data:; \
          frame-src 'self' {origin}; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
     ))
-    .ok()
-}
-
-fn with_security_headers(
-    mut response: axum::response::Response,
-    csp: Option<HeaderValue>,
-) -> axum::response::Response {
-    let headers = response.headers_mut();
-    if let Some(csp) = csp {
-        headers.insert(header::CONTENT_SECURITY_POLICY, csp);
-    }
-    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    headers.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    response
 }

@@ -10,7 +10,9 @@ use super::graphql::accepts;
 use crate::playground::{APP_JS, AssetSource, PAGE_CSS, Playground, embedded};
 use crate::state::AppState;
 
-fn with_security_headers(mut response: Response, csp: Option<&str>) -> Response {
+/// The headers every page Rowguard serves to a browser carries (the playground, and dev's web
+/// app and sign-in page): its content security policy, and no framing, sniffing or referrer.
+pub fn with_security_headers(mut response: Response, csp: Option<&str>) -> Response {
     let headers = response.headers_mut();
     if let Some(csp) = csp.and_then(|c| HeaderValue::from_str(c).ok()) {
         headers.insert(header::CONTENT_SECURITY_POLICY, csp);

@@ -201,20 +201,12 @@ pub(super) async fn login_page(
     ));
     // No other page may frame it: a framed sign-in could be clicked through by a page the user
     // did not mean to sign in to.
-    (
-        [
-            (
-                axum::http::header::CONTENT_SECURITY_POLICY,
-                "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'",
-            ),
-            (axum::http::header::X_FRAME_OPTIONS, "DENY"),
-            (axum::http::header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-            (axum::http::header::REFERRER_POLICY, "no-referrer"),
-            (axum::http::header::CACHE_CONTROL, "no-store"),
-        ],
-        page,
+    crate::routes::playground::with_security_headers(
+        ([(axum::http::header::CACHE_CONTROL, "no-store")], page).into_response(),
+        Some(
+            "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'",
+        ),
     )
-        .into_response()
 }
 
 /// `POST /authorize`: the picked user is signed in; the client gets a code on its redirect URI.
