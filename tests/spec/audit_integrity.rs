@@ -199,6 +199,19 @@ impl Trail {
         self.verify_with(vec![&self.signer]).await
     }
 
+    /// `rowguard audit <command> --public-key <the trail's key>` against `url`, as an operator
+    /// runs it.
+    fn audit_cli(&self, command: &str, url: &str) -> std::process::Command {
+        let public = self.dir.join("public.pem");
+        std::fs::write(&public, self.signer.public_pem().expect("pem")).expect("public key");
+        let mut cli = std::process::Command::new(env!("CARGO_BIN_EXE_rowguard-cli"));
+        cli.args(["audit", command, "--public-key"])
+            .arg(&public)
+            .env("ROWGUARD_MIGRATION_DATABASE_URL", url)
+            .env("ROWGUARD_ROLE_PREFIX", "rgtest");
+        cli
+    }
+
     async fn verify_with(&self, keys: Vec<&AuditSigner>) -> Report {
         let owner = self.t.owner().await;
         verify(&owner, &self.options(keys)).await.expect("verify")
@@ -1211,17 +1224,11 @@ async fn ten_thousand_events_written_concurrently_seal_and_verify_from_the_comma
     assert!(report.is_intact(), "{}", problems(&report));
     assert_eq!(report.links, 10_000);
 
-    let public = trail.dir.join("public.pem");
-    std::fs::write(&public, trail.signer.public_pem().expect("pem")).expect("public key");
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_rowguard-cli"))
-        .args(["audit", "verify", "--public-key"])
-        .arg(&public)
-        .arg("--checkpoints")
-        .arg(&trail.dir)
-        .env("ROWGUARD_MIGRATION_DATABASE_URL", trail.t.admin_url())
-        .env("ROWGUARD_ROLE_PREFIX", "rgtest")
-        .output()
-        .expect("rowguard audit verify");
+    let output = verify_command(
+        &trail,
+        &["--checkpoints", trail.dir.to_str().expect("utf-8 path")],
+        &trail.t.admin_url(),
+    );
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
@@ -1237,15 +1244,11 @@ async fn ten_thousand_events_written_concurrently_seal_and_verify_from_the_comma
     trail
         .tamper(Attacker::Superuser, "delete from rowguard_audit.events where id = (select event_id from rowguard_audit.chain where seq = 5000)")
         .await;
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_rowguard-cli"))
-        .args(["audit", "verify", "--public-key"])
-        .arg(&public)
-        .arg("--checkpoints")
-        .arg(&trail.dir)
-        .env("ROWGUARD_MIGRATION_DATABASE_URL", trail.t.admin_url())
-        .env("ROWGUARD_ROLE_PREFIX", "rgtest")
-        .output()
-        .expect("rowguard audit verify");
+    let output = verify_command(
+        &trail,
+        &["--checkpoints", trail.dir.to_str().expect("utf-8 path")],
+        &trail.t.admin_url(),
+    );
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(
@@ -1256,16 +1259,30 @@ async fn ten_thousand_events_written_concurrently_seal_and_verify_from_the_comma
 
 /// `rowguard audit verify` as a scheduled job runs it, with `extra` arguments and environment.
 fn verify_command(trail: &Trail, args: &[&str], url: &str) -> std::process::Output {
-    let public = trail.dir.join("public.pem");
-    std::fs::write(&public, trail.signer.public_pem().expect("pem")).expect("public key");
-    std::process::Command::new(env!("CARGO_BIN_EXE_rowguard-cli"))
-        .args(["audit", "verify", "--public-key"])
-        .arg(&public)
+    trail
+        .audit_cli("verify", url)
         .args(args)
-        .env("ROWGUARD_MIGRATION_DATABASE_URL", url)
-        .env("ROWGUARD_ROLE_PREFIX", "rgtest")
         .output()
         .expect("rowguard audit verify")
+}
+
+/// Waits for `child`, killing it and failing the spec if it runs past `limit` (a command that
+/// hangs must fail the spec, not hang it).
+async fn finished_within(
+    mut child: std::process::Child,
+    limit: Duration,
+    what: &str,
+) -> std::process::Output {
+    let started = Instant::now();
+    while child.try_wait().expect("wait").is_none() {
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} was still running after {limit:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    child.wait_with_output().expect("output")
 }
 
 #[tokio::test]
@@ -1379,29 +1396,20 @@ async fn a_checkpoint_directory_planted_with_link_loops_a_fifo_and_a_huge_file_i
 
     // From the command line, so a verify that never ends is killed and fails the spec instead
     // of hanging it.
-    let public = trail.dir.join("public.pem");
-    std::fs::write(&public, trail.signer.public_pem().expect("pem")).expect("public key");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_rowguard-cli"))
-        .args(["audit", "verify", "--public-key"])
-        .arg(&public)
+    let child = trail
+        .audit_cli("verify", &trail.t.admin_url())
         .arg("--checkpoints")
         .arg(&trail.dir)
-        .env("ROWGUARD_MIGRATION_DATABASE_URL", trail.t.admin_url())
-        .env("ROWGUARD_ROLE_PREFIX", "rgtest")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("rowguard audit verify");
-    let started = Instant::now();
-    while child.try_wait().expect("wait").is_none() {
-        if started.elapsed() > Duration::from_secs(60) {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("audit verify was still reading the directory after 60 s");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let output = child.wait_with_output().expect("output");
+    let output = finished_within(
+        child,
+        Duration::from_secs(60),
+        "audit verify reading the directory",
+    )
+    .await;
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     for planted in [
@@ -1807,28 +1815,20 @@ async fn a_resume_never_writes_through_a_symbolic_link_or_into_a_fifo() {
             .expect("mkfifo")
             .success()
     );
-    let public = trail.dir.join("public.pem");
-    std::fs::write(&public, trail.signer.public_pem().expect("pem")).expect("public key");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_rowguard-cli"))
-        .args(["audit", "export", "--resume", "--public-key"])
-        .arg(&public)
+    let child = trail
+        .audit_cli("export", &trail.t.admin_url())
+        .arg("--resume")
         .arg("--out")
         .arg(&fifo)
-        .env("ROWGUARD_MIGRATION_DATABASE_URL", trail.t.admin_url())
-        .env("ROWGUARD_ROLE_PREFIX", "rgtest")
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("rowguard audit export");
-    let started = Instant::now();
-    while child.try_wait().expect("wait").is_none() {
-        if started.elapsed() > Duration::from_secs(30) {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("export --resume into a FIFO was still waiting after 30 s");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let output = child.wait_with_output().expect("output");
+    let output = finished_within(
+        child,
+        Duration::from_secs(30),
+        "export --resume into a FIFO",
+    )
+    .await;
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "{stderr}");
     assert!(stderr.contains("not a regular file"), "{stderr}");
@@ -1845,18 +1845,13 @@ async fn an_export_file_is_readable_by_its_owner_only() {
 }
 
 fn export_command(trail: &Trail, out: &std::path::Path, extra: &[&str]) -> std::process::Output {
-    let public = trail.dir.join("public.pem");
-    std::fs::write(&public, trail.signer.public_pem().expect("pem")).expect("public key");
-    std::process::Command::new(env!("CARGO_BIN_EXE_rowguard-cli"))
-        .args(["audit", "export", "--public-key"])
-        .arg(&public)
+    trail
+        .audit_cli("export", &trail.t.admin_url())
         .arg("--checkpoints")
         .arg(&trail.dir)
         .arg("--out")
         .arg(out)
         .args(extra)
-        .env("ROWGUARD_MIGRATION_DATABASE_URL", trail.t.admin_url())
-        .env("ROWGUARD_ROLE_PREFIX", "rgtest")
         .output()
         .expect("rowguard audit export")
 }

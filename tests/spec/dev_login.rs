@@ -70,6 +70,35 @@ async fn sign_in(idp: &DevIdentityProvider, changes: &[(&str, &str)]) -> reqwest
         .expect("authorize")
 }
 
+/// The provider's login page, as the web app's redirect opens it, with `state`.
+async fn login_page(idp: &DevIdentityProvider, state: &str) -> reqwest::Response {
+    let challenge = challenge(VERIFIER);
+    http()
+        .get(format!("{}/authorize", idp.issuer))
+        .query(&[
+            ("response_type", "code"),
+            ("client_id", "clinician-web"),
+            ("redirect_uri", REDIRECT),
+            ("scope", "openid"),
+            ("state", state),
+            ("code_challenge", challenge.as_str()),
+            ("code_challenge_method", "S256"),
+        ])
+        .send()
+        .await
+        .expect("page")
+}
+
+/// A response header's text, empty when absent.
+fn header_of(response: &reqwest::Response, name: &str) -> String {
+    response
+        .headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
 fn query_param(location: &str, name: &str) -> Option<String> {
     let url = reqwest::Url::parse(location).expect("redirect URL");
     url.query_pairs()
@@ -126,21 +155,7 @@ fn claims(jwt: &str) -> Value {
 #[tokio::test]
 async fn the_login_page_lists_every_demo_user_and_keeps_the_request() {
     let idp = provider().await;
-    let challenge = challenge(VERIFIER);
-    let page = http()
-        .get(format!("{}/authorize", idp.issuer))
-        .query(&[
-            ("response_type", "code"),
-            ("client_id", "clinician-web"),
-            ("redirect_uri", REDIRECT),
-            ("scope", "openid"),
-            ("state", "\"><script>"),
-            ("code_challenge", challenge.as_str()),
-            ("code_challenge_method", "S256"),
-        ])
-        .send()
-        .await
-        .expect("page");
+    let page = login_page(&idp, "\"><script>").await;
     assert_eq!(page.status(), 200);
     let html = page.text().await.expect("html");
     for user in demo_users() {
@@ -451,29 +466,9 @@ async fn the_provider_answers_only_requests_addressed_to_a_loopback_name() {
 #[tokio::test]
 async fn the_login_page_cannot_be_framed_and_is_never_cached() {
     let idp = provider().await;
-    let challenge = challenge(VERIFIER);
-    let page = http()
-        .get(format!("{}/authorize", idp.issuer))
-        .query(&[
-            ("response_type", "code"),
-            ("client_id", "clinician-web"),
-            ("redirect_uri", REDIRECT),
-            ("scope", "openid"),
-            ("state", "s"),
-            ("code_challenge", challenge.as_str()),
-            ("code_challenge_method", "S256"),
-        ])
-        .send()
-        .await
-        .expect("page");
+    let page = login_page(&idp, "s").await;
     assert_eq!(page.status(), 200);
-    let header = |name: &str| {
-        page.headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned()
-    };
+    let header = |name: &str| header_of(&page, name);
     assert_eq!(header("x-frame-options"), "DENY");
     let policy = header("content-security-policy");
     assert!(policy.contains("frame-ancestors 'none'"), "{policy:?}");
@@ -502,14 +497,7 @@ async fn the_web_app_runs_only_its_own_scripts_and_cannot_be_framed() {
             .await
             .expect("app");
         assert_eq!(response.status(), 200, "{path}");
-        let header = |name: &str| {
-            response
-                .headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_owned()
-        };
+        let header = |name: &str| header_of(&response, name);
         assert_eq!(header("x-frame-options"), "DENY", "{path}");
         let policy = header("content-security-policy");
         assert!(
