@@ -963,6 +963,68 @@ async fn a_forged_or_altered_checkpoint_is_caught() {
     assert_caught(&trail.verify().await, Attacker::Owner, "invalid signature");
 }
 
+/// The checkpoint files in `dir`, newest link last.
+fn checkpoint_files(dir: &std::path::Path) -> Vec<(PathBuf, i64)> {
+    let mut files: Vec<(PathBuf, i64)> = CheckpointDir::new(dir)
+        .read_all()
+        .expect("checkpoint files")
+        .into_iter()
+        .map(|(path, c)| (path, c.and_then(|c| c.parse()).expect("a checkpoint").seq))
+        .collect();
+    files.sort_by_key(|(_, seq)| *seq);
+    files
+}
+
+#[tokio::test]
+async fn a_checkpoint_committed_but_not_yet_in_the_directory_is_pending_not_tampering() {
+    // Seen in CI: `audit verify` run while a sealer works reported tampering when it read the
+    // database between a checkpoint's commit and the writing of its file.
+    let trail = Trail::new(50).await;
+    let (newest, seq) = checkpoint_files(&trail.dir).pop().expect("a file");
+    std::fs::remove_file(&newest).expect("the file not written yet");
+    let report = trail.verify().await;
+    assert!(report.is_intact(), "{}", problems(&report));
+    assert!(
+        report
+            .warnings
+            .iter()
+            .any(|w| w.contains(&format!("checkpoint of link {seq}"))
+                && w.contains("not in the checkpoint directory yet")),
+        "{:?}",
+        report.warnings
+    );
+}
+
+#[tokio::test]
+async fn a_checkpoint_file_missing_longer_than_the_seal_lag_or_behind_newer_ones_is_caught() {
+    let trail = Trail::new(50).await;
+    let files = checkpoint_files(&trail.dir);
+    let (newest, _) = files.last().expect("a file");
+    std::fs::remove_file(newest).expect("remove the newest file");
+    let options = VerifyOptions {
+        max_seal_lag: Duration::ZERO,
+        ..trail.options(vec![&trail.signer])
+    };
+    let report = verify(&trail.t.owner().await, &options)
+        .await
+        .expect("verify");
+    assert_caught(
+        &report,
+        Attacker::Owner,
+        "missing from the checkpoint directory",
+    );
+
+    let trail = Trail::new(50).await;
+    let files = checkpoint_files(&trail.dir);
+    let (older, _) = &files[files.len() - 2];
+    std::fs::remove_file(older).expect("remove an older file");
+    assert_caught(
+        &trail.verify().await,
+        Attacker::Owner,
+        "missing from the checkpoint directory",
+    );
+}
+
 #[tokio::test]
 async fn without_the_public_key_a_signed_trail_is_not_called_intact() {
     let trail = Trail::new(10).await;

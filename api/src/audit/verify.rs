@@ -541,12 +541,10 @@ async fn checkpoints(
     options: &VerifyOptions,
     report: &mut Report,
 ) -> Result<BTreeMap<i64, CheckpointBody>, DbErr> {
-    let stored = StoredCheckpoint::find_by_statement(Statement::from_string(
-        DbBackend::Postgres,
-        "select seq, body, signature from rowguard_audit.checkpoints order by seq",
-    ))
-    .all(conn)
-    .await?;
+    // The directory is read before the database: the sealer writes a checkpoint's file only
+    // after its commit, so every file read here is already in the database's answer below,
+    // and a checkpoint that is in the database but not (yet) in the directory can only be
+    // one committed while this ran (see the check at the end).
     let external = match &options.checkpoint_dir {
         None => None,
         // Mistyped or deleted, it cannot be told apart: one problem that says so, and the
@@ -577,6 +575,12 @@ async fn checkpoints(
             }
         },
     };
+    let stored = StoredCheckpoint::find_by_statement(Statement::from_string(
+        DbBackend::Postgres,
+        "select seq, body, signature from rowguard_audit.checkpoints order by seq",
+    ))
+    .all(conn)
+    .await?;
     if stored.is_empty() && external.as_ref().is_none_or(Vec::is_empty) {
         // Given a public key, the operator expects a signed trail: one with links and no
         // checkpoint anywhere had them deleted (or was never given the key), and must not pass
@@ -613,7 +617,7 @@ async fn checkpoints(
     }
 
     let mut trusted: BTreeMap<i64, CheckpointBody> = BTreeMap::new();
-    let mut in_database: BTreeMap<i64, String> = BTreeMap::new();
+    let mut in_database: BTreeMap<i64, CheckpointBody> = BTreeMap::new();
     let mut accept = |checkpoint: &SignedCheckpoint,
                       whence: &str,
                       report: &mut Report|
@@ -671,7 +675,7 @@ async fn checkpoints(
                     "checkpoint row was moved to another link number",
                 );
             }
-            in_database.insert(body.seq, row.body.clone());
+            in_database.insert(body.seq, body);
         }
     }
     if let Some(files) = external {
@@ -698,8 +702,28 @@ async fn checkpoints(
                 );
             }
         }
-        for seq in in_database.keys() {
-            if !in_directory.contains_key(seq) {
+        // A running sealer commits a checkpoint, then writes its file: the database's newest
+        // one, signed within the allowed seal lag, may not be there yet. Its file missing hides
+        // nothing: the signed copy in the database still binds the chain.
+        let newest_file = in_directory.keys().next_back().copied();
+        let newest_in_database = in_database.keys().next_back().copied();
+        let now = database_time(conn).await?;
+        for (seq, body) in &in_database {
+            if in_directory.contains_key(seq) {
+                continue;
+            }
+            let recent = chrono::DateTime::parse_from_rfc3339(&body.created_at)
+                .ok()
+                .and_then(|at| (now - at.with_timezone(&Utc)).abs().to_std().ok())
+                .is_some_and(|age| age <= options.max_seal_lag);
+            if recent
+                && Some(*seq) == newest_in_database
+                && newest_file.is_none_or(|newest| *seq > newest)
+            {
+                report.warnings.push(format!(
+                    "checkpoint of link {seq} was signed moments ago and its file is not in the checkpoint directory yet (it is written after the commit): verify again to compare it"
+                ));
+            } else {
                 report.problem(
                     None,
                     Some(*seq),
