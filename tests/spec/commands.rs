@@ -687,6 +687,72 @@ async fn the_most_verbose_logs_carry_no_phi() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_tokens_and_invented_methods_leave_their_text_out_of_the_logs() {
+    // A review: a token's `typ`, a claim value the parser quoted and the issuer a token named
+    // were logged before any signature was checked (an unsigned token could write anything, of
+    // any length, into the logs), and so was an invented HTTP method, into every line and span
+    // of its request.
+    const MARKER: &str = "CANARY9R";
+    let t = TestDb::new().await;
+    let issuer = TestIssuer::start().await;
+    let owner = t.owner().await;
+    enroll_at(&owner, issuer.url(), "alice").await;
+    let port = free_port().expect("port");
+    let mut command = serve_command(&issuer, &t.gateway_url(), port);
+    command.env("ROWGUARD_LOG", "info");
+    let mut server = Running::start(command);
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    wait_until_ready(&http, &base).await;
+    let tokens = [
+        issuer
+            .token("alice")
+            .typ(Some(&format!("{MARKER}-typ")))
+            .mint(),
+        issuer
+            .token("alice")
+            .claim("email_verified", json!(format!("{MARKER}-claim")))
+            .mint(),
+        issuer
+            .token("alice")
+            .claim("iss", json!(format!("https://{MARKER}.example/")))
+            .mint(),
+    ];
+    for token in &tokens {
+        let reply = http
+            .post(format!("{base}/graphql"))
+            .bearer_auth(token)
+            .json(&json!({ "query": "{ me { id } }" }))
+            .send()
+            .await
+            .expect("reply");
+        assert_eq!(reply.status(), 401);
+    }
+    let invented =
+        reqwest::Method::from_bytes(format!("{MARKER}-METHOD").as_bytes()).expect("method");
+    let reply = http
+        .request(invented, format!("{base}/graphql"))
+        .send()
+        .await
+        .expect("reply");
+    assert_eq!(reply.status(), 405);
+    server.signal(Signal::SIGTERM);
+    assert!(server.wait(Duration::from_secs(30)).success());
+    let logs = server.stderr_text();
+    assert_eq!(
+        logs.matches("token rejected").count(),
+        tokens.len(),
+        "each refusal was logged: {logs}"
+    );
+    let leaked: Vec<&str> = logs.lines().filter(|l| l.contains(MARKER)).collect();
+    assert!(
+        leaked.is_empty(),
+        "the sender's text in the logs:\n{}",
+        leaked.join("\n")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dev_database_has_no_tcp_port_for_other_local_accounts() {
     // Trust authentication on a loopback port would give any account on the machine the
     // embedded cluster's superuser (and, through it, the server account's files).

@@ -893,6 +893,62 @@ async fn automatic_persisted_queries_round_trip_over_post_and_get() {
 }
 
 #[tokio::test]
+async fn a_persisted_query_one_person_registered_is_unknown_to_everyone_else() {
+    // A review: the store was shared, so a hash-only request from anyone answered differently
+    // once somebody had sent that exact text; with a literal search term in it, that told who
+    // was searched for.
+    let w = World::new().await;
+    let query = r#"query Find { patients(first: 5, search: "A-1") { edges { node { mrn } } } }"#;
+    let extensions = json!({ "persistedQuery": { "version": 1, "sha256Hash": apq_hash(query) } });
+    let post = |token: String, body: Value| {
+        w.app
+            .http
+            .post(w.app.url("/graphql"))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+    };
+    let registered = GraphqlReply::from(
+        post(
+            w.alice(),
+            json!({ "query": query, "extensions": extensions }),
+        )
+        .await
+        .expect("reply"),
+    )
+    .await;
+    assert_eq!(
+        mrns_of(&registered.data()["patients"]["edges"]),
+        set(&["A-1"])
+    );
+
+    for token in [w.token("bob", "clinician"), w.token("dave", "auditor")] {
+        let other = GraphqlReply::from(
+            post(token, json!({ "extensions": extensions }))
+                .await
+                .expect("reply"),
+        )
+        .await;
+        assert_eq!(
+            other.code(),
+            Some("PERSISTED_QUERY_NOT_FOUND"),
+            "{}",
+            other.body
+        );
+    }
+    let again = GraphqlReply::from(
+        post(w.alice(), json!({ "extensions": extensions }))
+            .await
+            .expect("reply"),
+    )
+    .await;
+    assert_eq!(
+        again.body, registered.body,
+        "its own registrant still uses it"
+    );
+}
+
+#[tokio::test]
 async fn queries_work_over_get_but_mutations_are_refused() {
     let w = World::new().await;
     let get = |query: &str| {

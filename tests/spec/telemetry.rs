@@ -341,6 +341,20 @@ async fn no_canary_from_a_request_or_a_record_reaches_the_trace_collector() {
     assert_eq!(asset.status(), 404);
     traces.push(("GET /playground/assets/{name}", trace));
 
+    // A method is the client's text too, like a path.
+    let (trace, parent) = trace_ids(7);
+    let invented = http
+        .request(
+            reqwest::Method::from_bytes(format!("{MARKER}-METHOD").as_bytes()).expect("method"),
+            format!("{}/graphql", server.base),
+        )
+        .header("traceparent", format!("00-{trace}-{parent}-01"))
+        .send()
+        .await
+        .expect("invented method");
+    assert_eq!(invented.status(), 405);
+    traces.push(("other /graphql", trace));
+
     // A trace's server span ends last, so once it is in, the whole trace is.
     for (root, trace) in &traces {
         receiver.trace(trace, &[root]).await;

@@ -122,10 +122,12 @@ impl Rules {
         keys: &CoreJsonWebKeySet,
     ) -> Result<VerifiedToken, Rejection> {
         let kind = self.kind_of(token)?;
-        let parsed: Token = token.parse().map_err(|e| {
+        let parsed: Token = token.parse().map_err(|_| {
+            // The parser's message quotes the offending claim value: text of the sender's choice,
+            // unverified, so only the category is logged.
             reject(
                 "the token is not a well-formed JWT",
-                format!("unparseable JWT: {e}"),
+                "unparseable JWT: its header or claims do not decode",
             )
         })?;
 
@@ -175,10 +177,10 @@ impl Rules {
         {
             None | Some("jwt") => TokenKind::Id,
             Some("at+jwt") => TokenKind::Access,
-            Some(other) => {
+            Some(_) => {
                 return Err(reject(
                     "unsupported token type",
-                    format!("typ {other:?} is neither JWT nor at+jwt"),
+                    "typ is neither JWT nor at+jwt",
                 ));
             }
         };
@@ -420,7 +422,24 @@ fn signature_rejection(e: SignatureVerificationError) -> Rejection {
         }
         _ => "the token's signature is invalid",
     };
-    reject(message, format!("signature check failed: {e}"))
+    // Only the kind of failure: the messages can quote the unverified header.
+    let detail = match e {
+        SignatureVerificationError::NoSignature => "signature check failed: no signature",
+        SignatureVerificationError::DisallowedAlg(_) => {
+            "signature check failed: algorithm not in ROWGUARD_OIDC_ALGORITHMS"
+        }
+        SignatureVerificationError::UnsupportedAlg(_) => {
+            "signature check failed: unsupported algorithm"
+        }
+        SignatureVerificationError::AmbiguousKeyId(_) => {
+            "signature check failed: several published keys fit"
+        }
+        SignatureVerificationError::CryptoError(_) => {
+            "signature check failed: the signature does not verify"
+        }
+        _ => "signature check failed",
+    };
+    reject(message, detail)
 }
 
 fn claims_rejection(e: ClaimsVerificationError) -> Rejection {
@@ -437,5 +456,17 @@ fn claims_rejection(e: ClaimsVerificationError) -> Rejection {
         ClaimsVerificationError::Unsupported(_) => "unsupported token type",
         _ => "the token is invalid",
     };
-    reject(message, format!("claims check failed: {e}"))
+    // Only the kind of failure: openidconnect checks the issuer and audience before the
+    // signature, and its messages quote the token's (so far unverified) values.
+    let detail = match &e {
+        ClaimsVerificationError::Expired(_) => "claims check failed: expired",
+        ClaimsVerificationError::InvalidIssuer(_) => {
+            "claims check failed: iss is not ROWGUARD_OIDC_ISSUER (compare them byte for byte, trailing slash included)"
+        }
+        ClaimsVerificationError::InvalidAudience(_) => "claims check failed: audience",
+        ClaimsVerificationError::Unsupported(_) => "claims check failed: unsupported token type",
+        ClaimsVerificationError::SignatureVerification(_) => "claims check failed: signature",
+        _ => "claims check failed",
+    };
+    reject(message, detail)
 }

@@ -13,7 +13,7 @@ use quick_cache::sync::Cache;
 use sha2::{Digest, Sha256};
 
 use crate::error::{ApiError, ErrorCode};
-use crate::principal::AppRole;
+use crate::principal::Principal;
 use crate::trusted::{TrustMode, TrustedDocuments, TrustedOperation};
 
 /// How many parsed documents are kept: an application has tens of operations; a client sending
@@ -25,7 +25,10 @@ const LARGEST_KEPT: usize = 16 * 1024;
 /// The persisted-query store, the parsed documents and the trusted documents, shared by every
 /// request of a process.
 pub struct Documents {
-    persisted: Cache<String, Arc<str>>,
+    /// Automatic persisted queries, by the person who registered them and the hash: shared by
+    /// everyone, a hit for a hash someone else registered would tell that somebody sent that
+    /// exact text (a literal search term in it is PHI).
+    persisted: Cache<[u8; 32], Arc<str>>,
     /// Documents already parsed, by their text (a hit saves the parse).
     parsed: Cache<String, ExecutableDocument>,
     trusted: Arc<TrustedDocuments>,
@@ -102,9 +105,10 @@ pub fn loggable_name(name: Option<&str>) -> Option<&str> {
 }
 
 impl Documents {
-    /// Settles which document `request` runs and whether `role` may run it, then attaches the
-    /// parsed document (from the cache when this text was seen before).
-    pub fn resolve(&self, request: &mut Request, role: AppRole) -> ServerResult<()> {
+    /// Settles which document `request` runs and whether `principal` may run it, then attaches
+    /// the parsed document (from the cache when this text was seen before).
+    pub fn resolve(&self, request: &mut Request, principal: &Principal) -> ServerResult<()> {
+        let role = principal.role;
         let id = requested_hash(request).map_err(ApiError::into_server_error)?;
         let mode = self.trusted.mode();
         let manifest = (mode != TrustMode::Off).then(|| self.trusted.current());
@@ -115,7 +119,7 @@ impl Documents {
                 if let Some((operation, body)) = manifest.as_ref().and_then(|m| m.by_id(&id)) {
                     request.query = body.to_string();
                     trusted = Some(operation.clone());
-                } else if let Some(query) = self.persisted.get(&id.to_ascii_lowercase()) {
+                } else if let Some(query) = self.persisted.get(&persisted_key(principal, &id)) {
                     request.query = query.to_string();
                 } else if mode == TrustMode::Enforce {
                     self.trusted.record_untrusted(operation_label(request));
@@ -133,7 +137,7 @@ impl Documents {
                     .into_server_error());
                 }
             } else if query_hash(&request.query) == id.to_ascii_lowercase() {
-                register = Some(id.to_ascii_lowercase());
+                register = Some(persisted_key(principal, &id));
             } else {
                 return Err(ApiError::bad_input(
                     "extensions.persistedQuery.sha256Hash",
@@ -172,9 +176,9 @@ impl Documents {
             ))
             .into_server_error());
         }
-        if let Some(hash) = register {
+        if let Some(key) = register {
             self.persisted
-                .insert(hash, Arc::from(request.query.as_str()));
+                .insert(key, Arc::from(request.query.as_str()));
         }
         let document = match self.parsed.get(&request.query) {
             Some(document) => document,
@@ -190,6 +194,21 @@ impl Documents {
         request.set_parsed_query(document);
         Ok(())
     }
+}
+
+/// One person's registration of a persisted query: issuer, subject and hash, each
+/// length-prefixed so that no two different triples give the same input.
+fn persisted_key(principal: &Principal, id: &str) -> [u8; 32] {
+    let mut digest = Sha256::new();
+    for part in [
+        principal.issuer.as_bytes(),
+        principal.subject.as_bytes(),
+        id.to_ascii_lowercase().as_bytes(),
+    ] {
+        digest.update((part.len() as u64).to_le_bytes());
+        digest.update(part);
+    }
+    digest.finalize().into()
 }
 
 fn operation_label(request: &Request) -> &str {

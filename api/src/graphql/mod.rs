@@ -97,7 +97,7 @@ impl Gate {
         db: &RequestDb,
         over_get: bool,
     ) -> Result<(), async_graphql::ServerError> {
-        self.documents.resolve(request, db.principal().role)?;
+        self.documents.resolve(request, db.principal())?;
         self.policy.check(request, db, over_get).await
     }
 }

@@ -48,12 +48,13 @@ pub fn app(state: AppState) -> Router {
                     TraceLayer::new_for_http()
                         .make_span_with(|request: &axum::http::Request<_>| {
                             let route = route_of(request.uri().path());
+                            let method = method_of(request.method());
                             let span = tracing::info_span!(
                                 "request",
                                 id = %request_ids::of(request),
-                                method = %request.method(),
+                                method,
                                 path = route,
-                                otel.name = format!("{} {route}", request.method()),
+                                otel.name = format!("{method} {route}"),
                                 otel.kind = "server",
                                 http.response.status_code = tracing::field::Empty,
                             );
@@ -91,6 +92,23 @@ fn route_of(path: &str) -> &'static str {
         "/healthz" => "/healthz",
         "/readyz" => "/readyz",
         p if p.starts_with("/playground/assets/") => "/playground/assets/{name}",
+        _ => "other",
+    }
+}
+
+/// The method by name if HTTP defines it, anything else as `other`: like the path, an
+/// extension method is any text the client chose, of any length.
+fn method_of(method: &Method) -> &'static str {
+    match method.as_str() {
+        "GET" => "GET",
+        "POST" => "POST",
+        "HEAD" => "HEAD",
+        "OPTIONS" => "OPTIONS",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "PATCH" => "PATCH",
+        "CONNECT" => "CONNECT",
+        "TRACE" => "TRACE",
         _ => "other",
     }
 }
