@@ -91,6 +91,11 @@ impl MigratorTrait for Migrator {
                 up: include_str!("sql/0014_no_self_assignment.up.sql"),
                 down: include_str!("sql/0014_no_self_assignment.down.sql"),
             }),
+            Box::new(SqlMigration {
+                name: "m20261207_000015_self_check_fingerprint",
+                up: include_str!("sql/0015_self_check_fingerprint.up.sql"),
+                down: include_str!("sql/0015_self_check_fingerprint.down.sql"),
+            }),
         ]
     }
 }

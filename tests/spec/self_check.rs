@@ -245,6 +245,133 @@ async fn self_check_refuses_every_unsafe_application_role_definer_function_publi
 }
 
 #[tokio::test]
+async fn self_check_refuses_a_replaced_helper_an_added_grant_a_reachable_superuser_and_an_owner_rights_view()
+ {
+    // A review: each of these opened patient data to an application role, and the check passed.
+    let it = Isolated::new("fp").await;
+    let r = &it.roles;
+    let helper = "rowguard.is_current_clinicians_patient(uuid)";
+    let original: String = {
+        use sea_orm::ConnectionTrait;
+        it.admin
+            .query_one_raw(sea_orm::Statement::from_string(
+                sea_orm::DbBackend::Postgres,
+                format!("select pg_get_functiondef('{helper}'::regprocedure) as def"),
+            ))
+            .await
+            .expect("query")
+            .expect("row")
+            .try_get("", "def")
+            .expect("definition")
+    };
+    let superuser = format!("{}_su", r.prefix());
+    let cases: Vec<(Vec<String>, Vec<String>, &str)> = vec![
+        (
+            vec![
+                "create or replace function rowguard.is_current_clinicians_patient(patient uuid) \
+                 returns boolean language sql stable security definer \
+                 set search_path = pg_catalog, pg_temp as $$ select true $$"
+                    .into(),
+            ],
+            vec![original.clone()],
+            "function rowguard.is_current_clinicians_patient(patient uuid) was changed",
+        ),
+        (
+            vec![format!(
+                "grant select (clinical_notes) on rowguard.patients to {}",
+                r.coordinator()
+            )],
+            vec![format!(
+                "revoke select (clinical_notes) on rowguard.patients from {}",
+                r.coordinator()
+            )],
+            "the privileges on rowguard.patients were changed",
+        ),
+        (
+            vec![format!("grant update on rowguard.patients to {}", r.clinician())],
+            vec![format!("revoke update on rowguard.patients from {}", r.clinician())],
+            "the privileges on rowguard.patients were changed",
+        ),
+        (
+            vec![format!(
+                "grant execute on function rowguard.clinician_id_for(text, text) to {}",
+                r.coordinator_writer()
+            )],
+            vec![format!(
+                "revoke execute on function rowguard.clinician_id_for(text, text) from {}",
+                r.coordinator_writer()
+            )],
+            "function rowguard.clinician_id_for(issuer text, subject text) was changed",
+        ),
+        (
+            vec![format!(
+                "create role {superuser} nologin superuser role {}",
+                r.gateway()
+            )],
+            vec![format!("drop role {superuser}")],
+            "could switch to it",
+        ),
+        (
+            vec![
+                "create view rowguard.care_team_v as select * from rowguard.clinicians_patients".into(),
+                format!("grant select on rowguard.care_team_v to {}", r.clinician()),
+            ],
+            vec!["drop view rowguard.care_team_v".into()],
+            "ALTER VIEW rowguard.care_team_v SET (security_invoker = true)",
+        ),
+        (
+            vec![
+                "create view public.notes_v as select mrn, clinical_notes from rowguard.patients".into(),
+                format!("grant select on public.notes_v to {}", r.auditor()),
+            ],
+            vec!["drop view public.notes_v".into()],
+            "ALTER VIEW public.notes_v SET (security_invoker = true)",
+        ),
+        (
+            vec![
+                "create materialized view public.notes_m as select mrn, clinical_notes from rowguard.patients".into(),
+                format!("grant select on public.notes_m to {}", r.auditor()),
+            ],
+            vec!["drop materialized view public.notes_m".into()],
+            "materialized view public.notes_m reads Rowguard's tables",
+        ),
+    ];
+    it.db.self_check().await.expect("passes before any change");
+    for (break_it, mend_it, named) in &cases {
+        for sql in break_it {
+            execute(&it.admin, sql, []).await.expect(sql);
+        }
+        let message = refusal(&it.db).await;
+        assert!(
+            message.contains(named),
+            "after `{break_it:?}` the refusal should say `{named}`:\n{message}"
+        );
+        for sql in mend_it {
+            execute(&it.admin, sql, []).await.expect(sql);
+        }
+        it.db
+            .self_check()
+            .await
+            .unwrap_or_else(|e| panic!("after `{mend_it:?}` the check should pass again: {e}"));
+    }
+    // What a reporting view should be: the caller's own rights and policies apply.
+    for sql in [
+        "create view public.my_patients with (security_invoker = true) as select mrn from rowguard.patients".to_owned(),
+        format!("grant select on public.my_patients to {}", r.clinician()),
+    ] {
+        execute(&it.admin, &sql, []).await.expect("invoker view");
+    }
+    it.db
+        .self_check()
+        .await
+        .expect("a security_invoker view outside Rowguard's schemas passes");
+    execute(&it.admin, "drop view public.my_patients", [])
+        .await
+        .expect("drop");
+    it.drop_all().await;
+}
+
+#[tokio::test]
 async fn rowguard_check_refuses_when_an_application_role_can_bypass_row_level_security() {
     // The reviewer's finding: with BYPASSRLS on the clinician role, `rowguard check` passed and
     // alice read every patient's notes.

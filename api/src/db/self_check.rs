@@ -58,6 +58,23 @@ impl Database {
                 self.roles.gateway()
             ));
         }
+        // `SET ROLE` needs only membership: a login that may become a superuser or a
+        // BYPASSRLS role (a managed service's `postgres`, say) can read every row.
+        let unbounded = all(
+            &txn,
+            "select r.rolname::text as name from pg_catalog.pg_roles r \
+             where (r.rolsuper or r.rolbypassrls) and r.rolname <> current_user \
+               and pg_catalog.pg_has_role(current_user, r.oid, 'MEMBER') order by 1",
+            [],
+        )
+        .await?;
+        for role in &unbounded {
+            let role: String = get(role, "name")?;
+            problems.push(format!(
+                "role {name:?} is a member of {role:?}, a superuser or BYPASSRLS role, and could switch to it \
+                 and read every row; run `REVOKE {role} FROM {name}`."
+            ));
+        }
         if get::<bool>(&login, "rolinherit")? {
             problems.push(format!(
                 "role {name:?} inherits privileges; without a role switch it would act as an application \
@@ -117,6 +134,7 @@ impl Database {
             .await?;
         self.check_functions_and_public(&txn, &mut problems).await?;
         self.check_policies(&txn, &mut problems).await?;
+        self.check_views(&txn, &mut problems).await?;
 
         txn.rollback().await.map_err(DbError::from)?;
         if problems.is_empty() {
@@ -280,6 +298,54 @@ impl Database {
         Ok(())
     }
 
+    /// A view runs with its owner's rights unless it is `security_invoker`, and a materialized
+    /// view holds what its owner saw when it was refreshed: either, over a protected table and
+    /// readable by an application role, hands that role rows its policies would hide.
+    async fn check_views(
+        &self,
+        txn: &DatabaseTransaction,
+        problems: &mut Vec<String>,
+    ) -> Result<(), DbError> {
+        let views = all(
+            txn,
+            "select distinct n.nspname || '.' || c.relname as name, c.relkind = 'm' as materialized \
+             from pg_catalog.pg_class c \
+             join pg_catalog.pg_namespace n on n.oid = c.relnamespace \
+             join pg_catalog.pg_rewrite w on w.ev_class = c.oid \
+             join pg_catalog.pg_depend d on d.classid = 'pg_catalog.pg_rewrite'::regclass and d.objid = w.oid \
+             join pg_catalog.pg_class t on t.oid = d.refobjid and t.oid <> c.oid \
+             join pg_catalog.pg_namespace tn on tn.oid = t.relnamespace \
+             where c.relkind in ('v', 'm') and tn.nspname = any($1::text[]) \
+               and (c.relkind = 'm' or not exists (select 1 from unnest(c.reloptions) o \
+                    where lower(o) in ('security_invoker=true', 'security_invoker=on', 'security_invoker=1', 'security_invoker=yes'))) \
+               and exists (select 1 from unnest($2::text[]) r(role) \
+                           where exists (select 1 from pg_catalog.pg_roles where rolname = r.role) \
+                             and pg_catalog.has_table_privilege(r.role, c.oid, 'SELECT')) \
+             order by 1",
+            [
+                PROTECTED_SCHEMAS.into(),
+                self.roles.application_roles().to_vec().into(),
+            ],
+        )
+        .await?;
+        for view in &views {
+            let view_name: String = get(view, "name")?;
+            if get::<bool>(view, "materialized")? {
+                problems.push(format!(
+                    "materialized view {view_name} reads Rowguard's tables and an application role may select \
+                     from it: it holds what its owner saw, past every policy; revoke SELECT on it from the \
+                     application roles or drop it."
+                ));
+            } else {
+                problems.push(format!(
+                    "view {view_name} reads Rowguard's tables with its owner's rights and an application role may \
+                     select from it; run `ALTER VIEW {view_name} SET (security_invoker = true)`."
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The policies must be exactly those the migrations made (recorded by them).
     async fn check_policies(
         &self,
@@ -297,14 +363,30 @@ impl Database {
             let table: String = get(row, "table_name")?;
             let policy: String = get(row, "policy")?;
             let change: String = get(row, "change")?;
-            let fix = match change.as_str() {
-                "added" => format!("drop it with `DROP POLICY {policy} ON {table}`"),
-                "dropped" => "re-create it by re-running the migrations on a copy and comparing, or restore the schema from `rowguard migrate`".to_owned(),
-                _ => format!("restore its definition (compare `\\d {table}` with migration/src/sql)"),
-            };
-            problems.push(format!(
-                "row level security policy {policy:?} on {table} was {change} outside `rowguard migrate`; {fix}."
-            ));
+            // The baseline holds policies, functions (`schema.(function)`) and the grants on a
+            // relation (`(privileges)`), each compared as a whole.
+            if let Some(schema) = table.strip_suffix(".(function)") {
+                problems.push(format!(
+                    "function {schema}.{policy} was {change} outside `rowguard migrate` (its body, settings, owner or \
+                     EXECUTE grants; a policy that calls it changes with it); restore it from migration/src/sql \
+                     (compare `\\df+ {schema}.*` with a freshly migrated copy)."
+                ));
+            } else if policy == "(privileges)" {
+                problems.push(format!(
+                    "the privileges on {table} were {change} outside `rowguard migrate` (a GRANT or REVOKE on it or \
+                     its columns, or its options): a grant decides what an application role reaches before any \
+                     policy does; compare `\\dp {table}` with a freshly migrated copy and revoke what was added."
+                ));
+            } else {
+                let fix = match change.as_str() {
+                    "added" => format!("drop it with `DROP POLICY {policy} ON {table}`"),
+                    "dropped" => "re-create it by re-running the migrations on a copy and comparing, or restore the schema from `rowguard migrate`".to_owned(),
+                    _ => format!("restore its definition (compare `\\d {table}` with migration/src/sql)"),
+                };
+                problems.push(format!(
+                    "row level security policy {policy:?} on {table} was {change} outside `rowguard migrate`; {fix}."
+                ));
+            }
         }
         Ok(())
     }
