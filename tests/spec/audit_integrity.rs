@@ -685,6 +685,30 @@ async fn an_event_dated_in_the_future_is_caught_sealed_or_not() {
 }
 
 #[tokio::test]
+async fn a_clock_put_first_on_the_search_path_does_not_hide_an_event_dated_ahead() {
+    // A review: verify called `clock_timestamp()` unqualified, so a superuser's function of
+    // that name in a schema first on the database's search_path moved "now" past the event.
+    let trail = Trail::new(20).await;
+    trail
+        .tamper(
+            Attacker::Superuser,
+            &format!(
+                "insert into rowguard_audit.events (occurred_at, clinician_id, app_role, action, outcome, purpose) \
+                 values (now() + interval '1 year', {}, 'rgtest_clinician', 'read', 'success', 'treatment'); \
+                 create schema evil; \
+                 create function evil.clock_timestamp() returns timestamptz language sql \
+                   as $$ select pg_catalog.now() + interval '2 years' $$; \
+                 grant usage on schema evil to public; \
+                 do $$ begin execute format('alter database %I set search_path = evil, pg_catalog, public', \
+                   pg_catalog.current_database()); end $$",
+                trail.person.id
+            ),
+        )
+        .await;
+    assert_caught(&trail.verify().await, Attacker::Superuser, "in the future");
+}
+
+#[tokio::test]
 async fn a_second_link_with_a_number_the_walk_has_passed_is_caught() {
     // The walk reads links in pages of 5,000 after the last number it read: with the key on
     // link numbers dropped, one of two links numbered 5000 is never read, yet the one not read
@@ -864,6 +888,23 @@ async fn cutting_off_the_tail_is_caught() {
         let report = trail.verify().await;
         assert_caught(&report, attacker, "the tail was cut off");
         assert_caught(&report, attacker, "missing from the database");
+    }
+}
+
+#[tokio::test]
+async fn cutting_off_the_start_of_the_trail_up_to_a_checkpoint_is_caught() {
+    // A review: a chain starting just after a signed checkpoint was taken for one whose earlier
+    // links were archived, and verified intact with a warning; archiving keeps every link.
+    for attacker in ATTACKERS {
+        let trail = Trail::new(50).await;
+        trail
+            .tamper(
+                attacker,
+                "delete from rowguard_audit.events where id in (select event_id from rowguard_audit.chain where seq <= 20); \
+                 delete from rowguard_audit.chain where seq <= 20",
+            )
+            .await;
+        assert_caught(&trail.verify().await, attacker, "links 1 to 20 are missing");
     }
 }
 

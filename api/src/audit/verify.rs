@@ -183,6 +183,11 @@ pub async fn verify(conn: &DatabaseConnection, options: &VerifyOptions) -> Resul
         .await?;
     txn.execute_unprepared("set local row_security = off")
         .await?;
+    // Unqualified names (`clock_timestamp()`, `count`, `=`) must be the system's: a schema put
+    // first on the database's or the role's search_path could otherwise answer them (a clock
+    // running ahead hid an event dated in the future).
+    txn.execute_unprepared("set local search_path = pg_catalog, pg_temp")
+        .await?;
     let report = verify_in(&txn, options).await?;
     txn.commit().await?;
     Ok(report)
@@ -273,25 +278,20 @@ async fn verify_in(conn: &DatabaseTransaction, options: &VerifyOptions) -> Resul
             let (seq, event_id) = (link.seq, link.event_id);
             match expected_seq {
                 None if seq == 1 => {}
-                // The trail may start after archived links, but only where a trusted checkpoint
-                // vouches for the hash it starts from.
-                None => match trusted.get(&(seq - 1)) {
-                    Some(cp) if cp.head_hash == hex(&link.prev_hash) => {
-                        previous = link.prev_hash.clone();
-                        report.warnings.push(format!(
-                            "the chain starts at link {seq}: links 1 to {} were archived (checkpoint {} vouches for them)",
-                            seq - 1,
-                            seq - 1
-                        ));
-                    }
-                    _ => report.problem(
+                // Archiving detaches events, never links: a trail starts at link 1. A signed
+                // checkpoint at the link before does not vouch for the ones cut off: it proves
+                // their hash, not that they are still here.
+                None => {
+                    previous = link.prev_hash.clone();
+                    report.problem(
                         None,
                         Some(seq),
                         format!(
-                            "the chain starts at link {seq}: links before it are missing and no checkpoint vouches for them"
+                            "the chain starts at link {seq}: links 1 to {} are missing (deleted from the start of the trail)",
+                            seq - 1
                         ),
-                    ),
-                },
+                    );
+                }
                 Some(expected) if seq != expected => report.problem(
                     None,
                     Some(seq),
