@@ -709,6 +709,53 @@ async fn a_clock_put_first_on_the_search_path_does_not_hide_an_event_dated_ahead
 }
 
 #[tokio::test]
+async fn an_event_dated_at_infinity_is_a_problem_for_verify_and_a_visible_failure_for_the_sealer() {
+    // A review: the date cannot be decoded, and the driver panics: verify crashed (exit 101)
+    // and the sealing task died while /readyz and the metrics kept their last healthy values.
+    for attacker in ATTACKERS {
+        let trail = Trail::new(20).await;
+        trail
+            .tamper(
+                attacker,
+                &format!(
+                    "insert into rowguard_audit.events (occurred_at, clinician_id, app_role, action, outcome, purpose) \
+                     values ('-infinity', {}, 'rgtest_clinician', 'read', 'success', 'treatment')",
+                    trail.person.id
+                ),
+            )
+            .await;
+        assert_caught(&trail.verify().await, attacker, "infinite time");
+
+        let status = Arc::new(SealerStatus::default());
+        let sealer = Sealer::new(
+            trail.db.clone(),
+            SealerSettings {
+                interval: Duration::from_millis(50),
+                ..SealerSettings::default()
+            },
+            Some(trail.signer.clone()),
+            Some(CheckpointDir::new(&trail.dir)),
+            status.clone(),
+        );
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(sealer.run(async move {
+            let _ = stopped.await;
+        }));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !status.is_failing() {
+            assert!(!task.is_finished(), "{attacker:?}: the sealing task ended");
+            assert!(
+                Instant::now() < deadline,
+                "{attacker:?}: the sealer never reported failing"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = stop.send(());
+        task.await.expect("the sealing task ends when told to");
+    }
+}
+
+#[tokio::test]
 async fn a_second_link_with_a_number_the_walk_has_passed_is_caught() {
     // The walk reads links in pages of 5,000 after the last number it read: with the key on
     // link numbers dropped, one of two links numbered 5000 is never read, yet the one not read

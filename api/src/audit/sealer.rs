@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use futures::FutureExt;
 use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, FromQueryResult, Statement, Value};
 
 use super::canonical::{CanonicalVersion, EventRow, GENESIS, link_hash, timestamp};
@@ -57,6 +58,8 @@ pub struct SealerStatus {
     unsealed_age_ms: AtomicI64,
     /// Whether checkpoints are signed (a signing key was given).
     signing: AtomicBool,
+    /// The last round failed: the unsealed age above is then stale.
+    failing: AtomicBool,
     pub metrics: SealerMetrics,
 }
 
@@ -91,6 +94,11 @@ impl SealerStatus {
     /// Age of the oldest unsealed event when last looked at.
     pub fn unsealed_age(&self) -> Duration {
         Duration::from_millis(self.unsealed_age_ms.load(Ordering::Relaxed).max(0) as u64)
+    }
+
+    /// Whether the last seal round failed (the replica cannot tell how far behind sealing is).
+    pub fn is_failing(&self) -> bool {
+        self.failing.load(Ordering::Relaxed)
     }
 
     pub fn is_signing(&self) -> bool {
@@ -179,7 +187,25 @@ impl Sealer {
                     ),
                 }
             }
-            let pause = match self.round(&mut last_checkpoint).await {
+            // A value the driver cannot decode (an event dated at infinity, written around the
+            // append path) panics inside it: the round fails like any other, and the task that
+            // reports sealing stays alive to say so.
+            let outcome = std::panic::AssertUnwindSafe(self.round(&mut last_checkpoint))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|_| {
+                    tracing::error!(
+                        "audit seal round stopped on a value it cannot read (an event dated at \
+                         infinity?); nothing is sealed until it is removed: run `rowguard audit verify`"
+                    );
+                    Err(DbError::Statement(sea_orm::DbErr::Custom(
+                        "seal round panicked".into(),
+                    )))
+                });
+            self.status
+                .failing
+                .store(outcome.is_err(), Ordering::Relaxed);
+            let pause = match outcome {
                 Ok(round) if round.sealed >= self.settings.batch as usize => Duration::ZERO,
                 Ok(round) if round.leader => self.settings.interval,
                 // Followers only need to notice a leader that stopped renewing its lease.

@@ -41,6 +41,8 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
     let sealer = &state.metrics.shared.sealer;
     let sealing = if !state.limits.audit {
         "off"
+    } else if sealer.is_failing() {
+        "failing"
     } else if sealer.unsealed_age() > state.limits.seal_lag_alert {
         "lagging"
     } else {
