@@ -592,6 +592,48 @@ async fn a_back_dated_event_sealed_after_a_checkpoint_is_caught() {
 }
 
 #[tokio::test]
+async fn a_new_leader_copies_into_the_checkpoint_directory_only_checkpoints_its_own_key_signed() {
+    // A review: the copy for a leader that died before writing its file took every recent
+    // checkpoint row, so the database owner could write forged ones into write-once storage.
+    let mut trail = Trail::new(20).await;
+    let rogue = AuditSigner::generate();
+    let forged = SignedCheckpoint::sign(&rogue, 99, &[7; 32], chrono::Utc::now());
+    let body = forged.parse().expect("body");
+    trail
+        .tamper(
+            Attacker::Owner,
+            &format!(
+                "insert into rowguard_audit.checkpoints (seq, head_hash, created_at, key_id, body, signature) \
+                 values (99, '\\x{}', now(), '{}', '{}', '\\x{}')",
+                body.head_hash,
+                body.key_id,
+                forged.body.replace('\'', "''"),
+                hex(&forged.signature)
+            ),
+        )
+        .await;
+    trail.sealer = sealer(&trail.db, &trail.signer, &trail.dir);
+    trail.last_checkpoint = None;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !trail
+        .sealer
+        .round(&mut trail.last_checkpoint)
+        .await
+        .expect("round")
+        .leader
+    {
+        assert!(Instant::now() < deadline, "the lease never passed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let seqs: Vec<i64> = checkpoint_files(&trail.dir)
+        .into_iter()
+        .map(|(_, seq)| seq)
+        .collect();
+    assert!(!seqs.contains(&99), "the forged row was copied: {seqs:?}");
+    assert!(seqs.contains(&20), "{seqs:?}");
+}
+
+#[tokio::test]
 async fn a_new_leader_does_not_sign_again_a_head_already_signed_with_its_key() {
     // A restart over an idle trail: signing the same head again writes a second checkpoint file
     // for the same link, which clashes with the one already there.

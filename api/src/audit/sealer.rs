@@ -444,9 +444,13 @@ impl Sealer {
 
     /// A leader that died between committing a checkpoint and writing its file left the
     /// directory one short; the next leader copies the recent checkpoints over (files that exist
-    /// are left as they are).
+    /// are left as they are). Only checkpoints its own key signed: the table is the database
+    /// owner's to write, and a row copied into write-once storage could never be taken back.
     async fn backfill_sink(&self, txn: &DatabaseTransaction) {
-        let Some(sink) = &self.sink else { return };
+        let (Some(sink), Some(signer)) = (&self.sink, &self.signer) else {
+            return;
+        };
+        let ours = TrustedKeys::new(vec![signer.public_key()]);
         let rows = txn
             .query_all_raw(Statement::from_string(
                 DbBackend::Postgres,
@@ -464,7 +468,14 @@ impl Sealer {
             let Ok(signature) = hex::decode(&signature) else {
                 continue;
             };
-            if let Err(e) = sink.write(&SignedCheckpoint { body, signature }) {
+            let checkpoint = SignedCheckpoint { body, signature };
+            if !matches!(checkpoint.check(&ours), SignatureCheck::Valid) {
+                tracing::warn!(
+                    "a checkpoint in the database is not signed with this replica's key: not copied to the checkpoint directory (run `rowguard audit verify`)"
+                );
+                continue;
+            }
+            if let Err(e) = sink.write(&checkpoint) {
                 tracing::warn!(error = %e, "audit checkpoint not copied to the checkpoint directory");
             }
         }
