@@ -998,6 +998,62 @@ async fn cutting_off_the_start_of_the_trail_up_to_a_checkpoint_is_caught() {
 }
 
 #[tokio::test]
+async fn a_head_written_around_a_leading_sealer_is_neither_extended_nor_signed_and_verify_catches_it()
+ {
+    // A review: the sealer signed whatever head the database showed it, so an owner who
+    // replaced the chain with one made-up link had it signed, then extended and signed again.
+    for attacker in ATTACKERS {
+        let mut trail = Trail::new(20).await;
+        trail.sealer = Sealer::new(
+            trail.db.clone(),
+            SealerSettings {
+                batch: 20,
+                checkpoint_every: Duration::ZERO,
+                lease_ttl: Duration::from_secs(60),
+                ..SealerSettings::default()
+            },
+            Some(trail.signer.clone()),
+            Some(CheckpointDir::new(&trail.dir)),
+            Arc::new(SealerStatus::default()),
+        );
+        trail.last_checkpoint = None;
+        trail.append(5).await;
+        trail.seal_all().await;
+        let victim = trail.event_at(5).await;
+        let altered = trail.event_at(10).await;
+        trail
+            .tamper(
+                attacker,
+                &format!(
+                    "delete from rowguard_audit.events where id = {victim}; \
+                     update rowguard_audit.events set subject = 'mallory' where id = {altered}; \
+                     delete from rowguard_audit.chain; \
+                     insert into rowguard_audit.chain (seq, event_id, event_txid, event_occurred_at, version, prev_hash, hash) \
+                     values (1000, -1, 9000000000000000000, now(), 2, '\\x00', sha256('anything'))"
+                ),
+            )
+            .await;
+        trail.append(3).await;
+        let round = trail.sealer.round(&mut trail.last_checkpoint).await;
+        assert!(
+            round.is_err(),
+            "{attacker:?}: the sealer built on the made-up head: {round:?}"
+        );
+        let signed: Vec<i64> = checkpoint_files(&trail.dir)
+            .into_iter()
+            .map(|(_, seq)| seq)
+            .filter(|seq| *seq >= 1000)
+            .collect();
+        assert!(signed.is_empty(), "{attacker:?}: signed {signed:?}");
+        assert_caught(
+            &trail.verify().await,
+            attacker,
+            "links 1 to 999 are missing",
+        );
+    }
+}
+
+#[tokio::test]
 async fn rewriting_an_event_and_re_hashing_the_whole_chain_is_caught() {
     for attacker in ATTACKERS {
         let trail = Trail::new(50).await;

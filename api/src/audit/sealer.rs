@@ -127,6 +127,14 @@ pub struct Sealer {
     /// this very head under this key. Nothing else is taken from the database, whose owner
     /// could make it claim a checkpoint far ahead and so stop all signing.
     checkpointed: Option<i64>,
+    /// The head this replica left at the end of its last round as leader, and when it last
+    /// renewed the lease. While it leads without a break nobody else may extend the chain, so
+    /// a different head then was written around the sealer: it is not extended or signed.
+    built: Option<(i64, Vec<u8>)>,
+    renewed_at: Option<Instant>,
+    /// Such a head was found: this replica keeps the lease (so no other builds on that head)
+    /// and seals nothing until it is restarted.
+    head_tampered: bool,
 }
 
 #[derive(Debug, FromQueryResult)]
@@ -168,6 +176,9 @@ impl Sealer {
             holder,
             status,
             checkpointed: None,
+            built: None,
+            renewed_at: None,
+            head_tampered: false,
         }
     }
 
@@ -278,9 +289,19 @@ impl Sealer {
             self.status.leader.store(false, Ordering::Relaxed);
             return Ok(Round::default());
         }
+        // Rounds renew the lease; past half its time without one, another replica may have
+        // held it meanwhile.
+        let lapsed = self
+            .renewed_at
+            .is_none_or(|at| at.elapsed() >= self.settings.lease_ttl / 2);
+        if lapsed {
+            self.built = None;
+            self.checkpointed = None;
+        }
         if !self.status.leader.swap(true, Ordering::Relaxed) {
             // What another leader signed meanwhile is not known here.
             self.checkpointed = None;
+            self.built = None;
             tracing::info!(holder = %self.holder, "this replica now seals the audit trail");
             self.backfill_sink(&txn).await;
         }
@@ -299,6 +320,25 @@ impl Sealer {
             Some(h) => (h.seq, h.hash, h.after_txid, h.after_id),
             None => (0, GENESIS.to_vec(), -1, -1),
         };
+        if let Some((built_seq, built_hash)) = &self.built
+            && (*built_seq, built_hash.as_slice()) != (seq, previous.as_slice())
+        {
+            tracing::error!(
+                expected_link = built_seq,
+                found_link = seq,
+                "the audit chain's head changed while this replica alone could extend it (written \
+                 around the sealer): nothing is sealed or signed on top of it until this replica is \
+                 restarted; run `rowguard audit verify`"
+            );
+            self.head_tampered = true;
+        }
+        if self.head_tampered {
+            // The renewed lease is kept: another replica taking it over would trust that head.
+            txn.commit().await.map_err(DbError::from)?;
+            return Err(DbError::Statement(sea_orm::DbErr::Custom(
+                "the audit chain's head changed under the sealer".into(),
+            )));
+        }
         let events = EventRow::find_by_statement(Statement::from_sql_and_values(
             DbBackend::Postgres,
             format!(
@@ -403,6 +443,8 @@ impl Sealer {
         .try_get("", "oldest")
         .map_err(DbError::Statement)?;
         txn.commit().await.map_err(DbError::from)?;
+        self.built = Some((seq, previous.clone()));
+        self.renewed_at = Some(Instant::now());
         self.status.set_unsealed_since(oldest);
 
         let now = Utc::now();
