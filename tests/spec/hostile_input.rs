@@ -707,7 +707,7 @@ async fn a_wrong_method_or_path_gets_a_coded_json_error_and_is_not_counted_as_a_
     assert_eq!(put.status(), 405);
     assert_eq!(
         put.headers().get("allow").and_then(|v| v.to_str().ok()),
-        Some("GET, HEAD, POST")
+        Some("GET, POST")
     );
     let body: Value = put.json().await.expect("a JSON body");
     assert_eq!(body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT");
@@ -732,4 +732,51 @@ async fn a_wrong_method_or_path_gets_a_coded_json_error_and_is_not_counted_as_a_
     assert_eq!(missing.status(), 404);
     let body: Value = missing.json().await.expect("a JSON body");
     assert_eq!(body["errors"][0]["extensions"]["code"], "NOT_FOUND");
+}
+
+#[tokio::test]
+async fn every_refusal_at_the_http_edge_is_coded_options_and_head_included() {
+    // A review: any OPTIONS (no Origin, any path) was answered 200 with an empty body as a
+    // preflight; HEAD /graphql was advertised in Allow but answered 400; a playground asset
+    // that does not exist, or a name that is not UTF-8, got an empty or plain-text answer; and
+    // another method on /healthz an empty 405.
+    let (_t, _issuer, app) = world().await;
+    let coded = |status: u16, code: &'static str| {
+        move |response: reqwest::Response| async move {
+            assert_eq!(response.status(), status, "{}", response.url());
+            let body: Value = response.json().await.expect("a JSON body");
+            assert_eq!(body["errors"][0]["extensions"]["code"], code, "{body}");
+        }
+    };
+    let options = |path: &str| {
+        app.http
+            .request(reqwest::Method::OPTIONS, app.url(path))
+            .send()
+    };
+    coded(405, "BAD_USER_INPUT")(options("/graphql").await.expect("options")).await;
+    coded(405, "BAD_USER_INPUT")(options("/healthz").await.expect("options")).await;
+    coded(404, "NOT_FOUND")(options("/nowhere").await.expect("options")).await;
+    coded(405, "BAD_USER_INPUT")(
+        app.http
+            .post(app.url("/healthz"))
+            .send()
+            .await
+            .expect("post"),
+    )
+    .await;
+    for asset in ["/playground/assets/nope.js", "/playground/assets/%FF%FE"] {
+        coded(404, "NOT_FOUND")(app.http.get(app.url(asset)).send().await.expect("asset")).await;
+    }
+    let head = app
+        .http
+        .head(app.url("/graphql"))
+        .query(&[("query", "{ me { id } }")])
+        .send()
+        .await
+        .expect("head");
+    assert_eq!(head.status(), 405);
+    assert_eq!(
+        head.headers().get("allow").and_then(|v| v.to_str().ok()),
+        Some("GET, POST")
+    );
 }

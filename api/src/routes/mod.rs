@@ -28,15 +28,22 @@ pub fn app(state: AppState) -> Router {
             "/graphql",
             get(graphql::handle)
                 .post(graphql::handle)
+                // GraphQL over HTTP reads a GET's query string only; a HEAD would be a request
+                // with no operation, so it is refused rather than answered 400.
+                .head(method_not_allowed)
                 .fallback(method_not_allowed)
                 .layer(from_fn_with_state(state.clone(), graphql::observe))
                 .layer(from_fn_with_state(state.clone(), playground::on_navigation)),
         )
-        .route("/playground/assets/{name}", get(playground::asset))
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
+        .route(
+            "/playground/assets/{name}",
+            get(playground::asset).fallback(only_get),
+        )
+        .route("/healthz", get(health::healthz).fallback(only_get))
+        .route("/readyz", get(health::readyz).fallback(only_get))
         .fallback(not_found)
         .layer(cors)
+        .layer(axum::middleware::from_fn(options_without_preflight))
         .layer(
             ServiceBuilder::new()
                 .map_request(request_ids::assign)
@@ -125,8 +132,45 @@ async fn method_not_allowed() -> axum::response::Response {
     .into_response();
     response
         .headers_mut()
-        .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, POST"));
+        .insert(header::ALLOW, HeaderValue::from_static("GET, POST"));
     response
+}
+
+/// The read-only routes with another method: coded, like every other refusal.
+async fn only_get() -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let mut response = crate::error::ApiError::new(
+        crate::error::ErrorCode::BadUserInput,
+        "this path answers GET only",
+    )
+    .with_status(axum::http::StatusCode::METHOD_NOT_ALLOWED)
+    .into_response();
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+    response
+}
+
+/// The CORS layer answers every OPTIONS request as a preflight (200, empty). One that is not a
+/// browser's preflight (no `Origin` or no `Access-Control-Request-Method`) gets what any other
+/// unsupported method gets: a coded 405, or 404 for a path the gateway does not serve.
+async fn options_without_preflight(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let preflight = request.headers().contains_key(header::ORIGIN)
+        && request
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+    if request.method() != Method::OPTIONS || preflight {
+        return next.run(request).await;
+    }
+    match route_of(request.uri().path()) {
+        "/graphql" => method_not_allowed().await,
+        "other" => not_found().await.into_response(),
+        _ => only_get().await,
+    }
 }
 
 /// Any path the gateway does not serve.

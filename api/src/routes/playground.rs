@@ -2,11 +2,12 @@
 
 use axum::body::Bytes;
 use axum::extract::{Path as UrlPath, Request, State};
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::graphql::accepts;
+use crate::error::{ApiError, ErrorCode};
 use crate::playground::{APP_JS, AssetSource, PAGE_CSS, Playground, embedded};
 use crate::state::AppState;
 
@@ -59,9 +60,16 @@ fn page_response(playground: &Playground) -> Response {
 }
 
 /// `GET /playground/assets/{name}`: the embedded pinned files and the page's own script.
-pub async fn asset(State(state): State<AppState>, UrlPath(name): UrlPath<String>) -> Response {
-    let Some(playground) = &state.playground else {
-        return StatusCode::NOT_FOUND.into_response();
+pub async fn asset(
+    State(state): State<AppState>,
+    name: Result<UrlPath<String>, axum::extract::rejection::PathRejection>,
+) -> Response {
+    let no_such_asset =
+        || ApiError::new(ErrorCode::NotFound, "no such playground asset").into_response();
+    // A name that is not UTF-8 names no asset: a 404 like any other, not the extractor's
+    // plain-text 400.
+    let (Some(playground), Ok(UrlPath(name))) = (&state.playground, name) else {
+        return no_such_asset();
     };
     let (content_type, body): (&str, Bytes) = match name.as_str() {
         "app.js" => (
@@ -77,7 +85,7 @@ pub async fn asset(State(state): State<AppState>, UrlPath(name): UrlPath<String>
                 ("text/css; charset=utf-8", bytes)
             }
             (AssetSource::Embedded, Some(bytes)) => ("text/javascript; charset=utf-8", bytes),
-            _ => return StatusCode::NOT_FOUND.into_response(),
+            _ => return no_such_asset(),
         },
     };
     let response = (
