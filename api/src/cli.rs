@@ -444,7 +444,9 @@ pub fn phi_safe_filter(filter: tracing_subscriber::EnvFilter) -> tracing_subscri
 }
 
 /// `filter` without its directives for the capped libraries or their modules: a directive for
-/// `sqlx::query` is more specific than the `sqlx` ceiling and would win over it.
+/// `sqlx::query` is more specific than the `sqlx` ceiling and would win over it. A span
+/// directive naming no target (`[request]=trace`) is dropped too: it would enable every
+/// library's events inside that span, past the ceilings.
 pub fn without_capped_targets(filter: &str) -> String {
     let capped = |directive: &str| {
         let target = directive
@@ -452,6 +454,9 @@ pub fn without_capped_targets(filter: &str) -> String {
             .next()
             .unwrap_or_default()
             .trim();
+        if target.is_empty() && directive.contains('[') {
+            return true;
+        }
         CEILINGS.iter().any(|ceiling| {
             let library = ceiling.split('=').next().unwrap_or_default();
             target == library || target.starts_with(&format!("{library}::"))
@@ -552,6 +557,15 @@ mod tests {
         assert_eq!(
             super::without_capped_targets("info,sqlxy=debug"),
             "info,sqlxy=debug"
+        );
+    }
+
+    #[test]
+    fn a_span_directive_naming_no_target_is_dropped() {
+        // A review: `[request]=trace` turned on every library's events inside a request.
+        assert_eq!(
+            super::without_capped_targets("info,[request]=trace,rowguard[request]=debug"),
+            "info,rowguard[request]=debug"
         );
     }
 

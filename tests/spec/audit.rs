@@ -1564,3 +1564,54 @@ async fn an_auditor_gets_a_patients_accounting_as_a_valid_fhir_bundle_of_that_pa
         clinician.body
     );
 }
+
+#[tokio::test]
+async fn the_trail_its_links_and_its_checkpoints_are_read_by_an_auditor_with_an_identity_only() {
+    // Both sides of the auditor policies on events, chain and checkpoints.
+    let w = World::new(|_| {}).await;
+    execute(
+        &w.admin,
+        "insert into rowguard_audit.events (clinician_id, app_role, action, outcome, purpose, patient_ids) \
+         values (1, 'rgtest_clinician', 'read', 'success', 'treatment', array[$1::uuid])",
+        [w.a1.into()],
+    )
+    .await
+    .expect("an event");
+    for sql in [
+        "insert into rowguard_audit.chain (seq, event_id, event_txid, event_occurred_at, version, prev_hash, hash) \
+         select 1, max(id), 1, now(), 2, '\\x00', '\\x01' from rowguard_audit.events",
+        "insert into rowguard_audit.checkpoints (seq, head_hash, created_at, key_id, body, signature) \
+         values (1, '\\x01', now(), 'k', '{}', '\\x02')",
+    ] {
+        execute(&w.admin, sql, []).await.expect(sql);
+    }
+    let tables = [
+        "rowguard_audit.events",
+        "rowguard_audit.chain",
+        "rowguard_audit.checkpoints",
+    ];
+    let auditor = scope(
+        &w.app.db,
+        &w.dave.as_role(AppRole::Auditor),
+        AccessMode::ReadOnly,
+    )
+    .await;
+    for table in tables {
+        let sql = format!("select count(*) as value from {table}");
+        assert_eq!(
+            query_count(auditor.conn(), &sql).await.expect("auditor"),
+            1,
+            "{table}"
+        );
+    }
+    drop(auditor);
+    let nobody = scope(&w.app.db, &stranger(AppRole::Auditor), AccessMode::ReadOnly).await;
+    for table in tables {
+        let sql = format!("select count(*) as value from {table}");
+        assert_eq!(
+            query_count(nobody.conn(), &sql).await.expect("stranger"),
+            0,
+            "an auditor nobody enrolled read {table}"
+        );
+    }
+}

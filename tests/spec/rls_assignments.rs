@@ -10,8 +10,8 @@ use rowguard_tests::fixtures::{admit, assign, enroll, stranger};
 use sea_orm::EntityTrait;
 
 use crate::support::{
-    INSUFFICIENT_PRIVILEGE, execute, patients_seen_by, scope, sqlstate, visible_assignments,
-    visible_clinicians,
+    INSUFFICIENT_PRIVILEGE, execute, patients_seen_by, query_count, scope, sqlstate,
+    visible_assignments, visible_clinicians,
 };
 
 #[tokio::test]
@@ -256,4 +256,97 @@ async fn an_emergency_grant_opens_the_care_team_only_while_it_lasts() {
     let after = scope(&db, &alice.clinician(), AccessMode::ReadOnly).await;
     assert_eq!(visible_assignments(&after).await, BTreeSet::new());
     assert_eq!(visible_clinicians(&after).await, BTreeSet::from([alice.id]));
+}
+
+#[tokio::test]
+async fn an_unenrolled_coordinator_cannot_unassign_anyone() {
+    let t = TestDb::new().await;
+    let owner = t.owner().await;
+    let alice = enroll(&owner, "alice").await;
+    let p = admit(&owner, "P-1").await;
+    assign(&owner, &alice, p).await;
+    let db = t.gateway(2).await;
+
+    let s = scope(&db, &stranger(AppRole::Coordinator), AccessMode::ReadWrite).await;
+    execute(
+        s.conn(),
+        "delete from rowguard.clinicians_patients where clinician_id = $1",
+        [alice.id.into()],
+    )
+    .await
+    .expect("a delete that matches nothing");
+    s.commit().await.expect("commit");
+    let coordinator = enroll(&owner, "coord").await;
+    let s = scope(&db, &coordinator.coordinator(), AccessMode::ReadOnly).await;
+    assert_eq!(
+        visible_assignments(&s).await,
+        BTreeSet::from([(alice.id, p)]),
+        "the assignment is still there"
+    );
+}
+
+#[tokio::test]
+async fn another_clinicians_emergency_grant_opens_nothing_to_me() {
+    let t = TestDb::new().await;
+    let owner = t.owner().await;
+    let alice = enroll(&owner, "alice").await;
+    let carl = enroll(&owner, "carl").await;
+    let bob = enroll(&owner, "bob").await;
+    let bobs_patient = admit(&owner, "B-1").await;
+    assign(&owner, &bob, bobs_patient).await;
+    let db = t.gateway(2).await;
+    let s = scope(&db, &alice.clinician(), AccessMode::ReadWrite).await;
+    execute(
+        s.conn(),
+        "select rowguard.request_emergency_access($1, 'unresponsive in the emergency department', interval '10 minutes')",
+        [bobs_patient.into()],
+    )
+    .await
+    .expect("break glass");
+    s.commit().await.expect("commit");
+
+    assert_eq!(
+        patients_seen_by(&db, &alice.clinician()).await,
+        BTreeSet::from([bobs_patient]),
+        "the grant opens the patient to its holder"
+    );
+    assert!(
+        patients_seen_by(&db, &carl.clinician()).await.is_empty(),
+        "alice's grant opened the patient to carl"
+    );
+    let s = scope(&db, &carl.clinician(), AccessMode::ReadOnly).await;
+    assert_eq!(
+        query_count(
+            s.conn(),
+            "select count(*) as value from rowguard.emergency_grants"
+        )
+        .await
+        .expect("count"),
+        0,
+        "carl sees alice's grant"
+    );
+    drop(s);
+    let s = scope(&db, &alice.clinician(), AccessMode::ReadOnly).await;
+    assert_eq!(
+        query_count(
+            s.conn(),
+            "select count(*) as value from rowguard.emergency_grants"
+        )
+        .await
+        .expect("count"),
+        1,
+        "alice sees her own grant"
+    );
+    drop(s);
+    let s = scope(&db, &stranger(AppRole::Auditor), AccessMode::ReadOnly).await;
+    assert_eq!(
+        query_count(
+            s.conn(),
+            "select count(*) as value from rowguard.emergency_grants"
+        )
+        .await
+        .expect("count"),
+        0,
+        "an auditor nobody enrolled sees the grant"
+    );
 }

@@ -109,3 +109,47 @@ async fn unknown_identity_sees_no_clinicians() {
         );
     }
 }
+
+#[tokio::test]
+async fn an_enrolled_auditor_sees_the_directory_and_an_unenrolled_one_sees_nobody() {
+    let t = TestDb::new().await;
+    let owner = t.owner().await;
+    let auditor = enroll(&owner, "auditor").await;
+    let alice = enroll(&owner, "alice").await;
+    let db = t.gateway(2).await;
+
+    let s = scope(
+        &db,
+        &auditor.as_role(AppRole::Auditor),
+        AccessMode::ReadOnly,
+    )
+    .await;
+    assert_eq!(
+        visible_clinicians(&s).await,
+        BTreeSet::from([auditor.id, alice.id])
+    );
+    drop(s);
+    let s = scope(&db, &stranger(AppRole::Auditor), AccessMode::ReadOnly).await;
+    assert!(visible_clinicians(&s).await.is_empty());
+}
+
+#[tokio::test]
+async fn an_unenrolled_coordinator_cannot_enroll_anyone() {
+    let t = TestDb::new().await;
+    let db = t.gateway(2).await;
+
+    let s = scope(&db, &stranger(AppRole::Coordinator), AccessMode::ReadWrite).await;
+    let err = execute(
+        s.conn(),
+        "insert into rowguard.clinicians (oidc_issuer, oidc_subject, display_name) \
+         values ('https://idp.test.invalid', 'sock-puppet', 'Dr. Puppet')",
+        [],
+    )
+    .await
+    .expect_err("an enrolment needs an identified coordinator");
+    assert!(
+        err.to_string()
+            .contains("violates row-level security policy"),
+        "unexpected error: {err}"
+    );
+}

@@ -213,6 +213,9 @@ fn cors(origins: &[String]) -> CorsLayer {
             HeaderName::from_static("ratelimit"),
             HeaderName::from_static("ratelimit-policy"),
             HeaderName::from_static("x-request-id"),
+            // Every answer carries the trace it belongs to; a browser app on another origin
+            // could not read it otherwise.
+            HeaderName::from_static("traceparent"),
         ])
         .allow_credentials(true)
         .max_age(Duration::from_secs(600))
