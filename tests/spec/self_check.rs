@@ -335,6 +335,71 @@ async fn self_check_refuses_a_replaced_helper_an_added_grant_a_reachable_superus
             vec!["drop materialized view public.notes_m".into()],
             "materialized view public.notes_m reads Rowguard's tables",
         ),
+        // The second review: views of views, a grant on columns only, a definer function
+        // elsewhere, a trigger and a rule, and a grant taken back.
+        (
+            vec![
+                "create view rowguard.inner_v as select * from rowguard.clinicians_patients".into(),
+                "create view public.outer_v as select * from rowguard.inner_v".into(),
+                format!("grant select on public.outer_v to {}", r.clinician()),
+            ],
+            vec![
+                "drop view public.outer_v".into(),
+                "drop view rowguard.inner_v".into(),
+            ],
+            "ALTER VIEW public.outer_v SET (security_invoker = true)",
+        ),
+        (
+            vec![
+                "create view public.notes_cv as select mrn, clinical_notes from rowguard.patients".into(),
+                format!("grant select (mrn, clinical_notes) on public.notes_cv to {}", r.coordinator()),
+            ],
+            vec!["drop view public.notes_cv".into()],
+            "ALTER VIEW public.notes_cv SET (security_invoker = true)",
+        ),
+        (
+            vec![
+                "create function public.leak_notes() returns setof text language sql security definer \
+                 as $$ select clinical_notes from rowguard.patients $$"
+                    .into(),
+            ],
+            vec!["drop function public.leak_notes()".into()],
+            "SECURITY DEFINER function public.leak_notes() runs as",
+        ),
+        (
+            vec![
+                "create function public.copy_out() returns trigger language plpgsql \
+                 as $$ begin return new; end $$"
+                    .into(),
+                "create trigger copy_out after insert on rowguard.patients \
+                 for each row execute function public.copy_out()"
+                    .into(),
+            ],
+            vec![
+                "drop trigger copy_out on rowguard.patients".into(),
+                "drop function public.copy_out()".into(),
+            ],
+            "trigger \"copy_out\" on rowguard.patients was added",
+        ),
+        (
+            vec![
+                "create rule copy_rule as on insert to rowguard.clinicians_patients do also select 1"
+                    .into(),
+            ],
+            vec!["drop rule copy_rule on rowguard.clinicians_patients".into()],
+            "rule \"copy_rule\" on rowguard.clinicians_patients was added",
+        ),
+        (
+            vec![format!(
+                "grant select on rowguard.expected_policies to {}",
+                r.auditor()
+            )],
+            vec![format!(
+                "revoke select on rowguard.expected_policies from {}",
+                r.auditor()
+            )],
+            "the privileges on rowguard.expected_policies were added",
+        ),
     ];
     it.db.self_check().await.expect("passes before any change");
     for (break_it, mend_it, named) in &cases {
@@ -366,6 +431,64 @@ async fn self_check_refuses_a_replaced_helper_an_added_grant_a_reachable_superus
         .await
         .expect("a security_invoker view outside Rowguard's schemas passes");
     execute(&it.admin, "drop view public.my_patients", [])
+        .await
+        .expect("drop");
+    it.drop_all().await;
+}
+
+#[tokio::test]
+async fn self_check_refuses_a_search_path_that_puts_a_schema_ahead_of_pg_catalog() {
+    // A review: with the login's search_path set to `leak, pg_catalog`, a `leak.set_config`
+    // answered the identity statement and every request ran as clinician 1.
+    let it = Isolated::new("sp").await;
+    execute(&it.admin, "create schema leak", [])
+        .await
+        .expect("schema");
+    execute(
+        &it.admin,
+        &format!("grant usage on schema leak to {}", it.roles.gateway()),
+        [],
+    )
+    .await
+    .expect("usage");
+    execute(
+        &it.admin,
+        &format!(
+            "alter role {} set search_path = leak, pg_catalog",
+            it.roles.gateway()
+        ),
+        [],
+    )
+    .await
+    .expect("role setting");
+    let cluster = rowguard_tests::cluster();
+    let fresh = Database::from_pool(
+        connect(&cluster.url_as(&it.name, &it.roles.gateway(), "x"), 1, None).await,
+        it.roles.clone(),
+    );
+    let message = refusal(&fresh).await;
+    assert!(
+        message.contains(&format!(
+            "ALTER ROLE {} RESET search_path",
+            it.roles.gateway()
+        )),
+        "{message}"
+    );
+    let _ = fresh.close().await;
+    execute(
+        &it.admin,
+        &format!("alter role {} reset search_path", it.roles.gateway()),
+        [],
+    )
+    .await
+    .expect("reset");
+    let fresh = Database::from_pool(
+        connect(&cluster.url_as(&it.name, &it.roles.gateway(), "x"), 1, None).await,
+        it.roles.clone(),
+    );
+    fresh.self_check().await.expect("passes once reset");
+    let _ = fresh.close().await;
+    execute(&it.admin, "drop schema leak cascade", [])
         .await
         .expect("drop");
     it.drop_all().await;

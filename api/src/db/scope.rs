@@ -60,18 +60,18 @@ pub struct RlsScope {
 // `unless-emergency`: read-only unless the clinician holds a live emergency grant, which is then
 // returned as `emergency_grant`.
 const IDENTITY: &str = "select \
-     set_config('role', $1, true), \
-     set_config('app.current_user', coalesce(i.id::text, ''), true) as clinician_id, \
-     set_config('app.request_id', $4, true), \
-     set_config('app.issuer', $2, true), \
-     set_config('app.subject', $3, true), \
-     set_config('statement_timeout', $5, true), \
-     set_config('idle_in_transaction_session_timeout', $6, true), \
-     set_config('transaction_read_only', \
+     pg_catalog.set_config('role', $1, true), \
+     pg_catalog.set_config('app.current_user', coalesce(i.id::text, ''), true) as clinician_id, \
+     pg_catalog.set_config('app.request_id', $4, true), \
+     pg_catalog.set_config('app.issuer', $2, true), \
+     pg_catalog.set_config('app.subject', $3, true), \
+     pg_catalog.set_config('statement_timeout', $5, true), \
+     pg_catalog.set_config('idle_in_transaction_session_timeout', $6, true), \
+     pg_catalog.set_config('transaction_read_only', \
        case when $7 <> 'unless-emergency' then $7 when i.emergency then 'off' else 'on' end, true), \
-     set_config('app.correlation_id', $8, true), \
-     set_config('app.trace_id', $9, true), \
-     set_config('application_name', $10, true), \
+     pg_catalog.set_config('app.correlation_id', $8, true), \
+     pg_catalog.set_config('app.trace_id', $9, true), \
+     pg_catalog.set_config('application_name', $10, true), \
      i.emergency as emergency_grant \
      from (select l.id, $7 = 'unless-emergency' and rowguard.holds_live_emergency_grant(l.id) \
              as emergency \

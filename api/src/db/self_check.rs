@@ -58,6 +58,27 @@ impl Database {
                 self.roles.gateway()
             ));
         }
+        // Every statement Rowguard sends names functions (`set_config`), operators and types
+        // without a schema: a schema searched before pg_catalog (a role's or database's
+        // `search_path` setting) would answer them instead, e.g. with an identity of its choosing.
+        let path = one(
+            &txn,
+            "select pg_catalog.current_schemas(true)::text[] as schemas",
+            [],
+        )
+        .await?;
+        let ahead: Vec<String> = get::<Vec<String>>(&path, "schemas")?
+            .into_iter()
+            .take_while(|schema| schema != "pg_catalog")
+            .filter(|schema| !schema.starts_with("pg_temp"))
+            .collect();
+        if !ahead.is_empty() {
+            problems.push(format!(
+                "the search_path of {name:?} puts {ahead:?} ahead of pg_catalog (an `ALTER ROLE` or `ALTER DATABASE ... \
+                 SET search_path`): functions and operators there would stand in for the system's in every statement \
+                 the gateway sends; run `ALTER ROLE {name} RESET search_path` (and the same for the database)."
+            ));
+        }
         // `SET ROLE` needs only membership: a login that may become a superuser or a
         // BYPASSRLS role (a managed service's `postgres`, say) can read every row.
         let unbounded = all(
@@ -306,21 +327,28 @@ impl Database {
         txn: &DatabaseTransaction,
         problems: &mut Vec<String>,
     ) -> Result<(), DbError> {
+        // Followed through views of views: an owner-rights view granted to nobody, wrapped in
+        // one that is granted, hands over the same rows. A grant on some columns is enough.
         let views = all(
             txn,
-            "select distinct n.nspname || '.' || c.relname as name, c.relkind = 'm' as materialized \
+            "with recursive reads(oid) as ( \
+               select c.oid from pg_catalog.pg_class c \
+               join pg_catalog.pg_namespace n on n.oid = c.relnamespace \
+               where n.nspname = any($1::text[]) \
+               union \
+               select w.ev_class from reads r \
+               join pg_catalog.pg_depend d on d.refobjid = r.oid and d.classid = 'pg_catalog.pg_rewrite'::regclass \
+               join pg_catalog.pg_rewrite w on w.oid = d.objid \
+               where w.ev_class <> r.oid) \
+             select n.nspname || '.' || c.relname as name, c.relkind = 'm' as materialized \
              from pg_catalog.pg_class c \
              join pg_catalog.pg_namespace n on n.oid = c.relnamespace \
-             join pg_catalog.pg_rewrite w on w.ev_class = c.oid \
-             join pg_catalog.pg_depend d on d.classid = 'pg_catalog.pg_rewrite'::regclass and d.objid = w.oid \
-             join pg_catalog.pg_class t on t.oid = d.refobjid and t.oid <> c.oid \
-             join pg_catalog.pg_namespace tn on tn.oid = t.relnamespace \
-             where c.relkind in ('v', 'm') and tn.nspname = any($1::text[]) \
+             where c.oid in (select oid from reads) and c.relkind in ('v', 'm') \
                and (c.relkind = 'm' or not exists (select 1 from unnest(c.reloptions) o \
                     where lower(o) in ('security_invoker=true', 'security_invoker=on', 'security_invoker=1', 'security_invoker=yes'))) \
                and exists (select 1 from unnest($2::text[]) r(role) \
                            where exists (select 1 from pg_catalog.pg_roles where rolname = r.role) \
-                             and pg_catalog.has_table_privilege(r.role, c.oid, 'SELECT')) \
+                             and pg_catalog.has_any_column_privilege(r.role, c.oid, 'SELECT')) \
              order by 1",
             [
                 PROTECTED_SCHEMAS.into(),
@@ -342,6 +370,39 @@ impl Database {
                      select from it; run `ALTER VIEW {view_name} SET (security_invoker = true)`."
                 ));
             }
+        }
+        // A SECURITY DEFINER function elsewhere runs as its owner: one that reads past row
+        // level security (a superuser, BYPASSRLS, the schema owner) and that an application
+        // role may call returns whatever it selects.
+        let definers = all(
+            txn,
+            "select n.nspname || '.' || p.proname || '(' || pg_catalog.pg_get_function_identity_arguments(p.oid) || ')' as name, \
+                    o.rolname::text as owner \
+             from pg_catalog.pg_proc p \
+             join pg_catalog.pg_namespace n on n.oid = p.pronamespace \
+             join pg_catalog.pg_roles o on o.oid = p.proowner \
+             where p.prosecdef and n.nspname <> all($1::text[]) \
+               and n.nspname not in ('pg_catalog', 'information_schema') \
+               and (o.rolsuper or o.rolbypassrls or o.rolname = $3) \
+               and exists (select 1 from unnest($2::text[]) r(role) \
+                           where exists (select 1 from pg_catalog.pg_roles where rolname = r.role) \
+                             and pg_catalog.has_function_privilege(r.role, p.oid, 'EXECUTE')) \
+             order by 1",
+            [
+                PROTECTED_SCHEMAS.into(),
+                self.roles.application_roles().to_vec().into(),
+                self.roles.owner().into(),
+            ],
+        )
+        .await?;
+        for function in &definers {
+            let function_name: String = get(function, "name")?;
+            let owner: String = get(function, "owner")?;
+            problems.push(format!(
+                "SECURITY DEFINER function {function_name} runs as {owner:?}, which reads past row level security, \
+                 and an application role may call it; run `REVOKE EXECUTE ON FUNCTION {function_name} FROM PUBLIC` \
+                 (and from the application roles), or drop it."
+            ));
         }
         Ok(())
     }
@@ -370,6 +431,20 @@ impl Database {
                     "function {schema}.{policy} was {change} outside `rowguard migrate` (its body, settings, owner or \
                      EXECUTE grants; a policy that calls it changes with it); restore it from migration/src/sql \
                      (compare `\\df+ {schema}.*` with a freshly migrated copy)."
+                ));
+            } else if let Some(what) = policy
+                .strip_prefix("(trigger) ")
+                .map(|t| format!("trigger {t:?}"))
+                .or_else(|| {
+                    policy
+                        .strip_prefix("(rule) ")
+                        .map(|r| format!("rule {r:?}"))
+                })
+            {
+                problems.push(format!(
+                    "{what} on {table} was {change} outside `rowguard migrate`: it runs with every write or read of \
+                     the table and could copy rows past the policies; restore the migrations' definition (compare \
+                     `\\d {table}` with a freshly migrated copy)."
                 ));
             } else if policy == "(privileges)" {
                 problems.push(format!(

@@ -2,8 +2,9 @@
 -- an application role reaches a table through its grants before any policy applies, so a
 -- helper's body replaced with `select true`, or `GRANT SELECT (clinical_notes) ... TO
 -- coordinator`, opened patient data and still passed. The recorded baseline now also holds
--- every function of Rowguard's schemas (body, settings, owner, grants) and every grant on their
--- tables, views, sequences and columns. The columns become text: a function's signature does
+-- every function of Rowguard's schemas (body, settings, owner, grants), every grant on their
+-- tables, views, sequences and columns to a role the gateway can become, and every trigger and
+-- rule on them. The columns become text: a function's signature does
 -- not fit in a `name` (63 bytes) and would be cut, so two could collide.
 SET LOCAL ROLE {owner};
 
@@ -41,18 +42,46 @@ AS $fn$
   JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
   WHERE n.nspname IN ('rowguard', 'rowguard_audit')
   UNION ALL
-  SELECT n.nspname::text, c.relname::text, '(privileges)',
-         concat_ws(' | ', c.relkind, coalesce(c.relacl::text, '-'),
-                   coalesce(array_to_string(c.reloptions, ','), '-'),
-                   coalesce((SELECT string_agg(a.attname || '=' || a.attacl::text, ',' ORDER BY a.attname)
-                             FROM pg_catalog.pg_attribute a
-                             WHERE a.attrelid = c.oid AND a.attacl IS NOT NULL AND NOT a.attisdropped), '-'))
+  -- What the roles the gateway can become (and PUBLIC) may do to each table, view or sequence
+  -- and to its columns: a grant decides what an application role reaches before any policy
+  -- does. Grants to roles the gateway cannot become (a backup or monitoring role's default
+  -- privileges, say) are not its to use, and an owner-only ACL left by a REVOKE equals none.
+  SELECT n.nspname::text, c.relname::text, '(privileges)', g.grants
   FROM pg_catalog.pg_class c
   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-  WHERE n.nspname IN ('rowguard', 'rowguard_audit')
-    AND (c.relacl IS NOT NULL
-         OR EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
-                    WHERE a.attrelid = c.oid AND a.attacl IS NOT NULL AND NOT a.attisdropped))
+  CROSS JOIN LATERAL (
+    SELECT string_agg(part, ', ' ORDER BY part) AS grants FROM (
+      SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.pg_get_userbyid(a.grantee)::text END
+             || ' ' || a.privilege_type || CASE WHEN a.is_grantable THEN ' grantable' ELSE '' END AS part
+      FROM pg_catalog.aclexplode(c.relacl) a
+      WHERE a.grantee = 0 OR pg_catalog.pg_has_role('{gateway}', a.grantee, 'MEMBER')
+      UNION ALL
+      SELECT att.attname::text || ': '
+             || CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.pg_get_userbyid(a.grantee)::text END
+             || ' ' || a.privilege_type || CASE WHEN a.is_grantable THEN ' grantable' ELSE '' END
+      FROM pg_catalog.pg_attribute att, pg_catalog.aclexplode(att.attacl) a
+      WHERE att.attrelid = c.oid AND NOT att.attisdropped AND att.attacl IS NOT NULL
+        AND (a.grantee = 0 OR pg_catalog.pg_has_role('{gateway}', a.grantee, 'MEMBER'))
+    ) parts
+  ) g
+  WHERE n.nspname IN ('rowguard', 'rowguard_audit') AND g.grants IS NOT NULL
+  UNION ALL
+  -- Triggers and rules run as part of every write or read of their table: one that copies rows
+  -- elsewhere hands them past the policies. (Triggers cloned onto the audit trail's monthly
+  -- partitions follow their parent's and are left out.)
+  SELECT n.nspname::text, c.relname::text, '(trigger) ' || t.tgname,
+         concat_ws(' | ', t.tgenabled, pg_catalog.pg_get_triggerdef(t.oid))
+  FROM pg_catalog.pg_trigger t
+  JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid
+  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+  WHERE n.nspname IN ('rowguard', 'rowguard_audit') AND NOT t.tgisinternal AND t.tgparentid = 0
+  UNION ALL
+  SELECT n.nspname::text, c.relname::text, '(rule) ' || r.rulename,
+         concat_ws(' | ', r.ev_enabled, pg_catalog.pg_get_ruledef(r.oid))
+  FROM pg_catalog.pg_rewrite r
+  JOIN pg_catalog.pg_class c ON c.oid = r.ev_class
+  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+  WHERE n.nspname IN ('rowguard', 'rowguard_audit') AND r.rulename <> '_RETURN'
 $fn$;
 REVOKE ALL ON FUNCTION rowguard.policy_definitions() FROM PUBLIC;
 
