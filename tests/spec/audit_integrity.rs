@@ -751,6 +751,25 @@ async fn a_clock_put_first_on_the_search_path_does_not_hide_an_event_dated_ahead
 }
 
 #[tokio::test]
+async fn a_replaced_system_clock_is_caught_rather_than_trusted() {
+    // A second review: a superuser can replace pg_catalog.clock_timestamp() itself, which a
+    // search path cannot keep out; verify's "now" then hid an event dated ahead.
+    let trail = Trail::new(20).await;
+    trail
+        .tamper(
+            Attacker::Superuser,
+            "create or replace function pg_catalog.clock_timestamp() returns timestamptz \
+               language sql as $$ select pg_catalog.now() + interval '2 years' $$",
+        )
+        .await;
+    assert_caught(
+        &trail.verify().await,
+        Attacker::Superuser,
+        "the database's clock reads",
+    );
+}
+
+#[tokio::test]
 async fn an_event_dated_at_infinity_is_a_problem_for_verify_and_a_visible_failure_for_the_sealer() {
     // A review: the date cannot be decoded, and the driver panics: verify crashed (exit 101)
     // and the sealing task died while /readyz and the metrics kept their last healthy values.

@@ -211,8 +211,26 @@ pub async fn verify(conn: &DatabaseConnection, options: &VerifyOptions) -> Resul
     Ok(report)
 }
 
+/// How far the database's clock may stand from this machine's before its times are not trusted.
+const CLOCK_TOLERANCE: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
+
 async fn verify_in(conn: &DatabaseTransaction, options: &VerifyOptions) -> Result<Report, DbErr> {
     let mut report = Report::default();
+    // Waits and dates are measured on the database's clock; a superuser can replace even
+    // `pg_catalog.clock_timestamp()`. Two machines' clocks agree to well within minutes.
+    let database_now = database_time(conn).await?;
+    let here = Utc::now();
+    if (database_now - here).abs() > CLOCK_TOLERANCE {
+        report.problem(
+            None,
+            None,
+            format!(
+                "the database's clock reads {database_now}, this machine's {here}: its dates (events waiting, \
+                 dated ahead, checkpoints just signed) cannot be judged (a wrong system clock, or a replaced \
+                 clock function)"
+            ),
+        );
+    }
     // The append path stamps every event with the database's clock, which is never infinite;
     // such a date cannot be read into a time at all, so it is named before the walk.
     let impossible = conn
