@@ -166,8 +166,13 @@ async fn options_without_preflight(
     if request.method() != Method::OPTIONS || preflight {
         return next.run(request).await;
     }
-    match route_of(request.uri().path()) {
+    let path = request.uri().path();
+    match route_of(path) {
         "/graphql" => method_not_allowed().await,
+        // The asset route takes one path segment; deeper paths are not served.
+        "/playground/assets/{name}" if path["/playground/assets/".len()..].contains('/') => {
+            not_found().await.into_response()
+        }
         "other" => not_found().await.into_response(),
         _ => only_get().await,
     }
