@@ -3,11 +3,12 @@
 
 use std::collections::BTreeSet;
 
-use rowguard::db::AccessMode;
+use rowguard::db::{AccessMode, Database};
 use rowguard::principal::AppRole;
 use rowguard_tests::TestDb;
-use rowguard_tests::fixtures::{admit, assign, enroll, stranger};
+use rowguard_tests::fixtures::{Person, admit, assign, enroll, stranger};
 use sea_orm::EntityTrait;
+use uuid::Uuid;
 
 use crate::support::{
     INSUFFICIENT_PRIVILEGE, execute, patients_seen_by, query_count, scope, sqlstate,
@@ -223,15 +224,7 @@ async fn an_emergency_grant_opens_the_care_team_only_while_it_lasts() {
     );
     before.rollback().await.expect("rollback");
 
-    let s = scope(&db, &alice.clinician(), AccessMode::ReadWrite).await;
-    execute(
-        s.conn(),
-        "select rowguard.request_emergency_access($1, 'unresponsive in the emergency department', interval '10 minutes')",
-        [bobs_patient.into()],
-    )
-    .await
-    .expect("break glass");
-    s.commit().await.expect("commit");
+    break_glass(&db, &alice, bobs_patient).await;
 
     let during = scope(&db, &alice.clinician(), AccessMode::ReadOnly).await;
     assert_eq!(
@@ -295,15 +288,7 @@ async fn another_clinicians_emergency_grant_opens_nothing_to_me() {
     let bobs_patient = admit(&owner, "B-1").await;
     assign(&owner, &bob, bobs_patient).await;
     let db = t.gateway(2).await;
-    let s = scope(&db, &alice.clinician(), AccessMode::ReadWrite).await;
-    execute(
-        s.conn(),
-        "select rowguard.request_emergency_access($1, 'unresponsive in the emergency department', interval '10 minutes')",
-        [bobs_patient.into()],
-    )
-    .await
-    .expect("break glass");
-    s.commit().await.expect("commit");
+    break_glass(&db, &alice, bobs_patient).await;
 
     assert_eq!(
         patients_seen_by(&db, &alice.clinician()).await,
@@ -349,4 +334,17 @@ async fn another_clinicians_emergency_grant_opens_nothing_to_me() {
         0,
         "an auditor nobody enrolled sees the grant"
     );
+}
+
+/// `person` takes a ten-minute emergency grant for `patient`.
+async fn break_glass(db: &Database, person: &Person, patient: Uuid) {
+    let s = scope(db, &person.clinician(), AccessMode::ReadWrite).await;
+    execute(
+        s.conn(),
+        "select rowguard.request_emergency_access($1, 'unresponsive in the emergency department', interval '10 minutes')",
+        [patient.into()],
+    )
+    .await
+    .expect("break glass");
+    s.commit().await.expect("commit");
 }

@@ -123,31 +123,26 @@ fn method_of(method: &Method) -> &'static str {
 /// `/graphql` with a method other than GET or POST: a coded error like every other refusal
 /// (and counted under its code, not as a success).
 async fn method_not_allowed() -> axum::response::Response {
-    use axum::response::IntoResponse;
-    let mut response = crate::error::ApiError::new(
-        crate::error::ErrorCode::BadUserInput,
+    refuse_method(
         "send GraphQL requests with GET (queries) or POST",
+        "GET, POST",
     )
-    .with_status(axum::http::StatusCode::METHOD_NOT_ALLOWED)
-    .into_response();
-    response
-        .headers_mut()
-        .insert(header::ALLOW, HeaderValue::from_static("GET, POST"));
-    response
 }
 
-/// The read-only routes with another method: coded, like every other refusal.
+/// The read-only routes with another method.
 async fn only_get() -> axum::response::Response {
+    refuse_method("this path answers GET only", "GET, HEAD")
+}
+
+/// A coded 405 naming the methods the path answers.
+fn refuse_method(message: &'static str, allow: &'static str) -> axum::response::Response {
     use axum::response::IntoResponse;
-    let mut response = crate::error::ApiError::new(
-        crate::error::ErrorCode::BadUserInput,
-        "this path answers GET only",
-    )
-    .with_status(axum::http::StatusCode::METHOD_NOT_ALLOWED)
-    .into_response();
+    let mut response = crate::error::ApiError::new(crate::error::ErrorCode::BadUserInput, message)
+        .with_status(axum::http::StatusCode::METHOD_NOT_ALLOWED)
+        .into_response();
     response
         .headers_mut()
-        .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
     response
 }
 
