@@ -1125,6 +1125,42 @@ async fn re_hashing_with_a_replaced_canonical_function_is_caught() {
 }
 
 #[tokio::test]
+async fn after_a_key_rotation_the_new_key_does_not_sign_the_head_the_old_key_signed() {
+    // A review: the new key signed the old head again; the database kept the old key's row
+    // for that link, and the new file clashed with the old one, an error and a seal error on
+    // every rotation.
+    let mut trail = Trail::new(20).await;
+    let new = Arc::new(AuditSigner::generate());
+    trail.signer = new.clone();
+    trail.sealer = sealer(&trail.db, &new, &trail.dir);
+    trail.last_checkpoint = None;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let round = trail
+            .sealer
+            .round(&mut trail.last_checkpoint)
+            .await
+            .expect("round");
+        assert_eq!(
+            round.checkpoint, None,
+            "the old key's head was signed again"
+        );
+        if round.leader {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the lease never passed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    trail.append(3).await;
+    trail.seal_all().await;
+    assert_eq!(
+        trail.verify().await.latest_checkpoint,
+        Some(23),
+        "the new key signs from the next link on"
+    );
+}
+
+#[tokio::test]
 async fn a_forged_or_altered_checkpoint_is_caught() {
     for attacker in ATTACKERS {
         let trail = Trail::new(50).await;
