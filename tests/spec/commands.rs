@@ -885,3 +885,35 @@ fn dev_as_root_refuses_a_data_directory_another_account_created_in_a_shared_dire
     );
     assert!(stderr.contains("refusing to use it"), "{stderr}");
 }
+
+#[test]
+fn audit_keygen_writes_a_private_key_that_openssl_reads_and_its_public_key_beside_it() {
+    // A review: the private key was PKCS#8 version 2, which OpenSSL 3 and Python's
+    // `cryptography` refuse, so an operator could not check or convert it with either.
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("rowguard-keygen-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let key = dir.join("audit-key.pem");
+    let status = Command::new(CLI)
+        .args(["audit", "keygen"])
+        .arg(&key)
+        .stdout(Stdio::null())
+        .status()
+        .expect("keygen");
+    assert!(status.success());
+    let mode = std::fs::metadata(&key).expect("key").permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "the private key is the owner's only");
+    let derived = Command::new("openssl")
+        .args(["pkey", "-pubout", "-in"])
+        .arg(&key)
+        .output()
+        .expect("openssl");
+    assert!(
+        derived.status.success(),
+        "openssl could not read the key: {}",
+        String::from_utf8_lossy(&derived.stderr)
+    );
+    let public = std::fs::read_to_string(dir.join("audit-key.pem.pub")).expect("public key");
+    assert_eq!(String::from_utf8_lossy(&derived.stdout), public);
+    let _ = std::fs::remove_dir_all(&dir);
+}

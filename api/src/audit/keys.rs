@@ -80,12 +80,17 @@ impl AuditSigner {
         self.key.verifying_key()
     }
 
-    /// The private key as PKCS#8 PEM.
+    /// The private key as PKCS#8 PEM, version 1 (the secret alone), as `openssl genpkey`
+    /// writes it: OpenSSL 3 and Python's `cryptography` cannot read version 2, which carries
+    /// the public key too.
     pub fn private_pem(&self) -> Result<String, String> {
-        self.key
-            .to_pkcs8_pem(LineEnding::LF)
-            .map(|pem| pem.to_string())
-            .map_err(|e| e.to_string())
+        ed25519_dalek::pkcs8::KeypairBytes {
+            secret_key: self.key.to_bytes(),
+            public_key: None,
+        }
+        .to_pkcs8_pem(LineEnding::LF)
+        .map(|pem| pem.to_string())
+        .map_err(|e| e.to_string())
     }
 
     /// The public key as SPKI PEM, for verifiers.
