@@ -258,7 +258,7 @@ async fn verify_in(conn: &DatabaseTransaction, options: &VerifyOptions) -> Resul
         );
         return Ok(report);
     }
-    let trusted = checkpoints(conn, options, &mut report).await?;
+    let trusted = checkpoints(conn, options, database_now, &mut report).await?;
     report.latest_checkpoint = trusted.keys().next_back().copied();
     let archived_months = archives(conn, options, &mut report).await?;
     let mut archived_links: BTreeMap<String, LinksDigest> = BTreeMap::new();
@@ -598,10 +598,11 @@ async fn archives(
 }
 
 /// Checks every checkpoint's signature, in the database and in the directory, and returns the
-/// trusted ones by link number.
+/// trusted ones by link number. `now` is the database's clock, read as verification began.
 async fn checkpoints(
     conn: &DatabaseTransaction,
     options: &VerifyOptions,
+    now: chrono::DateTime<Utc>,
     report: &mut Report,
 ) -> Result<BTreeMap<i64, CheckpointBody>, DbErr> {
     // The directory is read before the database: the sealer writes a checkpoint's file only
@@ -770,7 +771,6 @@ async fn checkpoints(
         // nothing: the signed copy in the database still binds the chain.
         let newest_file = in_directory.keys().next_back().copied();
         let newest_in_database = in_database.keys().next_back().copied();
-        let now = database_time(conn).await?;
         for (seq, body) in &in_database {
             if in_directory.contains_key(seq) {
                 continue;
