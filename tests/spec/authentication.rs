@@ -538,6 +538,91 @@ async fn a_namespaced_roles_claim_is_matched_whole() {
     assert_eq!(mrns(&reply), set(&["A-1"]), "{}", reply.body);
 }
 
+/// A gateway reading roles from Keycloak's `realm_access.roles`, mapping `doctor` and
+/// `care-coordinator`; carol is enrolled and two patients exist.
+async fn world_with_realm_roles() -> (TestDb, TestIssuer, TestApp) {
+    let t = TestDb::new().await;
+    let issuer = TestIssuer::start().await;
+    let owner = t.owner().await;
+    enroll_at(&owner, issuer.url(), "carol").await;
+    admit(&owner, "U-1").await;
+    admit(&owner, "U-2").await;
+    let mut settings = oidc_settings(&issuer);
+    settings.roles_claim = "realm_access.roles".into();
+    settings.role_map = rowguard::settings::RoleMap(
+        [
+            ("doctor".to_owned(), rowguard::principal::AppRole::Clinician),
+            (
+                "care-coordinator".to_owned(),
+                rowguard::principal::AppRole::Coordinator,
+            ),
+        ]
+        .into_iter()
+        .collect(),
+    );
+    let app = TestApp::start_adjusted(&t, &issuer, |s| s.oidc = settings).await;
+    app.wait_for_keys().await;
+    (t, issuer, app)
+}
+
+#[tokio::test]
+async fn a_token_naming_roles_both_under_the_path_and_as_a_claim_of_that_name_gets_no_role() {
+    let (_t, issuer, app) = world_with_realm_roles().await;
+    // A claim literally named `realm_access.roles` (say, a profile attribute the user can edit,
+    // copied by a mapper) beside the provider's own nested roles.
+    let token = issuer
+        .token("carol")
+        .claim("realm_access", json!({ "roles": ["doctor"] }))
+        .claim("realm_access.roles", json!(["care-coordinator"]))
+        .mint();
+    let reply = app.graphql(Some(&token), MY_PATIENTS, json!({})).await;
+    assert_eq!(
+        (reply.status, reply.code()),
+        (403, Some("FORBIDDEN")),
+        "{}",
+        reply.body
+    );
+}
+
+#[tokio::test]
+async fn a_roles_claim_given_as_one_text_is_one_value_matched_whole() {
+    let (_t, issuer, app) = world_with_realm_roles().await;
+    let title = issuer
+        .token("carol")
+        .claim(
+            "realm_access",
+            json!({ "roles": "former care-coordinator" }),
+        )
+        .mint();
+    let reply = app.graphql(Some(&title), MY_PATIENTS, json!({})).await;
+    assert_eq!(
+        (reply.status, reply.code()),
+        (403, Some("FORBIDDEN")),
+        "{}",
+        reply.body
+    );
+
+    let single = issuer
+        .token("carol")
+        .claim("realm_access", json!({ "roles": "care-coordinator" }))
+        .mint();
+    let reply = app.graphql(Some(&single), MY_PATIENTS, json!({})).await;
+    assert_eq!(mrns(&reply), set(&["U-1", "U-2"]), "{}", reply.body);
+}
+
+#[tokio::test]
+async fn a_token_issued_in_the_future_is_refused_as_such_not_as_expired() {
+    let (_t, issuer, app) = world().await;
+    // Past the 60 s clock skew allowance, and well within its lifetime.
+    let token = issuer.token("alice").times(600, 300).mint();
+    let reply = app.graphql(Some(&token), MY_PATIENTS, json!({})).await;
+    assert_eq!(reply.status, 401, "{}", reply.body);
+    assert_eq!(
+        reply.body["errors"][0]["message"],
+        "the token was issued in the future (check the issuer's clock)"
+    );
+}
+
 // Which application a token was minted for ----------------------------------------------------
 
 /// A gateway that accepts tokens of the SPA client only, for either audience.

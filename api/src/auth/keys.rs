@@ -103,6 +103,14 @@ impl KeyStore {
             })
             .inc();
         let metadata = metadata.map_err(|e| KeyLoadError::Fetch(error_chain(&e)))?;
+        // The issuer's own URL was checked at start; the key set's comes from its discovery
+        // document, and keys fetched in the clear could be anybody's.
+        if !crate::settings::oidc::is_protected(metadata.jwks_uri().url()) {
+            return Err(KeyLoadError::Fetch(
+                "the provider's jwks_uri is not https (plain http only to a loopback IP): its keys are not used"
+                    .into(),
+            ));
+        }
         let keys = metadata.jwks().clone();
         let count = keys.keys().len();
         if let Ok(mut slot) = self.keys.write() {

@@ -221,7 +221,8 @@ impl Rules {
         .set_time_fn(move || Utc::now() - skew)
         .set_issue_time_verifier_fn(move |iat| {
             if iat > Utc::now() + skew {
-                Err(format!("issued at {iat}, in the future"))
+                // openidconnect reports this as `Expired`; the marker tells the two apart.
+                Err(ISSUED_IN_THE_FUTURE.to_owned())
             } else {
                 Ok(())
             }
@@ -328,26 +329,31 @@ impl Rules {
     /// The app roles granted by the roles claim, in precedence order (clinician first).
     fn roles(&self, extra: &HashMap<String, Value>) -> Vec<AppRole> {
         // A claim whose name itself contains dots (Auth0's namespaced claims such as
-        // `https://example.org/roles`) is taken whole; otherwise the dots are a path.
-        let value = extra.get(&self.roles_claim.join(".")).or_else(|| {
+        // `https://example.org/roles`) is taken whole; otherwise the dots are a path. A token
+        // carrying both grants nothing: which one the provider meant cannot be told, and the
+        // other may be a claim a user can set (a copied profile attribute).
+        let whole = (self.roles_claim.len() > 1)
+            .then(|| extra.get(&self.roles_claim.join(".")))
+            .flatten();
+        let nested = {
             let mut path = self.roles_claim.iter();
-            let mut value = extra.get(path.next()?);
-            for segment in path {
-                value = value.and_then(|v| v.get(segment));
-            }
-            value
-        });
+            path.next().and_then(|first| {
+                path.try_fold(extra.get(first)?, |value, segment| value.get(segment))
+            })
+        };
+        let value = match (whole, nested) {
+            (Some(_), Some(_)) => None,
+            (whole, nested) => whole.or(nested),
+        };
         let granted: Vec<AppRole> = match value {
             Some(Value::Array(items)) => items
                 .iter()
                 .filter_map(Value::as_str)
                 .filter_map(|v| self.role_map.get(v))
                 .collect(),
-            // Space-separated lists (as in `scope`) are common too.
-            Some(Value::String(s)) => s
-                .split_whitespace()
-                .filter_map(|v| self.role_map.get(v))
-                .collect(),
+            // One value, matched whole: a single-valued attribute ("former coordinator", a job
+            // title) is not a list of roles.
+            Some(Value::String(s)) => self.role_map.get(s).into_iter().collect(),
             _ => Vec::new(),
         };
         AppRole::ALL
@@ -442,8 +448,14 @@ fn signature_rejection(e: SignatureVerificationError) -> Rejection {
     reject(message, detail)
 }
 
+/// What the issue-time check answers for a token issued in the future.
+const ISSUED_IN_THE_FUTURE: &str = "issued in the future";
+
 fn claims_rejection(e: ClaimsVerificationError) -> Rejection {
     let message = match &e {
+        ClaimsVerificationError::Expired(m) if m == ISSUED_IN_THE_FUTURE => {
+            "the token was issued in the future (check the issuer's clock)"
+        }
         ClaimsVerificationError::Expired(_) => "the token has expired",
         ClaimsVerificationError::InvalidIssuer(_) => "the token was issued by an untrusted issuer",
         ClaimsVerificationError::InvalidAudience(_) => "the token was issued for another audience",
@@ -459,6 +471,9 @@ fn claims_rejection(e: ClaimsVerificationError) -> Rejection {
     // Only the kind of failure: openidconnect checks the issuer and audience before the
     // signature, and its messages quote the token's (so far unverified) values.
     let detail = match &e {
+        ClaimsVerificationError::Expired(m) if m == ISSUED_IN_THE_FUTURE => {
+            "claims check failed: iat in the future"
+        }
         ClaimsVerificationError::Expired(_) => "claims check failed: expired",
         ClaimsVerificationError::InvalidIssuer(_) => {
             "claims check failed: iss is not ROWGUARD_OIDC_ISSUER (compare them byte for byte, trailing slash included)"

@@ -139,19 +139,13 @@ impl OidcSettings {
             .map_err(|e| format!("ROWGUARD_OIDC_ISSUER {issuer:?} is not a URL: {e}"))?;
         match url.scheme() {
             "https" => {}
+            "http" if is_protected(&url) => {}
             "http" => {
-                let loopback = match url.host() {
-                    Some(openidconnect::url::Host::Ipv4(ip)) => ip.is_loopback(),
-                    Some(openidconnect::url::Host::Ipv6(ip)) => ip.is_loopback(),
-                    _ => false,
-                };
-                if !loopback || !url.username().is_empty() || url.password().is_some() {
-                    return Err(format!(
-                        "ROWGUARD_OIDC_ISSUER {issuer:?} uses plain http: tokens and keys would cross the network \
-                         unprotected. Use https (plain http is accepted only for a loopback IP address such as \
-                         http://127.0.0.1:8081)"
-                    ));
-                }
+                return Err(format!(
+                    "ROWGUARD_OIDC_ISSUER {issuer:?} uses plain http: tokens and keys would cross the network \
+                     unprotected. Use https (plain http is accepted only for a loopback IP address such as \
+                     http://127.0.0.1:8081)"
+                ));
             }
             _ => {
                 return Err(format!(
@@ -246,6 +240,24 @@ fn parse_token_kind(value: &str) -> Result<TokenKind, String> {
     }
 }
 
+/// Whether keys fetched from `url` arrive protected: over https, or over plain http only from
+/// a loopback IP literal with no user info (a host *name*, even `localhost`, could be resolved
+/// elsewhere; the host is what the URL parser finds, not the text after `//`).
+pub fn is_protected(url: &openidconnect::url::Url) -> bool {
+    match url.scheme() {
+        "https" => true,
+        "http" => {
+            let loopback = match url.host() {
+                Some(openidconnect::url::Host::Ipv4(ip)) => ip.is_loopback(),
+                Some(openidconnect::url::Host::Ipv6(ip)) => ip.is_loopback(),
+                _ => false,
+            };
+            loopback && url.username().is_empty() && url.password().is_none()
+        }
+        _ => false,
+    }
+}
+
 fn parse_role_map(value: &str) -> Result<RoleMap, String> {
     let mut map = BTreeMap::new();
     for pair in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -258,7 +270,11 @@ fn parse_role_map(value: &str) -> Result<RoleMap, String> {
             .ok_or_else(|| {
                 format!("{app:?} is not an app role (expected clinician, coordinator or auditor)")
             })?;
-        map.insert(idp.trim().to_owned(), role);
+        if map.insert(idp.trim().to_owned(), role).is_some() {
+            // Read as "the last one wins", a second entry would silently change what an
+            // earlier line of the configuration grants.
+            return Err(format!("{:?} is mapped more than once", idp.trim()));
+        }
     }
     if map.is_empty() {
         return Err("the role map is empty: nobody could be granted a role".into());
@@ -276,6 +292,12 @@ mod tests {
         assert_eq!(map.get("doctor"), Some(AppRole::Clinician));
         assert_eq!(map.get("care-coordinator"), Some(AppRole::Coordinator));
         assert_eq!(map.get("nurse"), None);
+    }
+
+    #[test]
+    fn a_role_map_naming_one_value_twice_is_refused() {
+        let refused = parse_role_map("admin=coordinator,doctor=clinician,admin=clinician");
+        assert!(refused.is_err_and(|e| e.contains("\"admin\" is mapped more than once")));
     }
 
     #[test]

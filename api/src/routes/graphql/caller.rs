@@ -63,9 +63,11 @@ impl FromRequestParts<AppState> for Caller {
 /// The bearer token from the `Authorization` header. Tokens in the URL are refused outright:
 /// URLs end up in logs, browser history and referrers.
 pub fn bearer_token<'h>(uri: &Uri, headers: &'h HeaderMap) -> Result<&'h str, AuthError> {
+    // Names are compared decoded: `access%5Ftoken` is the same parameter to anything that
+    // reads the URL.
     let in_query = uri.query().is_some_and(|q| {
-        q.split('&')
-            .any(|pair| pair.split('=').next() == Some("access_token"))
+        serde_urlencoded::from_str::<Vec<(String, String)>>(q)
+            .is_ok_and(|pairs| pairs.iter().any(|(name, _)| name == "access_token"))
     });
     if in_query {
         return Err(AuthError::InvalidRequest(
@@ -176,6 +178,10 @@ mod tests {
     fn a_token_in_the_url_is_refused_even_with_a_header() {
         assert!(matches!(
             token_of("/graphql?query=x&access_token=abc", &["Bearer abc"]),
+            Err(AuthError::InvalidRequest(_))
+        ));
+        assert!(matches!(
+            token_of("/graphql?access%5Ftoken=abc", &["Bearer abc"]),
             Err(AuthError::InvalidRequest(_))
         ));
         assert!(token_of("/graphql?my_access_token=abc", &["Bearer abc"]).is_ok());
