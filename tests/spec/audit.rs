@@ -7,6 +7,7 @@ use migration::MigratorTrait;
 use rowguard::audit::batch::{BatchedEvent, Reader};
 use rowguard::audit::record::{AuditAction, AuditContext, AuditEntry, AuditOutcome, append};
 use rowguard::db::{AccessMode, RequestIds};
+use rowguard::graphql::{RequestBudget, RequestDb};
 use rowguard::principal::AppRole;
 use rowguard_tests::app::{GraphqlReply, TestApp};
 use rowguard_tests::fixtures::{Person, admit, assign, enroll_at, stranger};
@@ -935,6 +936,162 @@ async fn break_glass_opens_one_patient_audited_as_emergency_and_an_auditor_revie
         )
         .await;
     assert_eq!(pending.data()["emergencyAccessGrants"], json!([]));
+}
+
+#[tokio::test]
+async fn an_emergency_reason_of_invisible_or_terminal_control_characters_is_refused() {
+    // A review: the reason is all an auditor judges a grant by, and zero-width spaces passed
+    // the length and word counts, as did escape sequences that repaint an auditor's terminal.
+    let w = World::new(|_| {}).await;
+    let alice = w.token("alice", "clinician");
+    let query = "mutation($p: ID!, $r: String!) { requestEmergencyAccess(input: { patientId: $p, reason: $r }) { id } }";
+    for reason in [
+        "\u{200b} \u{200b} \u{200b} \u{200b}\u{200b}\u{200b}\u{200b}\u{200b}\u{200b}\u{200b}\u{200b}\u{200b}\u{200b}\u{200b}\u{200b}\u{200b}",
+        "\u{1b}[2J\u{1b}[31mAPPROVED by the auditor on call",
+        "Cardiac arrest in ward 3 \u{202e}detalsnart",
+    ] {
+        let reply = w
+            .app
+            .graphql(Some(&alice), query, json!({ "p": w.b1, "r": reason }))
+            .await;
+        assert_eq!(
+            (reply.status, reply.code()),
+            (400, Some("BAD_USER_INPUT")),
+            "{reason:?}: {}",
+            reply.body
+        );
+    }
+    assert_eq!(
+        query_count(
+            &w.admin,
+            "select count(*) as value from rowguard.emergency_grants"
+        )
+        .await
+        .expect("count"),
+        0,
+        "nothing granted"
+    );
+    let multi_line =
+        "Unconscious patient in the emergency department,\nno assigned clinician on site";
+    let reply = w
+        .app
+        .graphql(Some(&alice), query, json!({ "p": w.b1, "r": multi_line }))
+        .await;
+    assert_eq!(reply.status, 200, "line breaks are text: {}", reply.body);
+}
+
+#[tokio::test]
+async fn the_review_queue_lists_the_oldest_pending_grant_first_however_many_follow() {
+    // A review: the list was the newest 1,000, so a clinician who then requested a thousand
+    // more grants pushed the one they wanted nobody to look at out of the auditor's queue.
+    let w = World::new(|_| {}).await;
+    let alice = w.token("alice", "clinician");
+    let first = request_access(&w, &alice, w.b1).await;
+    let first_id = first.data()["requestEmergencyAccess"]["id"].clone();
+    assert!(first_id.is_string(), "{}", first.body);
+    execute(
+        &w.admin,
+        "insert into rowguard.emergency_grants (clinician_id, patient_id, reason, expires_at) \
+         select g.clinician_id, g.patient_id, g.reason, g.expires_at \
+         from rowguard.emergency_grants g, generate_series(1, 1000)",
+        [],
+    )
+    .await
+    .expect("a thousand more");
+    let dave = w.token("dave", "auditor");
+    let pending = w
+        .app
+        .graphql(
+            Some(&dave),
+            "{ emergencyAccessGrants(pendingReview: true) { id } }",
+            json!({}),
+        )
+        .await;
+    let listed = pending.data()["emergencyAccessGrants"]
+        .as_array()
+        .expect("a list");
+    assert_eq!(listed.len(), 1000, "{}", pending.body);
+    assert_eq!(listed[0]["id"], first_id, "the oldest first");
+}
+
+/// A request of `who` that read `patient` and then failed in another field, held open so that
+/// the test can change the world between the read and its recording.
+async fn a_read_that_then_fails(w: &World, who: &Person, patient: Uuid) -> (RequestDb, Uuid) {
+    let request_id = Uuid::new_v4();
+    let request = RequestDb::new(
+        w.app.db.clone(),
+        who.clinician(),
+        false,
+        RequestIds::from(request_id),
+        Some(AuditContext {
+            operation_name: Some("ReadThenFail".into()),
+            persisted_query_hash: None,
+            client_id: None,
+            failures: Default::default(),
+        }),
+        RequestBudget::starting_now(50, 1 << 20, std::time::Duration::from_secs(30)),
+    );
+    {
+        let conn = request.conn().await.expect("the request's scope");
+        let seen = query_count(
+            &conn,
+            &format!("select count(*) as value from rowguard.patients where id = '{patient}'"),
+        )
+        .await
+        .expect("the read");
+        assert_eq!(seen, 1, "the patient is visible to the read");
+    }
+    request.record(AuditAction::Read, AuditOutcome::Success, [patient]);
+    (request, request_id)
+}
+
+#[tokio::test]
+async fn a_failed_request_records_its_read_with_the_reader_the_read_ran_as() {
+    // A review: a request with an error was recorded in a new transaction that looked the
+    // person up again, so a clinician deactivated meanwhile was recorded as nobody.
+    let w = World::new(|_| {}).await;
+    let (request, request_id) = a_read_that_then_fails(&w, &w.alice, w.a1).await;
+    execute(
+        &w.admin,
+        "update rowguard.clinicians set active = false where id = $1",
+        [w.alice.id.into()],
+    )
+    .await
+    .expect("deactivated");
+    request.finish(true).await.expect("recorded");
+    assert_eq!(
+        events_of(&w.admin, request_id).await,
+        vec![event("read", "success", "treatment", &[w.a1], &w.alice)]
+    );
+}
+
+#[tokio::test]
+async fn a_failed_request_records_a_read_through_a_grant_that_expired_since_as_emergency() {
+    // A review: the purpose was decided again when the failed request was recorded, so a read
+    // made through a grant that expired in between was recorded as treatment.
+    let w = World::new(|_| {}).await;
+    execute(
+        &w.admin,
+        "insert into rowguard.emergency_grants (clinician_id, patient_id, reason, granted_at, expires_at) \
+         values ($1, $2, 'Unconscious patient, no assigned clinician on site', \
+                 now() - interval '10 minutes', now() + interval '1 hour')",
+        [w.alice.id.into(), w.b1.into()],
+    )
+    .await
+    .expect("a grant");
+    let (request, request_id) = a_read_that_then_fails(&w, &w.alice, w.b1).await;
+    execute(
+        &w.admin,
+        "update rowguard.emergency_grants set expires_at = now() - interval '1 second'",
+        [],
+    )
+    .await
+    .expect("expired");
+    request.finish(true).await.expect("recorded");
+    assert_eq!(
+        events_of(&w.admin, request_id).await,
+        vec![event("read", "success", "emergency", &[w.b1], &w.alice)]
+    );
 }
 
 #[tokio::test]

@@ -494,6 +494,32 @@ async fn invalid_input_is_bad_user_input_naming_the_field() {
 }
 
 #[tokio::test]
+async fn a_patient_name_with_a_direction_override_or_an_invisible_character_is_refused() {
+    // A review: names are what a clinician checks before acting on a record, and a right-to-
+    // left override or a zero-width space lets one name pass for another.
+    let w = World::new().await;
+    for (field, value) in [
+        ("givenName", "Ann\u{202e}ah"),
+        ("familyName", "Smi\u{200b}th"),
+        ("givenName", "Ann\u{1b}[8m"),
+    ] {
+        let vars =
+            json!({ "input": { "id": w.patients["A-1"], "expectedVersion": 1, field: value } });
+        let reply = w.app.operation(&w.alice(), "UpdatePatient", vars).await;
+        assert_eq!(
+            (reply.status, reply.code()),
+            (400, Some("BAD_USER_INPUT")),
+            "{value:?}: {}",
+            reply.body
+        );
+        let message = reply.body["errors"][0]["message"]
+            .as_str()
+            .expect("message");
+        assert!(message.starts_with(&format!("input.{field}")), "{message}");
+    }
+}
+
+#[tokio::test]
 async fn concurrent_updates_with_the_same_version_exactly_one_wins() {
     let w = World::new().await;
     let bob = w.token("bob", "clinician");
@@ -945,6 +971,117 @@ async fn a_persisted_query_one_person_registered_is_unknown_to_everyone_else() {
     assert_eq!(
         again.body, registered.body,
         "its own registrant still uses it"
+    );
+}
+
+#[tokio::test]
+async fn a_persisted_query_refused_by_the_limits_is_not_registered() {
+    // A review: registration came before the limits and the quota, so refused requests (over
+    // quota, too large) filled the store and pushed out what others had registered.
+    let w = World::new().await;
+    let aliases: String = (0..31).map(|i| format!(" a{i}: me {{ id }}")).collect();
+    let query = format!("query Wide {{{aliases} }}");
+    let query = query.as_str();
+    let extensions = json!({ "persistedQuery": { "version": 1, "sha256Hash": apq_hash(query) } });
+    let post = |body: Value| {
+        w.app
+            .http
+            .post(w.app.url("/graphql"))
+            .bearer_auth(w.alice())
+            .json(&body)
+            .send()
+    };
+    let refused = GraphqlReply::from(
+        post(json!({ "query": query, "extensions": extensions }))
+            .await
+            .expect("reply"),
+    )
+    .await;
+    assert_eq!(refused.code(), Some("BAD_USER_INPUT"), "{}", refused.body);
+    let by_hash = GraphqlReply::from(
+        post(json!({ "extensions": extensions }))
+            .await
+            .expect("reply"),
+    )
+    .await;
+    assert_eq!(
+        by_hash.code(),
+        Some("PERSISTED_QUERY_NOT_FOUND"),
+        "{}",
+        by_hash.body
+    );
+}
+
+#[tokio::test]
+async fn a_get_request_runs_the_operation_its_operation_name_names() {
+    // A review: the engine's query-string reader knows only `operation_name`, so Apollo
+    // Client's `operationName` was ignored: a document's first operation ran (or none), and
+    // the audit trail recorded no operation name.
+    let w = World::new().await;
+    let get = |params: &[(&str, &str)]| {
+        w.app
+            .http
+            .get(w.app.url("/graphql"))
+            .query(params)
+            .bearer_auth(w.alice())
+            .send()
+    };
+    let document = "query Id { me { id } } query Name { me { displayName } }";
+    let named = GraphqlReply::from(
+        get(&[("query", document), ("operationName", "Name")])
+            .await
+            .expect("reply"),
+    )
+    .await;
+    assert_eq!(
+        named.data()["me"],
+        json!({ "displayName": "Dr. alice" }),
+        "{}",
+        named.body
+    );
+    let both = GraphqlReply::from(
+        get(&[
+            ("query", document),
+            ("operationName", "Name"),
+            ("operation_name", "Id"),
+        ])
+        .await
+        .expect("reply"),
+    )
+    .await;
+    assert_eq!(
+        (both.status, both.code()),
+        (400, Some("BAD_USER_INPUT")),
+        "{}",
+        both.body
+    );
+}
+
+#[tokio::test]
+async fn a_syntax_error_says_where_without_repeating_the_document() {
+    let w = World::new().await;
+    let reply = w
+        .app
+        .graphql(
+            Some(&w.alice()),
+            "{ me { displayName } } Ivo Marker was searched for",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        (reply.status, reply.code()),
+        (400, Some("BAD_USER_INPUT")),
+        "{}",
+        reply.body
+    );
+    let message = reply.body["errors"][0]["message"]
+        .as_str()
+        .expect("a message");
+    assert!(message.starts_with("syntax error"), "{message}");
+    assert!(!reply.body.to_string().contains("Marker"), "{}", reply.body);
+    assert_eq!(
+        reply.body["errors"][0]["locations"][0],
+        json!({ "line": 1, "column": 24 })
     );
 }
 

@@ -104,6 +104,47 @@ impl World {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_document_that_does_not_parse_is_charged_and_says_so() {
+    // A review: a document refused before it was measured (not valid GraphQL, not a trusted
+    // document, an unknown persisted query) was never charged, so it could be sent without end,
+    // and parsing a megabyte of it is the dearest thing an unauthorised-to-run request can ask.
+    let w = World::new(QuotaMode::Enforce, 1, 30, None).await;
+    let alice = w.issuer.token("alice").mint();
+    let mut codes = Vec::new();
+    for _ in 0..60 {
+        let response = w
+            .app
+            .http
+            .post(w.app.url("/graphql"))
+            .bearer_auth(&alice)
+            .json(&json!({ "query": "{ me { id }" }))
+            .send()
+            .await
+            .expect("reply");
+        let state = response
+            .headers()
+            .get("ratelimit")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let status = response.status().as_u16();
+        if status == 400 {
+            assert!(
+                state
+                    .as_deref()
+                    .is_some_and(|s| s.starts_with("\"person\";r=")),
+                "a charged refusal carries the quota's state: {state:?}"
+            );
+        }
+        codes.push(status);
+    }
+    assert_eq!(codes[0], 400);
+    assert!(
+        codes.contains(&429),
+        "sixty unparseable documents within a burst of 30: {codes:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_persons_burst_is_limited_before_the_database_and_others_are_unaffected() {
     // 30 units at once, one more per second: two pages of 12 fit, the third does not.
     let w = World::new(QuotaMode::Enforce, 1, 30, None).await;

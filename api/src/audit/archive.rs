@@ -126,21 +126,104 @@ pub async fn archive(
         .collect();
 
     // The export holds patient ids: readable by its owner only.
-    let mut file = std::fs::OpenOptions::new()
+    let file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(out)
         .map_err(|e| format!("{}: {e}", out.display()))?;
+    let exported = export_and_detach(
+        owner,
+        ExportOf {
+            month,
+            name: &name,
+            partition: &partition,
+            links: &links,
+            events: &events,
+            seq_to_event: &seq_to_event,
+        },
+        file,
+        out,
+        signer,
+    )
+    .await;
+    let statement = match exported {
+        Ok((body, statement)) => {
+            if let Some(dir) = &options.checkpoint_dir {
+                dir.write_archive(&name, &statement).map_err(|e| {
+                    format!(
+                        "the month was archived, but the statement was not written to {}: {e}",
+                        dir.root().display()
+                    )
+                })?;
+            }
+            return Ok(body);
+        }
+        Err(ArchiveFailed::BeforeCommit(reason)) => {
+            // Nothing was archived: the export is not left behind to be taken for one (and to
+            // make the next attempt refuse an existing file).
+            let _ = std::fs::remove_file(out);
+            return Err(reason);
+        }
+        Err(ArchiveFailed::AtCommit(reason)) => reason,
+    };
+    Err(format!(
+        "committing the archive failed ({statement}); it may or may not have been applied: {} \
+         is kept, and `rowguard audit verify` tells whether the month was detached",
+        out.display()
+    ))
+}
+
+/// What one month's export is made of.
+struct ExportOf<'a> {
+    month: NaiveDate,
+    name: &'a str,
+    partition: &'a str,
+    links: &'a [ArchivedLink],
+    events: &'a std::collections::HashMap<i64, EventRow>,
+    seq_to_event: &'a std::collections::HashMap<i64, i64>,
+}
+
+/// Why an archive failed: before its transaction's commit was sent (nothing changed), or at the
+/// commit (the outcome is unknown).
+enum ArchiveFailed {
+    BeforeCommit(String),
+    AtCommit(String),
+}
+
+/// How long the detach waits for the month's partition: it needs the partition to itself, and
+/// while it waits every new audit event queues behind it.
+const DETACH_LOCK_TIMEOUT: &str = "5s";
+
+/// Writes the export to `file`, then records the signed statement and detaches the partition
+/// in one transaction.
+async fn export_and_detach(
+    owner: &DatabaseConnection,
+    of: ExportOf<'_>,
+    mut file: std::fs::File,
+    out: &Path,
+    signer: &AuditSigner,
+) -> Result<(ArchiveBody, SignedCheckpoint), ArchiveFailed> {
+    use ArchiveFailed::BeforeCommit;
+    let ExportOf {
+        month,
+        name,
+        partition,
+        links,
+        events,
+        seq_to_event,
+    } = of;
     let mut file_hash = Sha256::new();
     let mut digest = LinksDigest::default();
-    for link in &links {
+    for link in links {
         let event = seq_to_event
             .get(&link.seq)
             .and_then(|id| events.get(id))
-            .ok_or_else(|| format!("link {} lost its event while exporting", link.seq))?;
-        let event_json =
-            String::from_utf8(canonical(CanonicalVersion::V2, event)).map_err(|e| e.to_string())?;
+            .ok_or_else(|| {
+                BeforeCommit(format!("link {} lost its event while exporting", link.seq))
+            })?;
+        let event_json = String::from_utf8(canonical(CanonicalVersion::V2, event))
+            .map_err(|e| BeforeCommit(e.to_string()))?;
         let line = format!(
             "{{\"seq\":{},\"link_version\":{},\"link_hash\":\"{}\",\"event\":{}}}\n",
             link.seq,
@@ -149,12 +232,12 @@ pub async fn archive(
             event_json
         );
         file.write_all(line.as_bytes())
-            .map_err(|e| format!("{}: {e}", out.display()))?;
+            .map_err(|e| BeforeCommit(format!("{}: {e}", out.display())))?;
         file_hash.update(line.as_bytes());
         digest.add(link.seq, &link.hash);
     }
     file.sync_all()
-        .map_err(|e| format!("{}: {e}", out.display()))?;
+        .map_err(|e| BeforeCommit(format!("{}: {e}", out.display())))?;
     // The file's name too, before the partition is detached: a power loss must not keep the
     // detach and lose the directory entry.
     let directory = match out.parent() {
@@ -163,11 +246,11 @@ pub async fn archive(
     };
     std::fs::File::open(directory)
         .and_then(|dir| dir.sync_all())
-        .map_err(|e| format!("{}: {e}", directory.display()))?;
+        .map_err(|e| BeforeCommit(format!("{}: {e}", directory.display())))?;
 
     let body = ArchiveBody {
         format: FORMAT.to_owned(),
-        month: name.clone(),
+        month: name.to_owned(),
         events: digest.count,
         links_digest: digest.finish(),
         export_sha256: hex(&file_hash.finalize()),
@@ -177,7 +260,11 @@ pub async fn archive(
     let statement = SignedCheckpoint::sign_statement(signer, &body);
 
     // Record the statement and detach the partition in one transaction: either both or neither.
-    let txn = owner.begin().await.map_err(|e| e.to_string())?;
+    let database = |e: sea_orm::DbErr| BeforeCommit(e.to_string());
+    let txn = owner.begin().await.map_err(database)?;
+    txn.execute_unprepared(&format!("set local lock_timeout = '{DETACH_LOCK_TIMEOUT}'"))
+        .await
+        .map_err(database)?;
     txn.execute_raw(Statement::from_sql_and_values(
         DbBackend::Postgres,
         "insert into rowguard_audit.archives (month, body, signature) values ($1, $2, $3)",
@@ -188,23 +275,31 @@ pub async fn archive(
         ],
     ))
     .await
-    .map_err(|e| e.to_string())?;
+    .map_err(database)?;
     txn.execute_unprepared(&format!(
         "alter table rowguard_audit.events detach partition rowguard_audit.{partition}; \
          alter table rowguard_audit.{partition} rename to archived_{partition}"
     ))
     .await
-    .map_err(|e| e.to_string())?;
-    txn.commit().await.map_err(|e| e.to_string())?;
-    if let Some(dir) = &options.checkpoint_dir {
-        dir.write_archive(&name, &statement).map_err(|e| {
-            format!(
-                "the month was archived, but the statement was not written to {}: {e}",
-                dir.root().display()
-            )
-        })?;
-    }
-    Ok(body)
+    .map_err(|e| {
+        if crate::db::DbError::Statement(e.clone())
+            .sqlstate()
+            .as_deref()
+            == Some("55P03")
+        {
+            BeforeCommit(format!(
+                "rowguard_audit.{partition} stayed in use for {DETACH_LOCK_TIMEOUT} (a long \
+                 query or an open transaction reads it), so nothing was archived; try again \
+                 when it is free"
+            ))
+        } else {
+            database(e)
+        }
+    })?;
+    txn.commit()
+        .await
+        .map_err(|e| ArchiveFailed::AtCommit(e.to_string()))?;
+    Ok((body, statement))
 }
 
 /// `rowguard audit archive`.

@@ -258,6 +258,11 @@ impl RlsScope {
         &self.role
     }
 
+    /// True when the transaction runs as a reading role (any mode but [`AccessMode::ReadWrite`]).
+    pub fn is_reading(&self) -> bool {
+        self.mode != AccessMode::ReadWrite
+    }
+
     /// True when this read's access is to be recorded after it commits (by the audit batch
     /// writer) rather than appended inside it.
     pub fn records_after_commit(&self) -> bool {

@@ -141,8 +141,9 @@ impl AuditQuery {
         Ok(bundle.to_string())
     }
 
-    /// Emergency-access grants, newest first: auditors see all (with `pendingReview: true`, the
-    /// ones awaiting review); clinicians see their own.
+    /// Emergency-access grants, newest first, at most 1,000: auditors see all, clinicians their
+    /// own. With `pendingReview: true`, the ones awaiting review, oldest first (a review
+    /// queue: grants requested later cannot push an earlier one out of it).
     async fn emergency_access_grants(
         &self,
         ctx: &Context<'_>,

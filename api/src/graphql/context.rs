@@ -406,6 +406,12 @@ impl RequestDb {
             }
             return Ok(());
         }
+        // Who read, as the read's own transaction found them: looked up again afterwards, a
+        // clinician deactivated meanwhile would be recorded as nobody.
+        let reader = scope
+            .as_ref()
+            .filter(|scope| scope.is_reading())
+            .map(|scope| (scope.clinician_id(), scope.role().to_owned()));
         if let Some(scope) = scope {
             scope.rollback().await?;
         }
@@ -422,6 +428,26 @@ impl RequestDb {
                     AuditOutcome::Success
                 };
             }
+        }
+        if let Some((clinician_id, role)) = reader {
+            // Through the batch writer, as a committed read is: it names the reader given here
+            // and decides the purpose with the same allowance for a grant that expired since
+            // the read. Appended in a new transaction instead, a read made through a grant
+            // that expired meanwhile was recorded as treatment.
+            let events = BatchedEvent::of(
+                &Reader {
+                    ids: &self.ids,
+                    clinician_id,
+                    issuer: &self.principal.issuer,
+                    subject: &self.principal.subject,
+                    app_role: &role,
+                },
+                context,
+                &entries,
+            );
+            let span = spans::step("SELECT rowguard_audit.append_batch");
+            let recorded = spans::while_open(span, self.db.record_after_commit(events, None));
+            return recorded.await.map_err(|e| batch_failed(&e, context));
         }
         let scope = self
             .db

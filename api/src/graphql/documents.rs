@@ -3,7 +3,8 @@
 //! answers `PERSISTED_QUERY_NOT_FOUND` and the client sends both), ids from the trusted
 //! documents manifest, and the trusted-documents check itself (`log` or `enforce`), with the
 //! roles a listed operation is restricted to. All of it runs before any database work. Each
-//! distinct document is parsed once: later requests reuse the parsed form.
+//! distinct document is parsed once per person (a trusted document once for everyone): later
+//! requests reuse the parsed form.
 
 use std::sync::Arc;
 
@@ -16,10 +17,13 @@ use crate::error::{ApiError, ErrorCode};
 use crate::principal::Principal;
 use crate::trusted::{TrustMode, TrustedDocuments, TrustedOperation};
 
-/// How many parsed documents are kept: an application has tens of operations; a client sending
-/// a new document each time only churns the cache (each is then parsed, as without it).
-const PARSED_DOCUMENTS: usize = 256;
-/// Documents longer than this are parsed each time rather than kept.
+/// How much query text the parsed documents kept may add up to: an application has tens of
+/// operations of a few hundred bytes, kept once per person who sends them; a client sending a
+/// new document each time only churns the cache (each is then parsed, as without it).
+const PARSED_TEXT_BYTES: u64 = 2 * 1024 * 1024;
+/// Documents longer than this are parsed each time rather than kept, and parsed off the
+/// runtime's worker threads: a megabyte of text takes long enough to parse to stall every
+/// other request on the same thread.
 const LARGEST_KEPT: usize = 16 * 1024;
 
 /// The persisted-query store, the parsed documents and the trusted documents, shared by every
@@ -29,10 +33,37 @@ pub struct Documents {
     /// everyone, a hit for a hash someone else registered would tell that somebody sent that
     /// exact text (a literal search term in it is PHI).
     persisted: Cache<[u8; 32], Arc<str>>,
-    /// Documents already parsed, by their text (a hit saves the parse).
-    parsed: Cache<String, ExecutableDocument>,
+    /// Documents already parsed (a hit saves the parse), by the person who sent them and the
+    /// text, or by the text alone for a trusted document: shared by everyone, a hit's shorter
+    /// answer would tell that somebody sent that exact text, as a shared persisted-query store
+    /// would.
+    parsed: Cache<[u8; 32], Parsed, ParsedWeight>,
     trusted: Arc<TrustedDocuments>,
     introspection: bool,
+}
+
+/// A parsed document and the length of its text (its weight in the cache).
+#[derive(Clone)]
+struct Parsed {
+    document: ExecutableDocument,
+    text_len: u64,
+}
+
+#[derive(Clone)]
+struct ParsedWeight;
+
+impl quick_cache::Weighter<[u8; 32], Parsed> for ParsedWeight {
+    fn weight(&self, _key: &[u8; 32], parsed: &Parsed) -> u64 {
+        parsed.text_len.max(1)
+    }
+}
+
+/// What [`Documents::resolve`] settled for a request that may run: where its parsed form is
+/// kept, and the persisted query to register once the request is admitted.
+#[derive(Debug)]
+pub struct Settled {
+    parsed_key: [u8; 32],
+    register: Option<[u8; 32]>,
 }
 
 impl std::fmt::Debug for Documents {
@@ -48,7 +79,7 @@ impl Documents {
     pub fn new(capacity: usize, trusted: Arc<TrustedDocuments>, introspection: bool) -> Self {
         Self {
             persisted: Cache::new(capacity.max(1)),
-            parsed: Cache::new(PARSED_DOCUMENTS),
+            parsed: Cache::with_weighter(1024, PARSED_TEXT_BYTES, ParsedWeight),
             trusted,
             introspection,
         }
@@ -105,9 +136,8 @@ pub fn loggable_name(name: Option<&str>) -> Option<&str> {
 }
 
 impl Documents {
-    /// Settles which document `request` runs and whether `principal` may run it, then attaches
-    /// the parsed document (from the cache when this text was seen before).
-    pub fn resolve(&self, request: &mut Request, principal: &Principal) -> ServerResult<()> {
+    /// Settles which document `request` runs and whether `principal` may run it.
+    pub fn resolve(&self, request: &mut Request, principal: &Principal) -> ServerResult<Settled> {
         let role = principal.role;
         let id = requested_hash(request).map_err(ApiError::into_server_error)?;
         let mode = self.trusted.mode();
@@ -176,39 +206,108 @@ impl Documents {
             ))
             .into_server_error());
         }
-        if let Some(key) = register {
-            self.persisted
-                .insert(key, Arc::from(request.query.as_str()));
+        let parsed_key = match &trusted {
+            Some(_) => digest(&[b"trusted", request.query.as_bytes()]),
+            None => digest(&[
+                b"person",
+                principal.issuer.as_bytes(),
+                principal.subject.as_bytes(),
+                request.query.as_bytes(),
+            ]),
+        };
+        Ok(Settled {
+            parsed_key,
+            register,
+        })
+    }
+
+    /// Attaches the parsed document of a settled request: from the cache when its sender (or,
+    /// for a trusted document, anybody) sent this text before.
+    pub async fn parse(&self, request: &mut Request, settled: &Settled) -> ServerResult<()> {
+        if let Some(parsed) = self.parsed.get(&settled.parsed_key) {
+            request.set_parsed_query(parsed.document);
+            return Ok(());
         }
-        let document = match self.parsed.get(&request.query) {
-            Some(document) => document,
-            None => {
-                let document = async_graphql::parser::parse_query(&request.query)
-                    .map_err(async_graphql::ServerError::from)?;
-                if request.query.len() <= LARGEST_KEPT {
-                    self.parsed.insert(request.query.clone(), document.clone());
-                }
-                document
-            }
+        let document = if request.query.len() <= LARGEST_KEPT {
+            let document = parse(&request.query)?;
+            self.parsed.insert(
+                settled.parsed_key,
+                Parsed {
+                    document: document.clone(),
+                    text_len: request.query.len() as u64,
+                },
+            );
+            document
+        } else {
+            let text = request.query.clone();
+            tokio::task::spawn_blocking(move || parse(&text))
+                .await
+                .map_err(|_| ApiError::internal("parsing the query failed").into_server_error())??
         };
         request.set_parsed_query(document);
         Ok(())
     }
+
+    /// Registers a settled request's persisted query: only once the request was admitted, so
+    /// that refused requests (over quota, over a limit) cannot fill the store and push out
+    /// what others registered.
+    pub fn register(&self, request: &Request, settled: Settled) {
+        if let Some(key) = settled.register {
+            self.persisted
+                .insert(key, Arc::from(request.query.as_str()));
+        }
+    }
+}
+
+/// Parses a query. A syntax error says what was expected and where, without quoting the
+/// document (the parser's own message repeats the offending line, which can be a megabyte long
+/// and holds whatever the caller typed).
+fn parse(query: &str) -> ServerResult<ExecutableDocument> {
+    use async_graphql::parser::Error;
+    async_graphql::parser::parse_query(query).map_err(|error| match &error {
+        Error::Syntax { message, .. } => {
+            let expected = message
+                .lines()
+                .rev()
+                .find_map(|line| line.trim().strip_prefix("= "))
+                .filter(|line| line.len() <= 200)
+                .unwrap_or("not valid GraphQL");
+            async_graphql::ServerError::new(
+                format!("syntax error: {expected}"),
+                error.positions().next(),
+            )
+        }
+        Error::OperationDuplicated { .. } => async_graphql::ServerError::new(
+            "an operation name is defined twice",
+            error.positions().next(),
+        ),
+        Error::FragmentDuplicated { .. } => async_graphql::ServerError::new(
+            "a fragment name is defined twice",
+            error.positions().next(),
+        ),
+        _ => async_graphql::ServerError::from(error),
+    })
+}
+
+/// SHA-256 of `parts`, each length-prefixed so that no two different lists give the same
+/// input.
+fn digest(parts: &[&[u8]]) -> [u8; 32] {
+    let mut digest = Sha256::new();
+    for part in parts {
+        digest.update((part.len() as u64).to_le_bytes());
+        digest.update(part);
+    }
+    digest.finalize().into()
 }
 
 /// One person's registration of a persisted query: issuer, subject and hash, each
 /// length-prefixed so that no two different triples give the same input.
 fn persisted_key(principal: &Principal, id: &str) -> [u8; 32] {
-    let mut digest = Sha256::new();
-    for part in [
+    digest(&[
         principal.issuer.as_bytes(),
         principal.subject.as_bytes(),
         id.to_ascii_lowercase().as_bytes(),
-    ] {
-        digest.update((part.len() as u64).to_le_bytes());
-        digest.update(part);
-    }
-    digest.finalize().into()
+    ])
 }
 
 fn operation_label(request: &Request) -> &str {

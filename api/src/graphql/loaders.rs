@@ -97,9 +97,8 @@ impl Loader<Uuid> for ClinicalNotesLoader {
                 conn.execute_unprepared("RELEASE SAVEPOINT clinical_notes")
                     .await
                     .map_err(DbError::from)?;
-                // Notes are the one field that can be large (up to 100,000 characters each).
-                self.0
-                    .charge_bytes(rows.iter().map(|(_, notes)| notes.len()).sum())?;
+                // The notes are charged as they are answered (the `clinicalNotes` resolver), each
+                // time: the loader's cache answers every alias of the field from one load.
                 self.0.record(
                     AuditAction::Read,
                     AuditOutcome::Success,

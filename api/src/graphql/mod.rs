@@ -97,8 +97,28 @@ impl Gate {
         db: &RequestDb,
         over_get: bool,
     ) -> Result<(), async_graphql::ServerError> {
-        self.documents.resolve(request, db.principal())?;
-        self.policy.check(request, db, over_get).await
+        let settled = match self.documents.resolve(request, db.principal()) {
+            Ok(settled) => self
+                .documents
+                .parse(request, &settled)
+                .await
+                .map(|()| settled),
+            Err(refused) => Err(refused),
+        };
+        match settled {
+            Ok(settled) => {
+                self.policy.check(request, db, over_get).await?;
+                self.documents.register(request, settled);
+                Ok(())
+            }
+            Err(refused) => {
+                // A document refused before it could be measured (not in the trusted documents,
+                // not valid GraphQL, an unknown persisted query) still cost its parse or lookup:
+                // one unit, as for a refusal by the policy.
+                self.policy.charge_refusal(db).await?;
+                Err(refused)
+            }
+        }
     }
 }
 

@@ -116,10 +116,10 @@ impl Mutation {
             .into());
         }
         let subject = input.subject.trim();
-        if subject.is_empty() || subject.len() > 255 {
+        if subject.is_empty() || subject.len() > 255 || subject.chars().any(is_hidden_control) {
             return Err(ApiError::bad_input(
                 "input.subject",
-                "must be 1 to 255 bytes (UTF-8), as the identity provider's `sub` claim",
+                "must be 1 to 255 bytes (UTF-8) with no control, direction-override or zero-width characters, as the identity provider's `sub` claim",
             )
             .into());
         }
@@ -187,6 +187,19 @@ impl Mutation {
     ) -> Result<EmergencyAccessGrant> {
         let PatientId(patient_id) = PatientId::parse(&input.patient_id, "input.patientId")?;
         let reason = input.reason.trim();
+        // The reason is all an auditor has to judge the grant by: it must be visible text, not
+        // zero-width characters, escape sequences that repaint a terminal, or a direction
+        // override that reverses what follows. Line breaks and tabs are kept (a text area).
+        if reason
+            .chars()
+            .any(|c| is_hidden_control(c) && !matches!(c, '\n' | '\r' | '\t'))
+        {
+            return Err(ApiError::bad_input(
+                "input.reason",
+                "must not contain control, direction-override or zero-width characters",
+            )
+            .into());
+        }
         if reason.chars().count() < 20
             || reason.split_whitespace().count() < 3
             || reason.chars().count() > 2000
@@ -239,6 +252,13 @@ fn patient_changes(input: UpdatePatientInput) -> Result<PatientChanges, ApiError
                 let v = v.trim().to_owned();
                 if v.is_empty() || v.chars().count() > 200 {
                     Err(ApiError::bad_input(field, "must be 1 to 200 characters"))
+                } else if v.chars().any(is_hidden_control) {
+                    // A patient's name is what a clinician checks before acting on a record:
+                    // a direction override or an invisible character lets one pass for another.
+                    Err(ApiError::bad_input(
+                        field,
+                        "must not contain control, direction-override or zero-width characters",
+                    ))
                 } else {
                     Ok(v)
                 }

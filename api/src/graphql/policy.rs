@@ -46,13 +46,23 @@ impl RequestPolicy {
             }
             _ => 1,
         };
+        self.charge(db, cost).await?;
+        verdict.map(|_| ())
+    }
+
+    /// Charges one unit for a request refused before it could be measured.
+    pub async fn charge_refusal(&self, db: &RequestDb) -> ServerResult<()> {
+        self.charge(db, 1).await
+    }
+
+    async fn charge(&self, db: &RequestDb, cost: u64) -> ServerResult<()> {
         if let Some(decision) = self.quotas.charge(db.principal(), cost).await {
             db.set_quota(decision);
             if !decision.allowed {
                 return Err(ApiError::over_quota(&decision).into_server_error());
             }
         }
-        verdict.map(|_| ())
+        Ok(())
     }
 
     /// The cost of the operation `request` runs and whether it is a mutation; `None` when the

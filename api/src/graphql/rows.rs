@@ -426,17 +426,22 @@ pub async fn patient_access_events(
     .await?)
 }
 
-/// Emergency-access grants, newest first (at most 1000).
+/// Emergency-access grants (at most 1000): newest first, or, awaiting review only, oldest
+/// first. A review queue is worked from its oldest end, and new grants must not push an older
+/// one out of it: newest first, a clinician who then requests a thousand more would hide the
+/// grant they want nobody to look at.
 pub async fn grants(
     conn: &impl ConnectionTrait,
     pending_review_only: bool,
 ) -> Result<Vec<emergency_grant::Model>, DbError> {
-    let mut query = emergency_grant::Entity::find()
-        .order_by_desc(emergency_grant::Column::Id)
-        .limit(1000);
-    if pending_review_only {
-        query = query.filter(emergency_grant::Column::ReviewedAt.is_null());
-    }
+    let query = emergency_grant::Entity::find().limit(1000);
+    let query = if pending_review_only {
+        query
+            .filter(emergency_grant::Column::ReviewedAt.is_null())
+            .order_by_asc(emergency_grant::Column::Id)
+    } else {
+        query.order_by_desc(emergency_grant::Column::Id)
+    };
     Ok(query.all(conn).await?)
 }
 

@@ -52,7 +52,14 @@ impl Patient {
     /// resolves.
     async fn clinical_notes(&self, ctx: &Context<'_>) -> Result<Option<String>> {
         let loader = ctx.data_opt::<ClinicalNotes>().ok_or_else(missing_loader)?;
-        Ok(loader.load_one(self.0.id).await?)
+        let notes = loader.load_one(self.0.id).await?;
+        // Charged each time the field is answered, not once per row loaded: the loader's cache
+        // hands the same notes to every alias, so thirty aliases of one 100,000-character
+        // field would otherwise build an answer thirty times the budget before it is measured.
+        if let Some(notes) = &notes {
+            request_db(ctx)?.charge_bytes(notes.len())?;
+        }
+        Ok(notes)
     }
 
     /// Optimistic-concurrency version: pass it as `expectedVersion` when updating. Every update

@@ -133,12 +133,24 @@ async fn read(
         Body::empty()
     };
     let over_get = parts.method == Method::GET;
+    if over_get {
+        return from_query_string(parts.uri.query().unwrap_or_default()).map_err(|()| {
+            tracing::info!(
+                reason = "query string is not a GraphQL request",
+                "malformed GraphQL request"
+            );
+            ApiError::new(
+                ErrorCode::BadUserInput,
+                "the request is not a valid GraphQL request",
+            )
+        });
+    }
     GraphQLRequest::<GraphQLRejection>::from_request(Request::from_parts(parts, body), &())
         .await
         .map(GraphQLRequest::into_inner)
         .map_err(|rejection| {
             tracing::info!(
-                reason = rejection_category(&rejection.0, over_get),
+                reason = rejection_category(&rejection.0),
                 "malformed GraphQL request"
             );
             ApiError::new(
@@ -148,12 +160,38 @@ async fn read(
         })
 }
 
+/// A GET request's parameters, named as GraphQL over HTTP and Apollo Client name them
+/// (`operationName`; the engine's own reader knows only `operation_name`, and would run a
+/// document's first operation and record no name in the audit trail). Either spelling is
+/// accepted, both at once are refused, as is any parameter given twice.
+#[derive(serde::Deserialize)]
+struct QueryString {
+    #[serde(default)]
+    query: String,
+    #[serde(rename = "operationName", alias = "operation_name")]
+    operation_name: Option<String>,
+    variables: Option<String>,
+    extensions: Option<String>,
+}
+
+fn from_query_string(query_string: &str) -> Result<async_graphql::Request, ()> {
+    let given: QueryString = serde_urlencoded::from_str(query_string).map_err(|_| ())?;
+    let mut request = async_graphql::Request::new(given.query);
+    request.operation_name = given.operation_name;
+    if let Some(variables) = given.variables {
+        request.variables = serde_json::from_str(&variables).map_err(|_| ())?;
+    }
+    if let Some(extensions) = given.extensions {
+        request.extensions = serde_json::from_str(&extensions).map_err(|_| ())?;
+    }
+    Ok(request)
+}
+
 /// What kind of malformed request this was, in words that carry nothing of the request.
-fn rejection_category(error: &async_graphql::ParseRequestError, over_get: bool) -> &'static str {
+fn rejection_category(error: &async_graphql::ParseRequestError) -> &'static str {
     use async_graphql::ParseRequestError as E;
     match error {
         E::Io(_) => "body could not be read",
-        E::InvalidRequest(_) if over_get => "query string is not a GraphQL request",
         E::InvalidRequest(_) => "body is not a GraphQL request",
         E::PayloadTooLarge => "body too large",
         E::UnsupportedBatch => "batch requests are not supported",

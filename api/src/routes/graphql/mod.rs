@@ -70,17 +70,22 @@ fn reply(executed: Executed) -> Response {
             .headers_mut()
             .insert(header::ALLOW, HeaderValue::from_static("POST"));
     }
-    // A request that failed as a whole carries its error's headers (`Retry-After`, the quota's);
-    // any other carries the quota's state.
+    // A request that failed as a whole carries its error's headers (`Retry-After`, the quota's
+    // when it is over quota); every request that was charged carries the quota's state, a
+    // refused one included.
     let first = response.errors.first().and_then(ApiError::behind);
-    match (failed, first) {
-        (true, Some(error)) => reply.headers_mut().extend(error.response_headers()),
-        _ => {
-            if let Some(decision) = &quota {
-                reply.headers_mut().extend(quota_headers(decision));
+    let mut headers = match (failed, first) {
+        (true, Some(error)) => error.response_headers(),
+        _ => Vec::new(),
+    };
+    if let Some(decision) = &quota {
+        for (name, value) in quota_headers(decision) {
+            if !headers.iter().any(|(given, _)| *given == name) {
+                headers.push((name, value));
             }
         }
     }
+    reply.headers_mut().extend(headers);
     if let Some((code, _)) = codes.first() {
         reply.extensions_mut().insert(*code);
     }
