@@ -949,6 +949,11 @@ async fn an_emergency_reason_of_invisible_or_terminal_control_characters_is_refu
         "\u{200b} \u{200b} \u{200b} \u{200b}\u{200b}\u{200b}\u{200b}\u{200b}\u{200b}\u{200b}\u{200b}\u{200b}\u{200b}\u{200b}\u{200b}\u{200b}",
         "\u{1b}[2J\u{1b}[31mAPPROVED by the auditor on call",
         "Cardiac arrest in ward 3 \u{202e}detalsnart",
+        // The re-review: a carriage return paints what follows over what precedes it; blanks
+        // that are not whitespace, and combining marks piled up, are no text either.
+        "personal curiosity about my neighbour\rCardiac arrest in ER bay 3, chart needed now",
+        "a b c \u{2800}\u{2800}\u{2800}\u{2800}\u{2800}\u{2800}\u{2800}\u{2800}\u{2800}\u{2800}\u{2800}\u{2800}\u{2800}\u{2800}\u{2800}\u{2800}\u{2800}",
+        "Cardiac arrest in ward 3, Z\u{0489}\u{0489}\u{0489}\u{0489}\u{0489}\u{0489}algo",
     ] {
         let reply = w
             .app

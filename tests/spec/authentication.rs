@@ -582,6 +582,21 @@ async fn a_token_naming_roles_both_under_the_path_and_as_a_claim_of_that_name_ge
         "{}",
         reply.body
     );
+    // The re-review: nor when the provider's claim is there without roles (a user with none).
+    for realm_access in [json!({}), json!(null), json!(["offline_access"])] {
+        let token = issuer
+            .token("carol")
+            .claim("realm_access", realm_access.clone())
+            .claim("realm_access.roles", json!(["care-coordinator"]))
+            .mint();
+        let reply = app.graphql(Some(&token), MY_PATIENTS, json!({})).await;
+        assert_eq!(
+            (reply.status, reply.code()),
+            (403, Some("FORBIDDEN")),
+            "realm_access {realm_access}: {}",
+            reply.body
+        );
+    }
 }
 
 #[tokio::test]

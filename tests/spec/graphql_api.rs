@@ -502,6 +502,11 @@ async fn a_patient_name_with_a_direction_override_or_an_invisible_character_is_r
         ("givenName", "Ann\u{202e}ah"),
         ("familyName", "Smi\u{200b}th"),
         ("givenName", "Ann\u{1b}[8m"),
+        (
+            "givenName",
+            "Ben\u{0489}\u{0489}\u{0489}\u{0489}\u{0489}\u{0489}",
+        ),
+        ("familyName", "\u{2800}"),
     ] {
         let vars =
             json!({ "input": { "id": w.patients["A-1"], "expectedVersion": 1, field: value } });
@@ -1055,6 +1060,32 @@ async fn a_get_request_runs_the_operation_its_operation_name_names() {
         "{}",
         both.body
     );
+}
+
+#[tokio::test]
+async fn an_operation_name_longer_than_a_name_needs_is_refused_before_validation() {
+    // The re-review: validation quotes the operation's name in the error for each variable it
+    // lacks, so a 250 KB name and a thousand undefined variables built gigabytes of messages
+    // before the answer's size was checked.
+    let w = World::new().await;
+    let long = "Q".repeat(129);
+    let variables: Vec<String> = (0..5).map(|i| format!("$a{i}")).collect();
+    let query = format!(
+        "query {long} {{ clinicians(search: [{}]) {{ id }} }}",
+        variables.join(",")
+    );
+    let reply = w.app.graphql(Some(&w.alice()), &query, json!({})).await;
+    assert_eq!(
+        (reply.status, reply.code()),
+        (400, Some("BAD_USER_INPUT")),
+        "{}",
+        reply.body
+    );
+    assert_eq!(reply.body["errors"].as_array().map(Vec::len), Some(1));
+    assert!(!reply.body.to_string().contains(&long), "{}", reply.body);
+    let fine = format!("query {} {{ me {{ id }} }}", "Q".repeat(128));
+    let reply = w.app.graphql(Some(&w.alice()), &fine, json!({})).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
 }
 
 #[tokio::test]

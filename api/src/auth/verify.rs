@@ -341,8 +341,15 @@ impl Rules {
                 path.try_fold(extra.get(first)?, |value, segment| value.get(segment))
             })
         };
+        // The path counts as present as soon as its first claim is, whatever lies beneath: a
+        // provider that sends `realm_access` without roles (a user with none) must not let a
+        // claim named `realm_access.roles` speak for it.
+        let path_present = self
+            .roles_claim
+            .first()
+            .is_some_and(|first| extra.contains_key(first));
         let value = match (whole, nested) {
-            (Some(_), Some(_)) => None,
+            (Some(_), _) if path_present => None,
             (whole, nested) => whole.or(nested),
         };
         let granted: Vec<AppRole> = match value {

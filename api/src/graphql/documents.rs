@@ -259,10 +259,44 @@ impl Documents {
     }
 }
 
+/// The longest name an operation, a fragment or a variable may have. The engine's validation
+/// quotes an operation's name in every error about its variables: a 250 KB name and a thousand
+/// undefined variables made a quarter of a gigabyte of messages before the answer's size was
+/// checked.
+const LONGEST_NAME: usize = 128;
+
 /// Parses a query. A syntax error says what was expected and where, without quoting the
 /// document (the parser's own message repeats the offending line, which can be a megabyte long
 /// and holds whatever the caller typed).
 fn parse(query: &str) -> ServerResult<ExecutableDocument> {
+    let document = parse_text(query)?;
+    let operations = document.operations.iter().flat_map(|(name, operation)| {
+        let variables = operation
+            .node
+            .variable_definitions
+            .iter()
+            .map(|v| (v.node.name.node.as_str(), v.pos));
+        name.map(|n| (n.as_str(), operation.pos))
+            .into_iter()
+            .chain(variables)
+    });
+    let fragments = document
+        .fragments
+        .iter()
+        .map(|(name, fragment)| (name.as_str(), fragment.pos));
+    if let Some((_, pos)) = operations
+        .chain(fragments)
+        .find(|(name, _)| name.len() > LONGEST_NAME)
+    {
+        return Err(async_graphql::ServerError::new(
+            format!("operation, fragment and variable names are at most {LONGEST_NAME} characters"),
+            Some(pos),
+        ));
+    }
+    Ok(document)
+}
+
+fn parse_text(query: &str) -> ServerResult<ExecutableDocument> {
     use async_graphql::parser::Error;
     async_graphql::parser::parse_query(query).map_err(|error| match &error {
         Error::Syntax { message, .. } => {

@@ -188,22 +188,24 @@ impl Mutation {
         let PatientId(patient_id) = PatientId::parse(&input.patient_id, "input.patientId")?;
         let reason = input.reason.trim();
         // The reason is all an auditor has to judge the grant by: it must be visible text, not
-        // zero-width characters, escape sequences that repaint a terminal, or a direction
-        // override that reverses what follows. Line breaks and tabs are kept (a text area).
-        if reason
-            .chars()
-            .any(|c| is_hidden_control(c) && !matches!(c, '\n' | '\r' | '\t'))
-        {
+        // zero-width characters, escape sequences or a carriage return that repaint a terminal,
+        // or a direction override that reverses what follows. Line breaks are kept (a text
+        // area sends `\n`).
+        if reason.chars().any(|c| c != '\n' && is_hidden_control(c)) || has_stacked_marks(reason) {
             return Err(ApiError::bad_input(
                 "input.reason",
-                "must not contain control, direction-override or zero-width characters",
+                "must not contain control, direction-override, zero-width or stacked combining characters",
             )
             .into());
         }
-        if reason.chars().count() < 20
-            || reason.split_whitespace().count() < 3
-            || reason.chars().count() > 2000
-        {
+        // Counted in letters and digits, and words holding one: blanks that are not whitespace
+        // (U+2800) or punctuation alone do not make a reason.
+        let visible = reason.chars().filter(|c| c.is_alphanumeric()).count();
+        let words = reason
+            .split_whitespace()
+            .filter(|word| word.chars().any(char::is_alphanumeric))
+            .count();
+        if visible < 20 || words < 3 || reason.chars().count() > 2000 {
             return Err(ApiError::bad_input(
                 "input.reason",
                 "describe the emergency (at least 20 characters and 3 words, at most 2000 characters)",
@@ -252,12 +254,12 @@ fn patient_changes(input: UpdatePatientInput) -> Result<PatientChanges, ApiError
                 let v = v.trim().to_owned();
                 if v.is_empty() || v.chars().count() > 200 {
                     Err(ApiError::bad_input(field, "must be 1 to 200 characters"))
-                } else if v.chars().any(is_hidden_control) {
+                } else if v.chars().any(is_hidden_control) || has_stacked_marks(&v) {
                     // A patient's name is what a clinician checks before acting on a record:
                     // a direction override or an invisible character lets one pass for another.
                     Err(ApiError::bad_input(
                         field,
-                        "must not contain control, direction-override or zero-width characters",
+                        "must not contain control, direction-override, zero-width or stacked combining characters",
                     ))
                 } else {
                     Ok(v)
@@ -508,6 +510,27 @@ fn is_issuer_url(issuer: &str) -> bool {
     })
 }
 
+/// Combining marks piled on one character ("Zalgo" text), which draw over the lines around
+/// it. Real scripts stack a few (Vietnamese two, some Indic scripts three); more than four in a
+/// row is refused. The marks counted are the combining blocks of Unicode's general-purpose
+/// ranges, which such text is made from.
+fn has_stacked_marks(text: &str) -> bool {
+    let combining = |c: char| {
+        matches!(c,
+            '\u{0300}'..='\u{036F}'
+            | '\u{0483}'..='\u{0489}'
+            | '\u{1AB0}'..='\u{1AFF}'
+            | '\u{1DC0}'..='\u{1DFF}'
+            | '\u{20D0}'..='\u{20FF}'
+            | '\u{FE20}'..='\u{FE2F}')
+    };
+    let mut run = 0;
+    text.chars().any(|c| {
+        run = if combining(c) { run + 1 } else { 0 };
+        run > 4
+    })
+}
+
 /// Characters that change how the rest of a name displays without showing themselves: controls,
 /// line and paragraph separators, Unicode's default-ignorable code points (format characters,
 /// bidirectional controls, zero-width and filler characters, variation selectors, tags) and the
@@ -521,6 +544,7 @@ fn is_hidden_control(c: char) -> bool {
             | '\u{061C}'
             | '\u{06DD}'
             | '\u{070F}'
+            | '\u{0890}'..='\u{0891}'
             | '\u{08E2}'
             | '\u{115F}'..='\u{1160}'
             | '\u{17B4}'..='\u{17B5}'
@@ -528,6 +552,7 @@ fn is_hidden_control(c: char) -> bool {
             | '\u{200B}'..='\u{200F}'
             | '\u{2028}'..='\u{202E}'
             | '\u{2060}'..='\u{206F}'
+            | '\u{2800}'
             | '\u{3164}'
             | '\u{FE00}'..='\u{FE0F}'
             | '\u{FEFF}'
