@@ -98,6 +98,9 @@ pub struct Database {
     /// Behind a transaction pooler the connection's default isolation cannot be set at startup,
     /// so each transaction sets READ COMMITTED itself.
     set_isolation_per_transaction: bool,
+    /// Behind a transaction pooler, the statement timeout each transaction sets for itself before
+    /// the identity statement (elsewhere a startup option sets it for the session).
+    setup_statement_timeout_ms: Option<u64>,
     /// The audit trail's group-commit writer, started on first use (and again if it ended).
     batcher: Arc<std::sync::Mutex<Option<crate::audit::batch::AuditBatcher>>>,
     /// How long that writer waits for reads in flight to join a batch.
@@ -124,15 +127,31 @@ impl Database {
     /// Opens the pool described by the settings. Connections are made lazily, so an unreachable
     /// database shows up per request (as "service unavailable") rather than aborting startup.
     pub async fn connect(settings: &DatabaseSettings) -> Result<Self, DbError> {
-        Self::connect_as(settings, "rowguard").await
+        Self::open_pool(settings, "rowguard", true).await
     }
 
     /// As [`Database::connect`], with the `application_name` its sessions show in
-    /// `pg_stat_activity` (the audit sealer's pool is `rowguard-sealer`).
+    /// `pg_stat_activity` (the audit sealer's pool is `rowguard-sealer`), and no session-wide
+    /// statement timeout: upkeep statements are not requests.
     pub async fn connect_as(
         settings: &DatabaseSettings,
         application_name: &'static str,
     ) -> Result<Self, DbError> {
+        Self::open_pool(settings, application_name, false).await
+    }
+
+    /// `bounded`: every statement of the pool's sessions is bounded by the configured statement
+    /// timeout from the start. A request's own limit is set by its identity statement, which
+    /// PostgreSQL cannot apply to that statement itself (its timer starts with the statement):
+    /// without a session default, `BEGIN` and the identity statement could wait on a lock (an
+    /// `ALTER TABLE` on `clinicians`) for as long as it was held, long past the request's
+    /// deadline, holding a pooled connection each.
+    async fn open_pool(
+        settings: &DatabaseSettings,
+        application_name: &'static str,
+        bounded: bool,
+    ) -> Result<Self, DbError> {
+        let session_timeout_ms = bounded.then_some(settings.statement_timeout_ms);
         let cache = settings.effective_statement_cache();
         let pooled = settings.transaction_pooler;
         let mut options = ConnectOptions::new(settings.url.clone());
@@ -160,7 +179,12 @@ impl Database {
                 if pooled {
                     o
                 } else {
-                    o.options([("default_transaction_isolation", "read committed")])
+                    let mut startup =
+                        vec![("default_transaction_isolation", "read committed".to_owned())];
+                    if let Some(ms) = session_timeout_ms {
+                        startup.push(("statement_timeout", ms.to_string()));
+                    }
+                    o.options(startup)
                 }
             });
         let pool = sea_orm::Database::connect(options)
@@ -173,6 +197,9 @@ impl Database {
             });
         database.drop_stale_statements = cache == 0;
         database.set_isolation_per_transaction = pooled;
+        // Behind a pooler the startup option is refused: the transaction's setup sets it, in the
+        // same round trip as the isolation level.
+        database.setup_statement_timeout_ms = session_timeout_ms.filter(|_| pooled);
         Ok(database)
     }
 
@@ -191,6 +218,7 @@ impl Database {
             limits: TransactionLimits::default(),
             drop_stale_statements: false,
             set_isolation_per_transaction: false,
+            setup_statement_timeout_ms: None,
             batcher: Arc::default(),
             audit_batch_wait: std::time::Duration::ZERO,
         }
@@ -225,7 +253,13 @@ impl Database {
             (false, true) => "SET TRANSACTION ISOLATION LEVEL READ COMMITTED",
             (false, false) => return Ok(txn),
         };
-        txn.execute_unprepared(setup)
+        let setup = match self.setup_statement_timeout_ms {
+            Some(ms) => {
+                std::borrow::Cow::Owned(format!("{setup}; SET LOCAL statement_timeout = {ms}"))
+            }
+            None => std::borrow::Cow::Borrowed(setup),
+        };
+        txn.execute_unprepared(&setup)
             .await
             .map_err(DbError::Statement)?;
         Ok(txn)

@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use async_graphql::async_trait::async_trait;
-use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, ExecResult, QueryResult};
+use sea_orm::{
+    ActiveEnum, ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, ExecResult, QueryResult,
+};
 use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 use uuid::Uuid;
 
@@ -23,6 +25,9 @@ use crate::settings::ApiLimits;
 enum ScopeState {
     NotOpened,
     Open(RlsScope),
+    /// Opening failed: every later statement of the request fails the same way, rather than
+    /// opening a second transaction (the fields of one answer would come from two).
+    Failed(ApiError),
     Finished,
 }
 
@@ -305,12 +310,20 @@ impl RequestDb {
         };
         match &*state {
             ScopeState::NotOpened => {
-                let scope = self
+                let opened = self
                     .db
                     .scope_within(&self.principal, mode, self.ids.clone(), self.remaining())
-                    .await?;
-                *state = ScopeState::Open(scope);
+                    .await;
+                match opened {
+                    Ok(scope) => *state = ScopeState::Open(scope),
+                    Err(e) => {
+                        let failed = ApiError::from(e);
+                        *state = ScopeState::Failed(failed.clone());
+                        return Err(failed);
+                    }
+                }
             }
+            ScopeState::Failed(failed) => return Err(failed.clone()),
             ScopeState::Open(scope) if mode == AccessMode::ReadWrite && scope.mode() != mode => {
                 return Err(ApiError::internal(
                     "a write was attempted in a read-only request",
@@ -373,7 +386,7 @@ impl RequestDb {
             if let Some(mut scope) = scope {
                 if scope.records_after_commit() {
                     let read = scope.take_read_in_flight();
-                    let events = BatchedEvent::of(
+                    let mut events = BatchedEvent::of(
                         &Reader {
                             ids: &self.ids,
                             clinician_id: scope.clinician_id(),
@@ -384,17 +397,26 @@ impl RequestDb {
                         context,
                         &entries,
                     );
-                    scope.commit().await?;
-                    if events.is_empty() {
-                        return Ok(());
+                    // A commit that fails withholds the answer, but the reads ran: they are
+                    // still recorded, as errors (nothing was disclosed).
+                    let committed = scope.commit().await;
+                    if committed.is_err() {
+                        let error = AuditOutcome::Error.to_value();
+                        for event in &mut events {
+                            if event.outcome == AuditOutcome::Success.to_value() {
+                                event.outcome = error.to_owned();
+                            }
+                        }
                     }
-                    let span = spans::step("SELECT rowguard_audit.append_batch");
-                    let recorded =
-                        spans::while_open(span, self.db.record_after_commit(events, read));
-                    if let Err(e) = recorded.await {
-                        return Err(batch_failed(&e, context));
+                    if !events.is_empty() {
+                        let span = spans::step("SELECT rowguard_audit.append_batch");
+                        let recorded =
+                            spans::while_open(span, self.db.record_after_commit(events, read));
+                        if let Err(e) = recorded.await {
+                            return Err(batch_failed(&e, context));
+                        }
                     }
-                    return Ok(());
+                    return Ok(committed?);
                 }
                 if !entries.is_empty()
                     && let Err(e) = record::append(scope.conn(), context, &entries).await
@@ -412,12 +434,17 @@ impl RequestDb {
             .as_ref()
             .filter(|scope| scope.is_reading())
             .map(|scope| (scope.clinician_id(), scope.role().to_owned()));
-        if let Some(scope) = scope {
-            scope.rollback().await?;
-        }
+        // A rollback that fails (the connection broke) still leaves reads that ran: they are
+        // recorded before its error is returned.
+        let rolled_back = match scope {
+            Some(scope) => scope.rollback().await.map_err(ApiError::from),
+            None => Ok(()),
+        };
         if entries.is_empty() {
-            return Ok(());
+            return rolled_back;
         }
+        // The answer is withheld when the rollback failed too (its error is the answer).
+        let withheld = withheld || rolled_back.is_err();
         for entry in &mut entries {
             if entry.outcome == AuditOutcome::Success {
                 entry.outcome = if withheld {
@@ -447,7 +474,8 @@ impl RequestDb {
             );
             let span = spans::step("SELECT rowguard_audit.append_batch");
             let recorded = spans::while_open(span, self.db.record_after_commit(events, None));
-            return recorded.await.map_err(|e| batch_failed(&e, context));
+            recorded.await.map_err(|e| batch_failed(&e, context))?;
+            return rolled_back;
         }
         let scope = self
             .db
@@ -458,7 +486,7 @@ impl RequestDb {
             return Err(audit_failed(&e, context));
         }
         scope.commit().await?;
-        Ok(())
+        rolled_back
     }
 }
 
