@@ -1100,6 +1100,44 @@ async fn a_failed_request_records_a_read_through_a_grant_that_expired_since_as_e
 }
 
 #[tokio::test]
+async fn a_read_appended_in_its_own_transaction_is_recorded_when_the_commit_fails() {
+    // A re-review: the reads of a grant holder are appended inside their transaction, so a
+    // COMMIT that failed took the record with it and the request left no trace.
+    let w = World::new(|_| {}).await;
+    let alice = w.token("alice", "clinician");
+    let granted = request_access(&w, &alice, w.b1).await;
+    assert_eq!(granted.status, 200, "{}", granted.body);
+    // A deferred check that fails every request transaction's COMMIT once it has appended an
+    // event (the batch writer's own transactions carry no request id).
+    for sql in [
+        "create function public.refuse_at_commit() returns trigger language plpgsql as \
+         $$ begin raise exception 'refused at commit'; end $$",
+        "create constraint trigger refuse_at_commit after insert on rowguard_audit.events \
+         deferrable initially deferred for each row \
+         when (coalesce(current_setting('app.request_id', true), '') <> '') \
+         execute function public.refuse_at_commit()",
+    ] {
+        execute(&w.admin, sql, []).await.expect(sql);
+    }
+    let (reply, request_id) = w
+        .send(
+            &alice,
+            json!({ "query": "query($id: ID!) { patient(id: $id) { mrn } }", "variables": { "id": w.b1 } }),
+        )
+        .await;
+    assert!(
+        reply.code().is_some(),
+        "the answer is withheld: {}",
+        reply.body
+    );
+    assert_eq!(reply.body["data"], Value::Null, "{}", reply.body);
+    assert_eq!(
+        events_of(&w.admin, request_id).await,
+        vec![event("read", "error", "emergency", &[w.b1], &w.alice)]
+    );
+}
+
+#[tokio::test]
 async fn break_glass_ends_when_the_grant_expires() {
     let w = World::new(|s| s.emergency_access_secs = 600).await;
     let alice = w.token("alice", "clinician");

@@ -382,8 +382,12 @@ impl RequestDb {
             };
         };
         let mut entries = log.take();
+        // A commit that fails after the events were appended in the transaction takes them with
+        // it: the request is then recorded as a failed one, below.
+        let mut commit_failed: Option<(ApiError, Option<ReadAs>)> = None;
+        let mut scope = scope;
         if !failed {
-            if let Some(mut scope) = scope {
+            if let Some(mut scope) = scope.take() {
                 if scope.records_after_commit() {
                     let read = scope.take_read_in_flight();
                     let mut events = BatchedEvent::of(
@@ -424,21 +428,34 @@ impl RequestDb {
                     let _ = scope.rollback().await;
                     return Err(audit_failed(&e, context));
                 }
-                scope.commit().await?;
+                let reader = scope
+                    .is_reading()
+                    .then(|| (scope.clinician_id(), scope.role().to_owned()));
+                match scope.commit().await {
+                    Ok(()) => return Ok(()),
+                    Err(e) => commit_failed = Some((ApiError::from(e), reader)),
+                }
+            } else {
+                return Ok(());
             }
-            return Ok(());
         }
-        // Who read, as the read's own transaction found them: looked up again afterwards, a
-        // clinician deactivated meanwhile would be recorded as nobody.
-        let reader = scope
-            .as_ref()
-            .filter(|scope| scope.is_reading())
-            .map(|scope| (scope.clinician_id(), scope.role().to_owned()));
-        // A rollback that fails (the connection broke) still leaves reads that ran: they are
-        // recorded before its error is returned.
-        let rolled_back = match scope {
-            Some(scope) => scope.rollback().await.map_err(ApiError::from),
-            None => Ok(()),
+        let (reader, rolled_back) = match commit_failed {
+            Some((error, reader)) => (reader, Err(error)),
+            None => {
+                // Who read, as the read's own transaction found them: looked up again
+                // afterwards, a clinician deactivated meanwhile would be recorded as nobody.
+                let reader = scope
+                    .as_ref()
+                    .filter(|scope| scope.is_reading())
+                    .map(|scope| (scope.clinician_id(), scope.role().to_owned()));
+                // A rollback that fails (the connection broke) still leaves reads that ran:
+                // they are recorded before its error is returned.
+                let rolled_back = match scope {
+                    Some(scope) => scope.rollback().await.map_err(ApiError::from),
+                    None => Ok(()),
+                };
+                (reader, rolled_back)
+            }
         };
         if entries.is_empty() {
             return rolled_back;
@@ -489,6 +506,9 @@ impl RequestDb {
         rolled_back
     }
 }
+
+/// The clinician id and the application role a request's reads ran as.
+type ReadAs = (Option<i32>, String);
 
 /// The error for a request whose answer would be larger than `max` bytes.
 pub fn too_large(max: usize) -> ApiError {
