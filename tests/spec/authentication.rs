@@ -470,28 +470,7 @@ async fn same_subject_at_another_issuer_never_maps_to_the_same_clinician() {
 
 #[tokio::test]
 async fn mapped_coordinator_role_gets_coordinator_access() {
-    let t = TestDb::new().await;
-    let issuer = TestIssuer::start().await;
-    let owner = t.owner().await;
-    enroll_at(&owner, issuer.url(), "carol").await;
-    admit(&owner, "U-1").await;
-    admit(&owner, "U-2").await;
-    let mut settings = oidc_settings(&issuer);
-    settings.roles_claim = "realm_access.roles".into();
-    settings.role_map = rowguard::settings::RoleMap(
-        [
-            ("doctor".to_owned(), rowguard::principal::AppRole::Clinician),
-            (
-                "care-coordinator".to_owned(),
-                rowguard::principal::AppRole::Coordinator,
-            ),
-        ]
-        .into_iter()
-        .collect(),
-    );
-    let app = TestApp::start_adjusted(&t, &issuer, |s| s.oidc = settings).await;
-    app.wait_for_keys().await;
-
+    let (_t, issuer, app) = world_with_realm_roles().await;
     let token = issuer
         .token("carol")
         .claim(
