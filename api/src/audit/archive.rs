@@ -147,7 +147,7 @@ pub async fn archive(
         signer,
     )
     .await;
-    let statement = match exported {
+    match exported {
         Ok((body, statement)) => {
             if let Some(dir) = &options.checkpoint_dir {
                 dir.write_archive(&name, &statement).map_err(|e| {
@@ -157,21 +157,20 @@ pub async fn archive(
                     )
                 })?;
             }
-            return Ok(body);
+            Ok(body)
         }
         Err(ArchiveFailed::BeforeCommit(reason)) => {
             // Nothing was archived: the export is not left behind to be taken for one (and to
             // make the next attempt refuse an existing file).
             let _ = std::fs::remove_file(out);
-            return Err(reason);
+            Err(reason)
         }
-        Err(ArchiveFailed::AtCommit(reason)) => reason,
-    };
-    Err(format!(
-        "committing the archive failed ({statement}); it may or may not have been applied: {} \
-         is kept, and `rowguard audit verify` tells whether the month was detached",
-        out.display()
-    ))
+        Err(ArchiveFailed::AtCommit(reason)) => Err(format!(
+            "committing the archive failed ({reason}); it may or may not have been applied: {} \
+             is kept, and `rowguard audit verify` tells whether the month was detached",
+            out.display()
+        )),
+    }
 }
 
 /// What one month's export is made of.

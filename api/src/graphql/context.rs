@@ -15,7 +15,7 @@ use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 use uuid::Uuid;
 
 use crate::audit::batch::{BatchFailed, BatchedEvent, Reader};
-use crate::audit::record::{self, AuditAction, AuditContext, AuditLog, AuditOutcome};
+use crate::audit::record::{self, AuditAction, AuditContext, AuditEntry, AuditLog, AuditOutcome};
 use crate::db::{AccessMode, Database, RequestIds, RlsScope, spans};
 use crate::error::{ApiError, ErrorCode};
 use crate::principal::Principal;
@@ -361,7 +361,10 @@ impl RequestDb {
     ///   transaction of their own, steps that had succeeded marked `rolled_back`.
     /// - A query with errors (e.g. a forbidden field) did disclose the rest of its data, but a
     ///   failed statement leaves its transaction unusable: it is rolled back and the events,
-    ///   successful reads included, are written in a transaction of their own.
+    ///   successful reads included, are then recorded by the audit batch writer, as the reader
+    ///   the read ran as.
+    /// - A transaction whose COMMIT or ROLLBACK fails withholds its answer; its events are
+    ///   recorded as a failed request's, successful steps as `error`.
     /// - A stopped or abandoned request returns nothing: it is rolled back, and its reads are
     ///   recorded with outcome `error` (they ran, nothing was disclosed).
     pub async fn finish(&self, had_errors: bool) -> Result<(), ApiError> {
@@ -381,87 +384,90 @@ impl RequestDb {
                 None => Ok(()),
             };
         };
-        let mut entries = log.take();
-        // A commit that fails after the events were appended in the transaction takes them with
-        // it: the request is then recorded as a failed one, below.
-        let mut commit_failed: Option<(ApiError, Option<ReadAs>)> = None;
-        let mut scope = scope;
+        let entries = log.take();
         if !failed {
-            if let Some(mut scope) = scope.take() {
-                if scope.records_after_commit() {
-                    let read = scope.take_read_in_flight();
-                    let mut events = BatchedEvent::of(
-                        &Reader {
-                            ids: &self.ids,
-                            clinician_id: scope.clinician_id(),
-                            issuer: &self.principal.issuer,
-                            subject: &self.principal.subject,
-                            app_role: scope.role(),
-                        },
-                        context,
-                        &entries,
-                    );
-                    // A commit that fails withholds the answer, but the reads ran: they are
-                    // still recorded, as errors (nothing was disclosed).
-                    let committed = scope.commit().await;
-                    if committed.is_err() {
-                        let error = AuditOutcome::Error.to_value();
-                        for event in &mut events {
-                            if event.outcome == AuditOutcome::Success.to_value() {
-                                event.outcome = error.to_owned();
-                            }
-                        }
-                    }
-                    if !events.is_empty() {
-                        let span = spans::step("SELECT rowguard_audit.append_batch");
-                        let recorded =
-                            spans::while_open(span, self.db.record_after_commit(events, read));
-                        if let Err(e) = recorded.await {
-                            return Err(batch_failed(&e, context));
-                        }
-                    }
-                    return Ok(committed?);
-                }
-                if !entries.is_empty()
-                    && let Err(e) = record::append(scope.conn(), context, &entries).await
-                {
-                    let _ = scope.rollback().await;
-                    return Err(audit_failed(&e, context));
-                }
-                let reader = scope
-                    .is_reading()
-                    .then(|| (scope.clinician_id(), scope.role().to_owned()));
-                match scope.commit().await {
-                    Ok(()) => return Ok(()),
-                    Err(e) => commit_failed = Some((ApiError::from(e), reader)),
-                }
-            } else {
+            let Some(mut scope) = scope else {
                 return Ok(());
+            };
+            if scope.records_after_commit() {
+                let read = scope.take_read_in_flight();
+                let mut events = BatchedEvent::of(
+                    &Reader {
+                        ids: &self.ids,
+                        clinician_id: scope.clinician_id(),
+                        issuer: &self.principal.issuer,
+                        subject: &self.principal.subject,
+                        app_role: scope.role(),
+                    },
+                    context,
+                    &entries,
+                );
+                // A commit that fails withholds the answer, but the reads ran: they are still
+                // recorded, as errors (nothing was disclosed).
+                let committed = scope.commit().await;
+                if committed.is_err() {
+                    let error = AuditOutcome::Error.to_value();
+                    for event in &mut events {
+                        if event.outcome == AuditOutcome::Success.to_value() {
+                            event.outcome = error.to_owned();
+                        }
+                    }
+                }
+                self.append_batch(events, read, context).await?;
+                return Ok(committed?);
             }
+            if !entries.is_empty()
+                && let Err(e) = record::append(scope.conn(), context, &entries).await
+            {
+                let _ = scope.rollback().await;
+                return Err(audit_failed(&e, context));
+            }
+            let reader = scope
+                .is_reading()
+                .then(|| (scope.clinician_id(), scope.role().to_owned()));
+            return match scope.commit().await {
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    // The failed commit took the events appended in the transaction with it:
+                    // the request is recorded as a failed one, its answer withheld.
+                    self.record_failed(context, entries, reader, true).await?;
+                    Err(e.into())
+                }
+            };
         }
-        let (reader, rolled_back) = match commit_failed {
-            Some((error, reader)) => (reader, Err(error)),
-            None => {
-                // Who read, as the read's own transaction found them: looked up again
-                // afterwards, a clinician deactivated meanwhile would be recorded as nobody.
-                let reader = scope
-                    .as_ref()
-                    .filter(|scope| scope.is_reading())
-                    .map(|scope| (scope.clinician_id(), scope.role().to_owned()));
-                // A rollback that fails (the connection broke) still leaves reads that ran:
-                // they are recorded before its error is returned.
-                let rolled_back = match scope {
-                    Some(scope) => scope.rollback().await.map_err(ApiError::from),
-                    None => Ok(()),
-                };
-                (reader, rolled_back)
-            }
+        // Who read, as the read's own transaction found them: looked up again afterwards, a
+        // clinician deactivated meanwhile would be recorded as nobody.
+        let reader = scope
+            .as_ref()
+            .filter(|scope| scope.is_reading())
+            .map(|scope| (scope.clinician_id(), scope.role().to_owned()));
+        // A rollback that fails (the connection broke) still leaves reads that ran: they are
+        // recorded before its error is returned, and the answer is withheld (that error is it).
+        let rolled_back = match scope {
+            Some(scope) => scope.rollback().await.map_err(ApiError::from),
+            None => Ok(()),
         };
+        self.record_failed(context, entries, reader, withheld || rolled_back.is_err())
+            .await?;
+        rolled_back
+    }
+
+    /// Records the events of a request whose transaction did not commit: successful steps
+    /// become `error` when the answer is withheld, `rolled_back` when it wrote. Reads go
+    /// through the batch writer as `reader` (the reader and role the read ran as), which
+    /// decides the purpose with the same allowance for a grant that expired since the read;
+    /// appended in a new transaction instead, a read made through a grant that expired
+    /// meanwhile was recorded as treatment. A mutation's events go in a transaction of their own.
+    async fn record_failed(
+        &self,
+        context: &AuditContext,
+        mut entries: Vec<AuditEntry>,
+        reader: Option<ReadAs>,
+        withheld: bool,
+    ) -> Result<(), ApiError> {
         if entries.is_empty() {
-            return rolled_back;
+            return Ok(());
         }
-        // The answer is withheld when the rollback failed too (its error is the answer).
-        let withheld = withheld || rolled_back.is_err();
         for entry in &mut entries {
             if entry.outcome == AuditOutcome::Success {
                 entry.outcome = if withheld {
@@ -474,10 +480,6 @@ impl RequestDb {
             }
         }
         if let Some((clinician_id, role)) = reader {
-            // Through the batch writer, as a committed read is: it names the reader given here
-            // and decides the purpose with the same allowance for a grant that expired since
-            // the read. Appended in a new transaction instead, a read made through a grant
-            // that expired meanwhile was recorded as treatment.
             let events = BatchedEvent::of(
                 &Reader {
                     ids: &self.ids,
@@ -489,10 +491,7 @@ impl RequestDb {
                 context,
                 &entries,
             );
-            let span = spans::step("SELECT rowguard_audit.append_batch");
-            let recorded = spans::while_open(span, self.db.record_after_commit(events, None));
-            recorded.await.map_err(|e| batch_failed(&e, context))?;
-            return rolled_back;
+            return self.append_batch(events, None, context).await;
         }
         let scope = self
             .db
@@ -502,8 +501,23 @@ impl RequestDb {
             let _ = scope.rollback().await;
             return Err(audit_failed(&e, context));
         }
-        scope.commit().await?;
-        rolled_back
+        Ok(scope.commit().await?)
+    }
+
+    /// Hands `events` to the audit batch writer and waits until they are written.
+    async fn append_batch(
+        &self,
+        events: Vec<BatchedEvent>,
+        read: Option<crate::audit::batch::ReadInFlight>,
+        context: &AuditContext,
+    ) -> Result<(), ApiError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let span = spans::step("SELECT rowguard_audit.append_batch");
+        spans::while_open(span, self.db.record_after_commit(events, read))
+            .await
+            .map_err(|e| batch_failed(&e, context))
     }
 }
 
