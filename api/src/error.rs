@@ -242,6 +242,17 @@ impl ApiError {
                     "the database cancelled or lost the request; retry shortly",
                 )
             }
+            // A serialization failure or deadlock (raised by a statement or at COMMIT under a
+            // stricter isolation level): nothing was written, and the same request can succeed
+            // when sent again, so it is the retryable answer, not a server error.
+            FailureKind::Conflict => {
+                tracing::warn!(sqlstate, "request conflicted with a concurrent transaction");
+                Self::new(
+                    ErrorCode::ServiceUnavailable,
+                    "the request conflicted with a concurrent one and was not applied; retry it",
+                )
+                .with_retry_after(1)
+            }
             FailureKind::PermissionDenied => Self::forbidden("not permitted for your role"),
             // A value the caller sent that the database cannot hold (a date beyond its range, a
             // character its encoding lacks). Writes say which field (see the mutations); the
