@@ -436,6 +436,121 @@ async fn self_check_refuses_a_replaced_helper_an_added_grant_a_reachable_superus
     it.drop_all().await;
 }
 
+/// The `GRANT` statements that give back what `schema`'s owner has granted on it.
+async fn schema_grants(admin: &sea_orm::DatabaseConnection, schema: &str) -> Vec<String> {
+    use sea_orm::ConnectionTrait;
+    admin
+        .query_all_raw(sea_orm::Statement::from_sql_and_values(
+            sea_orm::DbBackend::Postgres,
+            "select format('grant %s on schema %I to %I', a.privilege_type, n.nspname, \
+                    pg_catalog.pg_get_userbyid(a.grantee)) as grant \
+             from pg_catalog.pg_namespace n, pg_catalog.aclexplode(n.nspacl) a \
+             where n.nspname = $1 and a.grantee <> n.nspowner",
+            [schema.into()],
+        ))
+        .await
+        .expect("schema grants")
+        .iter()
+        .map(|row| row.try_get("", "grant").expect("grant"))
+        .collect()
+}
+
+#[tokio::test]
+async fn self_check_refuses_a_login_that_can_grant_itself_roles_reach_server_programs_or_own_a_schema()
+ {
+    // A review: each of these let the gateway's login read past row level security in one or
+    // two statements (CREATEROLE: `GRANT owner TO gateway`; `COPY ... TO PROGRAM`; dropping a
+    // table of a schema it owns; a definer function or owner-rights view granted to the login
+    // alone), and the check passed.
+    let it = Isolated::new("lg").await;
+    let r = &it.roles;
+    let gateway = r.gateway();
+    let creator = format!("{}_creator", r.prefix());
+    let cases: Vec<(Vec<String>, Vec<String>, String)> = vec![
+        (
+            vec![format!("alter role {gateway} createrole")],
+            vec![format!("alter role {gateway} nocreaterole")],
+            "which has CREATEROLE".into(),
+        ),
+        (
+            vec![format!("alter role {gateway} replication")],
+            vec![format!("alter role {gateway} noreplication")],
+            "which has REPLICATION".into(),
+        ),
+        (
+            vec![format!("create role {creator} nologin createrole role {gateway}")],
+            vec![format!("drop role {creator}")],
+            format!("is a member of \"{creator}\""),
+        ),
+        (
+            vec![format!("grant pg_execute_server_program to {gateway}")],
+            vec![format!("revoke pg_execute_server_program from {gateway}")],
+            "is a member of \"pg_execute_server_program\"".into(),
+        ),
+        (
+            vec![format!("grant pg_read_server_files to {gateway}")],
+            vec![format!("revoke pg_read_server_files from {gateway}")],
+            "is a member of \"pg_read_server_files\"".into(),
+        ),
+        (
+            vec![format!("grant pg_write_server_files to {gateway}")],
+            vec![format!("revoke pg_write_server_files from {gateway}")],
+            "is a member of \"pg_write_server_files\"".into(),
+        ),
+        (
+            vec![format!("grant create on schema rowguard_audit to {gateway}")],
+            vec![format!("revoke create on schema rowguard_audit from {gateway}")],
+            "may create objects in schema rowguard_audit".into(),
+        ),
+        (
+            vec![
+                "create function public.login_notes() returns setof text language sql security definer \
+                 as $$ select clinical_notes from rowguard.patients $$"
+                    .into(),
+                "revoke all on function public.login_notes() from public".into(),
+                format!("grant execute on function public.login_notes() to {gateway}"),
+            ],
+            vec!["drop function public.login_notes()".into()],
+            "SECURITY DEFINER function public.login_notes() runs as".into(),
+        ),
+        (
+            vec![
+                "create view public.login_notes_v as select mrn, clinical_notes from rowguard.patients".into(),
+                format!("grant select on public.login_notes_v to {gateway}"),
+            ],
+            vec!["drop view public.login_notes_v".into()],
+            "ALTER VIEW public.login_notes_v SET (security_invoker = true)".into(),
+        ),
+        // Handing the schema back loses the grants its owner had made on it: they are made again.
+        (
+            vec![format!("alter schema rowguard owner to {gateway}")],
+            std::iter::once(format!("alter schema rowguard owner to {}", r.owner()))
+                .chain(schema_grants(&it.admin, "rowguard").await)
+                .collect(),
+            "owns (or may act as the owner of) schema rowguard".into(),
+        ),
+    ];
+    it.db.self_check().await.expect("passes before any change");
+    for (break_it, mend_it, named) in &cases {
+        for sql in break_it {
+            execute(&it.admin, sql, []).await.expect(sql);
+        }
+        let message = refusal(&it.db).await;
+        for sql in mend_it {
+            execute(&it.admin, sql, []).await.expect(sql);
+        }
+        assert!(
+            message.contains(named.as_str()),
+            "after `{break_it:?}` the refusal should say `{named}`:\n{message}"
+        );
+        it.db
+            .self_check()
+            .await
+            .unwrap_or_else(|e| panic!("after `{mend_it:?}` the check should pass again: {e}"));
+    }
+    it.drop_all().await;
+}
+
 #[tokio::test]
 async fn self_check_refuses_a_search_path_that_puts_a_schema_ahead_of_pg_catalog() {
     // A review: with the login's search_path set to `leak, pg_catalog`, a `leak.set_config`

@@ -38,7 +38,8 @@ impl Database {
         let txn = self.begin().await?;
         let login = one(
             &txn,
-            "select current_user::text as name, rolsuper, rolbypassrls, rolinherit \
+            "select current_user::text as name, rolsuper, rolbypassrls, rolinherit, \
+                    rolcreaterole, rolreplication \
                  from pg_catalog.pg_roles where rolname = current_user",
             [],
         )
@@ -56,6 +57,20 @@ impl Database {
                 "DATABASE_URL connects as {name:?}, which has BYPASSRLS. Run `ALTER ROLE {name} NOBYPASSRLS` \
                  or connect as {:?}.",
                 self.roles.gateway()
+            ));
+        }
+        // CREATEROLE may grant itself any role that is not a superuser (the owner, then read with
+        // row level security switched off); REPLICATION streams the whole cluster's data.
+        if get::<bool>(&login, "rolcreaterole")? {
+            problems.push(format!(
+                "DATABASE_URL connects as {name:?}, which has CREATEROLE and could grant itself the owner \
+                 role and read every row. Run `ALTER ROLE {name} NOCREATEROLE`."
+            ));
+        }
+        if get::<bool>(&login, "rolreplication")? {
+            problems.push(format!(
+                "DATABASE_URL connects as {name:?}, which has REPLICATION and could copy the whole \
+                 cluster's data past every policy. Run `ALTER ROLE {name} NOREPLICATION`."
             ));
         }
         // Every statement Rowguard sends names functions (`set_config`), operators and types
@@ -79,12 +94,16 @@ impl Database {
                  the gateway sends; run `ALTER ROLE {name} RESET search_path` (and the same for the database)."
             ));
         }
-        // `SET ROLE` needs only membership: a login that may become a superuser or a
-        // BYPASSRLS role (a managed service's `postgres`, say) can read every row.
+        // `SET ROLE` needs only membership: a login that may become a superuser, a BYPASSRLS
+        // role (a managed service's `postgres`, say), a role that may grant itself others
+        // (CREATEROLE) or stream the cluster (REPLICATION), or one of the built-in roles that
+        // reach the server's programs and files, can read every row.
         let unbounded = all(
             &txn,
             "select r.rolname::text as name from pg_catalog.pg_roles r \
-             where (r.rolsuper or r.rolbypassrls) and r.rolname <> current_user \
+             where (r.rolsuper or r.rolbypassrls or r.rolcreaterole or r.rolreplication \
+                    or r.rolname in ('pg_execute_server_program', 'pg_read_server_files', 'pg_write_server_files')) \
+               and r.rolname <> current_user \
                and pg_catalog.pg_has_role(current_user, r.oid, 'MEMBER') order by 1",
             [],
         )
@@ -92,9 +111,47 @@ impl Database {
         for role in &unbounded {
             let role: String = get(role, "name")?;
             problems.push(format!(
-                "role {name:?} is a member of {role:?}, a superuser or BYPASSRLS role, and could switch to it \
-                 and read every row; run `REVOKE {role} FROM {name}`."
+                "role {name:?} is a member of {role:?}, which reads past row level security (a superuser or \
+                 BYPASSRLS role, one that may grant itself other roles or copy the cluster, or one that runs \
+                 programs or reads and writes files on the server), and could switch to it; run \
+                 `REVOKE {role} FROM {name}`."
             ));
+        }
+        // A schema's owner may drop or replace what is in it (a table dropped takes its policies
+        // with it), and CREATE lets a role put objects there. (Membership of the owner role
+        // itself is reported with the tables below.)
+        let schemas = all(
+            &txn,
+            "select n.nspname::text as name, \
+                    pg_catalog.pg_get_userbyid(n.nspowner) <> $2 \
+                      and pg_catalog.pg_has_role(current_user, n.nspowner, 'MEMBER') as owned, \
+                    pg_catalog.has_schema_privilege(current_user, n.oid, 'CREATE') as creates \
+             from pg_catalog.pg_namespace n where n.nspname = any($1::text[]) order by 1",
+            [PROTECTED_SCHEMAS.into(), self.roles.owner().into()],
+        )
+        .await?;
+        let mut schema_taken = false;
+        for schema in &schemas {
+            let schema_name: String = get(schema, "name")?;
+            if get::<bool>(schema, "owned")? {
+                schema_taken = true;
+                problems.push(format!(
+                    "role {name:?} owns (or may act as the owner of) schema {schema_name} and could drop or \
+                     replace its tables and their policies; run `ALTER SCHEMA {schema_name} OWNER TO {}`.",
+                    self.roles.owner()
+                ));
+            } else if get::<bool>(schema, "creates")? {
+                problems.push(format!(
+                    "role {name:?} may create objects in schema {schema_name}; run \
+                     `REVOKE CREATE ON SCHEMA {schema_name} FROM {name}`."
+                ));
+            }
+        }
+        if schema_taken {
+            // The owner role may have lost its rights on the schema with it, so the checks
+            // below, which run as the owner, could not say anything useful.
+            txn.rollback().await.map_err(DbError::from)?;
+            return Err(SelfCheckError::Failed(SelfCheckFailed { problems }));
         }
         if get::<bool>(&login, "rolinherit")? {
             problems.push(format!(
@@ -124,7 +181,9 @@ impl Database {
             if get::<bool>(table, "owned")? {
                 problems.push(format!(
                     "role {name:?} owns (or may act as the owner of) {table_name}; \
-                     owners bypass row level security. Connect as {:?}, which owns nothing.",
+                     owners bypass row level security. The gateway's login must own nothing and be a \
+                     member of no owner: run `REVOKE {} FROM {name}` (or connect as {:?}).",
+                    self.roles.owner(),
                     self.roles.gateway()
                 ));
             }
@@ -346,7 +405,7 @@ impl Database {
              where c.oid in (select oid from reads) and c.relkind in ('v', 'm') \
                and (c.relkind = 'm' or not exists (select 1 from unnest(c.reloptions) o \
                     where lower(o) in ('security_invoker=true', 'security_invoker=on', 'security_invoker=1', 'security_invoker=yes'))) \
-               and exists (select 1 from unnest($2::text[]) r(role) \
+               and exists (select 1 from unnest(array_append($2::text[], current_user::text)) r(role) \
                            where exists (select 1 from pg_catalog.pg_roles where rolname = r.role) \
                              and pg_catalog.has_any_column_privilege(r.role, c.oid, 'SELECT')) \
              order by 1",
@@ -362,12 +421,12 @@ impl Database {
                 problems.push(format!(
                     "materialized view {view_name} reads Rowguard's tables and an application role may select \
                      from it: it holds what its owner saw, past every policy; revoke SELECT on it from the \
-                     application roles or drop it."
+                     gateway's login and the application roles, or drop it."
                 ));
             } else {
                 problems.push(format!(
-                    "view {view_name} reads Rowguard's tables with its owner's rights and an application role may \
-                     select from it; run `ALTER VIEW {view_name} SET (security_invoker = true)`."
+                    "view {view_name} reads Rowguard's tables with its owner's rights and the gateway's login or \
+                     an application role may select from it; run `ALTER VIEW {view_name} SET (security_invoker = true)`."
                 ));
             }
         }
@@ -384,7 +443,7 @@ impl Database {
              where p.prosecdef and n.nspname <> all($1::text[]) \
                and n.nspname not in ('pg_catalog', 'information_schema') \
                and (o.rolsuper or o.rolbypassrls or o.rolname = $3) \
-               and exists (select 1 from unnest($2::text[]) r(role) \
+               and exists (select 1 from unnest(array_append($2::text[], current_user::text)) r(role) \
                            where exists (select 1 from pg_catalog.pg_roles where rolname = r.role) \
                              and pg_catalog.has_function_privilege(r.role, p.oid, 'EXECUTE')) \
              order by 1",
@@ -400,8 +459,8 @@ impl Database {
             let owner: String = get(function, "owner")?;
             problems.push(format!(
                 "SECURITY DEFINER function {function_name} runs as {owner:?}, which reads past row level security, \
-                 and an application role may call it; run `REVOKE EXECUTE ON FUNCTION {function_name} FROM PUBLIC` \
-                 (and from the application roles), or drop it."
+                 and the gateway's login or an application role may call it; run `REVOKE EXECUTE ON FUNCTION \
+                 {function_name} FROM PUBLIC` (and from the gateway's login and the application roles), or drop it."
             ));
         }
         Ok(())
@@ -504,7 +563,12 @@ pub enum SelfCheckError {
     #[error(
         "could not run the startup self-check: {error}{why}",
         error = .0,
-        why = .0.connection_failure().map(|why| format!(" ({why})")).unwrap_or_default()
+        why = .0.connection_failure()
+            .or_else(|| .0.sqlstate().map(|code| format!("SQLSTATE {code}{}", if code == "42501" {
+                ": a privilege it needs was refused; the owner role may have lost its rights on Rowguard's schemas"
+            } else { "" })))
+            .map(|why| format!(" ({why})"))
+            .unwrap_or_default()
     )]
     Database(#[from] DbError),
 }
