@@ -1089,6 +1089,59 @@ async fn an_operation_name_longer_than_a_name_needs_is_refused_before_validation
 }
 
 #[tokio::test]
+async fn a_field_name_spread_through_fragments_is_refused_once_not_quoted_in_every_conflict() {
+    // A review: validation quoted a field's name in every conflict it found, once per spread of
+    // the fragment holding it, so a 480 KB name spread 240 times made half a gigabyte of
+    // messages (charged one unit). Here 2 KB spread 40 times: 40 errors of 4 KB before.
+    let w = World::new().await;
+    let long = format!("__{}", "L".repeat(2000));
+    let spreads = vec!["... on Clinician { ...F }"; 40].join(" ");
+    let query =
+        format!("{{ me {{ {spreads} }} }} fragment F on Clinician {{ {long} {long}(a: 1) }}");
+    let reply = w.app.graphql(Some(&w.alice()), &query, json!({})).await;
+    assert_eq!(
+        (reply.status, reply.code()),
+        (400, Some("BAD_USER_INPUT")),
+        "{}",
+        reply.body
+    );
+    assert_eq!(
+        reply.body["errors"].as_array().map(Vec::len),
+        Some(1),
+        "one refusal"
+    );
+    assert!(!reply.body.to_string().contains(&long), "{}", reply.body);
+}
+
+#[tokio::test]
+async fn an_overlong_enum_value_in_a_variable_is_refused_once_not_quoted_at_every_use() {
+    // The same review: an enum variable's unknown value was quoted in the error of every
+    // argument using it (20 aliases of 900 KB made 18 MB of messages).
+    let w = World::new().await;
+    let uses: Vec<String> = (0..10)
+        .map(|i| format!("a{i}: auditEvents(filter: $f) {{ pageInfo {{ hasNextPage }} }}"))
+        .collect();
+    let query = format!("query($f: AuditEventFilter) {{ {} }}", uses.join(" "));
+    let long = "A".repeat(5000);
+    let reply = w
+        .app
+        .graphql(
+            Some(&w.token("dave", "auditor")),
+            &query,
+            json!({ "f": { "action": long } }),
+        )
+        .await;
+    assert_eq!(
+        (reply.status, reply.code()),
+        (400, Some("BAD_USER_INPUT")),
+        "{}",
+        reply.body
+    );
+    assert_eq!(reply.body["errors"].as_array().map(Vec::len), Some(1));
+    assert!(!reply.body.to_string().contains(&long), "{}", reply.body);
+}
+
+#[tokio::test]
 async fn a_syntax_error_says_where_without_repeating_the_document() {
     let w = World::new().await;
     let reply = w

@@ -259,41 +259,97 @@ impl Documents {
     }
 }
 
-/// The longest name an operation, a fragment or a variable may have. The engine's validation
-/// quotes an operation's name in every error about its variables: a 250 KB name and a thousand
-/// undefined variables made a quarter of a gigabyte of messages before the answer's size was
-/// checked.
-const LONGEST_NAME: usize = 128;
+/// The longest name a document may spell: a field, an alias, an argument, an operation, a
+/// fragment, a variable, a directive, a type or an enum value. The engine's validation quotes
+/// names in its messages, once per conflict or per use: a 480 KB field name spread through 240
+/// fragments made half a gigabyte of messages, and a 250 KB operation name with a thousand
+/// undefined variables a quarter of one, before the answer's size was checked. No name of the
+/// schema comes near it.
+pub(super) const LONGEST_NAME: usize = 128;
 
 /// Parses a query. A syntax error says what was expected and where, without quoting the
 /// document (the parser's own message repeats the offending line, which can be a megabyte long
 /// and holds whatever the caller typed).
 fn parse(query: &str) -> ServerResult<ExecutableDocument> {
     let document = parse_text(query)?;
-    let operations = document.operations.iter().flat_map(|(name, operation)| {
-        let variables = operation
-            .node
-            .variable_definitions
-            .iter()
-            .map(|v| (v.node.name.node.as_str(), v.pos));
-        name.map(|n| (n.as_str(), operation.pos))
-            .into_iter()
-            .chain(variables)
-    });
-    let fragments = document
-        .fragments
-        .iter()
-        .map(|(name, fragment)| (name.as_str(), fragment.pos));
-    if let Some((_, pos)) = operations
-        .chain(fragments)
-        .find(|(name, _)| name.len() > LONGEST_NAME)
-    {
+    if let Some(pos) = overlong_name(query) {
         return Err(async_graphql::ServerError::new(
-            format!("operation, fragment and variable names are at most {LONGEST_NAME} characters"),
+            format!(
+                "names (of fields, aliases, arguments, operations, fragments, variables, types and enum \
+                 values) are at most {LONGEST_NAME} characters"
+            ),
             Some(pos),
         ));
     }
     Ok(document)
+}
+
+/// Where the first name longer than [`LONGEST_NAME`] starts, reading the (already parsed)
+/// document token by token: strings and comments are skipped, so a long search term is not a
+/// name.
+fn overlong_name(query: &str) -> Option<async_graphql::Pos> {
+    let bytes = query.as_bytes();
+    let (mut i, mut line, mut line_start) = (0, 1, 0);
+    let pos = |at: usize, line: usize, line_start: usize| async_graphql::Pos {
+        line,
+        column: query[line_start..at].chars().count() + 1,
+    };
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\n' => {
+                line += 1;
+                line_start = i + 1;
+                i += 1;
+            }
+            b'#' => {
+                while i < bytes.len() && bytes[i] != b'\n' && bytes[i] != b'\r' {
+                    i += 1;
+                }
+            }
+            b'"' if bytes[i..].starts_with(b"\"\"\"") => {
+                // A block string ends at the first `"""` not escaped as `\"""`.
+                i += 3;
+                while i < bytes.len() && !bytes[i..].starts_with(b"\"\"\"") {
+                    if bytes[i..].starts_with(b"\\\"\"\"") {
+                        i += 4;
+                    } else {
+                        if bytes[i] == b'\n' {
+                            line += 1;
+                            line_start = i + 1;
+                        }
+                        i += 1;
+                    }
+                }
+                i += 3;
+            }
+            b'"' => {
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+                i += 1;
+            }
+            b'_' | b'a'..=b'z' | b'A'..=b'Z' => {
+                let start = i;
+                while i < bytes.len() && (bytes[i] == b'_' || bytes[i].is_ascii_alphanumeric()) {
+                    i += 1;
+                }
+                if i - start > LONGEST_NAME {
+                    return Some(pos(start, line, line_start));
+                }
+            }
+            // A number's exponent (`1e5`) is part of the number, not a name.
+            b'0'..=b'9' | b'-' => {
+                while i < bytes.len()
+                    && (bytes[i].is_ascii_alphanumeric() || matches!(bytes[i], b'.' | b'+' | b'-'))
+                {
+                    i += 1;
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    None
 }
 
 fn parse_text(query: &str) -> ServerResult<ExecutableDocument> {
@@ -378,6 +434,44 @@ mod tests {
         ));
         assert!(!is_introspection("mutation { __typename }"));
         assert!(!is_introspection("not graphql"));
+    }
+
+    #[test]
+    fn every_kind_of_name_is_bounded_but_strings_and_comments_are_not_names() {
+        let long = "n".repeat(LONGEST_NAME + 1);
+        let fits = "n".repeat(LONGEST_NAME);
+        for query in [
+            format!("{{ me {{ {long} }} }}"),
+            format!("{{ {long}: me {{ id }} }}"),
+            format!("{{ me {{ id(x{long}: 1) }} }}"),
+            format!(
+                "{{ auditEvents(filter: {{ action: {long} }}) {{ pageInfo {{ hasNextPage }} }} }}"
+            ),
+            format!("{{ me @{long} {{ id }} }}"),
+            format!("{{ me {{ ... on {long} {{ id }} }} }}"),
+            format!("query\n  Q {{ me {{ id }} }}\n{{ me {{ __{long} }} }}"),
+        ] {
+            assert!(overlong_name(&query).is_some(), "{query}");
+        }
+        for query in [
+            format!("{{ me {{ {fits} }} }}"),
+            format!("{{ patients(search: \"{long}\") {{ edges {{ node {{ id }} }} }} }}"),
+            format!("{{ patients(search: \"\\\" {long}\") {{ edges {{ node {{ id }} }} }} }}"),
+            format!(
+                "{{ patients(search: \"\"\"{long} \\\"\"\" {long}\"\"\") {{ edges {{ node {{ id }} }} }} }}"
+            ),
+            format!("# {long}\n{{ me {{ id }} }}"),
+            format!(
+                "{{ patients(first: 1e{}) {{ edges {{ node {{ id }} }} }} }}",
+                "0".repeat(200)
+            ),
+        ] {
+            assert_eq!(overlong_name(&query), None, "{query}");
+        }
+        assert_eq!(
+            overlong_name(&format!("{{\n  me {{ {long} }} }}")),
+            Some(async_graphql::Pos { line: 2, column: 8 })
+        );
     }
 
     #[test]

@@ -9,7 +9,6 @@
 //! served schema. This runs only for an answer with errors, never on the hot path.
 
 use std::collections::HashSet;
-use std::sync::OnceLock;
 
 use apollo_compiler::ExecutableDocument;
 use apollo_compiler::ast::Type;
@@ -115,8 +114,7 @@ fn nearest_nullable(types: &[Type], len: usize) -> Option<usize> {
 }
 
 fn schema() -> &'static Valid<apollo_compiler::Schema> {
-    static SCHEMA: OnceLock<Valid<apollo_compiler::Schema>> = OnceLock::new();
-    SCHEMA.get_or_init(crate::trusted::served_schema)
+    super::served_schema()
 }
 
 /// What the document says about each step of an error's path.

@@ -14,6 +14,7 @@ pub mod rows;
 pub mod shape;
 pub mod spans;
 mod types;
+mod variables;
 
 use std::sync::Arc;
 
@@ -56,6 +57,14 @@ pub fn build_schema(limits: ApiLimits) -> RowguardSchema {
         builder = builder.disable_introspection();
     }
     builder.finish()
+}
+
+/// The served schema as a compiler reads it (types of every field and input), built once.
+fn served_schema() -> &'static apollo_compiler::validation::Valid<apollo_compiler::Schema> {
+    static SCHEMA: std::sync::OnceLock<
+        apollo_compiler::validation::Valid<apollo_compiler::Schema>,
+    > = std::sync::OnceLock::new();
+    SCHEMA.get_or_init(crate::trusted::served_schema)
 }
 
 /// The schema's SDL, sorted, as committed in `schema.graphql`.

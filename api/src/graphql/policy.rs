@@ -77,6 +77,15 @@ impl RequestPolicy {
                 .into_server_error());
         }
         let operation = selected_operation(doc, operation_name.as_deref());
+        if let Some(name) =
+            operation.and_then(|op| super::variables::overlong_value(op, &variables))
+        {
+            return Err(bad_input(format!(
+                "variable ${name} holds an enum value or an input field name longer than {} characters, \
+                 which no type of the schema has",
+                super::documents::LONGEST_NAME
+            )));
+        }
         let limits = ShapeLimits {
             max_depth: self.limits.max_depth,
             max_fields: self.limits.max_fields,

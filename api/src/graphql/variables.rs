@@ -1,0 +1,115 @@
+//! Variable values the engine's validation would quote back at every use. An enum variable's
+//! unknown value and an input object's unknown field are named in the error for each argument
+//! that uses the variable, so one megabyte-long value sent to twenty aliases made twenty
+//! megabytes of messages. No enum value or input field of the schema is longer than a document
+//! name may be, so longer ones are refused first, once.
+
+use apollo_compiler::schema::ExtendedType;
+use async_graphql::Variables;
+use async_graphql::parser::types::{BaseType, OperationDefinition, Type};
+use async_graphql_value::ConstValue;
+
+use super::documents::LONGEST_NAME;
+
+/// The first variable of `operation` whose value holds an enum value or an input field name
+/// longer than any the schema has.
+pub fn overlong_value<'o>(
+    operation: &'o OperationDefinition,
+    variables: &Variables,
+) -> Option<&'o str> {
+    operation
+        .variable_definitions
+        .iter()
+        .find(|definition| {
+            let definition = &definition.node;
+            variables
+                .get(&definition.name.node)
+                .is_some_and(|value| holds_overlong(base_name(&definition.var_type.node), value))
+        })
+        .map(|definition| definition.node.name.node.as_str())
+}
+
+fn base_name(ty: &Type) -> &str {
+    match &ty.base {
+        BaseType::Named(name) => name.as_str(),
+        BaseType::List(inner) => base_name(inner),
+    }
+}
+
+/// Whether `value`, given where the schema expects `type_name` (or a list of it, at any
+/// depth: a list's items have the same named type), holds an overlong enum value or field name.
+fn holds_overlong(type_name: &str, value: &ConstValue) -> bool {
+    if let ConstValue::List(items) = value {
+        return items.iter().any(|item| holds_overlong(type_name, item));
+    }
+    match (super::served_schema().types.get(type_name), value) {
+        (Some(ExtendedType::Enum(_)), ConstValue::String(text)) => text.len() > LONGEST_NAME,
+        (Some(ExtendedType::Enum(_)), ConstValue::Enum(name)) => name.len() > LONGEST_NAME,
+        (Some(ExtendedType::InputObject(input)), ConstValue::Object(fields)) => {
+            fields.iter().any(|(name, value)| {
+                name.len() > LONGEST_NAME
+                    || input.fields.get(name.as_str()).is_some_and(|field| {
+                        holds_overlong(field.ty.inner_named_type().as_str(), value)
+                    })
+            })
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn first_overlong(query: &str, variables: serde_json::Value) -> Option<String> {
+        let document = async_graphql::parser::parse_query(query).expect("parses");
+        let (_, operation) = document.operations.iter().next().expect("an operation");
+        overlong_value(&operation.node, &Variables::from_json(variables)).map(str::to_owned)
+    }
+
+    #[test]
+    fn overlong_enum_values_and_field_names_are_found_in_variables() {
+        let long = "A".repeat(LONGEST_NAME + 1);
+        let audit =
+            "query($f: AuditEventFilter) { auditEvents(filter: $f) { pageInfo { hasNextPage } } }";
+        assert_eq!(
+            first_overlong(audit, serde_json::json!({ "f": { "action": long } })),
+            Some("f".to_owned())
+        );
+        assert_eq!(
+            first_overlong(audit, serde_json::json!({ "f": { long.clone(): 1 } })),
+            Some("f".to_owned())
+        );
+        assert_eq!(
+            first_overlong(audit, serde_json::json!({ "f": { "action": "READ" } })),
+            None
+        );
+        assert_eq!(
+            first_overlong(
+                audit,
+                serde_json::json!({ "f": { "action": "UNKNOWN_BUT_SHORT" } })
+            ),
+            None,
+            "the engine explains short mistakes itself"
+        );
+    }
+
+    #[test]
+    fn long_text_where_the_schema_takes_text_is_not_refused() {
+        let long = "x".repeat(100_000);
+        assert_eq!(
+            first_overlong(
+                "query($s: String) { patients(search: $s) { edges { node { id } } } }",
+                serde_json::json!({ "s": long })
+            ),
+            None
+        );
+        assert_eq!(
+            first_overlong(
+                "mutation($i: UpdatePatientInput!) { updatePatient(input: $i) { id } }",
+                serde_json::json!({ "i": { "id": "x", "expectedVersion": 1, "clinicalNotes": long } })
+            ),
+            None
+        );
+    }
+}
