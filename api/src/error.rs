@@ -130,6 +130,17 @@ impl ApiError {
         headers
     }
 
+    /// Adds the quota's `RateLimit` headers when the request was charged (and none are set):
+    /// every charged answer carries them, one that ends in an error included.
+    pub fn with_quota(mut self, decision: Option<Decision>) -> Self {
+        if let Some(decision) = decision
+            && self.headers.is_empty()
+        {
+            self.headers = quota_headers(&decision);
+        }
+        self
+    }
+
     /// Tells the client when a retry may succeed.
     pub fn with_retry_after(mut self, seconds: u64) -> Self {
         self.retry_after = Some(seconds);
@@ -253,6 +264,12 @@ impl ApiError {
                 )
                 .with_retry_after(1)
             }
+            // The request's own limit stopped it; its answer is that limit's error, which the
+            // caller can fix, so nothing is logged as a database failure.
+            FailureKind::NotSent => Self::new(
+                ErrorCode::ServiceUnavailable,
+                "not run: the request was stopped by one of its limits",
+            ),
             FailureKind::PermissionDenied => Self::forbidden("not permitted for your role"),
             // A value the caller sent that the database cannot hold (a date beyond its range, a
             // character its encoding lacks). Writes say which field (see the mutations); the

@@ -1100,6 +1100,25 @@ async fn a_failed_request_records_a_read_through_a_grant_that_expired_since_as_e
 }
 
 #[tokio::test]
+async fn a_read_whose_answer_a_failing_non_null_field_nulled_is_recorded_as_an_error() {
+    // A review: `patients` is Non-Null, so its error nulls the whole answer; the patient the
+    // other field read was never shown, yet it was recorded as a successful disclosure.
+    let w = World::new(|_| {}).await;
+    let alice = w.token("alice", "clinician");
+    let (reply, request_id) = w
+        .send(
+            &alice,
+            json!({ "query": "query($id: ID!) { a: patient(id: $id) { mrn } b: patients(first: 2, after: \"garbage\") { edges { node { id } } } }", "variables": { "id": w.a1 } }),
+        )
+        .await;
+    assert_eq!(reply.body["data"], Value::Null, "{}", reply.body);
+    assert_eq!(
+        events_of(&w.admin, request_id).await,
+        vec![event("read", "error", "treatment", &[w.a1], &w.alice)]
+    );
+}
+
+#[tokio::test]
 async fn a_read_appended_in_its_own_transaction_is_recorded_when_the_commit_fails() {
     // A re-review: the reads of a grant holder are appended inside their transaction, so a
     // COMMIT that failed took the record with it and the request left no trace.

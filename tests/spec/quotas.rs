@@ -103,6 +103,40 @@ impl World {
     }
 }
 
+#[tokio::test]
+async fn a_charged_request_stopped_by_a_limit_while_it_ran_still_carries_the_quota_headers() {
+    // A review: a request charged and then stopped while running (its answer over the size
+    // limit, or past its statement budget) answered without `RateLimit` headers.
+    let t = TestDb::new().await;
+    let issuer = TestIssuer::start().await;
+    let owner = t.owner().await;
+    let alice = enroll_at(&owner, issuer.url(), "alice").await;
+    for i in 0..10 {
+        let p = admit(&owner, &format!("Q-{i}")).await;
+        assign(&owner, &alice, p).await;
+    }
+    let app = TestApp::start_adjusted(&t, &issuer, |s| {
+        s.quota.mode = QuotaMode::Enforce;
+        s.api.max_response_bytes = 300;
+    })
+    .await;
+    app.wait_for_keys().await;
+    let answer = ask(&app.http, &app.url(""), &issuer.token("alice").mint()).await;
+    assert_eq!(
+        (answer.status, answer.code.as_deref()),
+        (400, Some("BAD_USER_INPUT")),
+        "{answer:?}"
+    );
+    assert!(
+        answer
+            .state
+            .as_deref()
+            .is_some_and(|s| s.starts_with("\"person\";r=")),
+        "{answer:?}"
+    );
+    assert!(answer.policy.is_some(), "{answer:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_document_that_does_not_parse_is_charged_and_says_so() {
     // A review: a document refused before it was measured (not valid GraphQL, not a trusted

@@ -48,6 +48,9 @@ impl DbError {
         if matches!(self, DbError::Unavailable(_)) {
             return FailureKind::Lost;
         }
+        if matches!(self, DbError::Statement(DbErr::Custom(why)) if why == NOT_SENT) {
+            return FailureKind::NotSent;
+        }
         let Some(code) = self.sqlstate() else {
             return FailureKind::Other;
         };
@@ -69,6 +72,10 @@ impl DbError {
     }
 }
 
+/// The error a request's own limits raise in place of a statement they refused to send (the
+/// request is stopped; its reason is kept on the request, not in this error).
+pub const NOT_SENT: &str = "statement not sent: the request was stopped";
+
 /// Failures the gateway tells apart (see [`DbError::kind`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailureKind {
@@ -86,6 +93,8 @@ pub enum FailureKind {
     Conflict,
     /// No connection, or it was lost.
     Lost,
+    /// Never sent: the request had been stopped by one of its own limits ([`NOT_SENT`]).
+    NotSent,
     Other,
 }
 
@@ -112,5 +121,18 @@ impl From<DbErr> for DbError {
         } else {
             DbError::Statement(err)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_statement_the_request_refused_to_send_is_told_apart_from_a_database_failure() {
+        let not_sent = DbError::Statement(DbErr::Custom(NOT_SENT.to_owned()));
+        assert_eq!(not_sent.kind(), FailureKind::NotSent);
+        let other = DbError::Statement(DbErr::Custom("something else".to_owned()));
+        assert_eq!(other.kind(), FailureKind::Other);
     }
 }

@@ -8,7 +8,7 @@ mod scope;
 mod self_check;
 pub mod spans;
 
-pub use error::{DbError, FailureKind};
+pub use error::{DbError, FailureKind, NOT_SENT};
 pub use scope::{AccessMode, Identity, RequestIds, RlsScope};
 pub use self_check::{SelfCheckError, SelfCheckFailed};
 

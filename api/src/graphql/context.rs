@@ -75,6 +75,8 @@ pub struct RequestDb {
     stopped: std::sync::Mutex<Option<ApiError>>,
     /// The client went away before the answer: nothing may commit.
     abandoned: AtomicBool,
+    /// The answer carries no data (every field's error nulled it): nothing read was disclosed.
+    answer_empty: AtomicBool,
     /// What the request's quota check decided (for the response's `RateLimit` headers).
     quota: std::sync::Mutex<Option<Decision>>,
     /// The traced request's validation span, closed when resolution begins.
@@ -118,6 +120,7 @@ impl RequestDb {
             bytes: AtomicUsize::new(0),
             stopped: std::sync::Mutex::new(None),
             abandoned: AtomicBool::new(false),
+            answer_empty: AtomicBool::new(false),
             quota: std::sync::Mutex::new(None),
             validating: std::sync::Mutex::new(None),
             validation_open: AtomicBool::new(false),
@@ -203,6 +206,12 @@ impl RequestDb {
     /// Why the request was stopped, if it was.
     pub fn stopped(&self) -> Option<ApiError> {
         self.stopped.lock().ok().and_then(|s| s.clone())
+    }
+
+    /// Marks the answer as carrying no data although the request ran (a non-null field's error
+    /// nulled it whole): its reads are recorded as errors, since none of them was disclosed.
+    pub fn answer_empty(&self) {
+        self.answer_empty.store(true, Ordering::Relaxed);
     }
 
     /// Marks the request as abandoned by its client: its transaction will not commit.
@@ -373,7 +382,9 @@ impl RequestDb {
             ScopeState::Open(scope) => Some(scope),
             _ => None,
         };
-        let withheld = self.stopped().is_some() || self.abandoned();
+        let withheld = self.stopped().is_some()
+            || self.abandoned()
+            || self.answer_empty.load(Ordering::Relaxed);
         let failed = had_errors || withheld;
         let Some((context, log)) = &self.audit else {
             return match scope {
@@ -570,7 +581,7 @@ impl RequestConn<'_> {
         // The reason is kept on the request; resolvers only need to stop.
         self.request
             .charge_statement()
-            .map_err(|e| DbErr::Custom(e.message))
+            .map_err(|_| DbErr::Custom(crate::db::NOT_SENT.to_owned()))
     }
 }
 

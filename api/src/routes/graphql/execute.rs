@@ -126,7 +126,7 @@ pub async fn run(
     let finished = tokio::time::timeout(db.remaining() + DEADLINE_GRACE, execution).await;
     abandon.0 = None;
     let (response, body) = match finished {
-        Ok(Ok(executed)) => executed?,
+        Ok(Ok(executed)) => executed.map_err(|e| e.with_quota(db.quota()))?,
         Ok(Err(join)) => return Err(ApiError::internal(format!("request task failed: {join}"))),
         Err(_) => {
             let timeout = ApiError::new(
@@ -134,7 +134,7 @@ pub async fn run(
                 "the request took longer than the server allows and was cancelled",
             );
             db.stop(timeout.clone());
-            return Err(timeout);
+            return Err(timeout.with_quota(db.quota()));
         }
     };
     Ok(Executed {
@@ -206,6 +206,15 @@ async fn finish(
         && !db.is_mutation()
     {
         graphql::error_nulls::place(&mut response.data, &response.errors, operation);
+    }
+    if operation.is_some()
+        && response.data == Value::Null
+        && !response.errors.is_empty()
+        && !db.is_mutation()
+    {
+        // A query whose every field failed, or whose failing Non-Null field nulled the rest:
+        // what its fields read was never shown.
+        db.answer_empty();
     }
     let mut body = serde_json::to_vec(&response).map_err(ApiError::internal)?;
     if body.len() > max_response_bytes {
