@@ -7,6 +7,7 @@ use crate::RoleNames;
 ///
 /// sea-orm-migration runs each PostgreSQL migration in its own transaction, which the SQL relies
 /// on for `SET LOCAL ROLE`.
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct SqlMigration {
     pub name: &'static str,
     pub up: &'static str,

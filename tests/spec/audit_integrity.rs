@@ -2262,3 +2262,77 @@ async fn an_export_of_a_tampered_trail_says_so_and_writes_nothing() {
     );
     assert!(!out.exists(), "a partial export was left behind");
 }
+
+#[tokio::test]
+async fn nothing_is_sealed_through_a_function_or_trigger_the_migrations_did_not_write() {
+    // A review: the owner replaced `final_events()` so the sealer hashed and signed a rewritten
+    // event, then edited the stored row to match; or added a trigger scrubbing patient ids as
+    // events were written and re-recorded the self-check's baseline. Verify said intact and
+    // the self-check passed. Now the sealer and the self-check compare the trail's functions
+    // and triggers with the build's own migrations.
+    let mut trail = Trail::new(2).await;
+    let owner = trail.t.owner().await;
+    let original: String = owner
+        .query_one_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "select pg_get_functiondef('rowguard_audit.final_events(bigint, bigint, integer)'::regprocedure) as def",
+        ))
+        .await
+        .expect("query")
+        .expect("row")
+        .try_get("", "def")
+        .expect("definition");
+    let scrub = [
+        "create function rowguard_audit.scrub() returns trigger language plpgsql as \
+         $$ begin new.patient_ids := '{}'; return new; end $$",
+        "create trigger zz_scrub before insert on rowguard_audit.events \
+         for each row execute function rowguard_audit.scrub()",
+        "select rowguard.record_policies()",
+    ];
+    let replaced = original.replacen("ORDER BY", "/* rewritten */ ORDER BY", 1);
+    assert_ne!(replaced, original);
+    let attacks: [(&[&str], &str, &[&str]); 2] = [
+        (
+            &[replaced.as_str()],
+            "function rowguard_audit.final_events differs from the migrations'",
+            &[original.as_str()],
+        ),
+        (
+            &scrub,
+            "trigger events.zz_scrub on the audit trail is not one of the migrations'",
+            &[
+                "drop trigger zz_scrub on rowguard_audit.events",
+                "drop function rowguard_audit.scrub()",
+                "select rowguard.record_policies()",
+            ],
+        ),
+    ];
+    for (attack, named, restore) in attacks {
+        for sql in attack {
+            owner.execute_unprepared(sql).await.expect(sql);
+        }
+        trail.append(1).await;
+        for _ in 0..3 {
+            assert!(
+                trail
+                    .sealer
+                    .round(&mut trail.last_checkpoint)
+                    .await
+                    .is_err(),
+                "a seal round ran through {named:?}"
+            );
+        }
+        let admin = trail.t.admin().await;
+        assert_eq!(unsealed(&admin).await, 1, "nothing sealed");
+        let refusal = match trail.db.self_check().await {
+            Err(rowguard::db::SelfCheckError::Failed(failed)) => failed.to_string(),
+            other => panic!("the self-check should refuse: {other:?}"),
+        };
+        assert!(refusal.contains(named), "{refusal}");
+        for sql in restore {
+            owner.execute_unprepared(sql).await.expect(sql);
+        }
+        trail.seal_all().await;
+        assert!(trail.verify().await.is_intact());
+    }
+}

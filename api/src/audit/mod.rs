@@ -11,6 +11,7 @@ pub mod export;
 pub mod fhir;
 pub mod keys;
 pub mod record;
+pub mod schema_drift;
 pub mod sealer;
 pub mod statement;
 pub mod verify;

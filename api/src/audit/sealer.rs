@@ -132,6 +132,10 @@ pub struct Sealer {
     /// a different head then was written around the sealer: it is not extended or signed.
     built: Option<(i64, Vec<u8>)>,
     renewed_at: Option<Instant>,
+    /// The audit schema this build's migrations define, and the differences from it last
+    /// reported (so that a lasting one is logged once, not every round).
+    expected: super::schema_drift::ExpectedAuditSchema,
+    reported_drift: Vec<String>,
     /// Such a head was found: this replica keeps the lease (so no other builds on that head)
     /// and seals nothing until it is restarted.
     head_tampered: bool,
@@ -169,6 +173,8 @@ impl Sealer {
             uuid::Uuid::new_v4()
         );
         Self {
+            expected: super::schema_drift::ExpectedAuditSchema::for_roles(db.roles()),
+            reported_drift: Vec::new(),
             db,
             settings,
             signer,
@@ -337,6 +343,28 @@ impl Sealer {
             txn.commit().await.map_err(DbError::from)?;
             return Err(DbError::Statement(sea_orm::DbErr::Custom(
                 "the audit chain's head changed under the sealer".into(),
+            )));
+        }
+        // What is sealed is what `final_events()` returns, as `append()` and the triggers left
+        // it: functions the migrations did not write (an owner's replacement that rewrites
+        // events on their way to the sealer) mean nothing is sealed until they are restored.
+        // Read in the round's transaction, just before the events.
+        let drift = self.expected.drift(&txn).await?;
+        if drift != self.reported_drift {
+            if !drift.is_empty() {
+                tracing::error!(
+                    differences = ?drift,
+                    "the audit trail's functions or triggers differ from this build's migrations: \
+                     nothing is sealed until they are restored; run `rowguard check`"
+                );
+            }
+            self.reported_drift = drift.clone();
+        }
+        if !drift.is_empty() {
+            // The lease is let go: a replica whose build matches the database may seal.
+            txn.rollback().await.map_err(DbError::from)?;
+            return Err(DbError::Statement(sea_orm::DbErr::Custom(
+                "the audit schema differs from the migrations'".into(),
             )));
         }
         let events = EventRow::find_by_statement(Statement::from_sql_and_values(

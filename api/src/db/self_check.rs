@@ -214,6 +214,18 @@ impl Database {
             .await?;
         self.check_functions_and_public(&txn, &mut problems).await?;
         self.check_policies(&txn, &mut problems).await?;
+        // The baseline the policies are compared with is the database's own, which its owner
+        // can re-record; the audit trail's functions and triggers are also compared with this
+        // build's migrations.
+        let audit = crate::audit::schema_drift::ExpectedAuditSchema::for_roles(&self.roles)
+            .drift(&txn)
+            .await?;
+        problems.extend(audit.into_iter().map(|difference| {
+            format!(
+                "{difference}: the audit trail's functions and triggers must be exactly those `rowguard migrate` \
+                 made (they decide what is recorded and sealed); restore them from migration/src/sql"
+            )
+        }));
         self.check_views(&txn, &mut problems).await?;
 
         txn.rollback().await.map_err(DbError::from)?;

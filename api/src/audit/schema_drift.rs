@@ -1,0 +1,127 @@
+//! How the audit trail's schema in the database differs from what this build's migrations
+//! define: its functions (body, `SECURITY DEFINER`, settings), its triggers (present and
+//! enabled) and any rule. The sealer seals what `final_events()` returns and requests append
+//! through `append()`: an owner who replaces either, or adds a trigger that rewrites events as
+//! they are written, decides what gets sealed, and then edits the stored rows to match. The
+//! startup self-check's own baseline lives in the database, where that owner can re-record it;
+//! this one is compiled into the gateway, and is read from catalogs only a superuser can write.
+
+use std::collections::BTreeMap;
+
+use migration::RoleNames;
+use migration::audit_schema::AuditSchema;
+use sea_orm::{ConnectionTrait, DbBackend, Statement};
+use sha2::{Digest, Sha256};
+
+use crate::db::DbError;
+
+/// What the migrations define, digested as the catalog query below digests the database.
+#[derive(Debug, Clone)]
+pub struct ExpectedAuditSchema {
+    /// Function name → `sha256(body) | security definer | settings`.
+    functions: BTreeMap<String, String>,
+    triggers: Vec<String>,
+}
+
+impl ExpectedAuditSchema {
+    pub fn for_roles(roles: &RoleNames) -> Self {
+        let AuditSchema {
+            functions,
+            triggers,
+        } = migration::audit_schema(roles);
+        Self {
+            functions: functions
+                .into_iter()
+                .map(|(name, f)| {
+                    let digest = hex::encode(Sha256::digest(f.body.as_bytes()));
+                    (
+                        name,
+                        format!("{digest}|{}|{}", f.security_definer, f.settings),
+                    )
+                })
+                .collect(),
+            triggers: triggers.into_iter().collect(),
+        }
+    }
+
+    /// Every difference, named (no data: names of functions, triggers and rules only).
+    pub async fn drift(&self, conn: &impl ConnectionTrait) -> Result<Vec<String>, DbError> {
+        let rows = conn
+            .query_all_raw(Statement::from_string(
+                DbBackend::Postgres,
+                "select 'function' as kind, p.proname::text as name, \
+                        pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to(p.prosrc, 'UTF8')), 'hex') \
+                        || '|' || p.prosecdef::text || '|' \
+                        || coalesce(pg_catalog.array_to_string(p.proconfig, ','), '') as detail \
+                 from pg_catalog.pg_proc p join pg_catalog.pg_namespace n on n.oid = p.pronamespace \
+                 where n.nspname = 'rowguard_audit' \
+                 union all \
+                 select 'trigger', c.relname::text || '.' || t.tgname::text, t.tgenabled::text \
+                 from pg_catalog.pg_trigger t join pg_catalog.pg_class c on c.oid = t.tgrelid \
+                 join pg_catalog.pg_namespace n on n.oid = c.relnamespace \
+                 where n.nspname = 'rowguard_audit' and not t.tgisinternal and t.tgparentid = 0 \
+                 union all \
+                 select 'rule', c.relname::text || '.' || r.rulename::text, '' \
+                 from pg_catalog.pg_rewrite r join pg_catalog.pg_class c on c.oid = r.ev_class \
+                 join pg_catalog.pg_namespace n on n.oid = c.relnamespace \
+                 where n.nspname = 'rowguard_audit' and r.rulename <> '_RETURN'",
+            ))
+            .await
+            .map_err(DbError::from)?;
+        let mut found_functions: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut found_triggers = BTreeMap::new();
+        let mut problems = Vec::new();
+        for row in &rows {
+            let get = |column: &str| {
+                row.try_get::<String>("", column)
+                    .map_err(DbError::Statement)
+            };
+            let (kind, name, detail) = (get("kind")?, get("name")?, get("detail")?);
+            match kind.as_str() {
+                "function" => found_functions.entry(name).or_default().push(detail),
+                "trigger" => {
+                    found_triggers.insert(name, detail);
+                }
+                _ => problems.push(format!(
+                    "rule {name} on the audit trail is not one of the migrations'"
+                )),
+            }
+        }
+        for (name, details) in &found_functions {
+            match self.functions.get(name) {
+                None => problems.push(format!(
+                    "function rowguard_audit.{name} is not one of the migrations'"
+                )),
+                Some(_) if details.len() > 1 => problems.push(format!(
+                    "function rowguard_audit.{name} is defined {} times; the migrations define it once",
+                    details.len()
+                )),
+                Some(expected) if details[0] != *expected => problems.push(format!(
+                    "function rowguard_audit.{name} differs from the migrations' (its body, SECURITY \
+                     DEFINER or settings)"
+                )),
+                Some(_) => {}
+            }
+        }
+        for name in self.functions.keys() {
+            if !found_functions.contains_key(name) {
+                problems.push(format!("function rowguard_audit.{name} is missing"));
+            }
+        }
+        for (name, enabled) in &found_triggers {
+            if !self.triggers.contains(name) {
+                problems.push(format!(
+                    "trigger {name} on the audit trail is not one of the migrations'"
+                ));
+            } else if enabled != "O" {
+                problems.push(format!("trigger {name} on the audit trail is not enabled"));
+            }
+        }
+        for name in &self.triggers {
+            if !found_triggers.contains_key(name) {
+                problems.push(format!("trigger {name} on the audit trail is missing"));
+            }
+        }
+        Ok(problems)
+    }
+}
