@@ -742,6 +742,24 @@ async fn a_subject_with_a_nul_character_is_an_unusable_token() {
 }
 
 #[tokio::test]
+async fn a_token_bound_to_a_key_is_refused_as_a_bearer_token() {
+    // A review: a DPoP- or mTLS-bound access token (a `cnf` claim) was accepted with no proof of
+    // its key, so a stolen one worked here as if it were not bound.
+    let (_t, issuer, app) = world_for_the_spa_only(|_| {}).await;
+    for cnf in [
+        json!({ "jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I" }),
+        json!({ "x5t#S256": "bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2" }),
+    ] {
+        let bound = issuer
+            .token("alice")
+            .access_token()
+            .claim("cnf", cnf)
+            .mint();
+        assert_token_rejected(&app, &bound).await;
+    }
+}
+
+#[tokio::test]
 async fn a_token_without_a_required_scope_is_refused() {
     let (_t, issuer, app) = world_for_the_spa_only(|s| {
         s.required_scopes = vec!["rowguard.api".to_owned()];
@@ -755,6 +773,19 @@ async fn a_token_without_a_required_scope_is_refused() {
         .claim("scope", json!("openid profile"))
         .mint();
     assert_token_rejected(&app, &other).await;
+    // RFC 6749 separates scopes with a space alone: these are single, unknown scopes.
+    for glued in [
+        "x\u{a0}rowguard.api",
+        "x\u{3000}rowguard.api",
+        "x\nrowguard.api",
+    ] {
+        let token = issuer
+            .token("alice")
+            .access_token()
+            .claim("scope", json!(glued))
+            .mint();
+        assert_token_rejected(&app, &token).await;
+    }
     let scoped = issuer
         .token("alice")
         .access_token()

@@ -5,7 +5,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use openidconnect::core::{CoreJsonWebKeySet, CoreProviderMetadata};
-use openidconnect::{IssuerUrl, reqwest};
+use openidconnect::{HttpRequest, HttpResponse, IssuerUrl, reqwest};
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -95,7 +95,10 @@ impl KeyStore {
 
     async fn fetch(&self) -> Result<(), KeyLoadError> {
         // Discovery also validates that the document's `issuer` equals ours exactly.
-        let metadata = CoreProviderMetadata::discover_async(self.issuer.clone(), &self.http).await;
+        // The client is a handle: each call owns one, so its future borrows nothing.
+        let http = self.http.clone();
+        let bounded = move |request| bounded_call(http.clone(), request);
+        let metadata = CoreProviderMetadata::discover_async(self.issuer.clone(), &bounded).await;
         let outcome = if metadata.is_ok() { "ok" } else { "failed" };
         self.fetches
             .get_or_create(&ReasonLabel {
@@ -123,6 +126,48 @@ impl KeyStore {
         tracing::info!(issuer = %self.issuer.as_str(), keys = count, "loaded issuer signing keys");
         Ok(())
     }
+}
+
+/// The largest discovery document or key set read from the issuer. Both are a few kilobytes;
+/// read whole, a gigabyte-long document (a broken or hostile issuer, or anything answering on
+/// its address) took gigabytes of memory, at start and again at every refresh.
+const LARGEST_ISSUER_DOCUMENT: usize = 1 << 20;
+
+/// One request to the issuer, its answer read up to [`LARGEST_ISSUER_DOCUMENT`].
+async fn bounded_call(
+    http: reqwest::Client,
+    request: HttpRequest,
+) -> Result<HttpResponse, std::io::Error> {
+    let too_large = || {
+        std::io::Error::other(format!(
+            "the issuer's answer is larger than {LARGEST_ISSUER_DOCUMENT} bytes"
+        ))
+    };
+    let (parts, body) = request.into_parts();
+    let mut response = http
+        .request(parts.method, parts.uri.to_string())
+        .headers(parts.headers)
+        .body(body)
+        .send()
+        .await
+        .map_err(std::io::Error::other)?;
+    if response
+        .content_length()
+        .is_some_and(|length| length > LARGEST_ISSUER_DOCUMENT as u64)
+    {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(std::io::Error::other)? {
+        if bytes.len() + chunk.len() > LARGEST_ISSUER_DOCUMENT {
+            return Err(too_large());
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    let mut answer = HttpResponse::new(bytes);
+    *answer.status_mut() = response.status();
+    *answer.headers_mut() = std::mem::take(response.headers_mut());
+    Ok(answer)
 }
 
 fn error_chain(err: &dyn std::error::Error) -> String {
@@ -155,5 +200,63 @@ pub async fn keep_fresh(store: Arc<KeyStore>, refresh_every: Duration) {
         if let Err(e) = store.refresh().await {
             tracing::warn!(error = %e, "routine key refresh failed; keeping the cached keys");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Serves `body` once per connection at a loopback address, returning its URL.
+    async fn serve(body: Vec<u8>, with_length: bool) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}/", listener.local_addr().expect("address"));
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let body = body.clone();
+                tokio::spawn(async move {
+                    let mut head = [0u8; 4096];
+                    let _ = socket.read(&mut head).await;
+                    let header = if with_length {
+                        format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len())
+                    } else {
+                        "HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n".to_owned()
+                    };
+                    let _ = socket.write_all(header.as_bytes()).await;
+                    let _ = socket.write_all(&body).await;
+                });
+            }
+        });
+        url
+    }
+
+    fn get(url: &str) -> HttpRequest {
+        let mut request = HttpRequest::new(Vec::new());
+        *request.uri_mut() = url.parse().expect("uri");
+        request
+    }
+
+    #[tokio::test]
+    async fn an_issuer_document_over_a_megabyte_is_refused_with_or_without_a_length() {
+        let http = reqwest::Client::new();
+        for with_length in [true, false] {
+            let url = serve(vec![b' '; LARGEST_ISSUER_DOCUMENT + 1], with_length).await;
+            let refused = bounded_call(http.clone(), get(&url)).await;
+            assert!(
+                refused.is_err_and(|e| e.to_string().contains("larger than")),
+                "with_length: {with_length}"
+            );
+        }
+        let url = serve(b"{}".to_vec(), true).await;
+        let answer = bounded_call(http.clone(), get(&url))
+            .await
+            .expect("a small answer");
+        assert_eq!(
+            (answer.status().as_u16(), answer.body().as_slice()),
+            (200, &b"{}"[..])
+        );
     }
 }

@@ -266,6 +266,15 @@ impl Rules {
                 ));
             }
         }
+        // A sender-constrained token (RFC 9449 DPoP, RFC 8705 mutual TLS) may only be used with
+        // a proof of its key, which a bearer request does not carry and Rowguard does not check:
+        // accepted as a bearer token, a stolen one would work here as if it were not bound.
+        if extra.contains_key("cnf") {
+            return Err(reject(
+                "the token is bound to a key (cnf) and this server accepts bearer tokens only",
+                "the token carries a cnf (confirmation) claim",
+            ));
+        }
         let lifetime = claims.expiration() - claims.issue_time();
         if lifetime > self.max_age {
             return Err(reject(
@@ -418,7 +427,9 @@ fn scopes(extra: &HashMap<String, Value>) -> Vec<&str> {
     let mut found = Vec::new();
     for claim in ["scope", "scp"] {
         match extra.get(claim) {
-            Some(Value::String(s)) => found.extend(s.split_whitespace()),
+            // RFC 6749 §3.3: scopes are separated by U+0020 alone; `x\u{a0}rowguard.api` is one
+            // (unknown) scope, not two.
+            Some(Value::String(s)) => found.extend(s.split(' ').filter(|scope| !scope.is_empty())),
             Some(Value::Array(items)) => found.extend(items.iter().filter_map(Value::as_str)),
             _ => {}
         }

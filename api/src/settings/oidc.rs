@@ -95,16 +95,21 @@ pub struct OidcSettings {
           value_parser = parse_role_map)]
     pub role_map: RoleMap,
 
-    /// Minimum seconds between two JWKS fetches triggered by tokens with an unknown key id.
-    #[arg(long = "oidc-jwks-cooldown-secs", env = "ROWGUARD_OIDC_JWKS_COOLDOWN_SECS", default_value_t = DEFAULT_JWKS_COOLDOWN_SECS)]
+    /// Minimum seconds between two JWKS fetches triggered by tokens with an unknown key id (at
+    /// least 1: with none, every such token would fetch).
+    #[arg(long = "oidc-jwks-cooldown-secs", env = "ROWGUARD_OIDC_JWKS_COOLDOWN_SECS", default_value_t = DEFAULT_JWKS_COOLDOWN_SECS,
+          value_parser = clap::value_parser!(u64).range(1..=3_600))]
     pub jwks_cooldown_secs: u64,
 
-    /// Seconds between routine refreshes of discovery and keys.
-    #[arg(long = "oidc-jwks-refresh-secs", env = "ROWGUARD_OIDC_JWKS_REFRESH_SECS", default_value_t = DEFAULT_JWKS_REFRESH_SECS)]
+    /// Seconds between routine refreshes of discovery and keys (10 to 86,400: zero fetched in a
+    /// tight loop).
+    #[arg(long = "oidc-jwks-refresh-secs", env = "ROWGUARD_OIDC_JWKS_REFRESH_SECS", default_value_t = DEFAULT_JWKS_REFRESH_SECS,
+          value_parser = clap::value_parser!(u64).range(10..=86_400))]
     pub jwks_refresh_secs: u64,
 
-    /// Timeout of each request to the issuer, in seconds.
-    #[arg(long = "oidc-http-timeout-secs", env = "ROWGUARD_OIDC_HTTP_TIMEOUT_SECS", default_value_t = DEFAULT_HTTP_TIMEOUT_SECS)]
+    /// Timeout of each request to the issuer, in seconds (1 to 60).
+    #[arg(long = "oidc-http-timeout-secs", env = "ROWGUARD_OIDC_HTTP_TIMEOUT_SECS", default_value_t = DEFAULT_HTTP_TIMEOUT_SECS,
+          value_parser = clap::value_parser!(u64).range(1..=60))]
     pub http_timeout_secs: u64,
 
     /// How many verified tokens to remember (never past their `exp`).
@@ -349,6 +354,22 @@ mod tests {
         assert!(parsed(&["--oidc-clock-skew-secs", "300"]).is_ok());
         assert!(parsed(&["--oidc-max-token-age-secs", "0"]).is_err());
         assert!(parsed(&["--oidc-max-token-age-secs", "86401"]).is_err());
+    }
+
+    #[test]
+    fn key_refreshes_and_issuer_timeouts_are_bounded() {
+        // A review: a refresh of 0 fetched discovery and keys 2,757 times in 10 s; a cooldown
+        // of 0 fetched once per token with an unknown key; a timeout of 0 never loaded keys.
+        for (flag, refused, accepted) in [
+            ("--oidc-jwks-refresh-secs", ["0", "9", "86401"], "10"),
+            ("--oidc-jwks-cooldown-secs", ["0", "3601", "-1"], "1"),
+            ("--oidc-http-timeout-secs", ["0", "61", "-1"], "60"),
+        ] {
+            for value in refused {
+                assert!(parsed(&[flag, value]).is_err(), "{flag} {value}");
+            }
+            assert!(parsed(&[flag, accepted]).is_ok(), "{flag} {accepted}");
+        }
     }
 
     #[test]
