@@ -254,6 +254,18 @@ async fn dev_never_touches_the_database_that_production_variables_name() {
             .is_err(),
         "dev listened on ROWGUARD_LISTEN"
     );
+    // A review: a second dev on the same directory stopped the first one's cluster, restarted
+    // it as its own, and stopped it again when it ended.
+    let second = dev_refusal(&data_dir);
+    assert!(
+        second.contains("another `rowguard dev` is running"),
+        "{second}"
+    );
+    assert_eq!(
+        patient_mrns(&http, &gateway, &idp, "alice").await,
+        demo_range(1, 25),
+        "the first dev still serves"
+    );
     dev.signal(Signal::SIGINT);
     assert!(dev.wait(Duration::from_secs(60)).success());
     let _ = std::fs::remove_dir_all(&data_dir);
@@ -319,6 +331,29 @@ fn dev_refuses_a_cluster_directory_that_is_a_link_to_another_cluster() {
     assert!(
         !data_dir.join("dev-cluster-marker").exists(),
         "dev claimed the linked cluster as its own"
+    );
+    let _ = std::fs::remove_dir_all(&scratch);
+}
+
+#[test]
+fn dev_refuses_a_cluster_it_did_not_mark_even_with_its_key_file_beside_it() {
+    // A review: a cluster with a file named like dev's key beside it was taken for one from
+    // before markers existed: dev marked it, stopped and restarted it, and migrated into it.
+    let scratch =
+        std::env::temp_dir().join(format!("rowguard-dev-unmarked-{}", std::process::id()));
+    let data_dir = scratch.join("data");
+    std::fs::create_dir_all(data_dir.join("pgdata")).expect("pgdata");
+    // Enough for dev to take it for an initialised cluster.
+    std::fs::write(data_dir.join("pgdata").join("PG_VERSION"), "15\n").expect("PG_VERSION");
+    std::fs::write(data_dir.join("dev-idp-key.pem"), "").expect("key");
+    let stderr = dev_refusal(&data_dir);
+    assert!(
+        stderr.contains("that rowguard dev did not create"),
+        "{stderr}"
+    );
+    assert!(
+        !data_dir.join("dev-cluster-marker").exists(),
+        "dev claimed the cluster as its own"
     );
     let _ = std::fs::remove_dir_all(&scratch);
 }

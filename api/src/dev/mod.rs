@@ -146,10 +146,14 @@ pub async fn run(
         })?;
     }
     let roles = RoleNames::default();
+    // Held until dev stops: a second dev on the same directory would take the running cluster
+    // over (stopping it under the first) and stop it again when it ends.
+    let _in_use = lock_data_dir(&data_dir)?;
     let (cluster, port, marker) = start_embedded(settings, &data_dir)?;
     let embedded = Embedded {
         gateway_url: cluster.socket_url(&roles.gateway(), port, "rowguard"),
         admin_url: cluster.socket_url("postgres", port, "rowguard"),
+        maintenance_url: cluster.socket_url("postgres", port, "postgres"),
         data_dir,
         marker,
         roles,
@@ -160,6 +164,25 @@ pub async fn run(
         tracing::warn!(error = %e, "the embedded PostgreSQL did not stop cleanly");
     }
     result
+}
+
+/// Takes `data_dir` for this run, or says which directory another run is using.
+fn lock_data_dir(data_dir: &Path) -> Result<std::fs::File, String> {
+    let path = data_dir.join("dev.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    file.try_lock().map_err(|_| {
+        format!(
+            "another `rowguard dev` is running on {}; stop it first, or give this one another \
+             ROWGUARD_DEV_DATA_DIR",
+            data_dir.display()
+        )
+    })?;
+    Ok(file)
 }
 
 /// Starts dev's own cluster, creating it on first use. Returns it, its port and its marker.
@@ -186,20 +209,15 @@ fn start_embedded(
             .map_err(|e| format!("{}: {e}", marker_path.display()))?;
         marker
     } else {
+        // Only the marker dev wrote when it created the cluster makes it dev's: a file anyone
+        // can put beside a cluster (dev's key file was once taken as proof) is not.
         match std::fs::read_to_string(&marker_path) {
             Ok(marker) => marker.trim().to_owned(),
-            // A cluster from before markers existed, recognisable by dev's own identity-provider
-            // key next to it: adopt it.
-            Err(_) if data_dir.join("dev-idp-key.pem").exists() => {
-                let marker = uuid::Uuid::new_v4().to_string();
-                std::fs::write(&marker_path, &marker)
-                    .map_err(|e| format!("{}: {e}", marker_path.display()))?;
-                marker
-            }
             Err(_) => {
                 return Err(format!(
-                    "{} holds a PostgreSQL cluster that rowguard dev did not create; dev only ever \
-                     uses its own. Point ROWGUARD_DEV_DATA_DIR at an empty directory.",
+                    "{} holds a PostgreSQL cluster that rowguard dev did not create (or created \
+                     before it marked its clusters); dev only ever uses its own. Point \
+                     ROWGUARD_DEV_DATA_DIR at an empty directory, or delete this one to start afresh.",
                     cluster.data_dir().display()
                 ));
             }
@@ -220,6 +238,31 @@ fn start_embedded(
         "embedded PostgreSQL is running, reachable only through its socket (psql -h <socket_dir> -p <port> -U postgres rowguard)"
     );
     Ok((cluster, port, marker))
+}
+
+/// Refuses a `rowguard` database whose comment is another dev's marker (or anything else).
+async fn refuse_another_devs_database(maintenance_url: &str, marker: &str) -> Result<(), String> {
+    use sea_orm::{ConnectionTrait, DbBackend, Statement};
+    let conn = sea_orm::Database::connect(maintenance_url)
+        .await
+        .map_err(|e| format!("connecting to the embedded PostgreSQL: {e}"))?;
+    let comment: Option<String> = conn
+        .query_one_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "select shobj_description(oid, 'pg_database') as comment from pg_database where datname = 'rowguard'",
+        ))
+        .await
+        .map_err(|e| e.to_string())?
+        .and_then(|row| row.try_get("", "comment").ok())
+        .flatten();
+    let _ = conn.close().await;
+    match comment {
+        Some(found) if found != format!("rowguard dev {marker}") => Err(
+            "the embedded cluster's rowguard database carries another dev marker; refusing to migrate or seed it"
+                .to_owned(),
+        ),
+        _ => Ok(()),
+    }
 }
 
 /// Seeds only the database dev created: its comment carries dev's marker (written on first use).
@@ -253,6 +296,8 @@ async fn check_marker(owner: &sea_orm::DatabaseConnection, marker: &str) -> Resu
 struct Embedded {
     gateway_url: String,
     admin_url: String,
+    /// The cluster's `postgres` database, there before dev creates `rowguard`.
+    maintenance_url: String,
     data_dir: PathBuf,
     marker: String,
     roles: RoleNames,
@@ -267,6 +312,7 @@ async fn serve_dev(
     let Embedded {
         gateway_url,
         admin_url,
+        maintenance_url,
         data_dir,
         marker,
         roles,
@@ -275,6 +321,9 @@ async fn serve_dev(
         url: admin_url.to_owned(),
         role_prefix: roles.clone(),
     };
+    // Before anything is created or migrated: a `rowguard` database marked by another dev is
+    // not this one's.
+    refuse_another_devs_database(maintenance_url, marker).await?;
     migrate::run(&migration, MigrateAction::Up)
         .await
         .map_err(|e| format!("migrating the dev database: {e}"))?;
