@@ -391,8 +391,16 @@ fn init_logging(
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
 
+    let (kept, dropped) = capped_targets_removed(&settings.filter);
+    // Nothing left (`ROWGUARD_LOG=sqlx=trace`) would log errors only, silencing the startup
+    // warnings and the checkpoint lines operators rely on: the default level stays instead.
+    let kept = if kept.trim().is_empty() {
+        "info".to_owned()
+    } else {
+        kept
+    };
     let filter = phi_safe_filter(
-        tracing_subscriber::EnvFilter::try_new(without_capped_targets(&settings.filter))
+        tracing_subscriber::EnvFilter::try_new(&kept)
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
     );
     let json = match settings.format {
@@ -412,6 +420,15 @@ fn init_logging(
             .boxed()
     };
     let registry = tracing_subscriber::registry().with(logs.with_filter(filter));
+    let report_dropped = move || {
+        if !dropped.is_empty() {
+            tracing::warn!(
+                ignored = ?dropped,
+                "log directives for libraries that could log PHI (or naming no target) are ignored; \
+                 those libraries stay at their ceilings"
+            );
+        }
+    };
     let telemetry = if serving {
         crate::telemetry::start(settings)?
     } else {
@@ -424,10 +441,12 @@ fn init_logging(
                     crate::telemetry::exported,
                 )))
                 .init();
+            report_dropped();
             Ok(Some(telemetry))
         }
         None => {
             registry.init();
+            report_dropped();
             Ok(None)
         }
     }
@@ -448,6 +467,11 @@ pub fn phi_safe_filter(filter: tracing_subscriber::EnvFilter) -> tracing_subscri
 /// directive naming no target (`[request]=trace`) is dropped too: it would enable every
 /// library's events inside that span, past the ceilings.
 pub fn without_capped_targets(filter: &str) -> String {
+    capped_targets_removed(filter).0
+}
+
+/// `filter` without the directives [`without_capped_targets`] drops, and those directives.
+fn capped_targets_removed(filter: &str) -> (String, Vec<String>) {
     let capped = |directive: &str| {
         let target = directive
             .split(['[', '='])
@@ -457,21 +481,28 @@ pub fn without_capped_targets(filter: &str) -> String {
         if target.is_empty() && directive.contains('[') {
             return true;
         }
+        // A library's own crates log under their names (`sqlx_core`, `sqlx_postgres`,
+        // `hyper_util`): a directive for one of them is as specific as one for a module.
         CEILINGS.iter().any(|ceiling| {
             let library = ceiling.split('=').next().unwrap_or_default();
-            target == library || target.starts_with(&format!("{library}::"))
+            target == library
+                || target.starts_with(&format!("{library}::"))
+                || target.starts_with(&format!("{library}_"))
         })
     };
-    filter
-        .split(',')
-        .filter(|directive| !capped(directive))
-        .collect::<Vec<_>>()
-        .join(",")
+    let (dropped, kept): (Vec<&str>, Vec<&str>) =
+        filter.split(',').partition(|directive| capped(directive));
+    (
+        kept.join(","),
+        dropped.into_iter().map(str::to_owned).collect(),
+    )
 }
 
 /// The most verbose level each library that could log PHI may log at.
-const CEILINGS: [&str; 12] = [
+const CEILINGS: [&str; 14] = [
     "sqlx=warn",
+    "sqlx_core=warn",
+    "sqlx_postgres=warn",
     "sea_orm=info",
     "sea_query=info",
     "sea_orm_migration=info",
@@ -558,6 +589,17 @@ mod tests {
             super::without_capped_targets("info,sqlxy=debug"),
             "info,sqlxy=debug"
         );
+    }
+
+    #[test]
+    fn a_directive_for_a_capped_librarys_own_crates_is_dropped_and_reported() {
+        // A review: `sqlx_core=trace` and `sqlx_postgres=trace` are more specific than the
+        // `sqlx` ceiling and were not dropped.
+        let (kept, dropped) = super::capped_targets_removed(
+            "trace,sqlx_core=trace,sqlx_postgres::options=debug,rowguard=debug",
+        );
+        assert_eq!(kept, "trace,rowguard=debug");
+        assert_eq!(dropped, ["sqlx_core=trace", "sqlx_postgres::options=debug"]);
     }
 
     #[test]
