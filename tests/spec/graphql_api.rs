@@ -1419,17 +1419,35 @@ async fn wrong_variable_types_are_refused() {
 }
 
 #[tokio::test]
-async fn introspection_is_off_by_default() {
+async fn introspection_is_off_by_default_and_says_so() {
+    // A review: with introspection off, `__schema` answered a silent null with no error, which
+    // tools read as an empty schema.
     let w = World::new().await;
-    let reply = w
+    for query in [
+        "{ __schema { types { name } } }",
+        "{ __type(name: \"Patient\") { name } }",
+        "query Q { ...S } fragment S on Query { __schema { queryType { name } } }",
+    ] {
+        let reply = w.app.graphql(Some(&w.alice()), query, json!({})).await;
+        assert_eq!(
+            (reply.status, reply.code()),
+            (400, Some("BAD_USER_INPUT")),
+            "{query}: {}",
+            reply.body
+        );
+        assert!(
+            reply.body["errors"][0]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("introspection is turned off")),
+            "{}",
+            reply.body
+        );
+    }
+    let typename = w
         .app
-        .graphql(
-            Some(&w.alice()),
-            "{ __schema { types { name } } }",
-            json!({}),
-        )
+        .graphql(Some(&w.alice()), "{ __typename }", json!({}))
         .await;
-    assert_eq!(reply.data()["__schema"], Value::Null, "{}", reply.body);
+    assert_eq!(typename.data()["__typename"], "Query", "{}", typename.body);
 }
 
 #[tokio::test]

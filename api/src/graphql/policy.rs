@@ -97,6 +97,15 @@ impl RequestPolicy {
         };
         let shape = measure(doc, operation, &variables, &limits)
             .map_err(|too_large| bad_input(too_large.to_string()))?;
+        // With introspection off the engine answers `__schema` and `__type` with a silent null,
+        // which tools read as an empty schema: they are told why instead.
+        if shape.introspects && !self.limits.introspection {
+            return Err(bad_input(
+                "introspection is turned off on this server (ROWGUARD_INTROSPECTION); the schema is \
+                 published as schema.graphql"
+                    .to_owned(),
+            ));
+        }
         // The engine reports a missing or ambiguous operation (after validating every
         // operation, which the measure above has bounded).
         Ok(operation.map(|op| (shape.cost, op.ty == OperationType::Mutation)))

@@ -60,6 +60,8 @@ pub struct Shape {
     pub values: usize,
     pub aliases: usize,
     pub root_fields: usize,
+    /// The operation that runs asks for `__schema` or `__type` (the schema itself).
+    pub introspects: bool,
     /// Every field that returns objects costs 1 for each object it can return, nested costs
     /// multiplied by the list sizes above them; scalar fields are free (they come with their row).
     pub cost: u64,
@@ -407,6 +409,9 @@ impl<'a> Walk<'a> {
         // Introspection is governed by its own setting and its standard query is large by
         // design, so it adds no fields, depth or cost; but its selections are still walked and
         // counted, so it cannot hide a fragment bomb or an alias fan-out.
+        if self.counting == Counting::Everything && matches!(name, "__schema" | "__type") {
+            self.shape.introspects = true;
+        }
         if self.counting == Counting::Introspection || name.starts_with("__") {
             let outer = std::mem::replace(&mut self.counting, Counting::Introspection);
             let walked = self.set(&field.selection_set.node, depth + 1, None);
