@@ -78,6 +78,10 @@ impl Application {
             .await?
             .with_audit_batch_wait(settings.audit.batch_wait());
         db.self_check().await?;
+        tokio::spawn(
+            db.clone()
+                .keep_checking(Duration::from_secs(settings.database.self_check_secs)),
+        );
         let counters = SharedCounters::default();
         if limits.audit && settings.audit.sealer {
             start_sealer(&settings.database, &settings.audit, counters.sealer.clone()).await?;

@@ -299,6 +299,71 @@ async fn a_mutation_interrupted_by_a_fault_is_not_applied_at_all() {
 }
 
 #[tokio::test]
+async fn a_policy_added_while_serving_stops_every_request_until_it_is_removed() {
+    // A review: the self-check ran only at start, so a policy or grant added afterwards (here a
+    // policy that shows every patient to every clinician) took effect unnoticed.
+    let (t, issuer, app) = world(|s| s.self_check_secs = 1).await;
+    let alice = || issuer.token("alice").mint();
+    let reply = app.graphql(Some(&alice()), MY_PATIENTS, json!({})).await;
+    assert_eq!(mrns(&reply.body), vec!["A-1"]);
+    let admin = t.admin().await;
+    admin
+        .execute_unprepared(
+            "create policy everyone on rowguard.patients for select to rgtest_clinician using (true)",
+        )
+        .await
+        .expect("policy");
+    let refused = wait_for(Duration::from_secs(15), || async {
+        let reply = app.graphql(Some(&alice()), MY_PATIENTS, json!({})).await;
+        (reply.status, reply.code().map(str::to_owned))
+            == (503, Some("SERVICE_UNAVAILABLE".to_owned()))
+    })
+    .await;
+    assert!(
+        refused,
+        "requests were still served with the policy in place"
+    );
+    let ready = app
+        .http
+        .get(app.url("/readyz"))
+        .send()
+        .await
+        .expect("readyz");
+    assert_eq!(ready.status().as_u16(), 503);
+    let body: Value = ready.json().await.expect("json");
+    assert_eq!(body["checks"]["self_check"], "failing", "{body}");
+    admin
+        .execute_unprepared("drop policy everyone on rowguard.patients")
+        .await
+        .expect("drop");
+    let served = wait_for(Duration::from_secs(15), || async {
+        let reply = app.graphql(Some(&alice()), MY_PATIENTS, json!({})).await;
+        mrns(&reply.body) == vec!["A-1"]
+    })
+    .await;
+    assert!(
+        served,
+        "requests were not served again once the policy was gone"
+    );
+}
+
+/// Polls `check` every 200 ms until it is true or `limit` has passed.
+async fn wait_for<F, Fut>(limit: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    false
+}
+
+#[tokio::test]
 async fn a_serialization_failure_at_commit_is_a_retryable_answer_not_a_server_error() {
     // A review: a 40001 raised at COMMIT (a stricter isolation level, or a deferred check that
     // lost a race) answered 500 INTERNAL_SERVER_ERROR; nothing was written, and the same

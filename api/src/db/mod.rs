@@ -105,6 +105,8 @@ pub struct Database {
     batcher: Arc<std::sync::Mutex<Option<crate::audit::batch::AuditBatcher>>>,
     /// How long that writer waits for reads in flight to join a batch.
     audit_batch_wait: std::time::Duration,
+    /// The periodic self-check found a problem: no request scope opens until it passes again.
+    self_check_failed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Per-transaction limits PostgreSQL enforces on every request.
@@ -221,6 +223,7 @@ impl Database {
             setup_statement_timeout_ms: None,
             batcher: Arc::default(),
             audit_batch_wait: std::time::Duration::ZERO,
+            self_check_failed: Arc::default(),
         }
     }
 
@@ -343,6 +346,12 @@ impl Database {
     /// Statements run through this pool so far.
     pub fn statements_executed(&self) -> u64 {
         self.statements.load(Ordering::Relaxed)
+    }
+
+    /// Whether the periodic self-check currently fails (see [`Database::keep_checking`]).
+    pub fn self_check_failing(&self) -> bool {
+        self.self_check_failed
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn roles(&self) -> &RoleNames {

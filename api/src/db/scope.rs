@@ -167,6 +167,12 @@ impl Database {
         ids: impl Into<RequestIds>,
         time_left: std::time::Duration,
     ) -> Result<RlsScope, DbError> {
+        if self.self_check_failing() {
+            // Fail closed: the setup no longer proves that row level security holds.
+            return Err(DbError::Unavailable(sea_orm::DbErr::Custom(
+                "the database no longer passes the self-check".into(),
+            )));
+        }
         let ids = ids.into();
         let statement_timeout_ms = self
             .limits

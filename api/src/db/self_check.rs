@@ -1,4 +1,5 @@
 use std::fmt;
+use std::sync::atomic::Ordering;
 
 use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, QueryResult, Statement, Value};
 
@@ -33,6 +34,40 @@ impl Database {
     /// Checks, as the gateway's own login, that PostgreSQL will actually enforce row level
     /// security for it. Called before serving; any problem means refusing to start.
     pub async fn self_check(&self) -> Result<(), SelfCheckError> {
+        self.check(true).await
+    }
+
+    /// Runs the self-check again every `every` while the gateway serves: a grant, a membership
+    /// or a policy changed after start (`GRANT owner TO gateway`, a helper replaced) stops every
+    /// request (`SERVICE_UNAVAILABLE`) and `/readyz`, with an error in the log naming the
+    /// problems, until the check passes again. The audit trail's functions are left to the
+    /// sealer here: a newer release's migrations change them while this one still runs.
+    pub async fn keep_checking(self, every: std::time::Duration) {
+        loop {
+            tokio::time::sleep(every).await;
+            match self.check(false).await {
+                Ok(()) => {
+                    if self.self_check_failed.swap(false, Ordering::Relaxed) {
+                        tracing::warn!("the database passes the self-check again; serving");
+                    }
+                }
+                Err(SelfCheckError::Failed(failed)) => {
+                    if !self.self_check_failed.swap(true, Ordering::Relaxed) {
+                        tracing::error!(
+                            problems = ?failed.problems,
+                            "the database no longer passes the startup self-check: every request is refused until it does"
+                        );
+                    }
+                }
+                // Unreachable or slow: requests find that out themselves.
+                Err(SelfCheckError::Database(e)) => {
+                    tracing::warn!(error = %e, "the periodic self-check could not run");
+                }
+            }
+        }
+    }
+
+    async fn check(&self, audit_schema: bool) -> Result<(), SelfCheckError> {
         let mut problems = Vec::new();
         // Catalog reads only; a transaction keeps them on one server connection behind a pooler.
         let txn = self.begin().await?;
@@ -217,9 +252,13 @@ impl Database {
         // The baseline the policies are compared with is the database's own, which its owner
         // can re-record; the audit trail's functions and triggers are also compared with this
         // build's migrations.
-        let audit = crate::audit::schema_drift::ExpectedAuditSchema::for_roles(&self.roles)
-            .drift(&txn)
-            .await?;
+        let audit = if audit_schema {
+            crate::audit::schema_drift::ExpectedAuditSchema::for_roles(&self.roles)
+                .drift(&txn)
+                .await?
+        } else {
+            Vec::new()
+        };
         problems.extend(audit.into_iter().map(|difference| {
             format!(
                 "{difference}: the audit trail's functions and triggers must be exactly those `rowguard migrate` \

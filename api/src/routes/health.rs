@@ -30,7 +30,8 @@ pub async fn metrics(State(state): State<AppState>) -> impl axum::response::Into
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let keys = state.auth.is_ready();
     let database = state.db.ping().await.is_ok();
-    let status = if keys && database {
+    let self_check = !state.db.self_check_failing();
+    let status = if keys && database && self_check {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
@@ -63,6 +64,7 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
             "checks": {
                 "identity_provider_keys": word(keys),
                 "database": word(database),
+                "self_check": if self_check { "ok" } else { "failing" },
                 "audit_sealing": sealing,
                 "audit_unsealed_age_secs": sealer.unsealed_age().as_secs(),
                 "audit_checkpoints": if sealer.is_signing() { "signed" } else { "unsigned" },

@@ -58,6 +58,12 @@ pub struct DatabaseSettings {
     /// Seconds to wait for a pooled connection before answering "service unavailable".
     #[arg(long, env = "ROWGUARD_DB_ACQUIRE_TIMEOUT_SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=300))]
     pub acquire_timeout_secs: u64,
+
+    /// Seconds between two runs of the self-check while serving: a setup that stops passing it
+    /// (a grant, a membership or a policy changed after start) refuses every request until it
+    /// passes again.
+    #[arg(long, env = "ROWGUARD_DB_SELF_CHECK_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub self_check_secs: u64,
 }
 
 impl DatabaseSettings {
