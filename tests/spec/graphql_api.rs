@@ -1402,6 +1402,40 @@ async fn wrong_content_type_is_refused() {
         .body("{\"query\": \"{ me { id } }\"}");
     let reply = assert_coded_4xx(&w, request).await;
     assert_eq!(reply.status, 415);
+    // A review: a body declared in another charset, or compressed, was read as plain UTF-8.
+    for (content_type, encoding) in [
+        ("application/json; charset=utf-16", None),
+        ("application/json; charset=\"latin1\"", None),
+        ("application/json", Some("gzip")),
+    ] {
+        let mut request = w
+            .app
+            .http
+            .post(w.app.url("/graphql"))
+            .header("content-type", content_type)
+            .body("{\"query\": \"{ me { id } }\"}");
+        if let Some(encoding) = encoding {
+            request = request.header("content-encoding", encoding);
+        }
+        let reply = assert_coded_4xx(&w, request).await;
+        assert_eq!(reply.status, 415, "{content_type} {encoding:?}");
+    }
+    for content_type in [
+        "application/json; charset=utf-8",
+        "application/json;charset=\"UTF-8\"",
+    ] {
+        let reply = w
+            .app
+            .http
+            .post(w.app.url("/graphql"))
+            .bearer_auth(w.alice())
+            .header("content-type", content_type)
+            .body("{\"query\": \"{ me { id } }\"}")
+            .send()
+            .await
+            .expect("reply");
+        assert_eq!(reply.status().as_u16(), 200, "{content_type}");
+    }
 }
 
 #[tokio::test]

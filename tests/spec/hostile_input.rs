@@ -449,6 +449,32 @@ async fn first_answer(stream: &mut tokio::net::TcpStream) -> Option<String> {
 }
 
 #[tokio::test]
+async fn a_body_announced_over_the_limit_is_refused_before_the_client_is_invited_to_send_it() {
+    // A review: `Expect: 100-continue` with a Content-Length of 99,999,999 was answered
+    // `100 Continue`, then 408 when the request timeout ran out, instead of 413 at once.
+    use tokio::io::AsyncWriteExt;
+    let (_t, issuer, app) = world().await;
+    let mut stream = tokio::net::TcpStream::connect(app.addr)
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST /graphql HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: 99999999\r\nExpect: 100-continue\r\n\r\n",
+        issuer.token("alice").mint()
+    );
+    stream.write_all(head.as_bytes()).await.expect("head");
+    let started = std::time::Instant::now();
+    let answer = first_answer(&mut stream).await.expect("an answer");
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("BAD_USER_INPUT"), "{answer}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "answered after {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
 async fn a_connection_that_never_finishes_its_request_head_is_closed() {
     use tokio::io::AsyncWriteExt;
     let t = TestDb::new().await;

@@ -93,13 +93,40 @@ async fn read(
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default();
-        let media_type = content_type.split(';').next().unwrap_or_default().trim();
-        if !media_type.eq_ignore_ascii_case("application/json") {
+        let mut params = content_type.split(';');
+        let media_type = params.next().unwrap_or_default().trim();
+        // JSON is UTF-8 (RFC 8259); a body declared in another charset, or compressed, would
+        // be read as something it is not.
+        let other_charset = params.any(|param| {
+            param.split_once('=').is_some_and(|(name, value)| {
+                name.trim().eq_ignore_ascii_case("charset")
+                    && !value.trim().trim_matches('"').eq_ignore_ascii_case("utf-8")
+            })
+        });
+        let encoded = parts
+            .headers
+            .get(header::CONTENT_ENCODING)
+            .is_some_and(|coding| !coding.as_bytes().eq_ignore_ascii_case(b"identity"));
+        if !media_type.eq_ignore_ascii_case("application/json") || other_charset || encoded {
             return Err(ApiError::new(
                 ErrorCode::BadUserInput,
-                "send the GraphQL request as Content-Type: application/json",
+                "send the GraphQL request as Content-Type: application/json (UTF-8, not compressed)",
             )
             .with_status(StatusCode::UNSUPPORTED_MEDIA_TYPE));
+        }
+        // Refused before the body is read, so a client that asked `Expect: 100-continue` is
+        // told at once instead of being invited to send it.
+        let announced = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if announced.is_some_and(|length| length > max_body_bytes as u64) {
+            return Err(ApiError::new(
+                ErrorCode::BadUserInput,
+                format!("the request body is larger than {max_body_bytes} bytes"),
+            )
+            .with_status(StatusCode::PAYLOAD_TOO_LARGE));
         }
         // The body arrives within the request's own time limit: a client sending a few bytes
         // at a time (or fewer than it announced) must not hold the connection and a request
