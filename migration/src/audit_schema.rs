@@ -4,7 +4,7 @@
 //! these statements one way (upper-case keywords, one name per statement, bodies in a dollar
 //! quote after `AS`); a unit test holds them to it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 const SCHEMA: &str = "rowguard_audit.";
 
@@ -14,8 +14,9 @@ pub struct AuditSchema {
     /// Function name → how PostgreSQL stores it: the body exactly as written between its dollar
     /// quotes, whether it runs as its owner, and its `SET` settings (`search_path=...`).
     pub functions: BTreeMap<String, FunctionDefinition>,
-    /// `table.trigger` of every trigger on the schema's tables.
-    pub triggers: BTreeSet<String>,
+    /// `table.trigger` of every trigger on the schema's tables → when it fires and what it runs,
+    /// as [`trigger_definition`] spells it.
+    pub triggers: BTreeMap<String, String>,
 }
 
 /// One function as `pg_proc` records it.
@@ -55,7 +56,9 @@ impl AuditSchema {
                 }
                 Statement::CreateTrigger(name_at) => {
                     if let Some(trigger) = trigger_at(sql, name_at) {
-                        self.triggers.insert(trigger);
+                        let end = sql[name_at..].find(';').map_or(sql.len(), |e| name_at + e);
+                        let definition = parsed_trigger(&sql[name_at..end]);
+                        self.triggers.insert(trigger, definition);
                     }
                 }
                 Statement::DropTrigger(name_at) => {
@@ -154,6 +157,41 @@ fn function_at(sql: &str, start: usize) -> Option<(String, FunctionDefinition, u
     ))
 }
 
+/// A trigger's timing, events, level and function, spelled as [`trigger_definition`] spells
+/// them, from the text of its `CREATE TRIGGER` after the keywords.
+fn parsed_trigger(statement: &str) -> String {
+    let words: Vec<&str> = statement.split_whitespace().collect();
+    let on = words.iter().position(|w| *w == "ON").unwrap_or(words.len());
+    let head = &words[1.min(words.len())..on];
+    let timing = match head.first() {
+        Some(&"BEFORE") => "BEFORE",
+        Some(&"INSTEAD") => "INSTEAD OF",
+        _ => "AFTER",
+    };
+    let mut events: Vec<&str> = head
+        .iter()
+        .copied()
+        .filter(|w| matches!(*w, "INSERT" | "UPDATE" | "DELETE" | "TRUNCATE"))
+        .collect();
+    events.sort_unstable();
+    let row = statement.contains("FOR EACH ROW");
+    let function = words
+        .iter()
+        .position(|w| *w == "FUNCTION" || *w == "PROCEDURE")
+        .and_then(|i| words.get(i + 1))
+        .map_or("", |f| f.split('(').next().unwrap_or_default());
+    trigger_definition(timing, &events, row, function)
+}
+
+/// How a trigger is compared: `BEFORE DELETE|UPDATE ROW rowguard_audit.refuse_change`.
+pub fn trigger_definition(timing: &str, events: &[&str], row: bool, function: &str) -> String {
+    format!(
+        "{timing} {} {} {function}",
+        events.join("|"),
+        if row { "ROW" } else { "STATEMENT" }
+    )
+}
+
 /// `table.trigger` for a trigger statement whose name starts at `name_at`, if its table is in
 /// the audit schema.
 fn trigger_at(sql: &str, name_at: usize) -> Option<String> {
@@ -201,10 +239,16 @@ mod tests {
         assert!(final_events.security_definer);
         assert_eq!(final_events.settings, "search_path=pg_catalog, pg_temp");
         assert!(final_events.body.contains("ORDER BY e.txid, e.id"));
-        assert!(schema.triggers.contains("events.events_append_only"));
-        assert!(schema.triggers.contains("chain.chain_no_truncate"));
+        assert_eq!(
+            schema.triggers["events.events_append_only"],
+            "BEFORE DELETE|UPDATE ROW rowguard_audit.refuse_change"
+        );
+        assert_eq!(
+            schema.triggers["chain.chain_no_truncate"],
+            "BEFORE TRUNCATE STATEMENT rowguard_audit.refuse_change"
+        );
         assert!(
-            !schema.triggers.contains("events.events_seal"),
+            !schema.triggers.contains_key("events.events_seal"),
             "dropped in 0007"
         );
     }

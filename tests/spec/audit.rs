@@ -1116,6 +1116,23 @@ async fn a_read_whose_answer_a_failing_non_null_field_nulled_is_recorded_as_an_e
         events_of(&w.admin, request_id).await,
         vec![event("read", "error", "treatment", &[w.a1], &w.alice)]
     );
+    // The re-review: nulled up to a nullable root field, the answer is `{"patient": null}`.
+    let (reply, request_id) = w
+        .send(
+            &alice,
+            json!({ "query": "query($id: ID!) { patient(id: $id) { mrn careTeam { clinician { patients(after: \"garbage\") { edges { node { id } } } } } } }", "variables": { "id": w.a1 } }),
+        )
+        .await;
+    assert_eq!(
+        reply.body["data"],
+        json!({ "patient": null }),
+        "{}",
+        reply.body
+    );
+    assert_eq!(
+        events_of(&w.admin, request_id).await,
+        vec![event("read", "error", "treatment", &[w.a1], &w.alice)]
+    );
 }
 
 #[tokio::test]

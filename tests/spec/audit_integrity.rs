@@ -332,6 +332,10 @@ impl Trail {
     }
 }
 
+fn as_strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
 /// Committed events not in the chain.
 async fn unsealed(admin: &DatabaseConnection) -> i64 {
     query_count(
@@ -2291,7 +2295,54 @@ async fn nothing_is_sealed_through_a_function_or_trigger_the_migrations_did_not_
     ];
     let replaced = original.replacen("ORDER BY", "/* rewritten */ ORDER BY", 1);
     assert_ne!(replaced, original);
-    let attacks: [(&[&str], &str, &[&str]); 2] = [
+    // The re-review: a partition moved out of the schema keeps its triggers firing on every
+    // insert through the parent; a partition's copy of an append-only trigger can be disabled.
+    let partition: String = owner
+        .query_one_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "select c.relname::text as name from pg_inherits i join pg_class c on c.oid = i.inhrelid \
+             where i.inhparent = 'rowguard_audit.events'::regclass \
+             and pg_get_expr(c.relpartbound, c.oid) like '%' || to_char(now(), 'YYYY-MM') || '%' \
+             order by 1 limit 1",
+        ))
+        .await
+        .expect("query")
+        .expect("this month's partition")
+        .try_get("", "name")
+        .expect("name");
+    let moved = [
+        format!("alter table rowguard_audit.{partition} set schema rowguard"),
+        "create function rowguard.scrub() returns trigger language plpgsql as \
+         $$ begin new.patient_ids := '{}'; return new; end $$"
+            .to_owned(),
+        format!(
+            "create trigger scrub before insert on rowguard.{partition} \
+             for each row execute function rowguard.scrub()"
+        ),
+        "select rowguard.record_policies()".to_owned(),
+    ];
+    let moved_back = [
+        format!("drop trigger scrub on rowguard.{partition}"),
+        "drop function rowguard.scrub()".to_owned(),
+        format!("alter table rowguard.{partition} set schema rowguard_audit"),
+        "select rowguard.record_policies()".to_owned(),
+    ];
+    let disabled = [format!(
+        "alter table rowguard_audit.{partition} disable trigger events_append_only"
+    )];
+    let enabled = [format!(
+        "alter table rowguard_audit.{partition} enable trigger events_append_only"
+    )];
+    let moved_named = format!("partition rowguard.{partition} of the audit trail is outside");
+    let disabled_named =
+        format!("trigger {partition}.events_append_only on the audit trail is not enabled");
+    let (moved, moved_back, disabled, enabled) = (
+        as_strs(&moved),
+        as_strs(&moved_back),
+        as_strs(&disabled),
+        as_strs(&enabled),
+    );
+    let attacks: [(&[&str], &str, &[&str]); 4] = [
         (
             &[replaced.as_str()],
             "function rowguard_audit.final_events differs from the migrations'",
@@ -2306,6 +2357,8 @@ async fn nothing_is_sealed_through_a_function_or_trigger_the_migrations_did_not_
                 "select rowguard.record_policies()",
             ],
         ),
+        (&moved, &moved_named, &moved_back),
+        (&disabled, &disabled_named, &enabled),
     ];
     for (attack, named, restore) in attacks {
         for sql in attack {

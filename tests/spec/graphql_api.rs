@@ -1142,6 +1142,71 @@ async fn an_overlong_enum_value_in_a_variable_is_refused_once_not_quoted_at_ever
 }
 
 #[tokio::test]
+async fn fields_that_cannot_be_merged_are_refused_once_not_once_per_argument_and_fragment() {
+    // The re-review: with names of two characters, an `id` given 100 arguments and 100 bare
+    // `id`s after it made 20,300 errors (5 MB; 2.7 GB with longer lists and nested fragments),
+    // charged one unit.
+    let w = World::new().await;
+    let args: Vec<String> = (0..100).map(|i| format!("a{i}: 1")).collect();
+    let query = format!(
+        "query A {{ me {{ id }} }} query B {{ me {{ ...F1 }} }} fragment F1 on Clinician {{ ...F0 }} \
+         fragment F0 on Clinician {{ id({}) {} }}",
+        args.join(" "),
+        vec!["id"; 100].join(" ")
+    );
+    let reply = w
+        .app
+        .http
+        .post(w.app.url("/graphql"))
+        .bearer_auth(w.alice())
+        .json(&json!({ "query": query, "operationName": "A" }))
+        .send()
+        .await
+        .expect("reply");
+    let reply = GraphqlReply::from(reply).await;
+    assert_eq!(
+        (reply.status, reply.code()),
+        (400, Some("BAD_USER_INPUT")),
+        "{}",
+        reply.body
+    );
+    assert_eq!(reply.body["errors"].as_array().map(Vec::len), Some(1));
+}
+
+#[tokio::test]
+async fn a_large_variable_written_many_times_is_refused_once_whatever_it_was_declared_as() {
+    // The re-review: declared as `String` (or not at all), an enum-shaped value escaped the
+    // enum check, and was quoted at each of its 20 uses (2 MB; 1.2 GB through 450 uses in a
+    // fragment of an operation that does not run).
+    let w = World::new().await;
+    let uses: Vec<String> = (0..20)
+        .map(|i| format!("a{i}: auditEvents(filter: $f) {{ pageInfo {{ hasNextPage }} }}"))
+        .collect();
+    let long = "A".repeat(100_000);
+    for query in [
+        format!("query($f: String) {{ {} }}", uses.join(" ")),
+        format!("query {{ {} }}", uses.join(" ")),
+    ] {
+        let reply = w
+            .app
+            .graphql(
+                Some(&w.token("dave", "auditor")),
+                &query,
+                json!({ "f": { "action": long } }),
+            )
+            .await;
+        assert_eq!(
+            (reply.status, reply.code()),
+            (400, Some("BAD_USER_INPUT")),
+            "{}",
+            reply.body
+        );
+        assert_eq!(reply.body["errors"].as_array().map(Vec::len), Some(1));
+        assert!(!reply.body.to_string().contains(&long));
+    }
+}
+
+#[tokio::test]
 async fn a_syntax_error_says_where_without_repeating_the_document() {
     let w = World::new().await;
     let reply = w

@@ -466,6 +466,7 @@ async fn self_check_refuses_a_login_that_can_grant_itself_roles_reach_server_pro
     let r = &it.roles;
     let gateway = r.gateway();
     let creator = format!("{}_creator", r.prefix());
+    let member = format!("{}_member", r.prefix());
     let cases: Vec<(Vec<String>, Vec<String>, String)> = vec![
         (
             vec![format!("alter role {gateway} createrole")],
@@ -520,6 +521,44 @@ async fn self_check_refuses_a_login_that_can_grant_itself_roles_reach_server_pro
             ],
             vec!["drop view public.login_notes_v".into()],
             "ALTER VIEW public.login_notes_v SET (security_invoker = true)".into(),
+        ),
+        // The re-review: CREATE on the database (or owning it) let the login plant a schema
+        // named after the role that runs `rowguard migrate`, whose objects that superuser then
+        // used; definer functions owned by a member of the owner, or put in pg_catalog, were
+        // not looked at.
+        (
+            vec![format!("grant create on database {} to {gateway}", it.name)],
+            vec![format!("revoke create on database {} from {gateway}", it.name)],
+            "may create objects in the database".into(),
+        ),
+        (
+            vec![format!("grant create on schema public to {gateway}")],
+            vec![format!("revoke create on schema public from {gateway}")],
+            "may create objects in schema public".into(),
+        ),
+        (
+            vec![
+                format!("create role {member} nologin"),
+                format!("grant {} to {member}", r.owner()),
+                "create function public.member_notes() returns setof text language sql security definer \
+                 as $$ select clinical_notes from rowguard.patients $$"
+                    .into(),
+                format!("alter function public.member_notes() owner to {member}"),
+            ],
+            vec![
+                "drop function public.member_notes()".into(),
+                format!("drop role {member}"),
+            ],
+            "SECURITY DEFINER function public.member_notes() runs as".into(),
+        ),
+        (
+            vec![
+                "create function pg_catalog.peek_notes() returns setof text language sql security definer \
+                 as $$ select clinical_notes from rowguard.patients $$"
+                    .into(),
+            ],
+            vec!["drop function pg_catalog.peek_notes()".into()],
+            "SECURITY DEFINER function pg_catalog.peek_notes() runs as".into(),
         ),
         // Handing the schema back loses the grants its owner had made on it: they are made again.
         (

@@ -165,6 +165,36 @@ impl Database {
             [PROTECTED_SCHEMAS.into(), self.roles.owner().into()],
         )
         .await?;
+        // CREATE on the database, or on any schema, lets the login plant objects that another
+        // role's unqualified names resolve to: a schema named after the role that runs
+        // `rowguard migrate` puts its tables ahead of `public` for that superuser.
+        let creates = all(
+            &txn,
+            "select 'the database' as what, 'REVOKE CREATE ON DATABASE ' || pg_catalog.quote_ident(d.datname) \
+                    || ' FROM ' || pg_catalog.quote_ident(current_user) as fix \
+             from pg_catalog.pg_database d where d.datname = pg_catalog.current_database() \
+               and (pg_catalog.has_database_privilege(current_user, d.oid, 'CREATE') \
+                    or pg_catalog.pg_has_role(current_user, d.datdba, 'MEMBER')) \
+             union all \
+             select 'schema ' || n.nspname, 'REVOKE CREATE ON SCHEMA ' || pg_catalog.quote_ident(n.nspname) \
+                    || ' FROM ' || pg_catalog.quote_ident(current_user) \
+             from pg_catalog.pg_namespace n \
+             where n.nspname <> all($1::text[]) and n.nspname not like 'pg\\_temp\\_%' \
+               and n.nspname not like 'pg\\_toast\\_temp\\_%' \
+               and pg_catalog.has_schema_privilege(current_user, n.oid, 'CREATE') \
+             order by 1",
+            [PROTECTED_SCHEMAS.into()],
+        )
+        .await?;
+        for create in &creates {
+            let what: String = get(create, "what")?;
+            let fix: String = get(create, "fix")?;
+            problems.push(format!(
+                "role {name:?} may create objects in {what} (or owns it): objects it plants there can stand \
+                 in for what other roles' statements name, `rowguard migrate`'s included; run `{fix}` (and \
+                 give the database to another owner if it owns it)."
+            ));
+        }
         let mut schema_taken = false;
         for schema in &schemas {
             let schema_name: String = get(schema, "name")?;
@@ -482,8 +512,9 @@ impl Database {
             }
         }
         // A SECURITY DEFINER function elsewhere runs as its owner: one that reads past row
-        // level security (a superuser, BYPASSRLS, the schema owner) and that an application
-        // role may call returns whatever it selects.
+        // level security (a superuser, BYPASSRLS, the schema owner or a member of it, a role that
+        // may grant itself others) and that an application role may call returns whatever it
+        // selects. Functions made after the system's own (any schema, `pg_catalog` included).
         let definers = all(
             txn,
             "select n.nspname || '.' || p.proname || '(' || pg_catalog.pg_get_function_identity_arguments(p.oid) || ')' as name, \
@@ -492,8 +523,9 @@ impl Database {
              join pg_catalog.pg_namespace n on n.oid = p.pronamespace \
              join pg_catalog.pg_roles o on o.oid = p.proowner \
              where p.prosecdef and n.nspname <> all($1::text[]) \
-               and n.nspname not in ('pg_catalog', 'information_schema') \
-               and (o.rolsuper or o.rolbypassrls or o.rolname = $3) \
+               and p.oid >= 16384 \
+               and (o.rolsuper or o.rolbypassrls or o.rolcreaterole or o.rolreplication \
+                    or pg_catalog.pg_has_role(o.oid, $3, 'MEMBER')) \
                and exists (select 1 from unnest(array_append($2::text[], current_user::text)) r(role) \
                            where exists (select 1 from pg_catalog.pg_roles where rolname = r.role) \
                              and pg_catalog.has_function_privilege(r.role, p.oid, 'EXECUTE')) \

@@ -288,14 +288,53 @@ fn parse(query: &str) -> ServerResult<ExecutableDocument> {
 /// document token by token: strings and comments are skipped, so a long search term is not a
 /// name.
 fn overlong_name(query: &str) -> Option<async_graphql::Pos> {
+    let mut found = None;
+    for_each_name(query, |name| {
+        if name.text.len() > LONGEST_NAME {
+            found = Some(async_graphql::Pos {
+                line: name.line,
+                column: query[name.line_start..name.start].chars().count() + 1,
+            });
+            return false;
+        }
+        true
+    });
+    found
+}
+
+/// How many times `$variable` is written in `query` (its declaration included).
+pub(super) fn variable_uses(query: &str, variable: &str) -> usize {
+    let mut uses = 0;
+    for_each_name(query, |name| {
+        uses += usize::from(name.variable && name.text == variable);
+        true
+    });
+    uses
+}
+
+/// A name token of a document.
+struct NameToken<'q> {
+    text: &'q str,
+    /// Written as `$name`.
+    variable: bool,
+    start: usize,
+    line: usize,
+    line_start: usize,
+}
+
+/// Calls `visit` with every name token of `query` (an already parsed document) until it
+/// returns false; strings, block strings and comments are skipped.
+fn for_each_name<'q>(query: &'q str, mut visit: impl FnMut(NameToken<'q>) -> bool) {
     let bytes = query.as_bytes();
     let (mut i, mut line, mut line_start) = (0, 1, 0);
-    let pos = |at: usize, line: usize, line_start: usize| async_graphql::Pos {
-        line,
-        column: query[line_start..at].chars().count() + 1,
-    };
+    // A `$` read, and only ignored tokens since (`$ name` and `$#…\nname` are variables too).
+    let mut dollar = false;
     while i < bytes.len() {
         match bytes[i] {
+            b'$' => {
+                dollar = true;
+                i += 1;
+            }
             b'\n' => {
                 line += 1;
                 line_start = i + 1;
@@ -307,6 +346,7 @@ fn overlong_name(query: &str) -> Option<async_graphql::Pos> {
                 }
             }
             b'"' if bytes[i..].starts_with(b"\"\"\"") => {
+                dollar = false;
                 // A block string ends at the first `"""` not escaped as `\"""`.
                 i += 3;
                 while i < bytes.len() && !bytes[i..].starts_with(b"\"\"\"") {
@@ -323,6 +363,7 @@ fn overlong_name(query: &str) -> Option<async_graphql::Pos> {
                 i += 3;
             }
             b'"' => {
+                dollar = false;
                 i += 1;
                 while i < bytes.len() && bytes[i] != b'"' {
                     i += if bytes[i] == b'\\' { 2 } else { 1 };
@@ -334,22 +375,33 @@ fn overlong_name(query: &str) -> Option<async_graphql::Pos> {
                 while i < bytes.len() && (bytes[i] == b'_' || bytes[i].is_ascii_alphanumeric()) {
                     i += 1;
                 }
-                if i - start > LONGEST_NAME {
-                    return Some(pos(start, line, line_start));
+                let token = NameToken {
+                    text: &query[start..i],
+                    variable: std::mem::take(&mut dollar),
+                    start,
+                    line,
+                    line_start,
+                };
+                if !visit(token) {
+                    return;
                 }
             }
             // A number's exponent (`1e5`) is part of the number, not a name.
             b'0'..=b'9' | b'-' => {
+                dollar = false;
                 while i < bytes.len()
                     && (bytes[i].is_ascii_alphanumeric() || matches!(bytes[i], b'.' | b'+' | b'-'))
                 {
                     i += 1;
                 }
             }
-            _ => i += 1,
+            other => {
+                // Spaces, commas and a byte-order mark are ignored tokens; anything else ends it.
+                dollar &= matches!(other, b' ' | b'\t' | b'\r' | b',' | 0xEF | 0xBB | 0xBF);
+                i += 1;
+            }
         }
     }
-    None
 }
 
 fn parse_text(query: &str) -> ServerResult<ExecutableDocument> {

@@ -70,6 +70,7 @@ impl RequestPolicy {
     fn measure(&self, request: &mut Request, over_get: bool) -> ServerResult<Option<(u64, bool)>> {
         let operation_name = request.operation_name.clone();
         let variables = request.variables.clone();
+        let written_too_often = super::variables::written_too_often(&request.query, &variables);
         let doc = request.parsed_query()?;
         if over_get && is_mutation(doc, operation_name.as_deref()) {
             return Err(ApiError::new(ErrorCode::BadUserInput, MUTATION_OVER_GET)
@@ -77,6 +78,12 @@ impl RequestPolicy {
                 .into_server_error());
         }
         let operation = selected_operation(doc, operation_name.as_deref());
+        if let Some(name) = written_too_often {
+            return Err(bad_input(format!(
+                "variable ${name} has a large value and is written many times; pass a large value \
+                 to one argument only"
+            )));
+        }
         if let Some(name) =
             operation.and_then(|op| super::variables::overlong_value(op, &variables))
         {

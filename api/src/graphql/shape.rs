@@ -100,6 +100,16 @@ pub enum TooLarge {
         "the operation passes more than {0} values to arguments and directives (lists and objects item by item, a variable as its value, fragments counted where they are spread)"
     )]
     Values(usize),
+    #[error(
+        "the fields answering as {0} in one selection set (fragments included) must be the same field with the same arguments"
+    )]
+    Conflict(String),
+    #[error(
+        "{0} is selected more than {1} times in one selection set (fragments included); select it once"
+    )]
+    SameName(String, usize),
+    #[error("a field or directive is given more than {0} arguments")]
+    Arguments(usize),
     #[error("fragment {0} is never used")]
     UnusedFragment(String),
     #[error("unknown fragment {0}")]
@@ -140,6 +150,14 @@ fn is_unpaged(field: &str) -> bool {
 fn is_connection(field: &str) -> bool {
     matches!(field, "patients" | "auditEvents")
 }
+
+/// Most fields answering under one name in one selection set, fragments included. The engine's
+/// validation compares each with the first and reports every difference (one error per
+/// argument): 450 bare `id`s after an `id` with 450 arguments made 200,000 errors (2.7 GB).
+const MAX_SAME_NAME: usize = 32;
+
+/// Most arguments one field or directive is given (the schema's fields take at most three).
+const MAX_ARGUMENTS: usize = 16;
 
 /// How deep fragment spreads may nest (each spread inside the one before): the walk recurses once
 /// per level, and the parser's own nesting limit does not apply across fragment definitions.
@@ -193,6 +211,18 @@ pub fn measure(
         return Err(TooLarge::UnusedFragment(unused.to_string()));
     }
     Ok(walk.shape)
+}
+
+/// Whether two argument lists name the same arguments with the same values, in any order.
+fn same_arguments(
+    a: &[(Pos<Name>, Pos<async_graphql_value::Value>)],
+    b: &[(Pos<Name>, Pos<async_graphql_value::Value>)],
+) -> bool {
+    a.len() == b.len()
+        && a.iter().all(|(name, value)| {
+            b.iter()
+                .any(|(other, given)| other.node == name.node && given.node == value.node)
+        })
 }
 
 /// The nodes of a constant value, counted up to a little past `limit`; `nul` is set if a string
@@ -269,6 +299,9 @@ impl<'a> Walk<'a> {
         &mut self,
         arguments: &'a [(Pos<Name>, Pos<async_graphql_value::Value>)],
     ) -> Result<(), TooLarge> {
+        if arguments.len() > MAX_ARGUMENTS {
+            return Err(TooLarge::Arguments(MAX_ARGUMENTS));
+        }
         for (_, value) in arguments {
             let nodes = self.value_nodes(&value.node);
             self.count_values(nodes)?;
@@ -344,6 +377,7 @@ impl<'a> Walk<'a> {
         depth: usize,
         edges: Option<u64>,
     ) -> Result<u64, TooLarge> {
+        self.merges(set)?;
         let mut cost = 0u64;
         for item in &set.items {
             self.shape.selections += 1;
@@ -384,6 +418,59 @@ impl<'a> Walk<'a> {
             }
         }
         Ok(cost)
+    }
+
+    /// Refuses a selection set whose fields, fragments included, answer under one name but are
+    /// different fields or take different arguments (the GraphQL spec's "field selections can be
+    /// merged" rule, as one error here instead of one per difference and per fragment from the
+    /// engine), or answer under one name too often. Expanding stops at the walk's own bound on
+    /// selections, which the walk then reports.
+    fn merges(&self, set: &'a SelectionSet) -> Result<(), TooLarge> {
+        let mut seen: HashMap<&'a str, (&'a Field, usize)> = HashMap::new();
+        let mut pending: Vec<(&'a SelectionSet, usize)> = vec![(set, 0)];
+        let mut visited = 0usize;
+        while let Some((set, nesting)) = pending.pop() {
+            for item in &set.items {
+                visited += 1;
+                if visited > self.limits.max_selections() {
+                    return Ok(());
+                }
+                match &item.node {
+                    Selection::Field(field) => {
+                        let field = &field.node;
+                        if field.arguments.len() > MAX_ARGUMENTS {
+                            return Err(TooLarge::Arguments(MAX_ARGUMENTS));
+                        }
+                        let key = field.response_key().node.as_str();
+                        let Some((first, count)) = seen.get_mut(key) else {
+                            seen.insert(key, (field, 1));
+                            continue;
+                        };
+                        *count += 1;
+                        if first.name.node != field.name.node
+                            || !same_arguments(&first.arguments, &field.arguments)
+                        {
+                            return Err(TooLarge::Conflict(key.to_owned()));
+                        }
+                        if *count > MAX_SAME_NAME && key != "__typename" {
+                            return Err(TooLarge::SameName(key.to_owned(), MAX_SAME_NAME));
+                        }
+                    }
+                    Selection::InlineFragment(fragment) => {
+                        pending.push((&fragment.node.selection_set.node, nesting));
+                    }
+                    Selection::FragmentSpread(spread) if nesting < MAX_SPREAD_NESTING => {
+                        if let Some(fragment) =
+                            self.doc.fragments.get(&spread.node.fragment_name.node)
+                        {
+                            pending.push((&fragment.node.selection_set.node, nesting + 1));
+                        }
+                    }
+                    Selection::FragmentSpread(_) => {}
+                }
+            }
+        }
+        Ok(())
     }
 
     fn field(
@@ -533,6 +620,42 @@ mod tests {
     }
 
     #[test]
+    fn fields_that_cannot_be_merged_are_refused_once_fragments_included() {
+        // A review: the engine reported every difference between same-named fields, once per
+        // argument and again for each fragment on the path (200,000 errors, 2.7 GB).
+        let args: Vec<String> = (0..10).map(|i| format!("a{i}: 1")).collect();
+        let query = format!(
+            "query A {{ me {{ ...F1 }} }} fragment F1 on Clinician {{ ...F0 }} \
+             fragment F0 on Clinician {{ id({}) id id }}",
+            args.join(" ")
+        );
+        assert_eq!(shape(&query), Err(TooLarge::Conflict("id".into())));
+        assert_eq!(
+            shape("{ me { x: id ... on Clinician { x: displayName } } }"),
+            Err(TooLarge::Conflict("x".into()))
+        );
+        let many = vec!["id"; MAX_SAME_NAME + 1].join(" ");
+        assert_eq!(
+            shape(&format!("{{ me {{ {many} }} }}")),
+            Err(TooLarge::SameName("id".into(), MAX_SAME_NAME))
+        );
+        let arguments: Vec<String> = (0..=MAX_ARGUMENTS).map(|i| format!("a{i}: 1")).collect();
+        assert_eq!(
+            shape(&format!("{{ me {{ id({}) }} }}", arguments.join(" "))),
+            Err(TooLarge::Arguments(MAX_ARGUMENTS))
+        );
+        // What Apollo Client sends: the same field in the set and in its fragments.
+        assert!(
+            shape(
+                "query Q { me { id __typename ...C ...D } } \
+                 fragment C on Clinician { id __typename displayName } \
+                 fragment D on Clinician { id __typename patients(first: 5) { edges { node { id } } } }"
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
     fn aliases_in_a_fragment_count_every_time_it_is_spread() {
         let query = "query Q { a: me { ...F } b: me { ...F } c: me { ...F } } \
                      fragment F on Clinician { x1: id x2: id x3: id x4: id x5: id x6: id x7: id x8: id x9: id x10: id }";
@@ -634,7 +757,11 @@ mod tests {
             ));
         }
         let query = format!("{{ me {{ ...F0 }} }} {fragments}");
-        assert_eq!(shape(&query), Err(TooLarge::Fields(250)));
+        // The one field, repeated, is refused even before the fields are counted.
+        assert_eq!(
+            shape(&query),
+            Err(TooLarge::SameName("id".into(), MAX_SAME_NAME))
+        );
     }
 
     #[test]
@@ -763,7 +890,7 @@ mod tests {
         assert_eq!(shape_with(once, vars).expect("accepted").values, 1 + 601);
         let arguments: Vec<String> = (0..1001).map(|i| format!("a{i}: 1")).collect();
         let wide = format!("{{ me({}) {{ id }} }}", arguments.join(" "));
-        assert_eq!(shape(&wide), Err(TooLarge::Values(1000)));
+        assert_eq!(shape(&wide), Err(TooLarge::Arguments(MAX_ARGUMENTS)));
         let declared: Vec<String> = (0..1001).map(|i| format!("$v{i}: Int")).collect();
         let many = format!("query({}) {{ me {{ id }} }}", declared.join(" "));
         assert_eq!(shape(&many), Err(TooLarge::Values(1000)));

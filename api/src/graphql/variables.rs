@@ -29,6 +29,30 @@ pub fn overlong_value<'o>(
         .map(|definition| definition.node.name.node.as_str())
 }
 
+/// The most bytes of variable values the document may refer to, counting a value once per time
+/// its variable is written. The engine checks a variable's value at every argument that uses it,
+/// wherever that is (an operation that will not run, a fragment, whatever the variable was
+/// declared as, or if it was not declared), and quotes the value in the error when it is not
+/// what the argument takes: 450 uses of a 1 MB value took 1.2 GB.
+const QUOTABLE_BYTES: usize = 1 << 20;
+
+/// The first variable written more than twice (its declaration and one use) whose value, times
+/// the number of times the document writes it, is more than [`QUOTABLE_BYTES`]. A large value
+/// used once, such as a clinical note, is always fine.
+pub fn written_too_often(query: &str, variables: &Variables) -> Option<String> {
+    variables.iter().find_map(|(name, value)| {
+        let bytes = serde_json::to_vec(value).map_or(usize::MAX, |json| json.len());
+        if bytes.saturating_mul(3) <= QUOTABLE_BYTES
+            && bytes.saturating_mul(query.len()) <= QUOTABLE_BYTES
+        {
+            // Too small to matter however often it could be written.
+            return None;
+        }
+        let uses = super::documents::variable_uses(query, name.as_str());
+        (uses > 2 && bytes.saturating_mul(uses) > QUOTABLE_BYTES).then(|| name.to_string())
+    })
+}
+
 fn base_name(ty: &Type) -> &str {
     match &ty.base {
         BaseType::Named(name) => name.as_str(),
@@ -60,6 +84,54 @@ fn holds_overlong(type_name: &str, value: &ConstValue) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_large_value_written_many_times_is_refused_wherever_and_however_it_is_written() {
+        let value = "A".repeat(100_000);
+        let uses = |n: usize| {
+            (0..n)
+                .map(|i| format!("a{i}: auditEvents(filter: $f) {{ pageInfo {{ hasNextPage }} }}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let vars = Variables::from_json(serde_json::json!({ "f": { "action": value } }));
+        for query in [
+            format!("query($f: String) {{ {} }}", uses(20)),
+            format!("query {{ {} }}", uses(20)),
+            format!(
+                "query($ f: AuditEventFilter) {{ {} }}",
+                uses(20).replace("$f", "$ #c\n f")
+            ),
+        ] {
+            assert_eq!(
+                written_too_often(&query, &vars),
+                Some("f".to_owned()),
+                "{query}"
+            );
+        }
+        let note = Variables::from_json(serde_json::json!({ "n": "x".repeat(900_000) }));
+        assert_eq!(
+            written_too_often(
+                "mutation($n: String) { updatePatient(input: { id: \"x\", expectedVersion: 1, clinicalNotes: $n }) { id } }",
+                &note
+            ),
+            None,
+            "a large note written once"
+        );
+        let small = Variables::from_json(
+            serde_json::json!({ "id": "0b8f6c1e-0000-0000-0000-000000000000" }),
+        );
+        assert_eq!(
+            written_too_often(
+                &format!(
+                    "query($id: ID!) {{ {} }}",
+                    vec!["patient(id: $id) { id }"; 20].join(" ")
+                ),
+                &small
+            ),
+            None
+        );
+    }
 
     fn first_overlong(query: &str, variables: serde_json::Value) -> Option<String> {
         let document = async_graphql::parser::parse_query(query).expect("parses");

@@ -207,13 +207,14 @@ async fn finish(
     {
         graphql::error_nulls::place(&mut response.data, &response.errors, operation);
     }
-    if operation.is_some()
-        && response.data == Value::Null
-        && !response.errors.is_empty()
-        && !db.is_mutation()
-    {
-        // A query whose every field failed, or whose failing Non-Null field nulled the rest:
-        // what its fields read was never shown.
+    let nothing_shown = match &response.data {
+        Value::Null => true,
+        Value::Object(fields) => fields.values().all(|field| *field == Value::Null),
+        _ => false,
+    };
+    if operation.is_some() && nothing_shown && !response.errors.is_empty() && !db.is_mutation() {
+        // A query whose every root field failed, or was nulled by a failing Non-Null field
+        // below it: what its fields read was never shown.
         db.answer_empty();
     }
     let mut body = serde_json::to_vec(&response).map_err(ApiError::internal)?;
