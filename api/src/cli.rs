@@ -392,13 +392,6 @@ fn init_logging(
     use tracing_subscriber::util::SubscriberInitExt as _;
 
     let (kept, dropped) = capped_targets_removed(&settings.filter);
-    // Nothing left (`ROWGUARD_LOG=sqlx=trace`) would log errors only, silencing the startup
-    // warnings and the checkpoint lines operators rely on: the default level stays instead.
-    let kept = if kept.trim().is_empty() {
-        "info".to_owned()
-    } else {
-        kept
-    };
     let filter = phi_safe_filter(
         tracing_subscriber::EnvFilter::try_new(&kept)
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
@@ -471,31 +464,50 @@ pub fn without_capped_targets(filter: &str) -> String {
 }
 
 /// `filter` without the directives [`without_capped_targets`] drops, and those directives.
+///
+/// EnvFilter matches a directive's target as a plain prefix of an event's target and lets the
+/// longest win, so any target that is a prefix of a capped library's name (`reqwest:`, `sqlx`)
+/// or starts with it (`sqlx::query`, `sqlx_core`) could lift the ceiling; and a span directive,
+/// with a target or without, enables every library's events inside the span. All are dropped.
+/// A filter left with no level of its own for everything else (`sqlx=trace` alone, or only
+/// `tower_http=debug`) would silence Rowguard's own warnings: it gets `warn` for the rest.
 fn capped_targets_removed(filter: &str) -> (String, Vec<String>) {
     let capped = |directive: &str| {
-        let target = directive
-            .split(['[', '='])
-            .next()
-            .unwrap_or_default()
-            .trim();
-        if target.is_empty() && directive.contains('[') {
+        if directive.contains('[') {
             return true;
         }
-        // A library's own crates log under their names (`sqlx_core`, `sqlx_postgres`,
-        // `hyper_util`): a directive for one of them is as specific as one for a module.
-        CEILINGS.iter().any(|ceiling| {
-            let library = ceiling.split('=').next().unwrap_or_default();
-            target == library
-                || target.starts_with(&format!("{library}::"))
-                || target.starts_with(&format!("{library}_"))
-        })
+        let target = directive.split('=').next().unwrap_or_default().trim();
+        !target.is_empty()
+            && !is_level(target)
+            && CEILINGS.iter().any(|ceiling| {
+                let library = ceiling.split('=').next().unwrap_or_default();
+                // A prefix of the library's name, or the name followed by a module path
+                // (`::`, or a stray `:`) or one of its own crates (`_core`).
+                library.starts_with(target)
+                    || target.strip_prefix(library).is_some_and(|rest| {
+                        rest.is_empty() || rest.starts_with(':') || rest.starts_with('_')
+                    })
+            })
     };
-    let (dropped, kept): (Vec<&str>, Vec<&str>) =
-        filter.split(',').partition(|directive| capped(directive));
+    let (dropped, kept): (Vec<&str>, Vec<&str>) = filter
+        .split(',')
+        .filter(|directive| !directive.trim().is_empty())
+        .partition(|directive| capped(directive));
+    let mut kept: Vec<&str> = kept;
+    if !kept.iter().any(|directive| is_level(directive.trim())) {
+        kept.insert(0, if kept.is_empty() { "info" } else { "warn" });
+    }
     (
         kept.join(","),
         dropped.into_iter().map(str::to_owned).collect(),
     )
+}
+
+/// A directive that is a level alone (`info`), which applies to every target not named.
+fn is_level(directive: &str) -> bool {
+    ["off", "error", "warn", "info", "debug", "trace"]
+        .iter()
+        .any(|level| directive.eq_ignore_ascii_case(level))
 }
 
 /// The most verbose level each library that could log PHI may log at.
@@ -603,12 +615,37 @@ mod tests {
     }
 
     #[test]
-    fn a_span_directive_naming_no_target_is_dropped() {
-        // A review: `[request]=trace` turned on every library's events inside a request.
+    fn a_span_directive_is_dropped_whatever_its_target() {
+        // A review: `[request]=trace` turned on every library's events inside a request; the
+        // re-review: so did `rowguard[request]=trace`.
         assert_eq!(
             super::without_capped_targets("info,[request]=trace,rowguard[request]=debug"),
-            "info,rowguard[request]=debug"
+            "info"
         );
+    }
+
+    #[test]
+    fn a_target_that_is_a_prefix_of_a_capped_library_is_dropped() {
+        // The re-review: `reqwest:` is neither `reqwest` nor `reqwest::…`, but EnvFilter
+        // matches it as a prefix of `reqwest::connect`, and it is longer than the cap.
+        assert_eq!(
+            super::without_capped_targets(
+                "info,reqwest:=trace,sqlx:=trace,sq=debug,rowguard=debug"
+            ),
+            "info,rowguard=debug"
+        );
+    }
+
+    #[test]
+    fn a_filter_without_a_level_of_its_own_keeps_warnings() {
+        // The re-review: `sqlx::query=trace,tower_http=debug` logged nothing at all, not even
+        // the warning that a directive was ignored.
+        assert_eq!(
+            super::without_capped_targets("sqlx::query=trace,tower_http=debug"),
+            "warn,tower_http=debug"
+        );
+        assert_eq!(super::without_capped_targets("sqlx=trace"), "info");
+        assert_eq!(super::without_capped_targets("debug"), "debug");
     }
 
     use clap::CommandFactory;

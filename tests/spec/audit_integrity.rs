@@ -217,7 +217,8 @@ impl Trail {
         verify(&owner, &self.options(keys)).await.expect("verify")
     }
 
-    /// Runs `sql` as `attacker`, with the trail's append-only triggers out of the way.
+    /// Runs `sql` as `attacker`, with the trail's append-only triggers out of the way, and puts
+    /// them back after (as an attacker would: the sealer refuses to seal while they are off).
     async fn tamper(&self, attacker: Attacker, sql: &str) {
         let script = match attacker {
             Attacker::Owner => format!(
@@ -226,7 +227,12 @@ impl Trail {
                             where n.nspname = 'rowguard_audit' and c.relkind in ('r', 'p') loop \
                      execute format('alter table %s disable trigger user', r.t); \
                      execute format('grant update, delete, truncate on %s to {owner}', r.t); \
-                   end loop; end $$; {sql}",
+                   end loop; end $$; {sql}; \
+                 do $$ declare r record; begin \
+                   for r in select c.oid::regclass as t from pg_class c join pg_namespace n on n.oid = c.relnamespace \
+                            where n.nspname = 'rowguard_audit' and c.relkind in ('r', 'p') loop \
+                     execute format('alter table %s enable trigger user', r.t); \
+                   end loop; end $$",
                 owner = test_roles().owner()
             ),
             Attacker::Superuser => {

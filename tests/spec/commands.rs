@@ -355,6 +355,34 @@ fn dev_refuses_a_cluster_it_did_not_mark_even_with_its_key_file_beside_it() {
         !data_dir.join("dev-cluster-marker").exists(),
         "dev claimed the cluster as its own"
     );
+    // The re-review: a marker file copied beside a cluster dev did not create was taken as
+    // dev's; the marker now names the cluster it was written for.
+    std::fs::create_dir_all(data_dir.join("pgdata").join("global")).expect("global");
+    std::fs::write(
+        data_dir.join("pgdata").join("global").join("pg_control"),
+        [7u8; 64],
+    )
+    .expect("pg_control");
+    let copied = "00000000-0000-0000-0000-000000000000\n";
+    std::fs::write(data_dir.join("dev-cluster-marker"), copied).expect("marker");
+    let stderr = dev_refusal(&data_dir);
+    assert!(stderr.contains("written for another cluster"), "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(data_dir.join("dev-cluster-marker")).expect("marker"),
+        copied
+    );
+    // A marker or lock that is a link is not written through.
+    let fresh = scratch.join("fresh");
+    std::fs::create_dir_all(&fresh).expect("fresh");
+    let victim = scratch.join("victim.txt");
+    std::fs::write(&victim, "IMPORTANT").expect("victim");
+    std::os::unix::fs::symlink(&victim, fresh.join("dev-cluster-marker")).expect("link");
+    let stderr = dev_refusal(&fresh);
+    assert!(stderr.contains("is a symbolic link"), "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(&victim).expect("victim"),
+        "IMPORTANT"
+    );
     let _ = std::fs::remove_dir_all(&scratch);
 }
 

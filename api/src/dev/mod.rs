@@ -149,13 +149,14 @@ pub async fn run(
     // Held until dev stops: a second dev on the same directory would take the running cluster
     // over (stopping it under the first) and stop it again when it ends.
     let _in_use = lock_data_dir(&data_dir)?;
-    let (cluster, port, marker) = start_embedded(settings, &data_dir)?;
+    let (cluster, port, marker, fresh) = start_embedded(settings, &data_dir)?;
     let embedded = Embedded {
         gateway_url: cluster.socket_url(&roles.gateway(), port, "rowguard"),
         admin_url: cluster.socket_url("postgres", port, "rowguard"),
         maintenance_url: cluster.socket_url("postgres", port, "postgres"),
         data_dir,
         marker,
+        fresh,
         roles,
     };
     let result = serve_dev(settings, &embedded, started, shutdown).await;
@@ -169,6 +170,7 @@ pub async fn run(
 /// Takes `data_dir` for this run, or says which directory another run is using.
 fn lock_data_dir(data_dir: &Path) -> Result<std::fs::File, String> {
     let path = data_dir.join("dev.lock");
+    refuse_link(&path)?;
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -189,7 +191,7 @@ fn lock_data_dir(data_dir: &Path) -> Result<std::fs::File, String> {
 fn start_embedded(
     settings: &DevSettings,
     data_dir: &Path,
-) -> Result<(LocalCluster, u16, String), String> {
+) -> Result<(LocalCluster, u16, String, bool), String> {
     let cluster = LocalCluster::new(data_dir.join("pgdata")).map_err(|e| e.to_string())?;
     // Whatever a link points at is not dev's: a link to a real cluster would have dev stop it,
     // restart it as its own and migrate and seed into it.
@@ -201,18 +203,41 @@ fn start_embedded(
         ));
     }
     let marker_path = data_dir.join(MARKER_FILE);
-    let marker = if !cluster.is_initialised() {
+    refuse_link(&marker_path)?;
+    let fresh = !cluster.is_initialised();
+    let marker = if fresh {
         tracing::info!(dir = %cluster.data_dir().display(), "creating the embedded PostgreSQL cluster");
         cluster.init().map_err(|e| e.to_string())?;
         let marker = uuid::Uuid::new_v4().to_string();
-        std::fs::write(&marker_path, &marker)
+        // The marker names the cluster it was written for (its system identifier, fixed when
+        // the cluster was made): a marker file copied beside another cluster does not fit it.
+        let identifier = system_identifier(cluster.data_dir())?;
+        std::fs::write(&marker_path, format!("{marker}\n{identifier}\n"))
             .map_err(|e| format!("{}: {e}", marker_path.display()))?;
         marker
     } else {
         // Only the marker dev wrote when it created the cluster makes it dev's: a file anyone
         // can put beside a cluster (dev's key file was once taken as proof) is not.
+        let not_ours = |why: &str| {
+            format!(
+                "{} holds a PostgreSQL cluster that rowguard dev did not create ({why}); dev only ever \
+                 uses its own. Point ROWGUARD_DEV_DATA_DIR at an empty directory, or delete this one \
+                 to start afresh.",
+                cluster.data_dir().display()
+            )
+        };
         match std::fs::read_to_string(&marker_path) {
-            Ok(marker) => marker.trim().to_owned(),
+            Ok(text) => {
+                let mut lines = text.lines();
+                let marker = lines.next().unwrap_or_default().trim().to_owned();
+                let written_for = lines.next().unwrap_or_default().trim().to_owned();
+                if written_for != system_identifier(cluster.data_dir())? {
+                    return Err(not_ours(
+                        "its marker was written for another cluster, or by an older dev",
+                    ));
+                }
+                marker
+            }
             Err(_) => {
                 return Err(format!(
                     "{} holds a PostgreSQL cluster that rowguard dev did not create (or created \
@@ -237,11 +262,40 @@ fn start_embedded(
         socket_dir = %cluster.data_dir().display(),
         "embedded PostgreSQL is running, reachable only through its socket (psql -h <socket_dir> -p <port> -U postgres rowguard)"
     );
-    Ok((cluster, port, marker))
+    Ok((cluster, port, marker, fresh))
+}
+
+/// The cluster's system identifier: the first eight bytes of `global/pg_control`, chosen at
+/// random by `initdb` (read from the file, before anything is started or stopped).
+fn system_identifier(pgdata: &Path) -> Result<String, String> {
+    use std::io::Read;
+    let path = pgdata.join("global").join("pg_control");
+    let mut bytes = [0u8; 8];
+    std::fs::File::open(&path)
+        .and_then(|mut file| file.read_exact(&mut bytes))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(u64::from_le_bytes(bytes).to_string())
+}
+
+/// Refuses `path` if it is a symbolic link: dev writes its marker and lock files there, and
+/// would write through a link planted in a directory another account prepared.
+fn refuse_link(path: &Path) -> Result<(), String> {
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(format!(
+            "{} is a symbolic link; dev writes only files of its own there. Point ROWGUARD_DEV_DATA_DIR \
+             at an empty directory.",
+            path.display()
+        ));
+    }
+    Ok(())
 }
 
 /// Refuses a `rowguard` database whose comment is another dev's marker (or anything else).
-async fn refuse_another_devs_database(maintenance_url: &str, marker: &str) -> Result<(), String> {
+async fn refuse_another_devs_database(
+    maintenance_url: &str,
+    marker: &str,
+    fresh: bool,
+) -> Result<(), String> {
     use sea_orm::{ConnectionTrait, DbBackend, Statement};
     let conn = sea_orm::Database::connect(maintenance_url)
         .await
@@ -255,13 +309,24 @@ async fn refuse_another_devs_database(maintenance_url: &str, marker: &str) -> Re
         .map_err(|e| e.to_string())?
         .and_then(|row| row.try_get("", "comment").ok())
         .flatten();
+    let exists: bool = conn
+        .query_one_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "select exists (select 1 from pg_database where datname = 'rowguard') as exists",
+        ))
+        .await
+        .map_err(|e| e.to_string())?
+        .and_then(|row| row.try_get("", "exists").ok())
+        .unwrap_or(true);
     let _ = conn.close().await;
     match comment {
-        Some(found) if found != format!("rowguard dev {marker}") => Err(
-            "the embedded cluster's rowguard database carries another dev marker; refusing to migrate or seed it"
+        Some(found) if found == format!("rowguard dev {marker}") => Ok(()),
+        // Only a cluster this run created may have a `rowguard` database dev has not marked yet.
+        None if fresh || !exists => Ok(()),
+        _ => Err(
+            "the embedded cluster's rowguard database is not marked as this dev's; refusing to migrate or seed it"
                 .to_owned(),
         ),
-        _ => Ok(()),
     }
 }
 
@@ -300,6 +365,8 @@ struct Embedded {
     maintenance_url: String,
     data_dir: PathBuf,
     marker: String,
+    /// The cluster was created by this run.
+    fresh: bool,
     roles: RoleNames,
 }
 
@@ -315,6 +382,7 @@ async fn serve_dev(
         maintenance_url,
         data_dir,
         marker,
+        fresh,
         roles,
     } = embedded;
     let migration = MigrationSettings {
@@ -323,7 +391,7 @@ async fn serve_dev(
     };
     // Before anything is created or migrated: a `rowguard` database marked by another dev is
     // not this one's.
-    refuse_another_devs_database(maintenance_url, marker).await?;
+    refuse_another_devs_database(maintenance_url, marker, *fresh).await?;
     migrate::run(&migration, MigrateAction::Up)
         .await
         .map_err(|e| format!("migrating the dev database: {e}"))?;
