@@ -296,33 +296,16 @@ async fn refuse_another_devs_database(
     marker: &str,
     fresh: bool,
 ) -> Result<(), String> {
-    use sea_orm::{ConnectionTrait, DbBackend, Statement};
     let conn = sea_orm::Database::connect(maintenance_url)
         .await
         .map_err(|e| format!("connecting to the embedded PostgreSQL: {e}"))?;
-    let comment: Option<String> = conn
-        .query_one_raw(Statement::from_string(
-            DbBackend::Postgres,
-            "select shobj_description(oid, 'pg_database') as comment from pg_database where datname = 'rowguard'",
-        ))
-        .await
-        .map_err(|e| e.to_string())?
-        .and_then(|row| row.try_get("", "comment").ok())
-        .flatten();
-    let exists: bool = conn
-        .query_one_raw(Statement::from_string(
-            DbBackend::Postgres,
-            "select exists (select 1 from pg_database where datname = 'rowguard') as exists",
-        ))
-        .await
-        .map_err(|e| e.to_string())?
-        .and_then(|row| row.try_get("", "exists").ok())
-        .unwrap_or(true);
+    let comment = rowguard_database_comment(&conn).await;
     let _ = conn.close().await;
-    match comment {
-        Some(found) if found == format!("rowguard dev {marker}") => Ok(()),
+    match comment? {
+        Some(Some(found)) if found == format!("rowguard dev {marker}") => Ok(()),
         // Only a cluster this run created may have a `rowguard` database dev has not marked yet.
-        None if fresh || !exists => Ok(()),
+        None => Ok(()),
+        Some(None) if fresh => Ok(()),
         _ => Err(
             "the embedded cluster's rowguard database is not marked as this dev's; refusing to migrate or seed it"
                 .to_owned(),
@@ -330,20 +313,26 @@ async fn refuse_another_devs_database(
     }
 }
 
-/// Seeds only the database dev created: its comment carries dev's marker (written on first use).
-async fn check_marker(owner: &sea_orm::DatabaseConnection, marker: &str) -> Result<(), String> {
+/// The `rowguard` database's comment: `None` when there is no such database.
+async fn rowguard_database_comment(
+    conn: &sea_orm::DatabaseConnection,
+) -> Result<Option<Option<String>>, String> {
     use sea_orm::{ConnectionTrait, DbBackend, Statement};
-    let expected = format!("rowguard dev {marker}");
-    let comment: Option<String> = owner
+    Ok(conn
         .query_one_raw(Statement::from_string(
             DbBackend::Postgres,
-            "select shobj_description(oid, 'pg_database') as comment from pg_database where datname = current_database()",
+            "select shobj_description(oid, 'pg_database') as comment from pg_database where datname = 'rowguard'",
         ))
         .await
         .map_err(|e| e.to_string())?
-        .and_then(|row| row.try_get("", "comment").ok())
-        .flatten();
-    match comment {
+        .map(|row| row.try_get("", "comment").ok().flatten()))
+}
+
+/// Seeds only the database dev created: its comment carries dev's marker (written on first use).
+async fn check_marker(owner: &sea_orm::DatabaseConnection, marker: &str) -> Result<(), String> {
+    use sea_orm::ConnectionTrait;
+    let expected = format!("rowguard dev {marker}");
+    match rowguard_database_comment(owner).await?.flatten() {
         Some(found) if found == expected => Ok(()),
         None => owner
             .execute_unprepared(&format!("COMMENT ON DATABASE rowguard IS '{expected}'"))
