@@ -316,7 +316,7 @@ async fn a_repeated_list_variable_given_in_the_request_is_refused_before_validat
         )
         .await;
     // A large value written 20,001 times is refused before its uses are even counted.
-    refused_as_bad_input(&reply, "variable $v");
+    refused_as_bad_input(&reply, "variables $v");
 }
 
 #[tokio::test]

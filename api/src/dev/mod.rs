@@ -171,12 +171,7 @@ pub async fn run(
 fn lock_data_dir(data_dir: &Path) -> Result<std::fs::File, String> {
     let path = data_dir.join("dev.lock");
     refuse_link(&path)?;
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let file = own_file(&path, false).map_err(|e| format!("{}: {e}", path.display()))?;
     file.try_lock().map_err(|_| {
         format!(
             "another `rowguard dev` is running on {}; stop it first, or give this one another \
@@ -212,8 +207,12 @@ fn start_embedded(
         // The marker names the cluster it was written for (its system identifier, fixed when
         // the cluster was made): a marker file copied beside another cluster does not fit it.
         let identifier = system_identifier(cluster.data_dir())?;
-        std::fs::write(&marker_path, format!("{marker}\n{identifier}\n"))
-            .map_err(|e| format!("{}: {e}", marker_path.display()))?;
+        {
+            use std::io::Write;
+            own_file(&marker_path, true)
+                .and_then(|mut file| file.write_all(format!("{marker}\n{identifier}\n").as_bytes()))
+                .map_err(|e| format!("{}: {e}", marker_path.display()))?;
+        }
         marker
     } else {
         // Only the marker dev wrote when it created the cluster makes it dev's: a file anyone
@@ -275,6 +274,19 @@ fn system_identifier(pgdata: &Path) -> Result<String, String> {
         .and_then(|mut file| file.read_exact(&mut bytes))
         .map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(u64::from_le_bytes(bytes).to_string())
+}
+
+/// Opens (creating) one of dev's own files for writing, never through a symbolic link: one
+/// planted in a directory another account can write to (even while `initdb` runs) would have
+/// dev write wherever it points. `truncate` empties an existing file.
+fn own_file(path: &Path, truncate: bool) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(truncate)
+        .write(true)
+        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+        .open(path)
 }
 
 /// Refuses `path` if it is a symbolic link: dev writes its marker and lock files there, and

@@ -78,10 +78,10 @@ impl RequestPolicy {
                 .into_server_error());
         }
         let operation = selected_operation(doc, operation_name.as_deref());
-        if let Some(name) = written_too_often {
+        if let Some(names) = written_too_often {
             return Err(bad_input(format!(
-                "variable ${name} has a large value and is written many times; pass a large value \
-                 to one argument only"
+                "variables {names} have large values and are written many times; pass a large \
+                 value to one argument only"
             )));
         }
         if let Some(name) =
