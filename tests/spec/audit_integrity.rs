@@ -2383,6 +2383,17 @@ async fn nothing_is_sealed_through_a_function_or_trigger_the_migrations_did_not_
         }
         let admin = trail.t.admin().await;
         assert_eq!(unsealed(&admin).await, 1, "nothing sealed");
+        let verified = trail
+            .audit_cli("verify", &trail.t.admin_url())
+            .arg("--checkpoints")
+            .arg(&trail.dir)
+            .output()
+            .expect("rowguard audit verify");
+        let stdout = String::from_utf8_lossy(&verified.stdout);
+        assert!(
+            stdout.contains("warning: the audit trail's schema differs") && stdout.contains(named),
+            "{stdout}"
+        );
         let refusal = match trail.db.self_check().await {
             Err(rowguard::db::SelfCheckError::Failed(failed)) => failed.to_string(),
             other => panic!("the self-check should refuse: {other:?}"),

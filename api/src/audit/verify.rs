@@ -888,11 +888,26 @@ pub async fn run_command(
             "audit trail NOT intact: it could not be read as the owner: {e}{why}"
         ))
     });
+    // What the sealer compares every round: while the trail's functions or triggers differ from
+    // this build's migrations, nothing is sealed, and what was written meanwhile may have been
+    // rewritten on its way (an owner's replacement). Said, not counted as tampering with the
+    // links: the links above are checked from the rows themselves.
+    let drift = super::schema_drift::ExpectedAuditSchema::for_roles(&settings.role_prefix)
+        .drift(&owner)
+        .await
+        .unwrap_or_else(|e| vec![format!("it could not be compared ({e})")]);
     let _ = owner.close().await;
     let report = report?;
     let mut out = std::io::stdout();
     for warning in &report.warnings {
         let _ = writeln!(out, "warning: {warning}");
+    }
+    for difference in &drift {
+        let _ = writeln!(
+            out,
+            "warning: the audit trail's schema differs from this build's migrations: {difference} \
+             (the sealer seals nothing while it does; run `rowguard check`)"
+        );
     }
     let summary = format!(
         "{} links recomputed, {} signed checkpoints matched (newest at link {}), {} events waiting to be sealed",
