@@ -1100,10 +1100,10 @@ async fn an_overlong_enum_value_in_a_variable_is_refused_once_not_quoted_at_ever
     // The same review: an enum variable's unknown value was quoted in the error of every
     // argument using it (20 aliases of 900 KB made 18 MB of messages).
     let w = World::new().await;
-    let uses: Vec<String> = (0..10)
-        .map(|i| format!("a{i}: auditEvents(filter: $f) {{ pageInfo {{ hasNextPage }} }}"))
-        .collect();
-    let query = format!("query($f: AuditEventFilter) {{ {} }}", uses.join(" "));
+    let query = format!(
+        "query($f: AuditEventFilter) {{ {} }}",
+        audit_events_of_f(10)
+    );
     let long = "A".repeat(5000);
     let reply = w
         .app
@@ -1148,13 +1148,10 @@ async fn a_large_variable_written_many_times_is_refused_once_whatever_it_was_dec
     // enum check, and was quoted at each of its 20 uses (2 MB; 1.2 GB through 450 uses in a
     // fragment of an operation that does not run).
     let w = World::new().await;
-    let uses: Vec<String> = (0..20)
-        .map(|i| format!("a{i}: auditEvents(filter: $f) {{ pageInfo {{ hasNextPage }} }}"))
-        .collect();
     let long = "A".repeat(100_000);
     for query in [
-        format!("query($f: String) {{ {} }}", uses.join(" ")),
-        format!("query {{ {} }}", uses.join(" ")),
+        format!("query($f: String) {{ {} }}", audit_events_of_f(20)),
+        format!("query {{ {} }}", audit_events_of_f(20)),
     ] {
         let reply = w
             .app
@@ -1166,6 +1163,14 @@ async fn a_large_variable_written_many_times_is_refused_once_whatever_it_was_dec
             .await;
         assert_refused_once(&reply, Some(&long));
     }
+}
+
+/// `count` aliased `auditEvents` fields, each filtered by `$f`.
+fn audit_events_of_f(count: usize) -> String {
+    (0..count)
+        .map(|i| format!("a{i}: auditEvents(filter: $f) {{ pageInfo {{ hasNextPage }} }}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// One `BAD_USER_INPUT` refusal, which does not quote `hidden`.

@@ -6,7 +6,7 @@ use migration::RoleNames;
 use rowguard::dev::postgres::{LocalCluster, free_port};
 use rowguard::settings::DatabaseSettings;
 use rowguard_tests::TestDb;
-use rowguard_tests::app::TestApp;
+use rowguard_tests::app::{GraphqlReply, TestApp};
 use rowguard_tests::fixtures::{admit, assign, enroll_at, lock_patients, lock_table};
 use rowguard_tests::issuer::TestIssuer;
 use sea_orm::ConnectionTrait;
@@ -25,6 +25,16 @@ async fn world(adjust: impl FnOnce(&mut DatabaseSettings)) -> (TestDb, TestIssue
     let app = TestApp::start_adjusted(&t, &issuer, |s| adjust(&mut s.database)).await;
     app.wait_for_keys().await;
     (t, issuer, app)
+}
+
+/// A retryable refusal: 503 `SERVICE_UNAVAILABLE`.
+fn assert_unavailable(reply: &GraphqlReply) {
+    assert_eq!(
+        (reply.status, reply.code()),
+        (503, Some("SERVICE_UNAVAILABLE")),
+        "{}",
+        reply.body
+    );
 }
 
 fn mrns(body: &Value) -> Vec<String> {
@@ -76,12 +86,7 @@ async fn a_statement_over_the_timeout_is_cancelled_with_a_coded_error() {
         .await;
     let took = started.elapsed();
     lock.rollback().await.expect("unlock");
-    assert_eq!(
-        (reply.status, reply.code()),
-        (503, Some("SERVICE_UNAVAILABLE")),
-        "{}",
-        reply.body
-    );
+    assert_unavailable(&reply);
     assert!(took < Duration::from_secs(3), "cancelled after {took:?}");
     let again = app
         .graphql(Some(&issuer.token("alice").mint()), MY_PATIENTS, json!({}))
@@ -118,12 +123,7 @@ async fn the_identity_statement_is_bounded_by_the_statement_timeout_too() {
         .await;
     let still_waiting = gateway_backends_waiting_on_a_lock(&t.admin().await).await;
     lock.rollback().await.expect("unlock");
-    assert_eq!(
-        (reply.status, reply.code()),
-        (503, Some("SERVICE_UNAVAILABLE")),
-        "{}",
-        reply.body
-    );
+    assert_unavailable(&reply);
     assert_eq!(
         still_waiting, 0,
         "a gateway backend still waits on the lock"
@@ -170,12 +170,7 @@ async fn a_read_whose_audit_record_waits_on_a_lock_is_refused_within_the_stateme
         .await;
     let took = started.elapsed();
     lock.rollback().await.expect("unlock");
-    assert_eq!(
-        (reply.status, reply.code()),
-        (503, Some("SERVICE_UNAVAILABLE")),
-        "{}",
-        reply.body
-    );
+    assert_unavailable(&reply);
     assert!(!reply.body.to_string().contains("A-1"), "{}", reply.body);
     assert!(took < Duration::from_secs(3), "refused after {took:?}");
     let again = app
@@ -198,12 +193,7 @@ async fn reads_whose_records_wait_on_a_lock_together_are_refused_after_one_wait_
     let took = started.elapsed();
     lock.rollback().await.expect("unlock");
     for reply in &replies {
-        assert_eq!(
-            (reply.status, reply.code()),
-            (503, Some("SERVICE_UNAVAILABLE")),
-            "{}",
-            reply.body
-        );
+        assert_unavailable(reply);
     }
     // Queued behind one batch, they share the next: two waits of 300 ms. Retried request by
     // request, the sixth would be answered after seven or more.
@@ -388,12 +378,7 @@ async fn a_serialization_failure_at_commit_is_a_retryable_answer_not_a_server_er
             json!({ "id": patient_of(&t, "alice").await }),
         )
         .await;
-    assert_eq!(
-        (reply.status, reply.code()),
-        (503, Some("SERVICE_UNAVAILABLE")),
-        "{}",
-        reply.body
-    );
+    assert_unavailable(&reply);
     let version = admin
         .query_one_raw(sea_orm::Statement::from_string(
             sea_orm::DbBackend::Postgres,
@@ -464,12 +449,7 @@ async fn when_the_database_stops_requests_fail_fast_and_recover_without_restart(
     for _ in 0..3 {
         let started = Instant::now();
         let reply = app.graphql(Some(&token), MY_PATIENTS, json!({})).await;
-        assert_eq!(
-            (reply.status, reply.code()),
-            (503, Some("SERVICE_UNAVAILABLE")),
-            "{}",
-            reply.body
-        );
+        assert_unavailable(&reply);
         assert!(
             started.elapsed() < Duration::from_secs(4),
             "waited {:?}",

@@ -13,7 +13,7 @@ pub use scope::{AccessMode, Identity, RequestIds, RlsScope};
 pub use self_check::{SelfCheckError, SelfCheckFailed};
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use migration::RoleNames;
 use sea_orm::sqlx::postgres::PgConnectOptions;
@@ -106,7 +106,7 @@ pub struct Database {
     /// How long that writer waits for reads in flight to join a batch.
     audit_batch_wait: std::time::Duration,
     /// The periodic self-check found a problem: no request scope opens until it passes again.
-    self_check_failed: Arc<std::sync::atomic::AtomicBool>,
+    self_check_failed: Arc<AtomicBool>,
 }
 
 /// Per-transaction limits PostgreSQL enforces on every request.
@@ -350,8 +350,7 @@ impl Database {
 
     /// Whether the periodic self-check currently fails (see [`Database::keep_checking`]).
     pub fn self_check_failing(&self) -> bool {
-        self.self_check_failed
-            .load(std::sync::atomic::Ordering::Relaxed)
+        self.self_check_failed.load(Ordering::Relaxed)
     }
 
     pub fn roles(&self) -> &RoleNames {

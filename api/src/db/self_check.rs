@@ -153,15 +153,12 @@ impl Database {
             ));
         }
         // A schema's owner may drop or replace what is in it (a table dropped takes its policies
-        // with it), and CREATE lets a role put objects there. (Membership of the owner role
-        // itself is reported with the tables below.)
+        // with it). (Membership of the owner role itself is reported with the tables below.)
         let schemas = all(
             &txn,
-            "select n.nspname::text as name, \
-                    pg_catalog.pg_get_userbyid(n.nspowner) <> $2 \
-                      and pg_catalog.pg_has_role(current_user, n.nspowner, 'MEMBER') as owned, \
-                    pg_catalog.has_schema_privilege(current_user, n.oid, 'CREATE') as creates \
-             from pg_catalog.pg_namespace n where n.nspname = any($1::text[]) order by 1",
+            "select n.nspname::text as name from pg_catalog.pg_namespace n \
+             where n.nspname = any($1::text[]) and pg_catalog.pg_get_userbyid(n.nspowner) <> $2 \
+               and pg_catalog.pg_has_role(current_user, n.nspowner, 'MEMBER') order by 1",
             [PROTECTED_SCHEMAS.into(), self.roles.owner().into()],
         )
         .await?;
@@ -179,11 +176,10 @@ impl Database {
              select 'schema ' || n.nspname, 'REVOKE CREATE ON SCHEMA ' || pg_catalog.quote_ident(n.nspname) \
                     || ' FROM ' || pg_catalog.quote_ident(current_user) \
              from pg_catalog.pg_namespace n \
-             where n.nspname <> all($1::text[]) and n.nspname not like 'pg\\_temp\\_%' \
-               and n.nspname not like 'pg\\_toast\\_temp\\_%' \
+             where n.nspname not like 'pg\\_temp\\_%' and n.nspname not like 'pg\\_toast\\_temp\\_%' \
                and pg_catalog.has_schema_privilege(current_user, n.oid, 'CREATE') \
              order by 1",
-            [PROTECTED_SCHEMAS.into()],
+            [],
         )
         .await?;
         for create in &creates {
@@ -195,24 +191,15 @@ impl Database {
                  give the database to another owner if it owns it)."
             ));
         }
-        let mut schema_taken = false;
         for schema in &schemas {
             let schema_name: String = get(schema, "name")?;
-            if get::<bool>(schema, "owned")? {
-                schema_taken = true;
-                problems.push(format!(
-                    "role {name:?} owns (or may act as the owner of) schema {schema_name} and could drop or \
-                     replace its tables and their policies; run `ALTER SCHEMA {schema_name} OWNER TO {}`.",
-                    self.roles.owner()
-                ));
-            } else if get::<bool>(schema, "creates")? {
-                problems.push(format!(
-                    "role {name:?} may create objects in schema {schema_name}; run \
-                     `REVOKE CREATE ON SCHEMA {schema_name} FROM {name}`."
-                ));
-            }
+            problems.push(format!(
+                "role {name:?} owns (or may act as the owner of) schema {schema_name} and could drop or \
+                 replace its tables and their policies; run `ALTER SCHEMA {schema_name} OWNER TO {}`.",
+                self.roles.owner()
+            ));
         }
-        if schema_taken {
+        if !schemas.is_empty() {
             // The owner role may have lost its rights on the schema with it, so the checks
             // below, which run as the owner, could not say anything useful.
             txn.rollback().await.map_err(DbError::from)?;

@@ -13,7 +13,6 @@ use std::collections::HashSet;
 use apollo_compiler::ExecutableDocument;
 use apollo_compiler::ast::Type;
 use apollo_compiler::executable::{Selection, SelectionSet};
-use apollo_compiler::validation::Valid;
 use async_graphql::{Name, PathSegment, ServerError, Value};
 
 /// The document of one executed operation, kept for placing its nulls.
@@ -31,7 +30,7 @@ pub fn place(data: &mut Value, errors: &[ServerError], operation: &Operation) {
     if errors.iter().all(|e| e.path.is_empty()) {
         return;
     }
-    let schema = schema();
+    let schema = super::served_schema();
     let document = match ExecutableDocument::parse(schema, operation.query.as_str(), "request") {
         Ok(document) => document,
         // The engine accepted it; what could be typed is enough.
@@ -111,10 +110,6 @@ fn nearest_nullable(types: &[Type], len: usize) -> Option<usize> {
         .iter()
         .rposition(|ty| !ty.is_non_null())
         .map(|i| i + 1)
-}
-
-fn schema() -> &'static Valid<apollo_compiler::Schema> {
-    super::served_schema()
 }
 
 /// What the document says about each step of an error's path.

@@ -377,7 +377,19 @@ impl<'a> Walk<'a> {
         depth: usize,
         edges: Option<u64>,
     ) -> Result<u64, TooLarge> {
+        // Once per selection set, its fragments included; they are then walked as its items.
         self.merges(set)?;
+        self.items(set, depth, edges)
+    }
+
+    /// As [`Walk::set`], for the items of a set (or of a fragment spread in it) whose merges
+    /// were already checked with the set's.
+    fn items(
+        &mut self,
+        set: &'a SelectionSet,
+        depth: usize,
+        edges: Option<u64>,
+    ) -> Result<u64, TooLarge> {
         let mut cost = 0u64;
         for item in &set.items {
             self.shape.selections += 1;
@@ -388,7 +400,7 @@ impl<'a> Walk<'a> {
                 Selection::Field(field) => self.field(&field.node, depth, edges)?,
                 Selection::InlineFragment(fragment) => {
                     self.directives(&fragment.node.directives)?;
-                    self.set(&fragment.node.selection_set.node, depth, edges)?
+                    self.items(&fragment.node.selection_set.node, depth, edges)?
                 }
                 Selection::FragmentSpread(spread) => {
                     let name = spread.node.fragment_name.node.as_str();
@@ -407,7 +419,7 @@ impl<'a> Walk<'a> {
                     self.directives(&spread.node.directives)?;
                     self.directives(&fragment.node.directives)?;
                     self.spreading.push(name);
-                    let cost = self.set(&fragment.node.selection_set.node, depth, edges)?;
+                    let cost = self.items(&fragment.node.selection_set.node, depth, edges)?;
                     self.spreading.pop();
                     cost
                 }
