@@ -91,6 +91,57 @@ async fn me_returns_the_signed_in_clinician() {
 }
 
 #[tokio::test]
+async fn a_required_variable_left_out_or_null_is_refused_even_when_only_a_directive_uses_it() {
+    let w = World::new().await;
+    let query = "query Me($withName: Boolean!) { me { id displayName @include(if: $withName) } }";
+    for variables in [json!({}), json!({ "withName": null })] {
+        let reply = w
+            .app
+            .graphql(Some(&w.alice()), query, variables.clone())
+            .await;
+        assert_eq!(reply.status, 400, "{variables}: {}", reply.body);
+        assert_eq!(reply.code(), Some("BAD_USER_INPUT"), "{}", reply.body);
+        let message = reply.body["errors"][0]["message"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(
+            message.contains("$withName") && message.contains("Boolean!"),
+            "{message}"
+        );
+        assert!(reply.data().is_null(), "{}", reply.body);
+    }
+    let given = w
+        .app
+        .graphql(Some(&w.alice()), query, json!({ "withName": true }))
+        .await;
+    assert_eq!(
+        given.data()["me"]["displayName"],
+        "Dr. alice",
+        "{}",
+        given.body
+    );
+}
+
+#[tokio::test]
+async fn a_required_variable_with_a_default_may_be_left_out_but_not_sent_as_null() {
+    let w = World::new().await;
+    let query =
+        "query Me($withName: Boolean! = true) { me { id displayName @include(if: $withName) } }";
+    let defaulted = w.app.graphql(Some(&w.alice()), query, json!({})).await;
+    assert_eq!(
+        defaulted.data()["me"]["displayName"],
+        "Dr. alice",
+        "{}",
+        defaulted.body
+    );
+    let null = w
+        .app
+        .graphql(Some(&w.alice()), query, json!({ "withName": null }))
+        .await;
+    assert_eq!(null.code(), Some("BAD_USER_INPUT"), "{}", null.body);
+}
+
+#[tokio::test]
 async fn clinician_lists_exactly_their_patients_with_correct_care_teams() {
     let w = World::new().await;
     let reply = w

@@ -69,7 +69,17 @@ impl RequestPolicy {
     /// document holds no operation by the name asked for (or several and no name).
     fn measure(&self, request: &mut Request, over_get: bool) -> ServerResult<Option<(u64, bool)>> {
         let operation_name = request.operation_name.clone();
-        let variables = request.variables.clone();
+        let mut variables = request.variables.clone();
+        let defaults = {
+            let doc = request.parsed_query()?;
+            selected_operation(doc, operation_name.as_deref())
+                .map(|op| super::variables::defaults_left_out(op, &variables))
+                .unwrap_or_default()
+        };
+        for (name, value) in defaults {
+            request.variables.insert(name.clone(), value.clone());
+            variables.insert(name, value);
+        }
         let written_too_often = super::variables::written_too_often(&request.query, &variables);
         let doc = request.parsed_query()?;
         if over_get && is_mutation(doc, operation_name.as_deref()) {
@@ -82,6 +92,13 @@ impl RequestPolicy {
             return Err(bad_input(format!(
                 "variables {names} have large values and are written many times; pass a large \
                  value to one argument only"
+            )));
+        }
+        if let Some((name, ty)) =
+            operation.and_then(|op| super::variables::missing_required(op, &variables))
+        {
+            return Err(bad_input(format!(
+                "variable ${name} of required type {ty} was not provided (or was null)"
             )));
         }
         if let Some(name) =

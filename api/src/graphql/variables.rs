@@ -29,6 +29,49 @@ pub fn overlong_value<'o>(
         .map(|definition| definition.node.name.node.as_str())
 }
 
+/// The declared defaults of the variables `operation` declares and the request leaves out. The
+/// spec gives a left-out variable its default before anything runs; the engine applies it where
+/// an argument uses the variable but not in `@include`/`@skip`, so `$x: Boolean! = true` left
+/// out dropped the fields it guarded.
+pub fn defaults_left_out(
+    operation: &OperationDefinition,
+    variables: &Variables,
+) -> Vec<(async_graphql::Name, ConstValue)> {
+    operation
+        .variable_definitions
+        .iter()
+        .map(|definition| &definition.node)
+        .filter(|definition| !variables.contains_key(&definition.name.node))
+        .filter_map(|definition| {
+            let default = definition.default_value.as_ref()?;
+            Some((definition.name.node.clone(), default.node.clone()))
+        })
+        .collect()
+}
+
+/// A variable `operation` declares as required (non-null) that the request sends as null, or
+/// leaves out with no default value, with its declared type. The spec makes that a request error
+/// before anything runs; the engine only notices where an argument uses the variable, so one used
+/// only in `@include(if: $x)` or `@skip` was read as absent and the field silently left out.
+pub fn missing_required<'o>(
+    operation: &'o OperationDefinition,
+    variables: &Variables,
+) -> Option<(&'o str, &'o Type)> {
+    operation
+        .variable_definitions
+        .iter()
+        .map(|definition| &definition.node)
+        .find(|definition| {
+            // Spec, CoerceVariableValues: an explicit null is refused even with a default.
+            !definition.var_type.node.nullable
+                && match variables.get(&definition.name.node) {
+                    None => definition.default_value.is_none(),
+                    Some(value) => matches!(value, ConstValue::Null),
+                }
+        })
+        .map(|definition| (definition.name.node.as_str(), &definition.var_type.node))
+}
+
 /// The most bytes of variable values the document may refer to beyond a declaration and one
 /// use of each, a value counted once per extra time its variable is written. The engine checks a
 /// variable's value at every argument that uses it, wherever that is (an operation that will
