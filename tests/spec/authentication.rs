@@ -375,6 +375,73 @@ async fn a_token_verified_before_its_key_was_withdrawn_is_refused_afterwards() {
 }
 
 #[tokio::test]
+async fn requests_that_wait_for_the_key_fetch_their_new_key_started_are_verified_with_its_keys() {
+    // Before: when a provider rotated, one request fetched the new set and the others, waiting
+    // for that fetch, then found the cooldown running and were refused 401 with the key loaded.
+    let t = TestDb::new().await;
+    let issuer = TestIssuer::start().await;
+    let owner = t.owner().await;
+    let subjects: Vec<String> = (0..8).map(|i| format!("clinician-{i}")).collect();
+    for subject in &subjects {
+        let person = enroll_at(&owner, issuer.url(), subject).await;
+        assign(
+            &owner,
+            &person,
+            admit(&owner, &format!("MRN-{subject}")).await,
+        )
+        .await;
+    }
+    let mut settings = oidc_settings(&issuer);
+    settings.jwks_cooldown_secs = 1;
+    let app = TestApp::start_adjusted(&t, &issuer, |s| s.oidc = settings).await;
+    app.wait_for_keys().await;
+    // The start-up fetch's cooldown is over: the first new key id may fetch at once.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+
+    let new_key = shared_key("rsa-2");
+    issuer.publish(&[&shared_key("rsa-1"), &new_key]);
+    issuer.sign_with(new_key);
+    issuer.set_jwks_delay(Duration::from_millis(600));
+    let tokens: Vec<String> = subjects.iter().map(|s| issuer.token(s).mint()).collect();
+    let replies = futures::future::join_all(
+        tokens
+            .iter()
+            .map(|token| app.graphql(Some(token), MY_PATIENTS, json!({}))),
+    )
+    .await;
+    for (subject, reply) in subjects.iter().zip(&replies) {
+        assert_eq!(reply.status, 200, "{subject}: {}", reply.body);
+        assert_eq!(
+            mrns(reply),
+            set(&[&format!("MRN-{subject}")]),
+            "{}",
+            reply.body
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_token_re_encoded_in_its_signatures_unused_bits_is_refused() {
+    // Before: the signature's last base64url character carries bits no byte uses; changing them
+    // still verified, so one issued token was up to 16 accepted strings (each its own entry in
+    // the verified-token cache, and past any deny-list keyed on the token's text).
+    let (_t, issuer, app) = world().await;
+    let token = issuer.token("alice").mint();
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let last = *token.as_bytes().last().expect("a token");
+    let index = ALPHABET.iter().position(|&c| c == last).expect("base64url");
+    let variant = format!(
+        "{}{}",
+        &token[..token.len() - 1],
+        char::from(ALPHABET[index | 1])
+    );
+    assert_ne!(variant, token);
+    let reply = app.graphql(Some(&token), MY_PATIENTS, json!({})).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_token_rejected(&app, &variant).await;
+}
+
+#[tokio::test]
 async fn unknown_kid_floods_cause_at_most_a_handful_of_jwks_fetches() {
     let (_t, issuer, app) = world().await;
     let before = issuer.jwks_fetches();

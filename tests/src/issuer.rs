@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use axum::Json;
@@ -119,6 +119,8 @@ struct Inner {
     published: Mutex<Vec<Jwk>>,
     signing: Mutex<SigningKey>,
     jwks_fetches: AtomicUsize,
+    /// How long the JWKS endpoint takes to answer, in milliseconds.
+    jwks_delay_ms: AtomicU64,
 }
 
 /// A running test issuer.
@@ -150,6 +152,7 @@ impl TestIssuer {
             published: Mutex::new(vec![rsa.jwk.clone(), ec.jwk.clone()]),
             signing: Mutex::new(rsa),
             jwks_fetches: AtomicUsize::new(0),
+            jwks_delay_ms: AtomicU64::new(0),
         });
         let app = axum::Router::new()
             .route("/.well-known/openid-configuration", get(discovery))
@@ -169,6 +172,12 @@ impl TestIssuer {
     /// While down, every endpoint answers 503, as an unreachable provider would fail.
     pub fn set_up(&self, up: bool) {
         self.inner.up.store(up, Ordering::SeqCst);
+    }
+
+    /// Makes the JWKS endpoint answer only after `delay`, as a slow provider does.
+    pub fn set_jwks_delay(&self, delay: std::time::Duration) {
+        let millis = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.inner.jwks_delay_ms.store(millis, Ordering::SeqCst);
     }
 
     /// How many times the JWKS was served.
@@ -313,6 +322,10 @@ async fn discovery(State(inner): State<Arc<Inner>>) -> Response {
 async fn jwks(State(inner): State<Arc<Inner>>) -> Response {
     if !inner.up.load(Ordering::SeqCst) {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
+    let delay = inner.jwks_delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
     }
     inner.jwks_fetches.fetch_add(1, Ordering::SeqCst);
     let keys = inner.published.lock().expect("issuer lock").clone();

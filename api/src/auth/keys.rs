@@ -76,10 +76,22 @@ impl KeyStore {
         self.fetch().await
     }
 
-    /// Refreshes unless another fetch started within the cooldown. Returns whether a fetch ran
-    /// and succeeded, i.e. whether it is worth looking for the key again.
-    pub async fn refresh_for_unknown_key(&self) -> bool {
+    /// Refreshes unless another fetch started within the cooldown. Returns whether it is worth
+    /// looking for the key again: a fetch ran and succeeded, or the key set differs from `seen`
+    /// (the one the caller looked in) because a fetch finished while this one waited for it.
+    pub async fn refresh_for_unknown_key(&self, seen: Option<&Arc<CoreJsonWebKeySet>>) -> bool {
         let mut last = self.last_fetch.lock().await;
+        // When a provider rotates, every request with a new token arrives at once: one fetches,
+        // the others wait on the lock, and then find the cooldown running. The set that fetch
+        // loaded may hold their key (before, they were refused 401 with the key already loaded).
+        let now = self.current();
+        let changed = match (now.as_ref(), seen) {
+            (Some(now), Some(seen)) => !Arc::ptr_eq(now, seen),
+            (now, seen) => now.is_some() != seen.is_some(),
+        };
+        if changed {
+            return true;
+        }
         if last.is_some_and(|at| at.elapsed() < self.cooldown) {
             return false;
         }

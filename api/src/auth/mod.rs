@@ -117,13 +117,13 @@ impl Authenticator {
             Some(keys) => keys,
             // Not loaded yet: try now (bounded by the cooldown) rather than only waiting for the
             // background task.
-            None if self.keys.refresh_for_unknown_key().await => {
+            None if self.keys.refresh_for_unknown_key(None).await => {
                 self.keys.current().ok_or(AuthError::KeysUnavailable)?
             }
             None => return Err(AuthError::KeysUnavailable),
         };
         let (verified, keys) = match self.rules.verify(token, &keys) {
-            Err(Rejection::UnknownKey) if self.keys.refresh_for_unknown_key().await => {
+            Err(Rejection::UnknownKey) if self.keys.refresh_for_unknown_key(Some(&keys)).await => {
                 let keys = self.keys.current().ok_or(AuthError::KeysUnavailable)?;
                 (self.rules.verify(token, &keys), keys)
             }

@@ -156,6 +156,19 @@ impl Rules {
                 format!("token has {} dot-separated segments, not 3", segments.len()),
             ));
         }
+        // RFC 7515's compact form is canonical base64url. The JWT parser upstream ignores the
+        // unused low bits of a segment's last character, so one issued token could be sent as
+        // up to 16 strings, each accepted (and each its own verified-token cache entry, past any
+        // deny-list keyed on the token's text). This engine refuses those bits.
+        if segments[1..]
+            .iter()
+            .any(|segment| URL_SAFE_NO_PAD.decode(segment).is_err())
+        {
+            return Err(reject(
+                "the token is not a well-formed JWT",
+                "payload or signature is not canonical base64url",
+            ));
+        }
         #[derive(Deserialize)]
         struct Header {
             typ: Option<String>,
