@@ -94,6 +94,11 @@ const MIGRATIONS: &[SqlMigration] = &[
         up: include_str!("sql/0015_self_check_fingerprint.up.sql"),
         down: include_str!("sql/0015_self_check_fingerprint.down.sql"),
     },
+    SqlMigration {
+        name: "m20261207_000016_fresh_assignments_stay_emergency",
+        up: include_str!("sql/0016_fresh_assignments_stay_emergency.up.sql"),
+        down: include_str!("sql/0016_fresh_assignments_stay_emergency.down.sql"),
+    },
 ];
 
 #[async_trait::async_trait]

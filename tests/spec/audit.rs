@@ -541,6 +541,84 @@ async fn a_grant_created_while_a_read_runs_is_recorded_as_emergency_access() {
     );
 }
 
+/// alice's read of a1 (assigned) and b1 (open only through her grant), as a request records it.
+fn a1_and_b1_read() -> impl Fn(&World) -> AuditEntry {
+    |w| AuditEntry {
+        action: AuditAction::Read,
+        outcome: AuditOutcome::Success,
+        patients: BTreeSet::from([w.a1, w.b1]),
+    }
+}
+
+#[tokio::test]
+async fn an_assignment_made_while_a_grant_holders_read_runs_leaves_that_read_emergency() {
+    // Before: the split asked whether alice was assigned to b1 when the event was written, a
+    // statement after the read; an assignment committed in between recorded the break-glass
+    // read as treatment (21 of 24 races in review).
+    let w = World::new(|_| {}).await;
+    let granted = request_access(&w, &w.token("alice", "clinician"), w.b1).await;
+    assert_eq!(granted.data()["requestEmergencyAccess"]["active"], true);
+    let s = scope(&w.app.db, &w.alice.clinician(), AccessMode::ReadThenRecord).await;
+    assert!(
+        !s.records_after_commit(),
+        "a grant holder records in its own transaction"
+    );
+    let seen = crate::support::visible_patients(&s).await;
+    assert!(seen.contains(&w.b1), "{seen:?}");
+    assign(&w.t.owner().await, &w.alice, w.b1).await;
+    append(s.conn(), &AuditContext::default(), &[a1_and_b1_read()(&w)])
+        .await
+        .expect("recorded");
+    let request_id = s.request_id();
+    s.commit().await.expect("commit");
+    assert_eq!(
+        events_of(&w.admin, request_id).await,
+        vec![
+            event("read", "success", "emergency", &[w.b1], &w.alice),
+            event("read", "success", "treatment", &[w.a1], &w.alice),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn an_assignment_made_before_a_batched_read_is_written_leaves_that_read_emergency() {
+    // The batch path: a grant created while a read ran, then an assignment before the batch
+    // was written. Before: recorded as treatment.
+    let w = World::new(|_| {}).await;
+    let s = scope(&w.app.db, &w.alice.clinician(), AccessMode::ReadThenRecord).await;
+    assert!(s.records_after_commit());
+    let granted = request_access(&w, &w.token("alice", "clinician"), w.b1).await;
+    assert_eq!(granted.data()["requestEmergencyAccess"]["active"], true);
+    let seen = crate::support::visible_patients(&s).await;
+    assert!(seen.contains(&w.b1), "{seen:?}");
+    let request_id = s.request_id();
+    let events = BatchedEvent::of(
+        &Reader {
+            ids: &RequestIds::from(request_id),
+            clinician_id: s.clinician_id(),
+            issuer: w.issuer.url(),
+            subject: "alice",
+            app_role: s.role(),
+        },
+        &AuditContext::default(),
+        &[a1_and_b1_read()(&w)],
+    );
+    s.commit().await.expect("commit");
+    assign(&w.t.owner().await, &w.alice, w.b1).await;
+    w.app
+        .db
+        .record_after_commit(events, None)
+        .await
+        .expect("recorded");
+    assert_eq!(
+        events_of(&w.admin, request_id).await,
+        vec![
+            event("read", "success", "emergency", &[w.b1], &w.alice),
+            event("read", "success", "treatment", &[w.a1], &w.alice),
+        ]
+    );
+}
+
 /// One read event of alice's, as a request would hand it to the batch writer.
 fn read_event(w: &World, request_id: Uuid) -> Vec<BatchedEvent> {
     BatchedEvent::of(

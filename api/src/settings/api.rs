@@ -43,9 +43,10 @@ pub struct ApiSettings {
     #[arg(long, env = "ROWGUARD_MAX_RESPONSE_BYTES", default_value_t = 8 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1024..=1024 * 1024 * 1024))]
     pub max_response_bytes: u64,
 
-    /// Longest a request may take, in milliseconds; then its transaction is cancelled and the
-    /// caller gets SERVICE_UNAVAILABLE. No statement may run longer either.
-    #[arg(long, env = "ROWGUARD_REQUEST_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(10..=600_000))]
+    /// Longest a request may take, in milliseconds (at most 5 minutes); then its transaction is
+    /// cancelled and the caller gets SERVICE_UNAVAILABLE. No statement may run longer either.
+    /// The audit trail's emergency split counts on no request running longer (migration 0016).
+    #[arg(long, env = "ROWGUARD_REQUEST_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(10..=300_000))]
     pub request_timeout_ms: u64,
 
     /// Longest a connection may wait, in seconds, for a complete request head: from when it
