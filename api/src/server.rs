@@ -93,7 +93,11 @@ impl Application {
             settings.api.trusted_documents.as_deref(),
             counters.trust.clone(),
         )?);
-        let quotas = Arc::new(quotas(&settings.quota, counters.quota.clone())?);
+        let quotas = Arc::new(quotas(
+            &settings.quota,
+            settings.database.role_prefix.prefix(),
+            counters.quota.clone(),
+        )?);
         tokio::spawn(crate::quota::forget_idle(quotas.clone()));
         let metrics = Arc::new(Metrics::new(counters));
         tokio::spawn(keep_current(
@@ -195,10 +199,18 @@ impl Application {
 const MANIFEST_CHECK: Duration = Duration::from_secs(1);
 
 /// The request quotas as configured, shared through Redis when a URL is given.
-fn quotas(settings: &QuotaSettings, counters: QuotaCounters) -> Result<Quotas, StartError> {
+fn quotas(
+    settings: &QuotaSettings,
+    role_prefix: &str,
+    counters: QuotaCounters,
+) -> Result<Quotas, StartError> {
     let shared = match &settings.redis_url {
         Some(url) if settings.mode != QuotaMode::Off => {
-            Some(SharedQuota::new(url, settings.redis_timeout()).map_err(StartError::Settings)?)
+            let namespace = settings.redis_namespace.as_deref().unwrap_or(role_prefix);
+            Some(
+                SharedQuota::new(url, settings.redis_timeout(), namespace)
+                    .map_err(StartError::Settings)?,
+            )
         }
         _ => None,
     };

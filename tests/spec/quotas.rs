@@ -316,6 +316,18 @@ struct Replica {
 }
 
 fn replica(t: &TestDb, issuer: &TestIssuer, redis: &str, rate: u32, burst: u32) -> Replica {
+    replica_in(t, issuer, redis, rate, burst, None)
+}
+
+/// A replica of the deployment whose budgets are `namespace` in Redis (`None`: the default).
+fn replica_in(
+    t: &TestDb,
+    issuer: &TestIssuer,
+    redis: &str,
+    rate: u32,
+    burst: u32,
+    namespace: Option<&str>,
+) -> Replica {
     let port = rowguard::dev::postgres::free_port().expect("port");
     let metrics_port = rowguard::dev::postgres::free_port().expect("port");
     let child = Command::new(env!("CARGO_BIN_EXE_rowguard-cli"))
@@ -339,6 +351,7 @@ fn replica(t: &TestDb, issuer: &TestIssuer, redis: &str, rate: u32, burst: u32) 
         .env("ROWGUARD_QUOTA_BURST", burst.to_string())
         .env("ROWGUARD_MAX_COMPLEXITY", burst.to_string())
         .env("ROWGUARD_LOG", "warn")
+        .envs(namespace.map(|n| ("ROWGUARD_QUOTA_REDIS_NAMESPACE", n)))
         .stdout(Stdio::null())
         .spawn()
         .expect("rowguard serve");
@@ -362,6 +375,37 @@ async fn readyz_quota(http: &reqwest::Client, base: &str) -> String {
         .as_str()
         .unwrap_or_default()
         .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deployments_sharing_one_redis_keep_their_budgets_apart() {
+    // Before: every deployment's budgets were `rowguard:quota:person:<hash>`, so a person's
+    // spending on one deployment emptied their budget on another using the same Redis.
+    let redis = TestRedis::start();
+    let t = TestDb::new().await;
+    let issuer = TestIssuer::start().await;
+    let owner = t.owner().await;
+    let alice = enroll_at(&owner, issuer.url(), "alice").await;
+    assign(&owner, &alice, admit(&owner, "R-alice").await).await;
+    let deployments = [
+        replica_in(&t, &issuer, &redis.url(), 1, 60, Some("ward-a")),
+        replica_in(&t, &issuer, &redis.url(), 1, 60, Some("ward-b")),
+    ];
+    let http = reqwest::Client::new();
+    for d in &deployments {
+        assert!(
+            process::ready_within(&http, &d.base, Duration::from_secs(30)).await,
+            "replica never became ready"
+        );
+    }
+    let token = issuer.token("alice").mint();
+    for d in &deployments {
+        let mut statuses = Vec::new();
+        for _ in 0..6 {
+            statuses.push(ask(&http, &d.base, &token).await.status);
+        }
+        assert_eq!(statuses, [200, 200, 200, 200, 200, 429], "{}", d.base);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -302,11 +302,14 @@ fn overlong_name(query: &str) -> Option<async_graphql::Pos> {
     found
 }
 
-/// How many times `$variable` is written in `query` (its declaration included).
-pub(super) fn variable_uses(query: &str, variable: &str) -> usize {
-    let mut uses = 0;
+/// How many times each variable is written in `query` (declarations included), in one pass:
+/// asked once per variable, a request with 60,000 variables scanned its document 60,000 times.
+pub(super) fn variable_uses(query: &str) -> std::collections::HashMap<&str, usize> {
+    let mut uses = std::collections::HashMap::new();
     for_each_name(query, |name| {
-        uses += usize::from(name.variable && name.text == variable);
+        if name.variable {
+            *uses.entry(name.text).or_insert(0) += 1;
+        }
         true
     });
     uses

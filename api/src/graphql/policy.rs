@@ -69,16 +69,12 @@ impl RequestPolicy {
     /// document holds no operation by the name asked for (or several and no name).
     fn measure(&self, request: &mut Request, over_get: bool) -> ServerResult<Option<(u64, bool)>> {
         let operation_name = request.operation_name.clone();
-        let mut variables = request.variables.clone();
-        let defaults = {
+        // Taken out while the document is borrowed, coerced, and given back at the end.
+        let mut variables = std::mem::take(&mut request.variables);
+        {
             let doc = request.parsed_query()?;
-            selected_operation(doc, operation_name.as_deref())
-                .map(|op| super::variables::defaults_left_out(op, &variables))
-                .unwrap_or_default()
-        };
-        for (name, value) in defaults {
-            request.variables.insert(name.clone(), value.clone());
-            variables.insert(name, value);
+            let operation = selected_operation(doc, operation_name.as_deref());
+            super::variables::coerce(operation, &mut variables);
         }
         let written_too_often = super::variables::written_too_often(&request.query, &variables);
         let doc = request.parsed_query()?;
@@ -132,7 +128,9 @@ impl RequestPolicy {
         }
         // The engine reports a missing or ambiguous operation (after validating every
         // operation, which the measure above has bounded).
-        Ok(operation.map(|op| (shape.cost, op.ty == OperationType::Mutation)))
+        let verdict = operation.map(|op| (shape.cost, op.ty == OperationType::Mutation));
+        request.variables = variables;
+        Ok(verdict)
     }
 }
 

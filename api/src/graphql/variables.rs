@@ -29,24 +29,31 @@ pub fn overlong_value<'o>(
         .map(|definition| definition.node.name.node.as_str())
 }
 
-/// The declared defaults of the variables `operation` declares and the request leaves out. The
-/// spec gives a left-out variable its default before anything runs; the engine applies it where
-/// an argument uses the variable but not in `@include`/`@skip`, so `$x: Boolean! = true` left
-/// out dropped the fields it guarded.
-pub fn defaults_left_out(
-    operation: &OperationDefinition,
-    variables: &Variables,
-) -> Vec<(async_graphql::Name, ConstValue)> {
-    operation
+/// Keeps the variables `operation` declares and gives those left out their declared defaults, as
+/// the spec's CoerceVariableValues does before anything runs; with no operation to run, keeps
+/// none. The engine applied a default where an argument uses the variable but not in
+/// `@include`/`@skip` (`$x: Boolean! = true` left out dropped the fields it guarded), and it
+/// read and checked variables no operation declares wherever the document wrote them: a request
+/// with 60,000 undeclared variables held them all through validation.
+pub fn coerce(operation: Option<&OperationDefinition>, variables: &mut Variables) {
+    let Some(operation) = operation else {
+        variables.clear();
+        return;
+    };
+    let declared: std::collections::HashSet<&str> = operation
         .variable_definitions
         .iter()
-        .map(|definition| &definition.node)
-        .filter(|definition| !variables.contains_key(&definition.name.node))
-        .filter_map(|definition| {
-            let default = definition.default_value.as_ref()?;
-            Some((definition.name.node.clone(), default.node.clone()))
-        })
-        .collect()
+        .map(|definition| definition.node.name.node.as_str())
+        .collect();
+    variables.retain(|name, _| declared.contains(name.as_str()));
+    for definition in &operation.variable_definitions {
+        let definition = &definition.node;
+        if let Some(default) = &definition.default_value
+            && !variables.contains_key(&definition.name.node)
+        {
+            variables.insert(definition.name.node.clone(), default.node.clone());
+        }
+    }
 }
 
 /// A variable `operation` declares as required (non-null) that the request sends as null, or
@@ -87,13 +94,19 @@ const QUOTABLE_BYTES: usize = 1 << 20;
 pub fn written_too_often(query: &str, variables: &Variables) -> Option<String> {
     let mut total = 0usize;
     let mut named = Vec::new();
+    let mut uses = None;
     for (name, value) in variables.iter() {
         let bytes = serde_json::to_vec(value).map_or(usize::MAX, |json| json.len());
         if bytes.saturating_mul(query.len()) <= QUOTABLE_BYTES / 8 {
             // Too small to matter however often it could be written.
             continue;
         }
-        let extra = super::documents::variable_uses(query, name.as_str()).saturating_sub(2);
+        let uses = uses.get_or_insert_with(|| super::documents::variable_uses(query));
+        let extra = uses
+            .get(name.as_str())
+            .copied()
+            .unwrap_or(0)
+            .saturating_sub(2);
         if extra > 0 {
             total = total.saturating_add(bytes.saturating_mul(extra));
             named.push(format!("${name}"));
@@ -252,5 +265,40 @@ mod tests {
             ),
             None
         );
+    }
+
+    use async_graphql::Name;
+    use async_graphql::parser::parse_query;
+
+    fn coerced(query: &str, given: serde_json::Value) -> Vec<(String, ConstValue)> {
+        let doc = parse_query(query).expect("a document");
+        let operation = doc.operations.iter().next().map(|(_, op)| &op.node);
+        let mut variables = Variables::from_json(given);
+        coerce(operation, &mut variables);
+        variables
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn undeclared_variables_are_dropped_and_declared_defaults_filled_in() {
+        let query = "query Q($a: Int, $b: Boolean = true, $c: String = \"x\") { me { id } }";
+        let given = serde_json::json!({ "a": 1, "c": "given", "junk": [1, 2, 3] });
+        assert_eq!(
+            coerced(query, given),
+            vec![
+                ("a".to_owned(), ConstValue::Number(1.into())),
+                ("b".to_owned(), ConstValue::Boolean(true)),
+                ("c".to_owned(), ConstValue::String("given".into())),
+            ]
+        );
+    }
+
+    #[test]
+    fn with_no_operation_to_run_no_variable_is_kept() {
+        let mut variables = Variables::from_json(serde_json::json!({ "a": 1 }));
+        coerce(None, &mut variables);
+        assert!(variables.get(&Name::new("a")).is_none());
     }
 }

@@ -45,6 +45,8 @@ pub struct SharedQuota {
     paused_until: AtomicU64,
     epoch: Instant,
     healthy: AtomicBool,
+    /// This deployment's part of Redis (see `ROWGUARD_QUOTA_REDIS_NAMESPACE`).
+    namespace: String,
 }
 
 impl std::fmt::Debug for SharedQuota {
@@ -58,7 +60,7 @@ impl std::fmt::Debug for SharedQuota {
 impl SharedQuota {
     /// Prepares the connection; nothing is sent until the first request, so Rowguard starts
     /// (on local budgets) even while Redis is down.
-    pub fn new(url: &str, timeout: Duration) -> Result<Self, String> {
+    pub fn new(url: &str, timeout: Duration, namespace: &str) -> Result<Self, String> {
         let client = Client::open(url).map_err(|e| format!("ROWGUARD_QUOTA_REDIS_URL: {e}"))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
@@ -70,6 +72,7 @@ impl SharedQuota {
         Ok(Self {
             connection,
             script: Script::new(GCRA),
+            namespace: namespace.to_owned(),
             timeout,
             paused_until: AtomicU64::new(0),
             epoch: Instant::now(),
@@ -104,7 +107,9 @@ impl SharedQuota {
         let tolerance = interval * u64::from(budget.burst);
         let cost = cost.clamp(1, budget.burst.max(1));
         let mut connection = self.connection.clone();
-        let mut invocation = self.script.key(redis_key(subject, key));
+        let mut invocation = self
+            .script
+            .key(redis_key(&self.namespace, subject, key, budget));
         invocation.arg(interval).arg(tolerance).arg(cost);
         let reply = tokio::time::timeout(
             self.timeout,
@@ -148,7 +153,15 @@ impl SharedQuota {
     }
 }
 
-fn redis_key(subject: Subject, key: &[u8; 32]) -> String {
+/// A budget's key: the deployment's namespace, and the budget's rate and burst, which the stored
+/// state is read through (two deployments sharing one Redis spent each other's budgets, each
+/// reading the other's state through its own rate).
+fn redis_key(namespace: &str, subject: Subject, key: &[u8; 32], budget: Budget) -> String {
     let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
-    format!("rowguard:quota:{}:{hex}", subject.as_str())
+    format!(
+        "rowguard:{namespace}:quota:{}:{}/s:{}:{hex}",
+        subject.as_str(),
+        budget.rate,
+        budget.burst
+    )
 }

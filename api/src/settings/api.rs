@@ -161,6 +161,15 @@ pub struct ApiLimits {
     pub seal_lag_alert: std::time::Duration,
 }
 
+impl ApiLimits {
+    /// Most JSON values a request's variables and extensions may hold together, counted before
+    /// they are read: ten times the values an operation may pass its arguments (the request
+    /// policy's bound), so no operation within its limits meets it.
+    pub fn max_request_json_values(&self) -> usize {
+        self.max_fields.saturating_mul(40).max(10_000)
+    }
+}
+
 impl Default for ApiLimits {
     /// The limits of the default settings.
     fn default() -> Self {

@@ -56,6 +56,20 @@ pub struct QuotaSettings {
     /// charged to this replica's own budget and Redis is left alone for a second.
     #[arg(long = "quota-redis-timeout-ms", env = "ROWGUARD_QUOTA_REDIS_TIMEOUT_MS", default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub redis_timeout_ms: u64,
+
+    /// Names this deployment's budgets in Redis, so deployments sharing one Redis never spend
+    /// each other's (default: the role prefix). Replicas of one deployment give the same.
+    #[arg(long = "quota-redis-namespace", env = "ROWGUARD_QUOTA_REDIS_NAMESPACE", value_parser = parse_namespace)]
+    pub redis_namespace: Option<String>,
+}
+
+fn parse_namespace(value: &str) -> Result<String, String> {
+    let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.');
+    if (1..=64).contains(&value.len()) && value.chars().all(plain) {
+        Ok(value.to_owned())
+    } else {
+        Err("1 to 64 letters, digits, `_`, `-` or `.`".to_owned())
+    }
 }
 
 impl QuotaSettings {
