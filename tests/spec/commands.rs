@@ -980,3 +980,114 @@ fn audit_keygen_writes_a_private_key_that_openssl_reads_and_its_public_key_besid
     assert_eq!(String::from_utf8_lossy(&derived.stdout), public);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn a_signing_key_given_as_the_settings_value_is_never_printed() {
+    // Before: "ROWGUARD_AUDIT_SIGNING_KEY -----BEGIN PRIVATE KEY-----\n…: No such file or
+    // directory", the whole private key in the log.
+    let issuer = TestIssuer::start().await;
+    let dir = std::env::temp_dir().join(format!("rowguard-keyvalue-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let key = dir.join("audit-key.pem");
+    let made = Command::new(CLI)
+        .args(["audit", "keygen"])
+        .arg(&key)
+        .stdout(Stdio::null())
+        .status()
+        .expect("keygen");
+    assert!(made.success());
+    let pem = std::fs::read_to_string(&key).expect("key");
+    let secret_line = pem.lines().nth(1).expect("a base64 line").to_owned();
+    let t = TestDb::new().await;
+    let mut command = serve_command(&issuer, &t.gateway_url(), free_port().expect("port"));
+    command.env("ROWGUARD_AUDIT_SIGNING_KEY", &pem);
+    let stderr = tokio::task::spawn_blocking(move || refusal(command))
+        .await
+        .expect("task");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(!stderr.contains(&secret_line), "{stderr}");
+    assert!(
+        stderr.contains("ROWGUARD_AUDIT_SIGNING_KEY") && stderr.contains("key material"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn a_config_file_line_that_cannot_be_read_is_named_by_number_not_printed() {
+    // Before: a stray quote on the first line printed every later line, passwords included.
+    let issuer = TestIssuer::start().await;
+    let file = std::env::temp_dir().join(format!("rowguard-config-{}.env", uuid::Uuid::new_v4()));
+    std::fs::write(
+        &file,
+        "ROWGUARD_LISTEN=\"127.0.0.1:1\nDATABASE_URL=postgres://rgtest_gateway:Line2Secret@127.0.0.1/x\n",
+    )
+    .expect("write");
+    let mut command = serve_command(
+        &issuer,
+        "postgres://rgtest_gateway@127.0.0.1:1/x",
+        free_port().expect("port"),
+    );
+    command.env("ROWGUARD_CONFIG", &file);
+    let stderr = tokio::task::spawn_blocking(move || refusal(command))
+        .await
+        .expect("task");
+    let _ = std::fs::remove_file(&file);
+    assert!(!stderr.contains("Line2Secret"), "{stderr}");
+    assert!(stderr.contains("entry 1"), "{stderr}");
+}
+
+#[test]
+fn migrate_never_prints_the_administrators_password() {
+    // Before: "The connection string 'postgres://postgres:MigSecret@…' cannot be parsed."
+    for url in [
+        "postgres://postgres:MigSecret@127.0.0.1:notaport/x",
+        "postgress://postgres:MigSecret@127.0.0.1:5432/x",
+    ] {
+        for action in ["up", "status", "down"] {
+            let output = Command::new(CLI)
+                .args(["migrate", action])
+                .env("ROWGUARD_MIGRATION_DATABASE_URL", url)
+                .env("ROWGUARD_ROLE_PREFIX", "rgtest")
+                .output()
+                .expect("migrate");
+            assert!(!output.status.success(), "{url} {action}");
+            let printed = format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+            assert!(!printed.contains("MigSecret"), "{action}: {printed}");
+        }
+    }
+}
+
+#[test]
+fn audit_verify_refuses_a_key_path_that_is_not_a_regular_file() {
+    // Before: a FIFO given as --public-key blocked verify for ever.
+    let dir = std::env::temp_dir().join(format!("rowguard-fifo-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let fifo = dir.join("key.pub");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
+    let mut child = Command::new(CLI)
+        .args(["audit", "verify", "--public-key"])
+        .arg(&fifo)
+        .env("DATABASE_URL", "postgres://rgtest_gateway@127.0.0.1:1/x")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("verify");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = std::fs::remove_dir_all(&dir);
+            panic!("audit verify still waiting on a FIFO after 20 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(status.code(), Some(2));
+}

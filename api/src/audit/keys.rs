@@ -19,11 +19,50 @@ pub struct KeyError {
 
 impl KeyError {
     fn new(path: &Path, problem: impl Into<String>) -> Self {
+        let shown = path.display().to_string();
+        // A key given as the setting's value instead of a file's path (the habit with secrets
+        // in environment variables) was printed whole in "No such file or directory".
+        let path = if shown.contains('\n') || shown.contains("-----") || shown.len() > 1024 {
+            "(a value that is not a file path: it looks like key material, which is never shown; \
+             give the path of a file holding the key)"
+                .to_owned()
+        } else {
+            shown
+        };
         Self {
-            path: path.display().to_string(),
+            path,
             problem: problem.into(),
         }
     }
+}
+
+/// The largest key file read: a PEM key is a few hundred bytes.
+const LARGEST_KEY_FILE: u64 = 64 * 1024;
+
+/// A key file's text: a regular file (a FIFO or a device would block or never end; a
+/// symbolic link, as secret volumes mount them, is followed) of at most 64 KiB.
+fn read_key_file(path: &Path) -> Result<String, KeyError> {
+    use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| KeyError::new(path, e.to_string()))?;
+    let metadata = file
+        .metadata()
+        .map_err(|e| KeyError::new(path, e.to_string()))?;
+    if !metadata.is_file() {
+        return Err(KeyError::new(path, "not a regular file"));
+    }
+    if metadata.len() > LARGEST_KEY_FILE {
+        return Err(KeyError::new(path, "larger than 64 KiB: not a key file"));
+    }
+    let mut text = String::new();
+    file.take(LARGEST_KEY_FILE)
+        .read_to_string(&mut text)
+        .map_err(|e| KeyError::new(path, e.to_string()))?;
+    Ok(text)
 }
 
 /// The short name of a public key that checkpoints carry: the first 16 hex digits of the SHA-256
@@ -50,7 +89,7 @@ impl std::fmt::Debug for AuditSigner {
 impl AuditSigner {
     /// Reads a PKCS#8 PEM private key.
     pub fn from_file(path: &Path) -> Result<Self, KeyError> {
-        let pem = std::fs::read_to_string(path).map_err(|e| KeyError::new(path, e.to_string()))?;
+        let pem = read_key_file(path)?;
         let key = SigningKey::from_pkcs8_pem(&pem)
             .map_err(|_| KeyError::new(path, "not an Ed25519 private key in PKCS#8 PEM form"))?;
         Ok(Self::new(key))
@@ -142,8 +181,7 @@ impl TrustedKeys {
         let mut keys = Vec::new();
         for path in paths {
             let path = path.as_ref();
-            let pem =
-                std::fs::read_to_string(path).map_err(|e| KeyError::new(path, e.to_string()))?;
+            let pem = read_key_file(path)?;
             let key = VerifyingKey::from_public_key_pem(&pem)
                 .or_else(|_| SigningKey::from_pkcs8_pem(&pem).map(|k| k.verifying_key()))
                 .map_err(|_| KeyError::new(path, "not an Ed25519 public key in PEM form"))?;

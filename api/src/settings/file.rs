@@ -25,8 +25,18 @@ pub fn with_config_file(
     let entries =
         dotenvy::from_path_iter(&path).map_err(|e| format!("ROWGUARD_CONFIG {shown}: {e}"))?;
     for (number, entry) in entries.enumerate() {
-        let (name, value) =
-            entry.map_err(|e| format!("ROWGUARD_CONFIG {shown}, entry {}: {e}", number + 1))?;
+        // The parser's message quotes the line, and everything after an unclosed quote: a
+        // stray `"` printed every later line, passwords included.
+        let (name, value) = entry.map_err(|e| {
+            let problem = match e {
+                dotenvy::Error::LineParse(_, at) => format!(
+                    "cannot be read as NAME=value (at character {}; the line is not shown, it may hold a secret)",
+                    at + 1
+                ),
+                other => other.to_string(),
+            };
+            format!("ROWGUARD_CONFIG {shown}, entry {}: {problem}", number + 1)
+        })?;
         let arg = sub
             .get_arguments()
             .chain(command.get_arguments())
