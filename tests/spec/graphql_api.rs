@@ -530,6 +530,54 @@ async fn clinician_updates_an_assigned_patient() {
 }
 
 #[tokio::test]
+async fn each_mutation_field_answers_from_the_rows_as_its_own_write_left_them() {
+    // Before: the request's loaders answered the second update's notes from the first, and an
+    // unassignment's care team still listed the clinician it had just removed.
+    let w = World::new().await;
+    let id = w.patients["A-1"];
+    let twice = format!(
+        "mutation {{ a: updatePatient(input: {{ id: \"{id}\", expectedVersion: 1, clinicalNotes: \"first\" }}) \
+         {{ version clinicalNotes careTeam {{ clinician {{ id }} }} }} \
+         b: updatePatient(input: {{ id: \"{id}\", expectedVersion: 2, clinicalNotes: \"second\" }}) \
+         {{ version clinicalNotes }} }}"
+    );
+    let reply = w.app.graphql(Some(&w.alice()), &twice, json!({})).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(
+        (
+            &reply.data()["a"]["clinicalNotes"],
+            &reply.data()["b"]["clinicalNotes"]
+        ),
+        (&json!("first"), &json!("second")),
+        "{}",
+        reply.body
+    );
+    assert_eq!(reply.data()["b"]["version"], 3);
+
+    let bob = w.bob.id;
+    let assign_then_unassign = format!(
+        "mutation {{ a: assignClinician(input: {{ clinicianId: \"{bob}\", patientId: \"{id}\", careRole: CONSULTING }}) \
+         {{ careTeam {{ clinician {{ id }} }} }} \
+         b: unassignClinician(input: {{ clinicianId: \"{bob}\", patientId: \"{id}\" }}) {{ careTeam {{ clinician {{ id }} }} }} }}"
+    );
+    let reply = w
+        .app
+        .graphql(Some(&w.carol()), &assign_then_unassign, json!({}))
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let team = |field: &str| -> BTreeSet<String> {
+        reply.data()[field]["careTeam"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no care team in {}", reply.body))
+            .iter()
+            .map(|m| m["clinician"]["id"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    assert!(team("a").contains(&bob.to_string()), "{}", reply.body);
+    assert!(!team("b").contains(&bob.to_string()), "{}", reply.body);
+}
+
+#[tokio::test]
 async fn updating_an_invisible_patient_is_not_found() {
     let w = World::new().await;
     let reply = w

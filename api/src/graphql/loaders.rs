@@ -46,6 +46,22 @@ pub fn for_request(db: &Arc<RequestDb>) -> (CareTeams, ClinicalNotes, ClinicianP
     )
 }
 
+/// Forgets what the request's loaders have loaded. A mutation field has just written: the next
+/// field of the same request (mutation fields run one after another) must be answered from the
+/// database, not from before the write (an `updatePatient` after another answered the first
+/// one's notes with the second's version, and an unassignment listed the clinician it removed).
+pub fn forget_loaded(ctx: &async_graphql::Context<'_>) {
+    if let Ok(loader) = ctx.data::<CareTeams>() {
+        loader.clear::<Uuid>();
+    }
+    if let Ok(loader) = ctx.data::<ClinicalNotes>() {
+        loader.clear::<Uuid>();
+    }
+    if let Ok(loader) = ctx.data::<ClinicianPages>() {
+        loader.clear::<ClinicianPageKey>();
+    }
+}
+
 /// Runs a batch load on its own task, inside the span that asked for it (so its statements
 /// belong to the request's trace).
 fn spawn_traced<F>(future: F) -> tokio::task::JoinHandle<F::Output>

@@ -97,6 +97,7 @@ impl Mutation {
             Err(e) if e.code == ErrorCode::NotFound => AuditOutcome::NotVisible,
             Err(e) => AuditOutcome::from(e),
         };
+        super::loaders::forget_loaded(ctx);
         request.record(AuditAction::Update, outcome, [id]);
         Ok(result?)
     }
@@ -140,6 +141,7 @@ impl Mutation {
         }
         let request = request_db(ctx)?;
         let result = enroll(&request, issuer, subject, display_name).await;
+        super::loaders::forget_loaded(ctx);
         request.record(AuditAction::Enroll, outcome_of(&result), []);
         Ok(result?)
     }
@@ -156,6 +158,7 @@ impl Mutation {
         let PatientId(patient_id) = PatientId::parse(&input.patient_id, "input.patientId")?;
         let request = request_db(ctx)?;
         let result = assign(&request, clinician_id, patient_id, input.care_role).await;
+        super::loaders::forget_loaded(ctx);
         request.record(AuditAction::Assign, outcome_of(&result), [patient_id]);
         Ok(result?)
     }
@@ -172,6 +175,7 @@ impl Mutation {
         let PatientId(patient_id) = PatientId::parse(&input.patient_id, "input.patientId")?;
         let request = request_db(ctx)?;
         let result = unassign(&request, clinician_id, patient_id).await;
+        super::loaders::forget_loaded(ctx);
         request.record(AuditAction::Unassign, outcome_of(&result), [patient_id]);
         Ok(result?)
     }
@@ -215,6 +219,7 @@ impl Mutation {
         let seconds = limits(ctx)?.emergency_access_secs;
         let request = request_db(ctx)?;
         let result = grant_emergency_access(&request, patient_id, reason, seconds).await;
+        super::loaders::forget_loaded(ctx);
         request.record(
             AuditAction::EmergencyAccess,
             outcome_of(&result),
@@ -234,6 +239,7 @@ impl Mutation {
         let request = request_db(ctx)?;
         let result = review(&request, grant_id).await;
         let patients: Vec<Uuid> = result.iter().map(|g| g.0.patient_id).collect();
+        super::loaders::forget_loaded(ctx);
         request.record(AuditAction::Review, outcome_of(&result), patients);
         Ok(result?)
     }
