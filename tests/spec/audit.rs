@@ -1377,6 +1377,61 @@ async fn auditors_filter_the_trail_and_get_a_patients_access_report() {
 }
 
 #[tokio::test]
+async fn a_patients_accounting_is_refused_rather_than_cut_short_and_can_be_asked_for_a_period() {
+    // Before: the report and the FHIR bundle answered the oldest 10,000 events and silently
+    // left the rest out, so a flood of lookups hid every later access.
+    let w = World::new(|_| {}).await;
+    w.admin
+        .execute_unprepared(&format!(
+            "insert into rowguard_audit.events (occurred_at, app_role, action, outcome, patient_ids, purpose) \
+             select now() - interval '1 hour', 'rgtest_clinician', 'read', 'not_visible', array['{}'::uuid], 'treatment' \
+             from generate_series(1, 10001)",
+            w.a2
+        ))
+        .await
+        .expect("an old flood of lookups");
+    let alice = w.token("alice", "clinician");
+    let (later, _) = w.run(&alice, "PatientDetail", json!({ "id": w.a2 })).await;
+    assert_eq!(later.status, 200, "{}", later.body);
+    let dave = w.token("dave", "auditor");
+    let plain = w
+        .app
+        .graphql(
+            Some(&dave),
+            "query($p: ID!) { patientAccessReport(patientId: $p) { action } }",
+            json!({ "p": w.a2 }),
+        )
+        .await;
+    let shown: String = plain.body.to_string().chars().take(300).collect();
+    assert_eq!(plain.code(), Some("BAD_USER_INPUT"), "{shown}");
+    for field in [
+        "patientAccessReport(patientId: $p, from: $from) { action clinicianName }",
+        "patientAccessFhirBundle(patientId: $p, from: $from)",
+    ] {
+        let query = format!("query($p: ID!, $from: DateTime) {{ {field} }}");
+        let whole = w
+            .app
+            .graphql(Some(&dave), &query, json!({ "p": w.a2 }))
+            .await;
+        assert_eq!(whole.code(), Some("BAD_USER_INPUT"), "{}", whole.body);
+        let recent = w
+            .app
+            .graphql(
+                Some(&dave),
+                &query,
+                json!({ "p": w.a2, "from": (chrono::Utc::now() - chrono::Duration::minutes(5)).to_rfc3339() }),
+            )
+            .await;
+        assert_eq!(recent.status, 200, "{}", recent.body);
+        let text = recent.body.to_string();
+        assert!(
+            text.contains("Dr. alice") || text.contains(&w.alice.id.to_string()),
+            "{text}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn an_auditor_pages_through_a_patients_events_one_at_a_time_and_with_another_filter() {
     let w = World::new(|_| {}).await;
     let alice = w.token("alice", "clinician");
@@ -1499,9 +1554,10 @@ async fn a_patients_accesses_are_found_through_the_patient_index_not_by_reading_
         AccessMode::ReadOnly,
     )
     .await;
-    let (events, _) = rowguard::graphql::rows::patient_accesses(auditor.conn(), w.a1)
-        .await
-        .expect("report");
+    let (events, _) =
+        rowguard::graphql::rows::patient_accesses(auditor.conn(), w.a1, Default::default())
+            .await
+            .expect("report");
     assert_eq!(events.len(), 2);
     let (gin, seq) = trail_scans(auditor.conn()).await;
     assert!(gin >= 1, "the patient index was not used ({gin} scans)");

@@ -3,16 +3,17 @@
 //! granted to the auditor role only. Every read here is itself recorded.
 
 use async_graphql::{Context, ID, Object, Result};
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::connection::{Connection, PageArgs};
 use super::context::{RequestDb, limits, request_db};
 use super::inputs::{ClinicianId, PatientId};
-use super::rows::{self, AuditEventConditions};
+use super::rows::{self, AuditEventConditions, Period};
 use super::types::{AuditEvent, AuditEventFilter, EmergencyAccessGrant, PatientAccess};
 use crate::audit::fhir::audit_event_about;
 use crate::audit::record::{AuditAction, AuditOutcome};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::principal::AppRole;
 
 /// Records an audit-trail read (itself an auditable access) and passes its result on.
@@ -27,6 +28,21 @@ fn recorded<T>(
     };
     request.record(AuditAction::AuditRead, outcome, patients);
     result
+}
+
+/// `events`, unless there are more than a report may hold.
+fn within_report_limit<T>(events: Vec<T>) -> Result<Vec<T>, ApiError> {
+    if events.len() as u64 > rows::PATIENT_REPORT_LIMIT {
+        return Err(ApiError::new(
+            ErrorCode::BadUserInput,
+            format!(
+                "more than {} accesses to this patient fall in the period asked for; ask for a \
+                 shorter one with `from` and `to` (nothing is left out of a report)",
+                rows::PATIENT_REPORT_LIMIT
+            ),
+        ));
+    }
+    Ok(events)
 }
 
 /// Auditor entry points (merged into `Query`).
@@ -87,19 +103,24 @@ impl AuditQuery {
     }
 
     /// Who accessed this patient's record, in any role, when and why: the accounting of
-    /// disclosures a patient may ask for. Auditors only.
+    /// disclosures a patient may ask for, oldest first. Auditors only. A period holding more
+    /// than 10,000 accesses is refused (`BAD_USER_INPUT`), never cut short: ask for a shorter
+    /// one with `from` and `to`.
     async fn patient_access_report(
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "The patient the report is about.")] patient_id: ID,
+        #[graphql(desc = "Only accesses at or after this time.")] from: Option<DateTime<Utc>>,
+        #[graphql(desc = "Only accesses before this time.")] to: Option<DateTime<Utc>>,
     ) -> Result<Vec<PatientAccess>> {
         let PatientId(patient) = PatientId::parse(&patient_id, "patientId")?;
         let request = request_db(ctx)?;
         let report = {
             let conn = request.conn().await?;
-            rows::patient_accesses(&conn, patient)
+            rows::patient_accesses(&conn, patient, Period { from, to })
                 .await
                 .map_err(ApiError::from)
+                .and_then(|(events, names)| within_report_limit(events).map(|e| (e, names)))
         };
         let (events, names) = recorded(&request, vec![patient], report)?;
         Ok(events
@@ -113,19 +134,24 @@ impl AuditQuery {
 
     /// The same accounting as FHIR R4: a `Bundle` (type `collection`) of `AuditEvent` resources
     /// in the shape `rowguard audit export` writes (IHE BALP; only this patient appears in each),
-    /// as JSON text. Auditors only.
+    /// as JSON text. Auditors only. Refused, like the report, for a period of more than 10,000
+    /// accesses, and when the bundle would pass the server's answer size: ask for a shorter
+    /// period with `from` and `to`.
     async fn patient_access_fhir_bundle(
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "The patient the report is about.")] patient_id: ID,
+        #[graphql(desc = "Only accesses at or after this time.")] from: Option<DateTime<Utc>>,
+        #[graphql(desc = "Only accesses before this time.")] to: Option<DateTime<Utc>>,
     ) -> Result<String> {
         let PatientId(patient) = PatientId::parse(&patient_id, "patientId")?;
         let request = request_db(ctx)?;
         let events = {
             let conn = request.conn().await?;
-            rows::patient_access_events(&conn, patient)
+            rows::patient_access_events(&conn, patient, Period { from, to })
                 .await
                 .map_err(ApiError::from)
+                .and_then(within_report_limit)
         };
         let events = recorded(&request, vec![patient], events)?;
         let entries: Vec<serde_json::Value> = events

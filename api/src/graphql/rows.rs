@@ -377,21 +377,58 @@ pub async fn audit_events(
     Ok(query.all(conn).await?)
 }
 
-/// Most events one patient's access report returns.
-const PATIENT_REPORT_LIMIT: u64 = 10_000;
+/// Most events one patient's access report returns; a period holding more is refused, never
+/// cut short (a report that silently left out the latest accesses hid them, and anyone able to
+/// look a patient up could push the record past the bound).
+pub const PATIENT_REPORT_LIMIT: u64 = 10_000;
 
-/// Every recorded access to one patient (at most [`PATIENT_REPORT_LIMIT`]), oldest first, with
-/// the names of the people who acted.
+/// The period of a patient's accounting: events at or after `from`, before `to`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Period {
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+}
+
+impl Period {
+    /// Ids of the events in the period that accessed `patient`: with no period, the first ones
+    /// past the bound are enough to tell it was passed; within one, all the patient's events are
+    /// looked at by time.
+    fn accessed(&self, patient: Uuid) -> Expr {
+        let bounded = self.from.is_none() && self.to.is_none();
+        accessed_patient(patient, None, bounded.then_some(PATIENT_REPORT_LIMIT + 1))
+    }
+
+    fn sql(&self) -> &'static str {
+        match (self.from, self.to) {
+            (None, None) => "",
+            (Some(_), None) => " and occurred_at >= $2",
+            (None, Some(_)) => " and occurred_at < $2",
+            (Some(_), Some(_)) => " and occurred_at >= $2 and occurred_at < $3",
+        }
+    }
+}
+
+/// Every recorded access to one patient in `period` (at most [`PATIENT_REPORT_LIMIT`] + 1:
+/// more than the limit means the period holds too many), oldest first, with the names of the
+/// people who acted.
 pub async fn patient_accesses(
     conn: &impl ConnectionTrait,
     patient: Uuid,
+    period: Period,
 ) -> Result<(Vec<AccessRow>, HashMap<i32, String>), DbError> {
-    let events = audit_event::Entity::find()
+    let mut query = audit_event::Entity::find()
         .select_only()
         .columns(ACCESS_COLUMNS)
-        .filter(accessed_patient(patient, None, Some(PATIENT_REPORT_LIMIT)))
+        .filter(period.accessed(patient));
+    if let Some(from) = period.from {
+        query = query.filter(audit_event::Column::OccurredAt.gte(from));
+    }
+    if let Some(to) = period.to {
+        query = query.filter(audit_event::Column::OccurredAt.lt(to));
+    }
+    let events = query
         .order_by_asc(audit_event::Column::Id)
-        .limit(PATIENT_REPORT_LIMIT)
+        .limit(PATIENT_REPORT_LIMIT + 1)
         .into_model::<AccessRow>()
         .all(conn)
         .await?;
@@ -408,19 +445,31 @@ pub async fn patient_accesses(
     Ok((events, names))
 }
 
-/// Every recorded access to one patient as full trail rows (at most [`PATIENT_REPORT_LIMIT`]), oldest first.
+/// Every recorded access to one patient in `period` as full trail rows (at most
+/// [`PATIENT_REPORT_LIMIT`] + 1, as [`patient_accesses`]), oldest first.
 pub async fn patient_access_events(
     conn: &impl ConnectionTrait,
     patient: Uuid,
+    period: Period,
 ) -> Result<Vec<EventRow>, DbError> {
+    let mut values: Vec<sea_orm::Value> = vec![patient.into()];
+    values.extend(period.from.map(Into::into));
+    values.extend(period.to.map(Into::into));
+    let bound = if period.from.is_none() && period.to.is_none() {
+        (PATIENT_REPORT_LIMIT + 1).to_string()
+    } else {
+        "null".to_owned()
+    };
     Ok(EventRow::find_by_statement(Statement::from_sql_and_values(
         DbBackend::Postgres,
         format!(
             "select {EVENT_COLUMNS} from rowguard_audit.events \
-             where id = any(array(select rowguard_audit.patient_event_ids($1, null, {PATIENT_REPORT_LIMIT}))) \
-             order by id limit {PATIENT_REPORT_LIMIT}"
+             where id = any(array(select rowguard_audit.patient_event_ids($1, null, {bound}))){} \
+             order by id limit {}",
+            period.sql(),
+            PATIENT_REPORT_LIMIT + 1
         ),
-        [patient.into()],
+        values,
     ))
     .all(conn)
     .await?)
