@@ -92,6 +92,10 @@ pub enum TooLarge {
         "{0} is not paged, so an operation may ask for it only once (aliases and fragments included); merge the selections"
     )]
     UnpagedRepeated(String),
+    #[error(
+        "an operation may search once (aliases and fragments included): a search reads every record it could match, not only the page it returns"
+    )]
+    SearchRepeated,
     #[error("fragment {0} spreads itself")]
     FragmentCycle(String),
     #[error("fragments are spread inside each other more than {0} deep")]
@@ -187,6 +191,7 @@ pub fn measure(
         variable_sizes: HashMap::new(),
         nul: false,
         unpaged: HashSet::new(),
+        searched: false,
     };
     if let Some(operation) = operation {
         walk.operation(operation)?;
@@ -276,6 +281,8 @@ struct Walk<'a> {
     nul: bool,
     /// The unpaged fields the running operation has asked for so far.
     unpaged: HashSet<&'a str>,
+    /// The running operation has searched (a list field given a `search`).
+    searched: bool,
 }
 
 impl<'a> Walk<'a> {
@@ -543,11 +550,29 @@ impl<'a> Walk<'a> {
             "edges" => (edges.unwrap_or(1), true),
             other => fixed_list_size(other).map_or((1, false), |size| (size, true)),
         };
+        // A search is an unindexed match over every record the caller may see (a coordinator:
+        // all of them), whatever page it returns: one per operation, and it costs a full page of
+        // records more than what it returns. Twenty aliased one-record searches were 60 units
+        // for 10 s of a database backend.
+        let searches = self.searches(field);
+        if searches {
+            if self.searched {
+                return Err(TooLarge::SearchRepeated);
+            }
+            self.searched = true;
+        }
+        let surcharge = if searches {
+            self.limits.max_page_size
+        } else {
+            0
+        };
         let inner_edges = is_connection(name).then(|| self.page_size(field));
         let inner = self.set(children, depth + 1, inner_edges)?;
         // Every item of a list is a record, even one that selects only scalars.
         let per_item = if listed { inner.max(1) } else { inner };
-        Ok(1u64.saturating_add(repeat.saturating_mul(per_item)))
+        Ok(1u64
+            .saturating_add(repeat.saturating_mul(per_item))
+            .saturating_add(surcharge))
     }
 
     /// The `first` a connection field asks for (a literal, or a variable's value or declared
@@ -566,6 +591,20 @@ impl<'a> Walk<'a> {
             });
         first.map_or(self.limits.default_page_size, |n| {
             n.min(self.limits.max_page_size)
+        })
+    }
+
+    /// Whether `field` is given a `search` that is not null.
+    fn searches(&self, field: &Field) -> bool {
+        field.arguments.iter().any(|(name, value)| {
+            name.node.as_str() == "search"
+                && match &value.node {
+                    async_graphql_value::Value::Null => false,
+                    async_graphql_value::Value::Variable(variable) => self
+                        .variable(variable)
+                        .is_some_and(|value| !matches!(value, Value::Null)),
+                    _ => true,
+                }
         })
     }
 
@@ -711,6 +750,31 @@ mod tests {
             shape("{ patients(first: 50) { edges { cursor } } }").map(|s| s.cost),
             Ok(52)
         );
+    }
+
+    #[test]
+    fn a_search_costs_a_full_page_more_and_may_be_asked_once_per_operation() {
+        // Before: twenty aliased searches of one record each cost 60 units and held a database
+        // backend for 10 s (every record is matched, whatever the page).
+        let plain = shape("{ patients(first: 1) { edges { cursor } } }").map(|s| s.cost);
+        assert_eq!(
+            shape("{ patients(first: 1, search: \"zz\") { edges { cursor } } }").map(|s| s.cost),
+            plain.clone().map(|cost| cost + 100)
+        );
+        assert_eq!(
+            shape("{ patients(first: 1, search: null) { edges { cursor } } }").map(|s| s.cost),
+            plain
+        );
+        let twice = "{ a: patients(first: 1, search: \"a\") { edges { cursor } } \
+                     b: clinicians(search: \"b\") { id } }";
+        assert_eq!(shape(twice), Err(TooLarge::SearchRepeated));
+        let by_fragment = "query($s: String) { ...F ...G } \
+                           fragment F on Query { a: patients(search: $s) { edges { cursor } } } \
+                           fragment G on Query { b: patients(search: $s) { edges { cursor } } }";
+        let vars = Variables::from_json(serde_json::json!({ "s": "x" }));
+        assert_eq!(shape_with(by_fragment, vars), Err(TooLarge::SearchRepeated));
+        let unset = Variables::from_json(serde_json::json!({}));
+        assert!(shape_with(by_fragment, unset).is_ok());
     }
 
     #[test]
