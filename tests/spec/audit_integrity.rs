@@ -1227,6 +1227,51 @@ fn checkpoint_files(dir: &std::path::Path) -> Vec<(PathBuf, i64)> {
 }
 
 #[tokio::test]
+async fn a_checkpoint_the_directory_refused_is_written_as_soon_as_the_directory_is_back() {
+    // A review: a checkpoint whose file could not be written (a full disk, a network file
+    // system's blip) stayed missing until the replica restarted, and `audit verify` read the
+    // gap as a deletion.
+    let mut trail = Trail::new(3).await;
+    let (newest_file, _) = checkpoint_files(&trail.dir)
+        .last()
+        .cloned()
+        .expect("a checkpoint file");
+    let day = newest_file.parent().expect("its directory").to_path_buf();
+    let held = day.with_extension("held");
+    std::fs::rename(&day, &held).expect("move the directory away");
+    std::fs::write(&day, b"not a directory").expect("block its path");
+    trail.append(2).await;
+    trail.seal_all().await;
+    let signed = query_count(
+        &trail.t.admin().await,
+        "select max(seq) as value from rowguard_audit.checkpoints",
+    )
+    .await
+    .expect("newest checkpoint");
+    assert_eq!(signed, 5);
+    std::fs::remove_file(&day).expect("unblock");
+    std::fs::rename(&held, &day).expect("move the directory back");
+    let written = |trail: &Trail| {
+        checkpoint_files(&trail.dir)
+            .iter()
+            .any(|(_, seq)| *seq == signed)
+    };
+    assert!(
+        !written(&trail),
+        "the checkpoint could not have been written"
+    );
+
+    trail
+        .sealer
+        .round(&mut trail.last_checkpoint)
+        .await
+        .expect("round");
+    assert!(written(&trail), "the next round did not write it");
+    let report = trail.verify().await;
+    assert!(report.is_intact(), "{}", problems(&report));
+}
+
+#[tokio::test]
 async fn a_checkpoint_committed_but_not_yet_in_the_directory_is_pending_not_tampering() {
     // Seen in CI: `audit verify` run while a sealer works reported tampering when it read the
     // database between a checkpoint's commit and the writing of its file.

@@ -60,6 +60,8 @@ pub struct SealerStatus {
     signing: AtomicBool,
     /// The last round failed: the unsealed age above is then stale.
     failing: AtomicBool,
+    /// A checkpoint could not be written to the checkpoint directory and has not been since.
+    sink_behind: AtomicBool,
     pub metrics: SealerMetrics,
 }
 
@@ -103,6 +105,11 @@ impl SealerStatus {
 
     pub fn is_signing(&self) -> bool {
         self.signing.load(Ordering::Relaxed)
+    }
+
+    /// Whether a checkpoint is missing from the checkpoint directory (being retried).
+    pub fn checkpoints_unwritten(&self) -> bool {
+        self.sink_behind.load(Ordering::Relaxed)
     }
 
     fn set_unsealed_since(&self, oldest: Option<DateTime<Utc>>) {
@@ -309,7 +316,16 @@ impl Sealer {
             self.checkpointed = None;
             self.built = None;
             tracing::info!(holder = %self.holder, "this replica now seals the audit trail");
-            self.backfill_sink(&txn).await;
+            let copied = self.backfill_sink(&txn).await;
+            self.status.sink_behind.store(!copied, Ordering::Relaxed);
+        } else if self.status.sink_behind.load(Ordering::Relaxed) {
+            // A write to the directory failed (a full disk, a network file system's blip):
+            // copied again every round until it succeeds, not only when a replica takes the lead,
+            // so a short outage does not leave a gap that `audit verify` reads as a deletion.
+            if self.backfill_sink(&txn).await {
+                self.status.sink_behind.store(false, Ordering::Relaxed);
+                tracing::info!("the checkpoint directory has every recent checkpoint again");
+            }
         }
 
         let head = txn
@@ -507,6 +523,7 @@ impl Sealer {
         if let Some(sink) = &self.sink
             && let Err(e) = sink.write(checkpoint)
         {
+            self.status.sink_behind.store(true, Ordering::Relaxed);
             self.status.metrics.errors.inc();
             tracing::error!(error = %e, dir = %sink.root().display(), "audit checkpoint not written to the checkpoint directory");
         }
@@ -516,9 +533,11 @@ impl Sealer {
     /// directory one short; the next leader copies the recent checkpoints over (files that exist
     /// are left as they are). Only checkpoints its own key signed: the table is the database
     /// owner's to write, and a row copied into write-once storage could never be taken back.
-    async fn backfill_sink(&self, txn: &DatabaseTransaction) {
+    /// Returns whether every recent checkpoint signed with this replica's key is in the directory
+    /// now (true without a directory or a key).
+    async fn backfill_sink(&self, txn: &DatabaseTransaction) -> bool {
         let (Some(sink), Some(signer)) = (&self.sink, &self.signer) else {
-            return;
+            return true;
         };
         let ours = TrustedKeys::new(vec![signer.public_key()]);
         let rows = txn
@@ -527,7 +546,8 @@ impl Sealer {
                 "select body, encode(signature, 'hex') as signature from rowguard_audit.recent_checkpoints(100)",
             ))
             .await;
-        let Ok(rows) = rows else { return };
+        let Ok(rows) = rows else { return false };
+        let mut complete = true;
         for row in rows {
             let (Ok(body), Ok(signature)) = (
                 row.try_get::<String>("", "body"),
@@ -546,9 +566,11 @@ impl Sealer {
                 continue;
             }
             if let Err(e) = sink.write(&checkpoint) {
+                complete = false;
                 tracing::warn!(error = %e, "audit checkpoint not copied to the checkpoint directory");
             }
         }
+        complete
     }
 }
 

@@ -67,7 +67,11 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
                 "self_check": if self_check { "ok" } else { "failing" },
                 "audit_sealing": sealing,
                 "audit_unsealed_age_secs": sealer.unsealed_age().as_secs(),
-                "audit_checkpoints": if sealer.is_signing() { "signed" } else { "unsigned" },
+                "audit_checkpoints": match (sealer.is_signing(), sealer.checkpoints_unwritten()) {
+                    (false, _) => "unsigned",
+                    (true, false) => "signed",
+                    (true, true) => "not written",
+                },
                 "quota": quota,
             }
         })),
