@@ -124,7 +124,11 @@ enum AuditCommand {
         #[arg(long)]
         out: std::path::PathBuf,
         /// The audit signing key (signs the archive statement).
-        #[arg(long = "signing-key", env = "ROWGUARD_AUDIT_SIGNING_KEY")]
+        #[arg(
+            long = "signing-key",
+            env = "ROWGUARD_AUDIT_SIGNING_KEY",
+            hide_env_values = true
+        )]
         signing_key: std::path::PathBuf,
         /// Earlier public keys whose checkpoints are still part of the trail.
         #[arg(
@@ -511,10 +515,13 @@ fn is_level(directive: &str) -> bool {
 }
 
 /// The most verbose level each library that could log PHI may log at.
-const CEILINGS: [&str; 14] = [
+const CEILINGS: [&str; 15] = [
     "sqlx=warn",
     "sqlx_core=warn",
     "sqlx_postgres=warn",
+    // Its warnings quote an unknown connection parameter's value (`sslpassword=...`) and a
+    // malformed `.pgpass` line, password included.
+    "sqlx_postgres::options=error",
     "sea_orm=info",
     "sea_query=info",
     "sea_orm_migration=info",

@@ -20,9 +20,9 @@ pub enum MigrateAction {
 /// Runs `action` against the database in `settings`, creating that database first if it does
 /// not exist yet (so a fresh server needs no manual `createdb`).
 pub async fn run(settings: &MigrationSettings, action: MigrateAction) -> Result<(), DbErr> {
-    apply(settings, action)
-        .await
-        .map_err(|error| without_url(error, &settings.url))
+    apply(settings, action).await.map_err(|error| {
+        crate::db::without_url(error, &settings.url, "ROWGUARD_MIGRATION_DATABASE_URL")
+    })
 }
 
 async fn apply(settings: &MigrationSettings, action: MigrateAction) -> Result<(), DbErr> {
@@ -37,51 +37,6 @@ async fn apply(settings: &MigrationSettings, action: MigrateAction) -> Result<()
     };
     db.close().await?;
     result
-}
-
-/// `error` with the URL and its password taken out of its message. The driver quotes a URL it
-/// cannot parse or has no driver for, whole, and this one is an administrator's (CI keeps the
-/// log).
-fn without_url(error: DbErr, url: &str) -> DbErr {
-    let text = error.to_string();
-    let mut hidden = text.replace(url, "<ROWGUARD_MIGRATION_DATABASE_URL>");
-    if let Some(password) = password_of(url) {
-        hidden = hidden.replace(password, "<password>");
-        if let Ok(decoded) = percent_decoded(password) {
-            hidden = hidden.replace(&decoded, "<password>");
-        }
-    }
-    if hidden == text {
-        error
-    } else {
-        DbErr::Custom(hidden)
-    }
-}
-
-/// The password of a `scheme://user:password@host/...` URL, as written.
-fn password_of(url: &str) -> Option<&str> {
-    let rest = url.split_once("://")?.1;
-    let authority = rest.split(['/', '?']).next()?;
-    let userinfo = authority.rsplit_once('@')?.0;
-    let password = userinfo.split_once(':')?.1;
-    (!password.is_empty()).then_some(password)
-}
-
-fn percent_decoded(text: &str) -> Result<String, ()> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = text.get(i + 1..i + 3).ok_or(())?;
-            out.push(u8::from_str_radix(hex, 16).map_err(|_| ())?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).map_err(|_| ())
 }
 
 /// One connection that tells the migrations which role prefix to use.

@@ -102,7 +102,11 @@ where
         .with_endpoint(traces_url(endpoint))
         .with_timeout(Duration::from_secs(10))
         .build()
-        .map_err(|e| format!("ROWGUARD_OTEL_ENDPOINT {endpoint}: {e}"))?;
+        // Neither the URL nor the exporter's message, which quotes it: it may carry credentials.
+        .map_err(|_| {
+            "ROWGUARD_OTEL_ENDPOINT is not a valid http(s) URL (the value is not shown: it may hold credentials)"
+                .to_owned()
+        })?;
     let provider = SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
         .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(

@@ -999,17 +999,62 @@ async fn a_signing_key_given_as_the_settings_value_is_never_printed() {
     let pem = std::fs::read_to_string(&key).expect("key");
     let secret_line = pem.lines().nth(1).expect("a base64 line").to_owned();
     let t = TestDb::new().await;
-    let mut command = serve_command(&issuer, &t.gateway_url(), free_port().expect("port"));
-    command.env("ROWGUARD_AUDIT_SIGNING_KEY", &pem);
-    let stderr = tokio::task::spawn_blocking(move || refusal(command))
-        .await
-        .expect("task");
+    // As PEM, and as the one base64 line a secret store may hold.
+    for value in [pem.clone(), secret_line.clone()] {
+        let mut command = serve_command(&issuer, &t.gateway_url(), free_port().expect("port"));
+        command.env("ROWGUARD_AUDIT_SIGNING_KEY", &value);
+        let stderr = tokio::task::spawn_blocking(move || refusal(command))
+            .await
+            .expect("task");
+        assert!(!stderr.contains(&secret_line), "{stderr}");
+        assert!(
+            stderr.contains("ROWGUARD_AUDIT_SIGNING_KEY") && stderr.contains("key material"),
+            "{stderr}"
+        );
+    }
+    // Nor does `--help`, which shows the environment's values of other settings.
+    let help = Command::new(CLI)
+        .args(["serve", "--help"])
+        .env("ROWGUARD_AUDIT_SIGNING_KEY", &pem)
+        .env(
+            "ROWGUARD_QUOTA_REDIS_URL",
+            "redis://:RedisSecret@127.0.0.1:1/0",
+        )
+        .env(
+            "ROWGUARD_OTEL_ENDPOINT",
+            "http://otel:OtelSecret@127.0.0.1:1",
+        )
+        .output()
+        .expect("help");
+    let help = String::from_utf8_lossy(&help.stdout);
     let _ = std::fs::remove_dir_all(&dir);
-    assert!(!stderr.contains(&secret_line), "{stderr}");
-    assert!(
-        stderr.contains("ROWGUARD_AUDIT_SIGNING_KEY") && stderr.contains("key material"),
-        "{stderr}"
+    for secret in [secret_line.as_str(), "RedisSecret", "OtelSecret"] {
+        assert!(!help.contains(secret), "--help shows {secret}");
+    }
+}
+
+#[tokio::test]
+async fn a_connection_parameter_the_driver_does_not_know_is_not_logged_with_its_value() {
+    // Before: "ignoring unrecognized connect parameter key=sslpassword value=SslSecret", at the
+    // default level, from every command.
+    let t = TestDb::new().await;
+    let url = format!("{}?sslpassword=SslSecret", t.gateway_url());
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(CLI)
+            .arg("check")
+            .env("DATABASE_URL", url)
+            .env("ROWGUARD_ROLE_PREFIX", "rgtest")
+            .output()
+            .expect("check")
+    })
+    .await
+    .expect("task");
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
     );
+    assert!(!printed.contains("SslSecret"), "{printed}");
 }
 
 #[tokio::test]
@@ -1036,27 +1081,44 @@ async fn a_config_file_line_that_cannot_be_read_is_named_by_number_not_printed()
     assert!(stderr.contains("entry 1"), "{stderr}");
 }
 
-#[test]
-fn migrate_never_prints_the_administrators_password() {
-    // Before: "The connection string 'postgres://postgres:MigSecret@…' cannot be parsed."
-    for url in [
-        "postgres://postgres:MigSecret@127.0.0.1:notaport/x",
-        "postgress://postgres:MigSecret@127.0.0.1:5432/x",
-    ] {
-        for action in ["up", "status", "down"] {
+#[tokio::test]
+async fn migrate_and_the_audit_commands_never_print_the_administrators_password() {
+    // Before: "The connection string 'postgres://postgres:MigSecret@…' cannot be parsed." (the
+    // audit commands, reading the same setting, kept printing it after migrate stopped).
+    // The audit commands reach a migrated database before the driver refuses the scheme;
+    // migrate is never pointed at one.
+    let t = TestDb::new().await;
+    let reachable = t
+        .admin_url()
+        .replacen("postgres://", "postgress://", 1)
+        .replacen('@', ":MigSecret@", 1);
+    assert!(reachable.contains("MigSecret"), "{reachable}");
+    let unparsable = "postgres://postgres:MigSecret@127.0.0.1:notaport/x";
+    let no_driver = "postgress://postgres:MigSecret@127.0.0.1:5432/x";
+    let cases: [(&[&str], &str); 7] = [
+        (&["migrate", "up"], unparsable),
+        (&["migrate", "up"], no_driver),
+        (&["migrate", "status"], no_driver),
+        (&["migrate", "down"], unparsable),
+        (&["audit", "verify"], &reachable),
+        (&["audit", "export"], &reachable),
+        (&["audit", "verify"], unparsable),
+    ];
+    for (action, url) in cases {
+        {
             let output = Command::new(CLI)
-                .args(["migrate", action])
+                .args(action)
                 .env("ROWGUARD_MIGRATION_DATABASE_URL", url)
                 .env("ROWGUARD_ROLE_PREFIX", "rgtest")
                 .output()
                 .expect("migrate");
-            assert!(!output.status.success(), "{url} {action}");
+            assert!(!output.status.success(), "{url} {action:?}");
             let printed = format!(
                 "{}{}",
                 String::from_utf8_lossy(&output.stdout),
                 String::from_utf8_lossy(&output.stderr)
             );
-            assert!(!printed.contains("MigSecret"), "{action}: {printed}");
+            assert!(!printed.contains("MigSecret"), "{action:?}: {printed}");
         }
     }
 }

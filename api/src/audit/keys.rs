@@ -21,13 +21,14 @@ impl KeyError {
     fn new(path: &Path, problem: impl Into<String>) -> Self {
         let shown = path.display().to_string();
         // A key given as the setting's value instead of a file's path (the habit with secrets
-        // in environment variables) was printed whole in "No such file or directory".
-        let path = if shown.contains('\n') || shown.contains("-----") || shown.len() > 1024 {
-            "(a value that is not a file path: it looks like key material, which is never shown; \
-             give the path of a file holding the key)"
-                .to_owned()
-        } else {
+        // in environment variables; PEM, base64 or hex) was printed whole in "No such file or
+        // directory". A path is shown only when something is there.
+        let path = if std::fs::symlink_metadata(path).is_ok() && !shown.contains('\n') {
             shown
+        } else {
+            "(the value given: nothing is there, and the value is not shown since it may be key \
+             material; give the path of a file holding the key)"
+                .to_owned()
         };
         Self {
             path,
@@ -39,11 +40,51 @@ impl KeyError {
 /// The largest key file read: a PEM key is a few hundred bytes.
 const LARGEST_KEY_FILE: u64 = 64 * 1024;
 
-/// A key file's text: a regular file (a FIFO or a device would block or never end; a
-/// symbolic link, as secret volumes mount them, is followed) of at most 64 KiB.
+/// Reads a pipe opened non-blocking until its writer closes it, for at most [`PIPE_WAIT`] and
+/// [`LARGEST_KEY_FILE`] bytes.
+fn read_pipe(mut pipe: std::fs::File) -> Result<String, &'static str> {
+    use std::io::Read as _;
+    let deadline = std::time::Instant::now() + PIPE_WAIT;
+    let mut bytes = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let mut written = false;
+    loop {
+        match pipe.read(&mut chunk) {
+            // With no writer yet, a pipe opened non-blocking reads as ended: wait for one.
+            Ok(0) if written || std::time::Instant::now() >= deadline => break,
+            Ok(0) => std::thread::sleep(std::time::Duration::from_millis(10)),
+            Ok(n) => {
+                written = true;
+                bytes.extend_from_slice(&chunk[..n]);
+                if bytes.len() as u64 > LARGEST_KEY_FILE {
+                    return Err("larger than 64 KiB: not a key file");
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                written = true;
+                if std::time::Instant::now() >= deadline {
+                    return Err("the pipe sent no complete key within 5 s");
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(_) => return Err("the pipe could not be read"),
+        }
+    }
+    if bytes.is_empty() {
+        return Err("nothing arrived through the pipe within 5 s");
+    }
+    String::from_utf8(bytes).map_err(|_| "not text")
+}
+
+/// How long a key given through a pipe (`--public-key <(...)`) may take to arrive.
+const PIPE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A key file's text, at most 64 KiB: a regular file (a symbolic link, as secret volumes mount
+/// them, is followed), or a pipe whose writer sends the key within a few seconds (a FIFO no
+/// one writes to blocked `audit verify` for ever; a device would never end).
 fn read_key_file(path: &Path) -> Result<String, KeyError> {
     use std::io::Read as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
+    use std::os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _};
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(nix::libc::O_NONBLOCK)
@@ -52,6 +93,9 @@ fn read_key_file(path: &Path) -> Result<String, KeyError> {
     let metadata = file
         .metadata()
         .map_err(|e| KeyError::new(path, e.to_string()))?;
+    if metadata.file_type().is_fifo() {
+        return read_pipe(file).map_err(|problem| KeyError::new(path, problem));
+    }
     if !metadata.is_file() {
         return Err(KeyError::new(path, "not a regular file"));
     }

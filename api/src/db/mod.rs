@@ -51,10 +51,58 @@ pub async fn connect_as_role(url: &str, role: &str) -> Result<DatabaseConnection
         });
     // A pool that cannot connect retries until its timeout and then says only that it timed
     // out; one direct attempt first fails at once and says why.
-    connect_once(url, role).await.map_err(DbError::from)?;
-    sea_orm::Database::connect(options)
-        .await
-        .map_err(DbError::from)
+    let hidden = |error| DbError::from(without_url(error, url, "the database URL"));
+    connect_once(url, role).await.map_err(hidden)?;
+    sea_orm::Database::connect(options).await.map_err(hidden)
+}
+
+/// `error` with `url` (named `setting` in its place) and its password taken out of its message.
+/// The driver quotes a URL it cannot parse or has no driver for, whole, and the commands that
+/// connect with one are run by administrators, in logs CI keeps.
+pub fn without_url(error: sea_orm::DbErr, url: &str, setting: &str) -> sea_orm::DbErr {
+    let text = error.to_string();
+    let mut hidden = text.replace(url, &format!("<{setting}>"));
+    // A password of a few characters would also match ordinary words of the message; one that
+    // short is no secret anyway.
+    if let Some(password) = password_of(url).filter(|p| p.chars().count() >= 4) {
+        hidden = hidden.replace(password, "***");
+        if let Ok(decoded) = percent_decoded(password)
+            && decoded != password
+        {
+            hidden = hidden.replace(&decoded, "***");
+        }
+    }
+    if hidden == text {
+        error
+    } else {
+        sea_orm::DbErr::Custom(hidden)
+    }
+}
+
+/// The password of a `scheme://user:password@host/...` URL, as written.
+fn password_of(url: &str) -> Option<&str> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split(['/', '?']).next()?;
+    let userinfo = authority.rsplit_once('@')?.0;
+    let password = userinfo.split_once(':')?.1;
+    (!password.is_empty()).then_some(password)
+}
+
+fn percent_decoded(text: &str) -> Result<String, ()> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = text.get(i + 1..i + 3).ok_or(())?;
+            out.push(u8::from_str_radix(hex, 16).map_err(|_| ())?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| ())
 }
 
 /// How long a command (`migrate`, `audit …`, dev's seeding) waits for its connection.

@@ -11,7 +11,11 @@ pub struct AuditSettings {
     /// Ed25519 private key (PKCS#8 PEM file, e.g. from `rowguard audit keygen`) that signs the
     /// audit checkpoints. Keep it away from the database and its administrators: whoever holds it
     /// can sign a rewritten trail. Without it the chain is still sealed but not anchored.
-    #[arg(long = "audit-signing-key", env = "ROWGUARD_AUDIT_SIGNING_KEY")]
+    #[arg(
+        long = "audit-signing-key",
+        env = "ROWGUARD_AUDIT_SIGNING_KEY",
+        hide_env_values = true
+    )]
     pub signing_key: Option<PathBuf>,
 
     /// Directory outside the database where every signed checkpoint is also written (an

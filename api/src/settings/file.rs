@@ -42,8 +42,19 @@ pub fn with_config_file(
             .chain(command.get_arguments())
             .find(|a| a.get_env().is_some_and(|env| env == name.as_str()))
             .ok_or_else(|| {
+                // A line of key material with `=` padding parses as a name: only something
+                // that looks like a setting's name is shown.
+                let looks_like_a_name = name.len() <= 64
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+                let shown_name = if looks_like_a_name {
+                    name.as_str()
+                } else {
+                    "its name (not shown: it is not a setting's name and may be a secret)"
+                };
                 format!(
-                    "ROWGUARD_CONFIG {shown}, entry {}: {name} is not a setting of `rowguard {subcommand}`",
+                    "ROWGUARD_CONFIG {shown}, entry {}: {shown_name} is not a setting of `rowguard {subcommand}`",
                     number + 1
                 )
             })?;

@@ -31,7 +31,12 @@ pub struct LogSettings {
 
     /// OpenTelemetry collector to send traces to, over OTLP/HTTP (e.g. `http://127.0.0.1:4318`,
     /// the collector agent next to Rowguard). Unset: no tracing, at no cost.
-    #[arg(long = "otel-endpoint", env = "ROWGUARD_OTEL_ENDPOINT", global = true)]
+    #[arg(
+        long = "otel-endpoint",
+        env = "ROWGUARD_OTEL_ENDPOINT",
+        global = true,
+        hide_env_values = true
+    )]
     pub otel_endpoint: Option<String>,
 
     /// The `service.name` of exported traces.

@@ -46,10 +46,15 @@ pub struct QuotaSettings {
     #[arg(long = "quota-concurrency", env = "ROWGUARD_QUOTA_CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub concurrency: u32,
 
-    /// Redis that every replica shares budgets through (`redis://host:6379/0`, or `rediss://`
-    /// for TLS). Without it each replica keeps its own budgets: divide the rates and bursts by
-    /// the number of replicas. While Redis is unreachable, each replica falls back to its own.
-    #[arg(long = "quota-redis-url", env = "ROWGUARD_QUOTA_REDIS_URL")]
+    /// Redis that every replica shares budgets through (`redis://host:6379/0`; this build has no
+    /// TLS client for Redis, so `rediss://` is refused at start). Without it each replica keeps
+    /// its own budgets: divide the rates and bursts by the number of replicas. While Redis is
+    /// unreachable, each replica falls back to its own.
+    #[arg(
+        long = "quota-redis-url",
+        env = "ROWGUARD_QUOTA_REDIS_URL",
+        hide_env_values = true
+    )]
     pub redis_url: Option<String>,
 
     /// Longest wait for Redis on a request's path, in milliseconds; past it the request is
