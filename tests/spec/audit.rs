@@ -1423,6 +1423,23 @@ async fn a_patients_accounting_is_refused_rather_than_cut_short_and_can_be_asked
             )
             .await;
         assert_eq!(recent.status, 200, "{}", recent.body);
+        let backwards = w
+            .app
+            .graphql(
+                Some(&dave),
+                &format!(
+                    "query($p: ID!, $from: DateTime, $to: DateTime) {{ {} }}",
+                    field.replace("from: $from)", "from: $from, to: $to)")
+                ),
+                json!({ "p": w.a2, "from": "2030-01-01T00:00:00Z", "to": "2020-01-01T00:00:00Z" }),
+            )
+            .await;
+        assert_eq!(
+            backwards.code(),
+            Some("BAD_USER_INPUT"),
+            "{}",
+            backwards.body
+        );
         let text = recent.body.to_string();
         assert!(
             text.contains("Dr. alice") || text.contains(&w.alice.id.to_string()),

@@ -165,6 +165,28 @@ async fn variables_holding_more_json_values_than_the_bound_are_refused_before_th
         "{}",
         reply.body
     );
+    // Over GET too the two parameters share one bound (a review: each had its own).
+    let split = w
+        .app
+        .http
+        .get(w.app.url("/graphql"))
+        .query(&[
+            ("query", "{ me { id } }"),
+            (
+                "variables",
+                &json!({ "unused": vec![1; 6_000] }).to_string(),
+            ),
+            (
+                "extensions",
+                &json!({ "unused": vec![1; 6_000] }).to_string(),
+            ),
+        ])
+        .bearer_auth(w.alice())
+        .send()
+        .await
+        .expect("gateway answers");
+    let reply = GraphqlReply::from(split).await;
+    assert_eq!(reply.code(), Some("BAD_USER_INPUT"), "{}", reply.body);
     // Within the bound an unused variable is ignored, as the spec asks.
     let fine = w
         .app

@@ -30,6 +30,17 @@ fn recorded<T>(
     result
 }
 
+/// The period asked for; one that ends before it starts is the caller's mistake, not a period
+/// without accesses.
+fn period(from: Option<DateTime<Utc>>, to: Option<DateTime<Utc>>) -> Result<Period, ApiError> {
+    if let (Some(from), Some(to)) = (from, to)
+        && from >= to
+    {
+        return Err(ApiError::bad_input("to", "must be later than `from`"));
+    }
+    Ok(Period { from, to })
+}
+
 /// `events`, unless there are more than a report may hold.
 fn within_report_limit<T>(events: Vec<T>) -> Result<Vec<T>, ApiError> {
     if events.len() as u64 > rows::PATIENT_REPORT_LIMIT {
@@ -114,10 +125,11 @@ impl AuditQuery {
         #[graphql(desc = "Only accesses before this time.")] to: Option<DateTime<Utc>>,
     ) -> Result<Vec<PatientAccess>> {
         let PatientId(patient) = PatientId::parse(&patient_id, "patientId")?;
+        let window = period(from, to)?;
         let request = request_db(ctx)?;
         let report = {
             let conn = request.conn().await?;
-            rows::patient_accesses(&conn, patient, Period { from, to })
+            rows::patient_accesses(&conn, patient, window)
                 .await
                 .map_err(ApiError::from)
                 .and_then(|(events, names)| within_report_limit(events).map(|e| (e, names)))
@@ -145,10 +157,11 @@ impl AuditQuery {
         #[graphql(desc = "Only accesses before this time.")] to: Option<DateTime<Utc>>,
     ) -> Result<String> {
         let PatientId(patient) = PatientId::parse(&patient_id, "patientId")?;
+        let window = period(from, to)?;
         let request = request_db(ctx)?;
         let events = {
             let conn = request.conn().await?;
-            rows::patient_access_events(&conn, patient, Period { from, to })
+            rows::patient_access_events(&conn, patient, window)
                 .await
                 .map_err(ApiError::from)
                 .and_then(within_report_limit)

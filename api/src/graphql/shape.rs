@@ -93,7 +93,7 @@ pub enum TooLarge {
     )]
     UnpagedRepeated(String),
     #[error(
-        "an operation may search once (aliases and fragments included): a search reads every record it could match, not only the page it returns"
+        "an operation may search (or filter the audit trail on `action` alone) once, aliases and fragments included: it reads every record it could match, not only the page it returns"
     )]
     SearchRepeated,
     #[error("fragment {0} spreads itself")]
@@ -594,18 +594,54 @@ impl<'a> Walk<'a> {
         })
     }
 
-    /// Whether `field` is given a `search` that is not null.
+    /// Whether `field` reads past the records it returns: given a `search` that is not blank
+    /// (the resolvers read a blank one as none), or the audit trail filtered on `action` without
+    /// a patient or a person (no index leads to a rare action: the trail is scanned).
     fn searches(&self, field: &Field) -> bool {
-        field.arguments.iter().any(|(name, value)| {
-            name.node.as_str() == "search"
-                && match &value.node {
+        let argument = |name: &str| {
+            field
+                .arguments
+                .iter()
+                .find(|(given, _)| given.node.as_str() == name)
+                .map(|(_, value)| &value.node)
+        };
+        if field.name.node.as_str() == "auditEvents" {
+            let filter = argument("filter");
+            let sets = |key: &str| filter.is_some_and(|filter| self.sets_field(filter, key));
+            return sets("action") && !sets("patientId") && !sets("clinicianId");
+        }
+        argument("search").is_some_and(|value| match value {
+            async_graphql_value::Value::String(text) => !text.trim().is_empty(),
+            async_graphql_value::Value::Variable(name) => matches!(
+                self.variable(name),
+                Some(Value::String(text)) if !text.trim().is_empty()
+            ),
+            async_graphql_value::Value::Null => false,
+            // Not text: the engine refuses it before anything runs.
+            _ => true,
+        })
+    }
+
+    /// Whether the input object `value` (written out, or a variable's) sets `key` to a value
+    /// other than null.
+    fn sets_field(&self, value: &async_graphql_value::Value, key: &str) -> bool {
+        match value {
+            async_graphql_value::Value::Object(fields) => {
+                fields.get(key).is_some_and(|field| match field {
                     async_graphql_value::Value::Null => false,
-                    async_graphql_value::Value::Variable(variable) => self
-                        .variable(variable)
+                    async_graphql_value::Value::Variable(name) => self
+                        .variable(name)
                         .is_some_and(|value| !matches!(value, Value::Null)),
                     _ => true,
-                }
-        })
+                })
+            }
+            async_graphql_value::Value::Variable(name) => matches!(
+                self.variable(name),
+                Some(Value::Object(fields))
+                    if fields.get(key).is_some_and(|field| !matches!(field, Value::Null))
+            ),
+            _ => false,
+        }
     }
 
     /// A variable's value if it is a whole number: the one given, else its declared default.
@@ -775,6 +811,51 @@ mod tests {
         assert_eq!(shape_with(by_fragment, vars), Err(TooLarge::SearchRepeated));
         let unset = Variables::from_json(serde_json::json!({}));
         assert!(shape_with(by_fragment, unset).is_ok());
+    }
+
+    #[test]
+    fn a_blank_search_is_no_search() {
+        // A review: an empty search box (`search: ""`) was charged and counted as a search, so a
+        // form asking for patients and clinicians with it was refused.
+        let query = "query($s: String) { patients(first: 1, search: $s) { edges { cursor } } \
+                     clinicians(search: $s) { id } }";
+        for blank in ["", "   "] {
+            let vars = Variables::from_json(serde_json::json!({ "s": blank }));
+            assert!(shape_with(query, vars).is_ok(), "{blank:?}");
+        }
+        let plain = shape("{ patients(first: 1) { edges { cursor } } }").map(|s| s.cost);
+        assert_eq!(
+            shape("{ patients(first: 1, search: \" \") { edges { cursor } } }").map(|s| s.cost),
+            plain
+        );
+    }
+
+    #[test]
+    fn the_audit_trail_filtered_on_action_alone_counts_as_a_search() {
+        // A review: twenty aliased `auditEvents(filter: {action: REVIEW})` scanned the trail
+        // twenty times for 60 units.
+        let twice = "{ a: auditEvents(first: 1, filter: { action: REVIEW }) { edges { cursor } } \
+                     b: auditEvents(first: 1, filter: { action: ENROLL }) { edges { cursor } } }";
+        assert_eq!(shape(twice), Err(TooLarge::SearchRepeated));
+        let by_variable = "query($f: AuditEventFilter) { \
+                           a: auditEvents(first: 1, filter: $f) { edges { cursor } } \
+                           b: auditEvents(first: 1, filter: $f) { edges { cursor } } }";
+        let action = Variables::from_json(serde_json::json!({ "f": { "action": "REVIEW" } }));
+        assert_eq!(
+            shape_with(by_variable, action),
+            Err(TooLarge::SearchRepeated)
+        );
+        // With a patient or a person, an index leads: not a search.
+        let led = Variables::from_json(
+            serde_json::json!({ "f": { "action": "REVIEW", "clinicianId": "1" } }),
+        );
+        assert!(shape_with(by_variable, led).is_ok());
+        let plain = shape("{ auditEvents(first: 1) { edges { cursor } } }").map(|s| s.cost);
+        assert_eq!(
+            shape("{ auditEvents(first: 1, filter: { action: READ }) { edges { cursor } } }")
+                .map(|s| s.cost),
+            plain.map(|cost| cost + 100)
+        );
     }
 
     #[test]

@@ -213,16 +213,19 @@ fn from_query_string(
     let given: QueryString = serde_urlencoded::from_str(query_string).map_err(|_| None)?;
     let mut request = async_graphql::Request::new(given.query);
     request.operation_name = given.operation_name;
+    // One budget for both parameters, as for a body.
+    let text = |given: &Option<String>| given.as_deref().unwrap_or_default().len();
+    let mut both = Vec::with_capacity(text(&given.variables) + text(&given.extensions) + 1);
+    both.extend_from_slice(given.variables.as_deref().unwrap_or_default().as_bytes());
+    both.push(b',');
+    both.extend_from_slice(given.extensions.as_deref().unwrap_or_default().as_bytes());
+    if more_json_values_than(&both, max_values.saturating_add(1)) {
+        return Err(Some(too_many_values(max_values)));
+    }
     if let Some(variables) = given.variables {
-        if more_json_values_than(variables.as_bytes(), max_values) {
-            return Err(Some(too_many_values(max_values)));
-        }
         request.variables = serde_json::from_str(&variables).map_err(|_| None)?;
     }
     if let Some(extensions) = given.extensions {
-        if more_json_values_than(extensions.as_bytes(), max_values) {
-            return Err(Some(too_many_values(max_values)));
-        }
         request.extensions = serde_json::from_str(&extensions).map_err(|_| None)?;
     }
     Ok(request)
