@@ -99,6 +99,11 @@ const MIGRATIONS: &[SqlMigration] = &[
         up: include_str!("sql/0016_fresh_assignments_stay_emergency.up.sql"),
         down: include_str!("sql/0016_fresh_assignments_stay_emergency.down.sql"),
     },
+    SqlMigration {
+        name: "m20261208_000017_patient_events_in_a_period",
+        up: include_str!("sql/0017_patient_events_in_a_period.up.sql"),
+        down: include_str!("sql/0017_patient_events_in_a_period.down.sql"),
+    },
 ];
 
 #[async_trait::async_trait]

@@ -390,21 +390,21 @@ pub struct Period {
 }
 
 impl Period {
-    /// Ids of the events in the period that accessed `patient`: with no period, the first ones
-    /// past the bound are enough to tell it was passed; within one, all the patient's events are
-    /// looked at by time.
+    /// Ids of the events in the period that accessed `patient`, the first past the bound
+    /// included (it tells the bound was passed). The period is applied where the events are
+    /// found (migration 0017), so a short period of a long history reads only its own months.
     fn accessed(&self, patient: Uuid) -> Expr {
-        let bounded = self.from.is_none() && self.to.is_none();
-        accessed_patient(patient, None, bounded.then_some(PATIENT_REPORT_LIMIT + 1))
-    }
-
-    fn sql(&self) -> &'static str {
-        match (self.from, self.to) {
-            (None, None) => "",
-            (Some(_), None) => " and occurred_at >= $2",
-            (None, Some(_)) => " and occurred_at < $2",
-            (Some(_), Some(_)) => " and occurred_at >= $2 and occurred_at < $3",
-        }
+        Expr::col((audit_event::Entity, audit_event::Column::Id)).eq(PgFunc::any(
+            Expr::cust_with_values(
+                "array(select rowguard_audit.patient_event_ids_between($1, $2, $3, $4))",
+                [
+                    sea_orm::Value::from(patient),
+                    self.from.into(),
+                    self.to.into(),
+                    i32::try_from(PATIENT_REPORT_LIMIT + 1).ok().into(),
+                ],
+            ),
+        ))
     }
 }
 
@@ -416,17 +416,10 @@ pub async fn patient_accesses(
     patient: Uuid,
     period: Period,
 ) -> Result<(Vec<AccessRow>, HashMap<i32, String>), DbError> {
-    let mut query = audit_event::Entity::find()
+    let events = audit_event::Entity::find()
         .select_only()
         .columns(ACCESS_COLUMNS)
-        .filter(period.accessed(patient));
-    if let Some(from) = period.from {
-        query = query.filter(audit_event::Column::OccurredAt.gte(from));
-    }
-    if let Some(to) = period.to {
-        query = query.filter(audit_event::Column::OccurredAt.lt(to));
-    }
-    let events = query
+        .filter(period.accessed(patient))
         .order_by_asc(audit_event::Column::Id)
         .limit(PATIENT_REPORT_LIMIT + 1)
         .into_model::<AccessRow>()
@@ -452,24 +445,15 @@ pub async fn patient_access_events(
     patient: Uuid,
     period: Period,
 ) -> Result<Vec<EventRow>, DbError> {
-    let mut values: Vec<sea_orm::Value> = vec![patient.into()];
-    values.extend(period.from.map(Into::into));
-    values.extend(period.to.map(Into::into));
-    let bound = if period.from.is_none() && period.to.is_none() {
-        (PATIENT_REPORT_LIMIT + 1).to_string()
-    } else {
-        "null".to_owned()
-    };
     Ok(EventRow::find_by_statement(Statement::from_sql_and_values(
         DbBackend::Postgres,
         format!(
             "select {EVENT_COLUMNS} from rowguard_audit.events \
-             where id = any(array(select rowguard_audit.patient_event_ids($1, null, {bound}))){} \
-             order by id limit {}",
-            period.sql(),
-            PATIENT_REPORT_LIMIT + 1
+             where id = any(array(select rowguard_audit.patient_event_ids_between($1, $2, $3, {limit}))) \
+             order by id limit {limit}",
+            limit = PATIENT_REPORT_LIMIT + 1
         ),
-        values,
+        [patient.into(), period.from.into(), period.to.into()],
     ))
     .all(conn)
     .await?)
