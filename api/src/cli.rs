@@ -100,7 +100,9 @@ enum AuditCommand {
         #[arg(
             long = "public-key",
             env = "ROWGUARD_AUDIT_PUBLIC_KEYS",
-            value_delimiter = ','
+            value_delimiter = ',',
+            hide_env_values = true,
+            allow_hyphen_values = true
         )]
         public_keys: Vec<std::path::PathBuf>,
         /// The external copy of the checkpoints (ROWGUARD_AUDIT_CHECKPOINT_DIR of the sealers).
@@ -127,14 +129,17 @@ enum AuditCommand {
         #[arg(
             long = "signing-key",
             env = "ROWGUARD_AUDIT_SIGNING_KEY",
-            hide_env_values = true
+            hide_env_values = true,
+            allow_hyphen_values = true
         )]
         signing_key: std::path::PathBuf,
         /// Earlier public keys whose checkpoints are still part of the trail.
         #[arg(
             long = "public-key",
             env = "ROWGUARD_AUDIT_PUBLIC_KEYS",
-            value_delimiter = ','
+            value_delimiter = ',',
+            hide_env_values = true,
+            allow_hyphen_values = true
         )]
         public_keys: Vec<std::path::PathBuf>,
         /// The checkpoint directory (checked, and given the archive statement).
@@ -171,7 +176,9 @@ enum AuditCommand {
         #[arg(
             long = "public-key",
             env = "ROWGUARD_AUDIT_PUBLIC_KEYS",
-            value_delimiter = ','
+            value_delimiter = ',',
+            hide_env_values = true,
+            allow_hyphen_values = true
         )]
         public_keys: Vec<std::path::PathBuf>,
         /// The external copy of the checkpoints.
@@ -538,12 +545,35 @@ const CEILINGS: [&str; 15] = [
 /// clap's own message, led by the environment variable the setting is read from, since that is
 /// how operators configure Rowguard.
 fn explain(error: &clap::Error) -> String {
-    let rendered = error.render().to_string();
+    // clap quotes the value it refused, and the argument it did not know: a key or a URL with
+    // its password, given where it did not belong, was printed whole.
+    let mut rendered = error.render().to_string();
+    let mut quoted: Vec<String> = Vec::new();
+    for kind in [ContextKind::InvalidValue, ContextKind::InvalidArg] {
+        match error.get(kind) {
+            Some(ContextValue::String(value)) => quoted.push(value.clone()),
+            Some(ContextValue::Strings(values)) => quoted.extend(values.iter().cloned()),
+            _ => {}
+        }
+    }
+    for value in quoted.iter().filter(|value| may_be_secret(value)) {
+        rendered = rendered.replace(value.as_str(), "<value not shown: it may be a secret>");
+    }
     let args: Vec<String> = match error.get(ContextKind::InvalidArg) {
         Some(ContextValue::String(arg)) => vec![arg.clone()],
         Some(ContextValue::Strings(args)) => args.clone(),
         _ => return rendered,
     };
+    let args: Vec<String> = args
+        .into_iter()
+        .map(|arg| {
+            if may_be_secret(&arg) {
+                "<argument not shown>".to_owned()
+            } else {
+                arg
+            }
+        })
+        .collect();
     let command = Cli::command();
     let named: Vec<String> = args
         .iter()
@@ -570,6 +600,12 @@ fn explain(error: &clap::Error) -> String {
         "invalid"
     };
     format!("{problem}: {}\n{rendered}", named.join(", "))
+}
+
+/// Whether a value clap would quote could be a secret: key material, a URL with credentials, or
+/// anything long enough to be a token or a key.
+fn may_be_secret(value: &str) -> bool {
+    value.contains('\n') || value.contains("-----") || value.contains('@') || value.len() >= 32
 }
 
 /// Resolves on SIGINT or SIGTERM: stop accepting, finish what is in flight.

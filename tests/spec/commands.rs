@@ -1153,3 +1153,83 @@ fn audit_verify_refuses_a_key_path_that_is_not_a_regular_file() {
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(status.code(), Some(2));
 }
+
+#[test]
+fn values_clap_refuses_and_config_lines_that_swallow_others_are_not_printed() {
+    // A review: clap quoted a key given as a flag's value (`--public-key "$(cat key.pem)"`
+    // read as an unknown flag), a URL given where an action belongs, a config file's value
+    // pushed after the caller's `--`, and a value whose unclosed quote swallowed later lines.
+    let dir = std::env::temp_dir().join(format!("rowguard-clap-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let key = dir.join("key.pem");
+    let made = Command::new(CLI)
+        .args(["audit", "keygen"])
+        .arg(&key)
+        .stdout(Stdio::null())
+        .status()
+        .expect("keygen");
+    assert!(made.success());
+    let pem = std::fs::read_to_string(&key).expect("key");
+    let secret_line = pem.lines().nth(1).expect("a base64 line").to_owned();
+    let with_secret_config = |text: &str| {
+        let file = dir.join(format!("{}.env", uuid::Uuid::new_v4()));
+        std::fs::write(&file, text).expect("config");
+        file
+    };
+    let swallowing = with_secret_config(
+        "ROWGUARD_ROLE_PREFIX=\"rgtest\nDATABASE_URL=postgres://rgtest_gateway:ab\"CfgSecret@127.0.0.1:1/x\n",
+    );
+    let after_dashes = with_secret_config(
+        "ROWGUARD_MIGRATION_DATABASE_URL=postgres://postgres:CfgSecret@127.0.0.1:notaport/x\n",
+    );
+    let runs: Vec<(Vec<&str>, Option<&std::path::Path>)> = vec![
+        (vec!["audit", "verify", "--public-key", &pem], None),
+        (
+            vec![
+                "audit",
+                "archive",
+                "--month",
+                "2026-01",
+                "--out",
+                "/dev/null",
+                "--signing-key",
+                &pem,
+            ],
+            None,
+        ),
+        (
+            vec!["migrate", "postgres://u:CfgSecret@127.0.0.1:1/x"],
+            None,
+        ),
+        (vec!["check"], Some(&swallowing)),
+        (vec!["migrate", "--", "status"], Some(&after_dashes)),
+    ];
+    for (args, config) in runs {
+        let mut command = Command::new(CLI);
+        command
+            .args(&args)
+            .env_remove("DATABASE_URL")
+            .env_remove("ROWGUARD_MIGRATION_DATABASE_URL")
+            .env(
+                "ROWGUARD_MIGRATION_DATABASE_URL",
+                "postgres://postgres@127.0.0.1:1/x",
+            );
+        if let Some(config) = config {
+            command
+                .env_remove("ROWGUARD_MIGRATION_DATABASE_URL")
+                .env("ROWGUARD_CONFIG", config);
+        }
+        let output = command.output().expect("rowguard");
+        let printed = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(!output.status.success(), "{args:?}");
+        assert!(
+            !printed.contains(&secret_line) && !printed.contains("CfgSecret"),
+            "{args:?}: {printed}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -229,7 +229,10 @@ pub(crate) fn open_regular_file(
 }
 
 /// Creates `path` with `text`; a file already there is left alone if it holds the same text and
-/// is an error otherwise.
+/// is an error otherwise, unless it holds only the start of `text`: a write cut short (a full
+/// disk, a crash) left it, and it is completed. A write that fails takes its partial file away,
+/// so the next attempt starts afresh (before, an empty file left by a full disk refused every
+/// retry as "other content").
 fn write_once(path: &Path, text: &str) -> std::io::Result<()> {
     match std::fs::OpenOptions::new()
         .write(true)
@@ -237,12 +240,22 @@ fn write_once(path: &Path, text: &str) -> std::io::Result<()> {
         .open(path)
     {
         Ok(mut file) => {
-            file.write_all(text.as_bytes())?;
-            file.sync_all()
+            let written = file
+                .write_all(text.as_bytes())
+                .and_then(|()| file.sync_all());
+            if written.is_err() {
+                let _ = std::fs::remove_file(path);
+            }
+            written
         }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            if std::fs::read_to_string(path)? == text {
+            let existing = std::fs::read(path)?;
+            if existing == text.as_bytes() {
                 Ok(())
+            } else if text.as_bytes().starts_with(&existing) {
+                let mut file = std::fs::OpenOptions::new().append(true).open(path)?;
+                file.write_all(&text.as_bytes()[existing.len()..])?;
+                file.sync_all()
             } else {
                 Err(std::io::Error::other(format!(
                     "{} exists with other content; not replaced",
@@ -257,6 +270,24 @@ fn write_once(path: &Path, text: &str) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_checkpoint_file_cut_short_is_completed_and_one_with_other_content_is_kept() {
+        // A review: a full disk left an empty file, and every retry refused it.
+        let dir =
+            std::env::temp_dir().join(format!("rowguard-write-once-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("checkpoint.json");
+        for partial in ["", "{\"seq\":"] {
+            std::fs::write(&path, partial).expect("partial");
+            write_once(&path, "{\"seq\":1}").expect("completed");
+            assert_eq!(std::fs::read_to_string(&path).expect("read"), "{\"seq\":1}");
+        }
+        write_once(&path, "{\"seq\":1}").expect("the same text is fine");
+        assert!(write_once(&path, "{\"seq\":2}").is_err());
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), "{\"seq\":1}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn a_checkpoint_survives_its_file_form_and_any_change_breaks_it() {

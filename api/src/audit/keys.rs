@@ -44,14 +44,15 @@ const LARGEST_KEY_FILE: u64 = 64 * 1024;
 /// [`LARGEST_KEY_FILE`] bytes.
 fn read_pipe(mut pipe: std::fs::File) -> Result<String, &'static str> {
     use std::io::Read as _;
-    let deadline = std::time::Instant::now() + PIPE_WAIT;
+    let started = std::time::Instant::now();
+    let deadline = |written: bool| started + if written { PIPE_WRITER_WAIT } else { PIPE_WAIT };
     let mut bytes = Vec::new();
     let mut chunk = [0u8; 4096];
     let mut written = false;
     loop {
         match pipe.read(&mut chunk) {
             // With no writer yet, a pipe opened non-blocking reads as ended: wait for one.
-            Ok(0) if written || std::time::Instant::now() >= deadline => break,
+            Ok(0) if written || std::time::Instant::now() >= deadline(written) => break,
             Ok(0) => std::thread::sleep(std::time::Duration::from_millis(10)),
             Ok(n) => {
                 written = true;
@@ -62,8 +63,8 @@ fn read_pipe(mut pipe: std::fs::File) -> Result<String, &'static str> {
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 written = true;
-                if std::time::Instant::now() >= deadline {
-                    return Err("the pipe sent no complete key within 5 s");
+                if std::time::Instant::now() >= deadline(written) {
+                    return Err("the pipe's writer did not finish within 120 s");
                 }
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }
@@ -76,8 +77,11 @@ fn read_pipe(mut pipe: std::fs::File) -> Result<String, &'static str> {
     String::from_utf8(bytes).map_err(|_| "not text")
 }
 
-/// How long a key given through a pipe (`--public-key <(...)`) may take to arrive.
+/// How long a pipe may go without a writer (`--public-key` naming a FIFO nobody writes to), and
+/// how long a writer may take to send the key and close (`<(gpg -d key.gpg)` may ask for a
+/// passphrase first).
 const PIPE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+const PIPE_WRITER_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// A key file's text, at most 64 KiB: a regular file (a symbolic link, as secret volumes mount
 /// them, is followed), or a pipe whose writer sends the key within a few seconds (a FIFO no

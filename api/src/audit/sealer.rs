@@ -146,7 +146,15 @@ pub struct Sealer {
     /// Such a head was found: this replica keeps the lease (so no other builds on that head)
     /// and seals nothing until it is restarted.
     head_tampered: bool,
+    /// When checkpoints missing from the directory were last copied again.
+    backfill_tried: Option<Instant>,
 }
+
+/// How often checkpoints missing from the directory are copied again while it refuses them.
+const BACKFILL_RETRY: Duration = Duration::from_secs(5);
+/// How many of the newest checkpoints a copy looks at: at the default 10 s interval, an outage
+/// of the directory of most of a day.
+const BACKFILL_DEPTH: u32 = 5_000;
 
 #[derive(Debug, FromQueryResult)]
 struct Head {
@@ -192,6 +200,7 @@ impl Sealer {
             built: None,
             renewed_at: None,
             head_tampered: false,
+            backfill_tried: None,
         }
     }
 
@@ -316,13 +325,20 @@ impl Sealer {
             self.checkpointed = None;
             self.built = None;
             tracing::info!(holder = %self.holder, "this replica now seals the audit trail");
-            let copied = self.backfill_sink(&txn).await;
+            let copied = self.backfill_sink(&txn, true).await;
             self.status.sink_behind.store(!copied, Ordering::Relaxed);
-        } else if self.status.sink_behind.load(Ordering::Relaxed) {
+            self.backfill_tried = Some(Instant::now());
+        } else if self.status.sink_behind.load(Ordering::Relaxed)
+            && self
+                .backfill_tried
+                .is_none_or(|at| at.elapsed() >= BACKFILL_RETRY)
+        {
             // A write to the directory failed (a full disk, a network file system's blip):
-            // copied again every round until it succeeds, not only when a replica takes the lead,
-            // so a short outage does not leave a gap that `audit verify` reads as a deletion.
-            if self.backfill_sink(&txn).await {
+            // copied again until it succeeds, not only when a replica takes the lead, so an
+            // outage does not leave a gap that `audit verify` reads as a deletion. Quietly: the
+            // first failure was logged, and a retry per round logged a line per checkpoint.
+            self.backfill_tried = Some(Instant::now());
+            if self.backfill_sink(&txn, false).await {
                 self.status.sink_behind.store(false, Ordering::Relaxed);
                 tracing::info!("the checkpoint directory has every recent checkpoint again");
             }
@@ -535,7 +551,7 @@ impl Sealer {
     /// owner's to write, and a row copied into write-once storage could never be taken back.
     /// Returns whether every recent checkpoint signed with this replica's key is in the directory
     /// now (true without a directory or a key).
-    async fn backfill_sink(&self, txn: &DatabaseTransaction) -> bool {
+    async fn backfill_sink(&self, txn: &DatabaseTransaction, log_each: bool) -> bool {
         let (Some(sink), Some(signer)) = (&self.sink, &self.signer) else {
             return true;
         };
@@ -543,7 +559,10 @@ impl Sealer {
         let rows = txn
             .query_all_raw(Statement::from_string(
                 DbBackend::Postgres,
-                "select body, encode(signature, 'hex') as signature from rowguard_audit.recent_checkpoints(100)",
+                format!(
+                    "select body, encode(signature, 'hex') as signature \
+                     from rowguard_audit.recent_checkpoints({BACKFILL_DEPTH})"
+                ),
             ))
             .await;
         let Ok(rows) = rows else { return false };
@@ -560,14 +579,19 @@ impl Sealer {
             };
             let checkpoint = SignedCheckpoint { body, signature };
             if !matches!(checkpoint.check(&ours), SignatureCheck::Valid) {
+                if !log_each {
+                    continue;
+                }
                 tracing::warn!(
                     "a checkpoint in the database is not signed with this replica's key: not copied to the checkpoint directory (run `rowguard audit verify`)"
                 );
                 continue;
             }
             if let Err(e) = sink.write(&checkpoint) {
+                if complete && log_each {
+                    tracing::warn!(error = %e, "audit checkpoint not copied to the checkpoint directory");
+                }
                 complete = false;
-                tracing::warn!(error = %e, "audit checkpoint not copied to the checkpoint directory");
             }
         }
         complete

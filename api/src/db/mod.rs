@@ -72,10 +72,11 @@ pub fn without_url(error: sea_orm::DbErr, url: &str, setting: &str) -> sea_orm::
             hidden = hidden.replace(&decoded, "***");
         }
     }
-    if hidden == text {
-        error
-    } else {
-        sea_orm::DbErr::Custom(hidden)
+    match error {
+        _ if hidden == text => error,
+        // Still a connection failure ("the database is unavailable"), in the driver's words.
+        sea_orm::DbErr::Conn(_) => sea_orm::DbErr::Conn(sea_orm::RuntimeErr::Internal(hidden)),
+        _ => sea_orm::DbErr::Custom(hidden),
     }
 }
 

@@ -416,10 +416,18 @@ pub async fn patient_accesses(
     patient: Uuid,
     period: Period,
 ) -> Result<(Vec<AccessRow>, HashMap<i32, String>), DbError> {
-    let events = audit_event::Entity::find()
+    // The period again outside, so the ids are looked up only in its partitions.
+    let mut query = audit_event::Entity::find()
         .select_only()
         .columns(ACCESS_COLUMNS)
-        .filter(period.accessed(patient))
+        .filter(period.accessed(patient));
+    if let Some(from) = period.from {
+        query = query.filter(audit_event::Column::OccurredAt.gte(from));
+    }
+    if let Some(to) = period.to {
+        query = query.filter(audit_event::Column::OccurredAt.lt(to));
+    }
+    let events = query
         .order_by_asc(audit_event::Column::Id)
         .limit(PATIENT_REPORT_LIMIT + 1)
         .into_model::<AccessRow>()
@@ -450,6 +458,8 @@ pub async fn patient_access_events(
         format!(
             "select {EVENT_COLUMNS} from rowguard_audit.events \
              where id = any(array(select rowguard_audit.patient_event_ids_between($1, $2, $3, {limit}))) \
+             and occurred_at >= coalesce($2, '-infinity'::timestamptz) \
+             and occurred_at < coalesce($3, 'infinity'::timestamptz) \
              order by id limit {limit}",
             limit = PATIENT_REPORT_LIMIT + 1
         ),

@@ -93,7 +93,7 @@ pub enum TooLarge {
     )]
     UnpagedRepeated(String),
     #[error(
-        "an operation may search (or filter the audit trail on `action` alone) once, aliases and fragments included: it reads every record it could match, not only the page it returns"
+        "an operation may search (or filter the audit trail on `action` or on two conditions) once, aliases and fragments included: it reads every record it could match, not only the page it returns"
     )]
     SearchRepeated,
     #[error("fragment {0} spreads itself")]
@@ -606,9 +606,15 @@ impl<'a> Walk<'a> {
                 .map(|(_, value)| &value.node)
         };
         if field.name.node.as_str() == "auditEvents" {
+            // One condition alone is led by its index (a patient's events, a person's, a
+            // period) and read only as far as the page; `action`, or two conditions together,
+            // read past the page (a patient's whole history, filtered row by row).
             let filter = argument("filter");
             let sets = |key: &str| filter.is_some_and(|filter| self.sets_field(filter, key));
-            return sets("action") && !sets("patientId") && !sets("clinicianId");
+            let conditions = usize::from(sets("patientId"))
+                + usize::from(sets("clinicianId"))
+                + usize::from(sets("from") || sets("to"));
+            return sets("action") || conditions >= 2;
         }
         argument("search").is_some_and(|value| match value {
             async_graphql_value::Value::String(text) => !text.trim().is_empty(),
@@ -845,11 +851,24 @@ mod tests {
             shape_with(by_variable, action),
             Err(TooLarge::SearchRepeated)
         );
-        // With a patient or a person, an index leads: not a search.
-        let led = Variables::from_json(
+        // Two conditions together read past the page too (a review: a patient and an action
+        // read the patient's whole history, twenty times); one alone is led by its index.
+        for both in [
             serde_json::json!({ "f": { "action": "REVIEW", "clinicianId": "1" } }),
-        );
-        assert!(shape_with(by_variable, led).is_ok());
+            serde_json::json!({ "f": { "patientId": "p", "clinicianId": "1" } }),
+            serde_json::json!({ "f": { "patientId": "p", "from": "2030-01-01T00:00:00Z" } }),
+        ] {
+            let vars = Variables::from_json(both);
+            assert_eq!(shape_with(by_variable, vars), Err(TooLarge::SearchRepeated));
+        }
+        for alone in [
+            serde_json::json!({ "f": { "patientId": "p" } }),
+            serde_json::json!({ "f": { "clinicianId": "1" } }),
+            serde_json::json!({ "f": { "from": "2030-01-01T00:00:00Z", "to": "2031-01-01T00:00:00Z" } }),
+        ] {
+            let vars = Variables::from_json(alone);
+            assert!(shape_with(by_variable, vars).is_ok());
+        }
         let plain = shape("{ auditEvents(first: 1) { edges { cursor } } }").map(|s| s.cost);
         assert_eq!(
             shape("{ auditEvents(first: 1, filter: { action: READ }) { edges { cursor } } }")

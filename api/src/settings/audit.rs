@@ -14,7 +14,8 @@ pub struct AuditSettings {
     #[arg(
         long = "audit-signing-key",
         env = "ROWGUARD_AUDIT_SIGNING_KEY",
-        hide_env_values = true
+        hide_env_values = true,
+        allow_hyphen_values = true
     )]
     pub signing_key: Option<PathBuf>,
 

@@ -58,13 +58,27 @@ pub fn with_config_file(
                     number + 1
                 )
             })?;
+        // No setting takes more than one line: a value that does is an unclosed quote that
+        // swallowed the lines after it (passwords included), and clap would quote it.
+        if value.contains('\n') || value.contains('\r') {
+            return Err(format!(
+                "ROWGUARD_CONFIG {shown}, entry {}: {name}'s value spans several lines (an unclosed quote?); it is not shown",
+                number + 1
+            ));
+        }
         let long = arg.get_long().unwrap_or_default();
         let given_on_command_line = args.iter().any(|a| {
             a.to_str()
                 .is_some_and(|a| a == format!("--{long}") || a.starts_with(&format!("--{long}=")))
         });
         if std::env::var_os(&name).is_none() && !given_on_command_line {
-            args.push(format!("--{long}={value}").into());
+            // Before a `--` the caller wrote, never after it: there it would be a positional
+            // argument clap refuses, quoting the value.
+            let at = args
+                .iter()
+                .position(|a| a.to_str() == Some("--"))
+                .unwrap_or(args.len());
+            args.insert(at, format!("--{long}={value}").into());
         }
     }
     Ok(args)

@@ -14,6 +14,9 @@ CREATE FUNCTION rowguard_audit.patient_event_ids_between(
   RETURNS SETOF bigint
   LANGUAGE plpgsql STABLE SECURITY DEFINER
   SET search_path = pg_catalog, pg_temp
+  -- A generic plan, chosen after a few calls with the period unknown, read the period through
+  -- the time index and tested every event of it for the patient (the whole trail, for a year).
+  SET plan_cache_mode = force_custom_plan
   ROWS 100
 AS $fn$
 BEGIN
