@@ -200,6 +200,20 @@ async fn variables_holding_more_json_values_than_the_bound_are_refused_before_th
 }
 
 #[tokio::test]
+async fn a_nullable_variable_without_a_default_cannot_decide_include_or_skip() {
+    // A review: `$x: Boolean` left out made the field it guarded vanish silently (200), where
+    // the spec's validation refuses a nullable variable in a `Boolean!` position.
+    let w = World::new().await;
+    let query = "query Me($x: Boolean) { me { id displayName @include(if: $x) } }";
+    for variables in [json!({}), json!({ "x": true })] {
+        let reply = w.app.graphql(Some(&w.alice()), query, variables).await;
+        assert_eq!(reply.code(), Some("BAD_USER_INPUT"), "{}", reply.body);
+        let message = reply.body["errors"][0]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("$x"), "{message}");
+    }
+}
+
+#[tokio::test]
 async fn a_required_variable_with_a_default_may_be_left_out_but_not_sent_as_null() {
     let w = World::new().await;
     let query =

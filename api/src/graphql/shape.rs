@@ -96,6 +96,10 @@ pub enum TooLarge {
         "an operation may search (or filter the audit trail on `action` or on two conditions) once, aliases and fragments included: it reads every record it could match, not only the page it returns"
     )]
     SearchRepeated,
+    #[error(
+        "variable ${0} is declared nullable without a default, but @include(if:) and @skip(if:) take Boolean!: declare it Boolean! or give it a default"
+    )]
+    NullableCondition(String),
     #[error("fragment {0} spreads itself")]
     FragmentCycle(String),
     #[error("fragments are spread inside each other more than {0} deep")]
@@ -324,6 +328,22 @@ impl<'a> Walk<'a> {
     fn directives(&mut self, directives: &'a [Pos<Directive>]) -> Result<(), TooLarge> {
         for directive in directives {
             self.arguments(&directive.node.arguments)?;
+            // The spec's "variables in allowed position", which the engine does not apply to
+            // directives: a nullable variable left out made the guarded field vanish silently.
+            if matches!(directive.node.name.node.as_str(), "include" | "skip") {
+                for (name, value) in &directive.node.arguments {
+                    if let ("if", async_graphql_value::Value::Variable(variable)) =
+                        (name.node.as_str(), &value.node)
+                        && self.definitions.iter().any(|definition| {
+                            definition.node.name.node == *variable
+                                && definition.node.var_type.node.nullable
+                                && definition.node.default_value.is_none()
+                        })
+                    {
+                        return Err(TooLarge::NullableCondition(variable.to_string()));
+                    }
+                }
+            }
         }
         Ok(())
     }
@@ -817,6 +837,27 @@ mod tests {
         assert_eq!(shape_with(by_fragment, vars), Err(TooLarge::SearchRepeated));
         let unset = Variables::from_json(serde_json::json!({}));
         assert!(shape_with(by_fragment, unset).is_ok());
+    }
+
+    #[test]
+    fn a_nullable_variable_without_a_default_cannot_decide_include_or_skip() {
+        // A review: `$x: Boolean` left out dropped the field it guarded, silently.
+        for query in [
+            "query($x: Boolean) { me { id displayName @include(if: $x) } }",
+            "query($x: Boolean) { me { id ... on Clinician @skip(if: $x) { displayName } } }",
+        ] {
+            assert_eq!(
+                shape(query),
+                Err(TooLarge::NullableCondition("x".into())),
+                "{query}"
+            );
+        }
+        for query in [
+            "query($x: Boolean!) { me { id displayName @include(if: $x) } }",
+            "query($x: Boolean = true) { me { id displayName @include(if: $x) } }",
+        ] {
+            assert!(shape(query).is_ok(), "{query}");
+        }
     }
 
     #[test]
