@@ -208,7 +208,9 @@ async fn a_nullable_variable_without_a_default_cannot_decide_include_or_skip() {
     for variables in [json!({}), json!({ "x": true })] {
         let reply = w.app.graphql(Some(&w.alice()), query, variables).await;
         assert_eq!(reply.code(), Some("BAD_USER_INPUT"), "{}", reply.body);
-        let message = reply.body["errors"][0]["message"].as_str().unwrap_or_default();
+        let message = reply.body["errors"][0]["message"]
+            .as_str()
+            .unwrap_or_default();
         assert!(message.contains("$x"), "{message}");
     }
 }
