@@ -214,12 +214,10 @@ fn from_query_string(
     let mut request = async_graphql::Request::new(given.query);
     request.operation_name = given.operation_name;
     // One budget for both parameters, as for a body.
-    let text = |given: &Option<String>| given.as_deref().unwrap_or_default().len();
-    let mut both = Vec::with_capacity(text(&given.variables) + text(&given.extensions) + 1);
-    both.extend_from_slice(given.variables.as_deref().unwrap_or_default().as_bytes());
-    both.push(b',');
-    both.extend_from_slice(given.extensions.as_deref().unwrap_or_default().as_bytes());
-    if more_json_values_than(&both, max_values.saturating_add(1)) {
+    let values = |given: &Option<String>| {
+        json_values(given.as_deref().unwrap_or_default().as_bytes(), max_values)
+    };
+    if values(&given.variables).saturating_add(values(&given.extensions)) > max_values {
         return Err(Some(too_many_values(max_values)));
     }
     if let Some(variables) = given.variables {
@@ -231,11 +229,16 @@ fn from_query_string(
     Ok(request)
 }
 
-/// Whether the JSON text holds more than `limit` values, counted from its punctuation alone
-/// (each array and object, and each `,` outside strings) before anything is built from it.
-/// Built, each small value takes tens of bytes: a 1 MiB body of `[1,1,…]` held 44 MB, and an
-/// operation is checked only for the variables it uses, after they are all built.
+/// Whether the JSON text holds more than `limit` values (see [`json_values`]).
 fn more_json_values_than(text: &[u8], limit: usize) -> bool {
+    json_values(text, limit) > limit
+}
+
+/// How many values the JSON text holds, counted from its punctuation alone (each array and
+/// object, and each `,` outside strings) before anything is built from it; counting stops one
+/// past `limit`. Built, each small value takes tens of bytes: a 1 MiB body of `[1,1,…]` held
+/// 44 MB, and an operation is checked only for the variables it uses, after they are all built.
+fn json_values(text: &[u8], limit: usize) -> usize {
     let (mut count, mut in_string, mut escaped) = (0usize, false, false);
     for &byte in text {
         if in_string {
@@ -252,13 +255,13 @@ fn more_json_values_than(text: &[u8], limit: usize) -> bool {
             b'[' | b'{' | b',' => {
                 count += 1;
                 if count > limit {
-                    return true;
+                    return count;
                 }
             }
             _ => {}
         }
     }
-    false
+    count
 }
 
 fn too_many_values(limit: usize) -> ApiError {
