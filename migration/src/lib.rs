@@ -104,6 +104,11 @@ const MIGRATIONS: &[SqlMigration] = &[
         up: include_str!("sql/0017_patient_events_in_a_period.up.sql"),
         down: include_str!("sql/0017_patient_events_in_a_period.down.sql"),
     },
+    SqlMigration {
+        name: "m20261208_000018_sealer_interface_checks",
+        up: include_str!("sql/0018_sealer_interface_checks.up.sql"),
+        down: include_str!("sql/0018_sealer_interface_checks.down.sql"),
+    },
 ];
 
 #[async_trait::async_trait]

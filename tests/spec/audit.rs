@@ -638,6 +638,70 @@ fn read_event(w: &World, request_id: Uuid) -> Vec<BatchedEvent> {
     )
 }
 
+#[tokio::test]
+async fn audit_writes_are_durable_where_commits_are_otherwise_asynchronous() {
+    // A review: with `synchronous_commit = off` (a common tuning), a crash right after answers
+    // had left lost their events, and `audit verify` could not tell. The request transaction
+    // and the batch writer's statement each make their commit wait for the local flush.
+    let w = World::new(|_| {}).await;
+    execute(
+        &w.admin,
+        &format!(
+            "alter role {} in database {} set synchronous_commit = off",
+            rowguard_tests::test_roles().gateway(),
+            w.t.name()
+        ),
+        [],
+    )
+    .await
+    .expect("asynchronous commits for the gateway");
+    let db = w.t.gateway(1).await;
+    let s = scope(&db, &w.alice.clinician(), AccessMode::ReadAndAudit).await;
+    assert_eq!(
+        query_text(
+            s.conn(),
+            "select current_setting('synchronous_commit') as value"
+        )
+        .await
+        .expect("setting")
+        .as_deref(),
+        Some("local"),
+        "a request's transaction"
+    );
+    drop(s);
+    let gateway = connect(&w.t.gateway_url(), 1, None).await;
+    let txn = sea_orm::TransactionTrait::begin(&gateway)
+        .await
+        .expect("begin");
+    let statement =
+        rowguard::audit::batch::append_batch_statement(&read_event(&w, Uuid::new_v4()), 5000)
+            .expect("statement");
+    txn.query_one_raw(statement).await.expect("append");
+    assert_eq!(
+        query_text(
+            &txn,
+            "select current_setting('synchronous_commit') as value"
+        )
+        .await
+        .expect("setting")
+        .as_deref(),
+        Some("local"),
+        "the batch writer's statement"
+    );
+    txn.rollback().await.expect("rollback");
+    execute(
+        &w.admin,
+        &format!(
+            "alter role {} in database {} reset synchronous_commit",
+            rowguard_tests::test_roles().gateway(),
+            w.t.name()
+        ),
+        [],
+    )
+    .await
+    .expect("reset");
+}
+
 /// Longer than any spec waits for a batch: a writer that waited for its bound instead of for
 /// the reads running (set here directly; `serve` allows at most 100 ms).
 const WAIT_FOR_EVER_MS: u64 = 600_000;
@@ -923,6 +987,18 @@ async fn request_access(w: &World, token: &str, patient: Uuid) -> GraphqlReply {
         .await
 }
 
+/// Moves every emergency grant's times back so that it has ended (on the database's clock).
+async fn end_grants(w: &World) {
+    execute(
+        &w.admin,
+        "update rowguard.emergency_grants set granted_at = granted_at - interval '25 hours', \
+         expires_at = expires_at - interval '25 hours'",
+        [],
+    )
+    .await
+    .expect("end the grants");
+}
+
 async fn mrn_of(w: &World, token: &str, patient: Uuid) -> Value {
     let reply = w
         .app
@@ -991,6 +1067,8 @@ async fn break_glass_opens_one_patient_audited_as_emergency_and_an_auditor_revie
     );
     assert_eq!(pending.data()["emergencyAccessGrants"][0]["reason"], REASON);
 
+    // Reviewed once it has ended, so that the review covers everything done under it.
+    end_grants(&w).await;
     let reviewed = w
         .app
         .graphql(
@@ -1281,6 +1359,50 @@ async fn break_glass_ends_when_the_grant_expires() {
         mrn_of(&w, &alice, w.b1).await,
         Value::Null,
         "denied after expiry"
+    );
+}
+
+#[tokio::test]
+async fn a_live_emergency_grant_cannot_be_signed_off_until_it_has_ended() {
+    let w = World::new(|_| {}).await;
+    let granted = request_access(&w, &w.token("alice", "clinician"), w.b1).await;
+    let grant = granted.data()["requestEmergencyAccess"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{}", granted.body))
+        .to_owned();
+    let dave = w.token("dave", "auditor");
+    let review = "mutation($g: ID!) { reviewEmergencyAccess(grantId: $g) { reviewedBy } }";
+    let early = w
+        .app
+        .graphql(Some(&dave), review, json!({ "g": grant }))
+        .await;
+    assert_eq!(early.code(), Some("CONFLICT"), "{}", early.body);
+    // Still waiting for its review: what alice does in the rest of the hour is covered by it.
+    let pending = w
+        .app
+        .graphql(
+            Some(&dave),
+            "{ emergencyAccessGrants(pendingReview: true) { id } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        pending.data()["emergencyAccessGrants"][0]["id"],
+        grant.as_str(),
+        "{}",
+        pending.body
+    );
+
+    end_grants(&w).await;
+    let done = w
+        .app
+        .graphql(Some(&dave), review, json!({ "g": grant }))
+        .await;
+    assert_eq!(
+        done.data()["reviewEmergencyAccess"]["reviewedBy"],
+        w.dave.id.to_string(),
+        "{}",
+        done.body
     );
 }
 
@@ -1824,6 +1946,7 @@ async fn an_auditor_cannot_review_an_emergency_grant_they_hold_themselves() {
         .as_str()
         .unwrap_or_else(|| panic!("{}", granted.body))
         .to_owned();
+    end_grants(&w).await;
     let review = "mutation($g: ID!) { reviewEmergencyAccess(grantId: $g) { reviewedBy } }";
     let own = w
         .app

@@ -1082,6 +1082,85 @@ async fn a_head_written_around_a_leading_sealer_is_neither_extended_nor_signed_a
     }
 }
 
+/// `rowguard_audit.extend_chain` called by the gateway's login role with one link.
+async fn link_as_gateway(
+    trail: &Trail,
+    event: &str,
+    txid: &str,
+    occurred_at: &str,
+) -> Result<sea_orm::ExecResult, sea_orm::DbErr> {
+    let gateway = connect(&trail.t.gateway_url(), 1, None).await;
+    gateway
+        .execute_unprepared(&format!(
+            "select rowguard_audit.extend_chain(array[h.seq + 1], array[{event}::bigint], \
+                    array[{txid}::bigint], array[{occurred_at}::timestamptz], \
+                    array[encode(h.hash, 'hex')], array[repeat('ab', 32)]) \
+             from rowguard_audit.chain_head() h"
+        ))
+        .await
+}
+
+#[tokio::test]
+async fn the_gateway_login_cannot_append_a_link_that_does_not_describe_the_next_final_event() {
+    // A review: a link naming an event that does not exist, with a transaction id far in the
+    // future, moved the sealer's position past every real event. Nothing was sealed after it,
+    // the seal lag read 0, and the next checkpoint signed that head.
+    let mut trail = Trail::new(10).await;
+    trail.append(3).await;
+    let next = |column: &str| {
+        format!(
+            "(select {column} from rowguard_audit.events e \
+              where not exists (select 1 from rowguard_audit.chain c where c.event_id = e.id) \
+              order by e.txid, e.id limit 1)"
+        )
+    };
+    let made_up = link_as_gateway(&trail, "999999", "9223372036854775806", "now()").await;
+    assert!(made_up.is_err(), "a link to no event was stored");
+    let wrong_time = link_as_gateway(
+        &trail,
+        &next("id"),
+        &next("txid"),
+        &next("occurred_at - interval '1 day'"),
+    )
+    .await;
+    assert!(
+        wrong_time.is_err(),
+        "a link misdescribing its event was stored"
+    );
+    trail.seal_all().await;
+    assert_eq!(
+        unsealed(&trail.t.admin().await).await,
+        0,
+        "the sealer sealed every event after the refused links"
+    );
+    let report = trail.verify().await;
+    assert!(report.is_intact(), "{}", problems(&report));
+}
+
+#[tokio::test]
+async fn the_gateway_login_creates_no_audit_partition_before_last_month() {
+    // A review: from any month given, back to 1800, holding the events table's lock all along
+    // and leaving thousands of partitions that exhausted the lock table.
+    let trail = Trail::new(1).await;
+    let gateway = connect(&trail.t.gateway_url(), 1, None).await;
+    let created = query_count(
+        &gateway,
+        "select rowguard_audit.ensure_partitions('1990-01-01', 0)::bigint as value",
+    )
+    .await
+    .expect("ensure_partitions");
+    // Last month's at most (a fresh trail starts with this month's).
+    assert!(created <= 1, "{created} partitions created for the gateway");
+    let old = query_count(
+        &trail.t.admin().await,
+        "select count(*) as value from pg_catalog.pg_class \
+         where relname = 'events_1990_01' and relnamespace = 'rowguard_audit'::regnamespace",
+    )
+    .await
+    .expect("count");
+    assert_eq!(old, 0);
+}
+
 #[tokio::test]
 async fn rewriting_an_event_and_re_hashing_the_whole_chain_is_caught() {
     for attacker in ATTACKERS {

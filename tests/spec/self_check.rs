@@ -649,6 +649,60 @@ async fn self_check_refuses_a_search_path_that_puts_a_schema_ahead_of_pg_catalog
 }
 
 #[tokio::test]
+async fn self_check_refuses_triggers_switched_off_server_file_functions_granted_and_leakproof_functions()
+ {
+    // A review: `session_replication_role = replica` for the login switched the version check
+    // off (two updates of one version both succeeded); EXECUTE on `pg_read_binary_file` let a
+    // clinician read another patient's notes from the table's file; a function marked
+    // LEAKPROOF ran before the policies, and its error told a hidden value.
+    let it = Isolated::new("sx").await;
+    let (gateway, clinician) = (it.roles.gateway(), it.roles.clinician());
+    let cases = [
+        (
+            format!("alter role {gateway} set session_replication_role = replica"),
+            "session_replication_role",
+            format!("alter role {gateway} reset session_replication_role"),
+        ),
+        (
+            format!(
+                "grant execute on function pg_catalog.pg_read_binary_file(text) to {clinician}"
+            ),
+            "pg_read_binary_file",
+            format!(
+                "revoke execute on function pg_catalog.pg_read_binary_file(text) from {clinician}"
+            ),
+        ),
+        (
+            "create function public.peek(integer) returns boolean language sql leakproof \
+             as $$ select $1 > 0 $$"
+                .to_owned(),
+            "LEAKPROOF",
+            "drop function public.peek(integer)".to_owned(),
+        ),
+    ];
+    let cluster = rowguard_tests::cluster();
+    for (drift, needle, undo) in cases {
+        execute(&it.admin, &drift, []).await.expect("drift");
+        // A new session: role settings apply when it starts.
+        let fresh = Database::from_pool(
+            connect(&cluster.url_as(&it.name, &gateway, "x"), 1, None).await,
+            it.roles.clone(),
+        );
+        let message = refusal(&fresh).await;
+        assert!(message.contains(needle), "{drift}: {message}");
+        let _ = fresh.close().await;
+        execute(&it.admin, &undo, []).await.expect("undo");
+        let fresh = Database::from_pool(
+            connect(&cluster.url_as(&it.name, &gateway, "x"), 1, None).await,
+            it.roles.clone(),
+        );
+        fresh.self_check().await.expect("passes once undone");
+        let _ = fresh.close().await;
+    }
+    it.drop_all().await;
+}
+
+#[tokio::test]
 async fn rowguard_check_refuses_when_an_application_role_can_bypass_row_level_security() {
     // The reviewer's finding: with BYPASSRLS on the clinician role, `rowguard check` passed and
     // alice read every patient's notes.

@@ -65,8 +65,10 @@ impl DbError {
             // statement_timeout, a backend an administrator terminated, an idle transaction ended.
             "57014" | "57P01" | "25P03" => FailureKind::Cancelled,
             "40001" | "40P01" => FailureKind::Conflict,
-            // Connection exceptions.
+            // Connection exceptions; the server restarting after another backend crashed
+            // (57P02), or not yet accepting connections (57P03).
             code if code.starts_with("08") => FailureKind::Lost,
+            "57P02" | "57P03" => FailureKind::Lost,
             _ => FailureKind::Other,
         }
     }

@@ -313,7 +313,7 @@ impl Database {
         };
         txn.execute_unprepared(&setup)
             .await
-            .map_err(DbError::Statement)?;
+            .map_err(DbError::from)?;
         Ok(txn)
     }
 

@@ -55,6 +55,10 @@ pub struct RlsScope {
 // switching it off after the first query is refused), which saves a separate
 // `SET TRANSACTION READ ONLY`; setting it off in a read-write transaction changes nothing.
 //
+// `synchronous_commit` is at least `local`: the audit events a transaction appends must be
+// durable once it has committed and its answer leaves (a cluster or role running it `off` would
+// lose them in a crash, unnoticed by `audit verify`); a stronger setting is kept.
+//
 // The clinician id is looked up once, in a subquery kept from being folded into the select list
 // (`OFFSET 0`), which would call the lookup once per use. `$7` is `on`, `off`, or
 // `unless-emergency`: read-only unless the clinician holds a live emergency grant, which is then
@@ -72,6 +76,9 @@ const IDENTITY: &str = "select \
      pg_catalog.set_config('app.correlation_id', $8, true), \
      pg_catalog.set_config('app.trace_id', $9, true), \
      pg_catalog.set_config('application_name', $10, true), \
+     pg_catalog.set_config('synchronous_commit', \
+       case pg_catalog.current_setting('synchronous_commit') when 'off' then 'local' \
+         else pg_catalog.current_setting('synchronous_commit') end, true), \
      i.emergency as emergency_grant \
      from (select l.id, $7 = 'unless-emergency' and rowguard.holds_live_emergency_grant(l.id) \
              as emergency \
@@ -202,9 +209,10 @@ impl Database {
             trace_id: ids.trace_id.as_deref(),
         };
         let span = spans::step("SET identity");
+        // `From`, not `Statement`: a connection lost here is the database being unavailable.
         let row = spans::while_open(span, txn.query_one_raw(identity.statement()))
             .await
-            .map_err(DbError::Statement)?
+            .map_err(DbError::from)?
             .ok_or_else(|| {
                 DbError::Statement(sea_orm::DbErr::Custom(
                     "setting the request identity returned no row".into(),

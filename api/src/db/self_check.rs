@@ -129,6 +129,74 @@ impl Database {
                  the gateway sends; run `ALTER ROLE {name} RESET search_path` (and the same for the database)."
             ));
         }
+        // `replica` (an `ALTER ROLE ... SET session_replication_role` by a superuser) fires no
+        // ordinary trigger and checks no foreign key in the gateway's sessions: the version
+        // check that prevents lost updates and the audit trail's append-only guards are
+        // triggers.
+        let replication_role: String = get(
+            &one(
+                &txn,
+                "select pg_catalog.current_setting('session_replication_role') as value",
+                [],
+            )
+            .await?,
+            "value",
+        )?;
+        if replication_role != "origin" {
+            problems.push(format!(
+                "the sessions of {name:?} run with session_replication_role = {replication_role:?}, which \
+                 switches triggers and foreign keys off; run `ALTER ROLE {name} RESET session_replication_role` \
+                 (and the same for the database)."
+            ));
+        }
+        // Functions that PUBLIC may not run (reading the server's files, large-object import and
+        // export, a database link) granted to the login, an application role or any other role
+        // they belong to: `pg_read_binary_file` on a table's file reads every row past its
+        // policies. The built-in `pg_*` roles are judged by membership above.
+        let functions = all(
+            &txn,
+            "select distinct p.oid::pg_catalog.regprocedure::text as name \
+             from pg_catalog.pg_proc p, pg_catalog.aclexplode(p.proacl) a \
+             where a.privilege_type = 'EXECUTE' and a.grantee <> 0 and a.grantee <> p.proowner \
+               and p.pronamespace::pg_catalog.regnamespace::text <> all($1::text[]) \
+               and pg_catalog.pg_get_userbyid(a.grantee) !~ '^pg_' \
+               and pg_catalog.pg_has_role(current_user, a.grantee, 'MEMBER') \
+               and not exists (select 1 from pg_catalog.aclexplode(p.proacl) b \
+                               where b.grantee = 0 and b.privilege_type = 'EXECUTE') \
+             order by 1",
+            [PROTECTED_SCHEMAS.into()],
+        )
+        .await?;
+        for function in &functions {
+            let function: String = get(function, "name")?;
+            problems.push(format!(
+                "role {name:?} (itself or through an application role) may run {function}, which PUBLIC may \
+                 not (such functions reach the server's files or other databases past row level security); \
+                 revoke that EXECUTE grant."
+            ));
+        }
+        // A LEAKPROOF function runs before a table's policies filter its rows, so one that can
+        // fail or signal depending on its argument tells a hidden row's values. Marking one is a
+        // superuser's act; the built-in ones are PostgreSQL's and an extension's are its
+        // authors', any other is reported.
+        let leakproof = all(
+            &txn,
+            "select p.oid::pg_catalog.regprocedure::text as name from pg_catalog.pg_proc p \
+             where p.proleakproof and p.oid >= 16384 \
+               and not exists (select 1 from pg_catalog.pg_depend d \
+                               where d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass \
+                                 and d.objid = p.oid and d.deptype = 'e') \
+             order by 1",
+            [],
+        )
+        .await?;
+        for function in &leakproof {
+            let function: String = get(function, "name")?;
+            problems.push(format!(
+                "{function} is marked LEAKPROOF, so it runs before row level security filters rows and \
+                 its errors can tell hidden values; run `ALTER FUNCTION {function} NOT LEAKPROOF`."
+            ));
+        }
         // `SET ROLE` needs only membership: a login that may become a superuser, a BYPASSRLS
         // role (a managed service's `postgres`, say), a role that may grant itself others
         // (CREATEROLE) or stream the cluster (REPLICATION), or one of the built-in roles that

@@ -55,6 +55,11 @@ impl RequestBudget {
     }
 }
 
+/// How a request ends (see `RequestDb::ending`).
+const RUNNING: u8 = 0;
+const COMMITTING: u8 = 1;
+const CUT_OFF: u8 = 2;
+
 /// Put into each GraphQL request's data. Resolvers reach PostgreSQL only through
 /// [`RequestDb::conn`], i.e. as the caller; the pool itself is not in the context.
 pub struct RequestDb {
@@ -75,6 +80,10 @@ pub struct RequestDb {
     stopped: std::sync::Mutex<Option<ApiError>>,
     /// The client went away before the answer: nothing may commit.
     abandoned: AtomicBool,
+    /// Whether the request went ahead with its commit (and its record) or was cut off at its
+    /// deadline first: whichever comes first decides, so a request answered "cancelled" never
+    /// commits afterwards, and one that commits is answered as it committed.
+    ending: std::sync::atomic::AtomicU8,
     /// The answer carries no data (every field's error nulled it): nothing read was disclosed.
     answer_empty: AtomicBool,
     /// What the request's quota check decided (for the response's `RateLimit` headers).
@@ -120,6 +129,7 @@ impl RequestDb {
             bytes: AtomicUsize::new(0),
             stopped: std::sync::Mutex::new(None),
             abandoned: AtomicBool::new(false),
+            ending: std::sync::atomic::AtomicU8::new(RUNNING),
             answer_empty: AtomicBool::new(false),
             quota: std::sync::Mutex::new(None),
             validating: std::sync::Mutex::new(None),
@@ -221,6 +231,26 @@ impl RequestDb {
 
     pub fn abandoned(&self) -> bool {
         self.abandoned.load(Ordering::Relaxed)
+    }
+
+    /// The deadline passed: cuts the request off unless it already went ahead with its commit.
+    /// True when it was cut off (its answer is "cancelled" and it rolls back); false when it is
+    /// committing, and its answer is whatever the commit and its record give.
+    pub fn cut_off(&self) -> bool {
+        matches!(
+            self.ending
+                .compare_exchange(RUNNING, CUT_OFF, Ordering::AcqRel, Ordering::Acquire),
+            Ok(_) | Err(CUT_OFF)
+        )
+    }
+
+    /// Goes ahead with the commit, unless the deadline cut the request off first.
+    fn go_ahead(&self) -> bool {
+        matches!(
+            self.ending
+                .compare_exchange(RUNNING, COMMITTING, Ordering::AcqRel, Ordering::Acquire),
+            Ok(_) | Err(COMMITTING)
+        )
     }
 
     /// Counts row data a resolver loaded; past the budget the request stops.
@@ -385,6 +415,9 @@ impl RequestDb {
         let withheld = self.stopped().is_some()
             || self.abandoned()
             || self.answer_empty.load(Ordering::Relaxed);
+        // Past this point a deadline no longer cuts the request off: the answer waits for the
+        // commit and the record (each bounded by the statement timeout) and says what they did.
+        let withheld = withheld || !self.go_ahead();
         let failed = had_errors || withheld;
         let Some((context, log)) = &self.audit else {
             return match scope {

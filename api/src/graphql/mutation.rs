@@ -30,7 +30,7 @@ pub struct UpdatePatientInput {
     pub given_name: Option<String>,
     /// New family name.
     pub family_name: Option<String>,
-    /// New date of birth.
+    /// New date of birth: from 1850-01-01 to today.
     pub birth_date: Option<NaiveDate>,
     /// New clinical notes (replaces the previous text).
     pub clinical_notes: Option<String>,
@@ -132,10 +132,10 @@ impl Mutation {
         }
         // Shown in care teams and the directory: a line break, an escape sequence or a
         // direction override would let one name pass for another's.
-        if display_name.chars().any(is_hidden_control) {
+        if display_name.chars().any(is_hidden_control) || has_stacked_marks(display_name) {
             return Err(ApiError::bad_input(
                 "input.displayName",
-                "must not contain control, direction-override or zero-width characters",
+                "must not contain control, direction-override, zero-width or stacked combining characters",
             )
             .into());
         }
@@ -228,8 +228,10 @@ impl Mutation {
         Ok(result?)
     }
 
-    /// Marks an emergency-access grant as reviewed. Auditors only. `NOT_FOUND` if there is no
-    /// such grant or it was already reviewed.
+    /// Marks an emergency-access grant as reviewed. Auditors only, and never the grant's own
+    /// holder. A grant is reviewed once it has ended, so that the review covers everything done
+    /// under it: `CONFLICT` while it is still live. `NOT_FOUND` if there is no such grant or it
+    /// was already reviewed.
     async fn review_emergency_access(
         &self,
         ctx: &Context<'_>,
@@ -279,13 +281,15 @@ fn patient_changes(input: UpdatePatientInput) -> Result<PatientChanges, ApiError
         birth_date: input.birth_date,
         clinical_notes: input.clinical_notes,
     };
+    // The earliest plausible birth date of anyone with a record: year 0 was stored as 1 BC.
+    let earliest = NaiveDate::from_ymd_opt(1850, 1, 1).expect("a valid date");
     if changes
         .birth_date
-        .is_some_and(|d| d > chrono::Utc::now().date_naive())
+        .is_some_and(|d| d > chrono::Utc::now().date_naive() || d < earliest)
     {
         return Err(ApiError::bad_input(
             "input.birthDate",
-            "must not be in the future",
+            "must be from 1850-01-01 to today",
         ));
     }
     if changes
@@ -453,7 +457,18 @@ async fn review(request: &RequestDb, grant_id: i64) -> Result<EmergencyAccessGra
             [grant_id.into()],
         ))
         .await
-        .map_err(|e| write_error(e.into()))?
+        .map_err(|e| {
+            let e = DbError::from(e);
+            // 55000, object_not_in_prerequisite_state: the grant has not ended yet.
+            if e.sqlstate().as_deref() == Some("55000") {
+                ApiError::new(
+                    ErrorCode::Conflict,
+                    "the emergency access grant is still live: review it once it has ended",
+                )
+            } else {
+                write_error(e)
+            }
+        })?
         .ok_or_else(|| ApiError::internal("reviewing returned no row"))?;
     let reviewed: bool = row
         .try_get("", "reviewed")
@@ -518,8 +533,9 @@ fn is_issuer_url(issuer: &str) -> bool {
 
 /// Combining marks piled on one character ("Zalgo" text), which draw over the lines around
 /// it. Real scripts stack a few (Vietnamese two, some Indic scripts three); more than four in a
-/// row is refused. The marks counted are the combining blocks of Unicode's general-purpose
-/// ranges, which such text is made from.
+/// row is refused, and so is a mark with no character before it to sit on (it draws over
+/// whatever the name is shown after). The marks counted are the combining blocks of Unicode's
+/// general-purpose ranges, which such text is made from.
 fn has_stacked_marks(text: &str) -> bool {
     let combining = |c: char| {
         matches!(c,
@@ -530,6 +546,9 @@ fn has_stacked_marks(text: &str) -> bool {
             | '\u{20D0}'..='\u{20FF}'
             | '\u{FE20}'..='\u{FE2F}')
     };
+    if text.chars().next().is_some_and(combining) {
+        return true;
+    }
     let mut run = 0;
     text.chars().any(|c| {
         run = if combining(c) { run + 1 } else { 0 };

@@ -123,7 +123,13 @@ pub async fn run(
         db.clone(),
         state.metrics.shared.requests_abandoned.clone(),
     )));
-    let finished = tokio::time::timeout(db.remaining() + DEADLINE_GRACE, execution).await;
+    let mut execution = execution;
+    let mut finished = tokio::time::timeout(db.remaining() + DEADLINE_GRACE, &mut execution).await;
+    if finished.is_err() && !db.cut_off() {
+        // The request went ahead with its commit before the deadline cut it off: its answer
+        // is what the commit and its record did (a 503 must mean that nothing was written).
+        finished = Ok(execution.await);
+    }
     abandon.0 = None;
     let (response, body) = match finished {
         Ok(Ok(executed)) => executed.map_err(|e| e.with_quota(db.quota()))?,
@@ -201,6 +207,13 @@ async fn finish(
     operation: Option<&graphql::error_nulls::Operation>,
 ) -> Result<(async_graphql::Response, Vec<u8>), ApiError> {
     code_every_error(&mut response);
+    // Root fields resolve concurrently and their errors arrive as they finish: in the order of
+    // the document instead, so the same request always gets the same first error (whose
+    // status a request that failed as a whole takes) and the same list. Errors of the
+    // request itself, which have no location, stay first.
+    response
+        .errors
+        .sort_by_key(|error| error.locations.first().map(|at| (at.line, at.column)));
     if let Some(operation) = operation
         && !response.errors.is_empty()
         && !db.is_mutation()
