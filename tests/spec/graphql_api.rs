@@ -1489,6 +1489,54 @@ async fn cors_preflight_is_allowed_only_for_configured_origins() {
 }
 
 #[tokio::test]
+async fn a_cross_origin_app_can_read_why_its_token_was_refused() {
+    // The RFC 6750 challenge of a 401 tells an app to sign in again rather than retry; a
+    // browser hides a header from a cross-origin app unless it is exposed.
+    let w = World::new().await;
+    let refused = w
+        .app
+        .http
+        .post(w.app.url("/graphql"))
+        .header("origin", ALLOWED_ORIGIN)
+        .header("authorization", "Bearer not-a-token")
+        .json(&json!({ "query": "{ me { id } }" }))
+        .send()
+        .await
+        .expect("reply");
+    assert_eq!(refused.status().as_u16(), 401);
+    assert!(refused.headers().get("www-authenticate").is_some());
+    let exposed = refused
+        .headers()
+        .get("access-control-expose-headers")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    assert!(exposed.contains("www-authenticate"), "{exposed}");
+}
+
+#[tokio::test]
+async fn a_request_whose_root_fields_all_fail_gets_the_same_status_every_time() {
+    // A review: root fields resolve concurrently, and the status was the first error to
+    // finish: 403 or 400 at random for the same request. Errors come in document order.
+    let w = World::new().await;
+    let query = "{ auditEvents(first: 1) { edges { cursor } } patient(id: \"bad\") { id } }";
+    for _ in 0..12 {
+        let reply = w.app.graphql(Some(&w.alice()), query, json!({})).await;
+        assert_eq!(
+            (reply.status, reply.code()),
+            (403, Some("FORBIDDEN")),
+            "{}",
+            reply.body
+        );
+        assert_eq!(
+            reply.body["errors"][1]["extensions"]["code"], "BAD_USER_INPUT",
+            "{}",
+            reply.body
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_cross_origin_app_may_send_trace_context_and_its_own_request_id() {
     // A browser app instrumented with OpenTelemetry sends `traceparent` (and `tracestate`) on
     // every call, and may send its own `X-Request-Id`: a preflight refusing them fails every call.

@@ -782,6 +782,34 @@ async fn metrics_are_not_served_on_the_api_port() {
     assert_eq!(apart.status().as_u16(), 200);
 }
 
+#[tokio::test]
+async fn the_metrics_listener_answers_other_paths_and_methods_with_coded_errors() {
+    let w = World::new(|_| {}).await;
+    let base = w.app.metrics_url().replace("/metrics", "");
+    let unknown = w
+        .app
+        .http
+        .get(format!("{base}/nope"))
+        .send()
+        .await
+        .expect("reply");
+    assert_eq!(unknown.status().as_u16(), 404);
+    let body: serde_json::Value = unknown.json().await.expect("a JSON body");
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "NOT_FOUND",
+        "{body}"
+    );
+    let posted = w
+        .app
+        .http
+        .post(w.app.metrics_url())
+        .send()
+        .await
+        .expect("reply");
+    assert_eq!(posted.status().as_u16(), 405);
+    assert!(posted.headers().get("allow").is_some());
+}
+
 // Loopback is an address -----------------------------------------------------------------------------
 
 #[test]

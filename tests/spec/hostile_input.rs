@@ -403,6 +403,126 @@ async fn text_and_dates_the_database_cannot_hold_are_the_callers_mistake() {
     }
 }
 
+#[tokio::test]
+async fn names_no_one_could_read_and_birth_dates_no_one_could_have_are_refused() {
+    // A review: a display name of lone or piled-up combining marks was enrolled (patient names
+    // and reasons were already held to it), and a birth date of year 0 stored as 1 BC.
+    let (t, issuer, app) = world().await;
+    let owner = t.owner().await;
+    enroll_at(&owner, issuer.url(), "carol").await;
+    let patient = admit(&owner, "A-2").await;
+    let alice = enroll_at(&owner, issuer.url(), "alice2").await;
+    assign(&owner, &alice, patient).await;
+    let coordinator = issuer.token("carol").roles(&["coordinator"]).mint();
+    let enroll = "mutation($n: String!) { enrollClinician(input: { issuer: \"https://idp.example.org\", subject: \"new\", displayName: $n }) { id } }";
+    for name in [
+        "\u{301}\u{301}",
+        "Z\u{301}\u{301}\u{301}\u{301}\u{301}\u{301}",
+    ] {
+        let reply = app
+            .graphql(Some(&coordinator), enroll, json!({ "n": name }))
+            .await;
+        assert_eq!(
+            reply.code(),
+            Some("BAD_USER_INPUT"),
+            "{name:?}: {}",
+            reply.body
+        );
+    }
+    let clinician = issuer.token("alice2").roles(&["clinician"]).mint();
+    let update = "mutation($i: UpdatePatientInput!) { updatePatient(input: $i) { version } }";
+    for date in ["0000-01-01", "1849-12-31"] {
+        let reply = app
+            .graphql(
+                Some(&clinician),
+                update,
+                json!({ "i": { "id": patient, "expectedVersion": 1, "birthDate": date } }),
+            )
+            .await;
+        assert_eq!(
+            reply.code(),
+            Some("BAD_USER_INPUT"),
+            "{date}: {}",
+            reply.body
+        );
+    }
+    // A real name with its accents, and a real old birth date, still go through.
+    let reply = app
+        .graphql(
+            Some(&coordinator),
+            enroll,
+            json!({ "n": "Dr. Lê Thị Hồng" }),
+        )
+        .await;
+    assert!(
+        reply.data()["enrollClinician"]["id"].is_string(),
+        "{}",
+        reply.body
+    );
+    let reply = app
+        .graphql(
+            Some(&clinician),
+            update,
+            json!({ "i": { "id": patient, "expectedVersion": 1, "birthDate": "1921-03-04" } }),
+        )
+        .await;
+    assert_eq!(
+        reply.data()["updatePatient"]["version"],
+        2,
+        "{}",
+        reply.body
+    );
+}
+
+#[tokio::test]
+async fn a_body_declared_twice_or_in_a_coding_the_gateway_does_not_undo_is_refused() {
+    // A review: only the first Content-Type and Content-Encoding line was read, so a proxy
+    // joining the lines (`identity, gzip`) saw another body than the gateway; `gzip, chunked`
+    // was read as if only chunked.
+    use tokio::io::AsyncWriteExt;
+    let (_t, issuer, app) = world().await;
+    let token = issuer.token("alice").roles(&["clinician"]).mint();
+    let body = r#"{"query":"{ me { id } }"}"#;
+    let cases = [
+        (
+            format!(
+                "Content-Type: application/json\r\nContent-Type: application/json;charset=utf-16\r\nContent-Length: {}\r\n",
+                body.len()
+            ),
+            body.to_owned(),
+            "415",
+        ),
+        (
+            format!(
+                "Content-Type: application/json\r\nContent-Encoding: identity\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\n",
+                body.len()
+            ),
+            body.to_owned(),
+            "415",
+        ),
+        (
+            "Content-Type: application/json\r\nTransfer-Encoding: gzip, chunked\r\n".to_owned(),
+            format!("{:x}\r\n{body}\r\n0\r\n\r\n", body.len()),
+            "501",
+        ),
+    ];
+    for (headers, payload, status) in cases {
+        let mut stream = tokio::net::TcpStream::connect(app.addr)
+            .await
+            .expect("connect");
+        let request = format!(
+            "POST /graphql HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n{headers}\r\n{payload}"
+        );
+        stream.write_all(request.as_bytes()).await.expect("request");
+        let answer = first_answer(&mut stream).await.expect("an answer");
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status}")),
+            "{headers}: {answer}"
+        );
+        assert!(answer.contains("BAD_USER_INPUT"), "{headers}: {answer}");
+    }
+}
+
 /// Reads what the server sends on `stream` until it closes the connection (or 40 s pass).
 async fn until_closed(stream: &mut tokio::net::TcpStream) -> Option<String> {
     use tokio::io::AsyncReadExt;

@@ -182,7 +182,8 @@ async fn not_found() -> crate::error::ApiError {
 /// default) so the API port never exposes it.
 pub fn metrics_app(state: AppState) -> Router {
     Router::new()
-        .route("/metrics", get(health::metrics))
+        .route("/metrics", get(health::metrics).fallback(only_get))
+        .fallback(not_found)
         .with_state(state)
 }
 
@@ -216,6 +217,9 @@ fn cors(origins: &[String]) -> CorsLayer {
             // Every answer carries the trace it belongs to; a browser app on another origin
             // could not read it otherwise.
             HeaderName::from_static("traceparent"),
+            // The RFC 6750 challenge of a 401 (`error="invalid_token"`) tells an app to sign in
+            // again rather than retry; a cross-origin app reads it only if it is exposed.
+            header::WWW_AUTHENTICATE,
         ])
         .allow_credentials(true)
         .max_age(Duration::from_secs(600))

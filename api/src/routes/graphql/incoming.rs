@@ -98,16 +98,39 @@ async fn read(
                     && !value.trim().trim_matches('"').eq_ignore_ascii_case("utf-8")
             })
         });
+        // Every line counts: a proxy or firewall that joins repeated lines (RFC 9110 §5.3)
+        // reads `identity` then `gzip` as a gzipped body, and two types as neither.
         let encoded = parts
             .headers
-            .get(header::CONTENT_ENCODING)
-            .is_some_and(|coding| !coding.as_bytes().eq_ignore_ascii_case(b"identity"));
-        if !media_type.eq_ignore_ascii_case("application/json") || other_charset || encoded {
+            .get_all(header::CONTENT_ENCODING)
+            .iter()
+            .any(|coding| !coding.as_bytes().eq_ignore_ascii_case(b"identity"));
+        let types = parts.headers.get_all(header::CONTENT_TYPE).iter().count();
+        if !media_type.eq_ignore_ascii_case("application/json")
+            || types > 1
+            || other_charset
+            || encoded
+        {
             return Err(ApiError::new(
                 ErrorCode::BadUserInput,
                 "send the GraphQL request as Content-Type: application/json (UTF-8, not compressed)",
             )
             .with_status(StatusCode::UNSUPPORTED_MEDIA_TYPE));
+        }
+        // The server undoes `chunked` alone; a body also sent in another transfer coding
+        // (`gzip, chunked`) would be read still encoded (RFC 9112 §6.1: 501).
+        let transfer_coded = parts
+            .headers
+            .get_all(header::TRANSFER_ENCODING)
+            .iter()
+            .flat_map(|line| line.as_bytes().split(|b| *b == b','))
+            .any(|coding| !coding.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        if transfer_coded {
+            return Err(ApiError::new(
+                ErrorCode::BadUserInput,
+                "no transfer coding but chunked is understood",
+            )
+            .with_status(StatusCode::NOT_IMPLEMENTED));
         }
         // Refused before the body is read, so a client that asked `Expect: 100-continue` is
         // told at once instead of being invited to send it.
