@@ -827,6 +827,55 @@ async fn an_event_dated_at_infinity_is_a_problem_for_verify_and_a_visible_failur
 }
 
 #[tokio::test]
+async fn seal_rounds_that_keep_failing_show_a_growing_seal_lag() {
+    // A review: a sealer whose rounds failed kept the seal lag of its last good round (0), so
+    // `/readyz`, the metric and the lag warning said all was sealed while nothing was.
+    let trail = Trail::new(5).await;
+    trail.append(3).await;
+    // A changed setting of one of the trail's functions: the sealer seals nothing until the
+    // migrations' definition is back.
+    trail
+        .tamper(
+            Attacker::Owner,
+            "alter function rowguard_audit.oldest_unsealed() set work_mem = '1MB'",
+        )
+        .await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let status = Arc::new(SealerStatus::default());
+    let sealer = Sealer::new(
+        trail.db.clone(),
+        SealerSettings {
+            interval: Duration::from_millis(50),
+            lease_ttl: Duration::from_millis(300),
+            ..SealerSettings::default()
+        },
+        Some(trail.signer.clone()),
+        Some(CheckpointDir::new(&trail.dir)),
+        status.clone(),
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(sealer.run(async move {
+        let _ = stopped.await;
+    }));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !status.is_failing() {
+        assert!(Instant::now() < deadline, "the sealer never failed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let before = status.unsealed_age();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(status.is_failing());
+    assert!(
+        status.unsealed_age() >= before + Duration::from_secs(1),
+        "the seal lag stayed at {before:?} (now {:?}) while rounds failed",
+        status.unsealed_age()
+    );
+    let _ = stop.send(());
+    task.await.expect("the sealing task ends when told to");
+    assert!(unsealed(&trail.t.admin().await).await >= 3);
+}
+
+#[tokio::test]
 async fn a_second_link_with_a_number_the_walk_has_passed_is_caught() {
     // The walk reads links in pages of 5,000 after the last number it read: with the key on
     // link numbers dropped, one of two links numbered 5000 is never read, yet the one not read
@@ -1107,34 +1156,103 @@ async fn the_gateway_login_cannot_append_a_link_that_does_not_describe_the_next_
     // the seal lag read 0, and the next checkpoint signed that head.
     let mut trail = Trail::new(10).await;
     trail.append(3).await;
-    let next = |column: &str| {
-        format!(
-            "(select {column} from rowguard_audit.events e \
-              where not exists (select 1 from rowguard_audit.chain c where c.event_id = e.id) \
-              order by e.txid, e.id limit 1)"
-        )
-    };
+    // The first, second... event waiting to be sealed, as literals (the gateway may not read
+    // the events table).
+    let admin = trail.t.admin().await;
+    let mut waiting = Vec::new();
+    for n in 0..2 {
+        let text = |column: &str| {
+            format!(
+                "select ({column})::text as value from rowguard_audit.events e \
+                 where not exists (select 1 from rowguard_audit.chain c where c.event_id = e.id) \
+                 order by e.txid, e.id offset {n} limit 1"
+            )
+        };
+        let mut event = Vec::new();
+        for column in [
+            "id",
+            "txid",
+            "occurred_at",
+            "occurred_at - interval '1 day'",
+        ] {
+            let value = crate::support::query_text(&admin, &text(column))
+                .await
+                .expect("an event waiting")
+                .expect("a value");
+            event.push(format!("'{value}'"));
+        }
+        waiting.push(event);
+    }
+    let (first, second) = (&waiting[0], &waiting[1]);
+
     let made_up = link_as_gateway(&trail, "999999", "9223372036854775806", "now()").await;
     assert!(made_up.is_err(), "a link to no event was stored");
-    let wrong_time = link_as_gateway(
-        &trail,
-        &next("id"),
-        &next("txid"),
-        &next("occurred_at - interval '1 day'"),
-    )
-    .await;
+    let wrong_time = link_as_gateway(&trail, &first[0], &first[1], &first[3]).await;
     assert!(
         wrong_time.is_err(),
         "a link misdescribing its event was stored"
     );
+    // The second linked without the first: the first would never be sealed, and the seal lag
+    // would not show it.
+    let skipping = link_as_gateway(&trail, &second[0], &second[1], &second[2]).await;
+    assert!(skipping.is_err(), "a link skipping an event was stored");
+    // Both in the wrong order, the transaction ids given as an array numbered from 5, which
+    // made every subscript NULL and every comparison with them pass (the sealer then failed
+    // every round for good).
+    let gateway = connect(&trail.t.gateway_url(), 1, None).await;
+    let reordered = gateway
+        .execute_unprepared(&format!(
+            "select rowguard_audit.extend_chain(array[h.seq + 1, h.seq + 2], \
+                    array[{}, {}]::bigint[], ('[5:6]={{' || {} || ',' || {} || '}}')::bigint[], \
+                    array[{}, {}]::timestamptz[], \
+                    array[encode(h.hash, 'hex'), repeat('c', 64)], array[repeat('c', 64), repeat('d', 64)]) \
+             from rowguard_audit.chain_head() h",
+            second[0], first[0], second[1], first[1], second[2], first[2],
+        ))
+        .await;
+    assert!(reordered.is_err(), "links out of order were stored");
+
+    // Nothing of it was stored: the sealer seals every event, and the trail verifies clean.
     trail.seal_all().await;
-    assert_eq!(
-        unsealed(&trail.t.admin().await).await,
-        0,
-        "the sealer sealed every event after the refused links"
-    );
+    assert_eq!(unsealed(&admin).await, 0);
     let report = trail.verify().await;
     assert!(report.is_intact(), "{}", problems(&report));
+
+    // The next event described as it is goes in: its hash is the gateway's to compute, and a
+    // made-up one is what verify reports (the leading sealer also refuses to build on it).
+    trail.append(1).await;
+    let values = |column: &str| {
+        format!(
+            "select ({column})::text as value from rowguard_audit.events e \
+             where not exists (select 1 from rowguard_audit.chain c where c.event_id = e.id)"
+        )
+    };
+    let mut next = Vec::new();
+    for column in ["id", "txid", "occurred_at"] {
+        let value = crate::support::query_text(&admin, &values(column))
+            .await
+            .expect("the new event")
+            .expect("a value");
+        next.push(format!("'{value}'"));
+    }
+    // Final once every transaction running when it committed has ended (other tests' too).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut linked = link_as_gateway(&trail, &next[0], &next[1], &next[2]).await;
+    while linked.is_err() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        linked = link_as_gateway(&trail, &next[0], &next[1], &next[2]).await;
+    }
+    assert!(
+        linked.is_ok(),
+        "the next event's link was refused: {linked:?}"
+    );
+    let round = trail.sealer.round(&mut trail.last_checkpoint).await;
+    assert!(
+        round.is_err(),
+        "the sealer built on a link written around it"
+    );
+    let report = trail.verify().await;
+    assert!(!report.is_intact(), "the made-up hash went unnoticed");
 }
 
 #[tokio::test]

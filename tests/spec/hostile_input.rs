@@ -415,9 +415,16 @@ async fn names_no_one_could_read_and_birth_dates_no_one_could_have_are_refused()
     assign(&owner, &alice, patient).await;
     let coordinator = issuer.token("carol").roles(&["coordinator"]).mint();
     let enroll = "mutation($n: String!) { enrollClinician(input: { issuer: \"https://idp.example.org\", subject: \"new\", displayName: $n }) { id } }";
+    let piled = format!("Ann{}", "\u{301}\u{302}\u{303}\u{304}\u{5b0}".repeat(10));
     for name in [
         "\u{301}\u{301}",
         "Z\u{301}\u{301}\u{301}\u{301}\u{301}\u{301}",
+        // Marks of other scripts pile up just the same, and sit on nothing just the same.
+        piled.as_str(),
+        "\u{5b8}Jose",
+        "Ann \u{301}",
+        // A joiner between Latin letters only hides itself.
+        "Ali\u{200d}ce",
     ] {
         let reply = app
             .graphql(Some(&coordinator), enroll, json!({ "n": name }))
@@ -431,7 +438,10 @@ async fn names_no_one_could_read_and_birth_dates_no_one_could_have_are_refused()
     }
     let clinician = issuer.token("alice2").roles(&["clinician"]).mint();
     let update = "mutation($i: UpdatePatientInput!) { updatePatient(input: $i) { version } }";
-    for date in ["0000-01-01", "1849-12-31"] {
+    let two_days_ahead = (chrono::Utc::now() + chrono::TimeDelta::days(2))
+        .date_naive()
+        .to_string();
+    for date in ["0000-01-01", "1849-12-31", two_days_ahead.as_str()] {
         let reply = app
             .graphql(
                 Some(&clinician),
@@ -446,19 +456,35 @@ async fn names_no_one_could_read_and_birth_dates_no_one_could_have_are_refused()
             reply.body
         );
     }
-    // A real name with its accents, and a real old birth date, still go through.
-    let reply = app
-        .graphql(
-            Some(&coordinator),
-            enroll,
-            json!({ "n": "Dr. Lê Thị Hồng" }),
+    // Real names with their accents and the joiners their scripts spell with (Vietnamese,
+    // Sinhala, Persian, decomposed Latin), and a real old birth date, still go through.
+    let enroll_as = |subject: &str| {
+        format!(
+            "mutation($n: String!) {{ enrollClinician(input: {{ issuer: \"https://idp.example.org\", subject: \"{subject}\", displayName: $n }}) {{ id }} }}"
         )
-        .await;
-    assert!(
-        reply.data()["enrollClinician"]["id"].is_string(),
-        "{}",
-        reply.body
-    );
+    };
+    for (i, name) in [
+        "Dr. Lê Thị Hồng",
+        "ශ්\u{200d}රී",
+        "علی\u{200c}رضا",
+        "Zoe\u{308} Jose\u{301}",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let reply = app
+            .graphql(
+                Some(&coordinator),
+                &enroll_as(&format!("real{i}")),
+                json!({ "n": name }),
+            )
+            .await;
+        assert!(
+            reply.data()["enrollClinician"]["id"].is_string(),
+            "{name:?}: {}",
+            reply.body
+        );
+    }
     let reply = app
         .graphql(
             Some(&clinician),
@@ -505,6 +531,11 @@ async fn a_body_declared_twice_or_in_a_coding_the_gateway_does_not_undo_is_refus
             format!("{:x}\r\n{body}\r\n0\r\n\r\n", body.len()),
             "501",
         ),
+        (
+            "Content-Type: application/json\r\nTransfer-Encoding: chunked, chunked\r\n".to_owned(),
+            format!("{:x}\r\n{body}\r\n0\r\n\r\n", body.len()),
+            "501",
+        ),
     ];
     for (headers, payload, status) in cases {
         let mut stream = tokio::net::TcpStream::connect(app.addr)
@@ -520,6 +551,27 @@ async fn a_body_declared_twice_or_in_a_coding_the_gateway_does_not_undo_is_refus
             "{headers}: {answer}"
         );
         assert!(answer.contains("BAD_USER_INPUT"), "{headers}: {answer}");
+    }
+    // Repeated `identity` and empty list elements (RFC 9110 §5.6.1) change nothing.
+    for headers in [
+        format!(
+            "Content-Encoding: identity, identity\r\nContent-Length: {}\r\n",
+            body.len()
+        ),
+        format!(
+            "Content-Encoding: ,identity\r\nContent-Length: {}\r\n",
+            body.len()
+        ),
+    ] {
+        let mut stream = tokio::net::TcpStream::connect(app.addr)
+            .await
+            .expect("connect");
+        let request = format!(
+            "POST /graphql HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\n{headers}\r\n{body}"
+        );
+        stream.write_all(request.as_bytes()).await.expect("request");
+        let answer = first_answer(&mut stream).await.expect("an answer");
+        assert!(answer.starts_with("HTTP/1.1 200"), "{headers}: {answer}");
     }
 }
 

@@ -148,11 +148,23 @@ pub async fn lock_patients(admin: &DatabaseConnection) -> DatabaseTransaction {
     lock_table(admin, "rowguard.patients").await
 }
 
-/// Holds an ACCESS EXCLUSIVE lock on `table` until the returned transaction ends.
+/// Holds an ACCESS EXCLUSIVE lock on `table` until the returned transaction ends. Locking a
+/// partitioned table takes its partitions one by one, so it can deadlock with the gateway's own
+/// work (the audit sealer) and be the one PostgreSQL cancels: it then tries again.
 pub async fn lock_table(admin: &DatabaseConnection, table: &str) -> DatabaseTransaction {
-    let lock = admin.begin().await.expect("begin");
-    lock.execute_unprepared(&format!("lock table {table} in access exclusive mode"))
-        .await
-        .expect("lock");
-    lock
+    let mut attempts = 0;
+    loop {
+        let lock = admin.begin().await.expect("begin");
+        match lock
+            .execute_unprepared(&format!("lock table {table} in access exclusive mode"))
+            .await
+        {
+            Ok(_) => return lock,
+            Err(e) if attempts < 5 && e.to_string().contains("deadlock") => {
+                attempts += 1;
+                lock.rollback().await.expect("rollback");
+            }
+            Err(e) => panic!("lock: {e:?}"),
+        }
+    }
 }

@@ -250,6 +250,7 @@ impl Sealer {
                         sqlstate = e.sqlstate().as_deref().unwrap_or("none"),
                         "audit seal round failed"
                     );
+                    self.refresh_unsealed_age().await;
                     self.settings.lease_ttl / 3
                 }
             };
@@ -268,6 +269,32 @@ impl Sealer {
             }
         }
         self.status.leader.store(false, Ordering::Relaxed);
+    }
+
+    /// After a failed round, what waits to be sealed, read on its own: rounds that keep failing
+    /// then show as a seal lag that grows (metric, `/readyz`, the lag warning), not as the last
+    /// good round's. Nothing changes if it cannot be read either.
+    async fn refresh_unsealed_age(&self) {
+        // A time the driver cannot decode (an event dated at infinity) panics inside it, as
+        // in a round.
+        let oldest = std::panic::AssertUnwindSafe(async {
+            let txn = self.db.maintenance().await?;
+            let oldest: Option<DateTime<Utc>> = one(
+                &txn,
+                "select rowguard_audit.oldest_unsealed() as oldest",
+                vec![],
+            )
+            .await?
+            .try_get("", "oldest")
+            .map_err(DbError::Statement)?;
+            txn.rollback().await.map_err(DbError::from)?;
+            Ok::<_, DbError>(oldest)
+        })
+        .catch_unwind()
+        .await;
+        if let Ok(Ok(oldest)) = oldest {
+            self.status.set_unsealed_since(oldest);
+        }
     }
 
     async fn ensure_partitions(&self) -> Result<(), DbError> {

@@ -4,6 +4,7 @@ use async_graphql::{Context, ID, InputObject, Object, Result};
 use chrono::NaiveDate;
 use entities::{clinician, clinician_patient};
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect, Set};
+use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 use uuid::Uuid;
 
 use super::context::{RequestDb, limits, request_db};
@@ -132,7 +133,7 @@ impl Mutation {
         }
         // Shown in care teams and the directory: a line break, an escape sequence or a
         // direction override would let one name pass for another's.
-        if display_name.chars().any(is_hidden_control) || has_stacked_marks(display_name) {
+        if hides_characters(display_name) || has_stacked_marks(display_name) {
             return Err(ApiError::bad_input(
                 "input.displayName",
                 "must not contain control, direction-override, zero-width or stacked combining characters",
@@ -229,9 +230,9 @@ impl Mutation {
     }
 
     /// Marks an emergency-access grant as reviewed. Auditors only, and never the grant's own
-    /// holder. A grant is reviewed once it has ended, so that the review covers everything done
-    /// under it: `CONFLICT` while it is still live. `NOT_FOUND` if there is no such grant or it
-    /// was already reviewed.
+    /// holder. A grant is reviewed once it has ended and no request begun under it can still
+    /// run (five minutes after it ended), so that the review covers everything done under it:
+    /// `CONFLICT` until then. `NOT_FOUND` if there is no such grant or it was already reviewed.
     async fn review_emergency_access(
         &self,
         ctx: &Context<'_>,
@@ -262,7 +263,7 @@ fn patient_changes(input: UpdatePatientInput) -> Result<PatientChanges, ApiError
                 let v = v.trim().to_owned();
                 if v.is_empty() || v.chars().count() > 200 {
                     Err(ApiError::bad_input(field, "must be 1 to 200 characters"))
-                } else if v.chars().any(is_hidden_control) || has_stacked_marks(&v) {
+                } else if hides_characters(&v) || has_stacked_marks(&v) {
                     // A patient's name is what a clinician checks before acting on a record:
                     // a direction override or an invisible character lets one pass for another.
                     Err(ApiError::bad_input(
@@ -281,11 +282,14 @@ fn patient_changes(input: UpdatePatientInput) -> Result<PatientChanges, ApiError
         birth_date: input.birth_date,
         clinical_notes: input.clinical_notes,
     };
-    // The earliest plausible birth date of anyone with a record: year 0 was stored as 1 BC.
+    // The earliest plausible birth date of anyone with a record (year 0 was stored as 1 BC),
+    // and today where it is latest on Earth (UTC+14): a baby born today in Auckland is born
+    // tomorrow by UTC's date.
     let earliest = NaiveDate::from_ymd_opt(1850, 1, 1).expect("a valid date");
+    let latest = (chrono::Utc::now() + chrono::TimeDelta::hours(14)).date_naive();
     if changes
         .birth_date
-        .is_some_and(|d| d > chrono::Utc::now().date_naive() || d < earliest)
+        .is_some_and(|d| d > latest || d < earliest)
     {
         return Err(ApiError::bad_input(
             "input.birthDate",
@@ -463,7 +467,7 @@ async fn review(request: &RequestDb, grant_id: i64) -> Result<EmergencyAccessGra
             if e.sqlstate().as_deref() == Some("55000") {
                 ApiError::new(
                     ErrorCode::Conflict,
-                    "the emergency access grant is still live: review it once it has ended",
+                    "the emergency access grant is still live, or ended less than five minutes ago: review it once no request under it can still run",
                 )
             } else {
                 write_error(e)
@@ -532,27 +536,68 @@ fn is_issuer_url(issuer: &str) -> bool {
 }
 
 /// Combining marks piled on one character ("Zalgo" text), which draw over the lines around
-/// it. Real scripts stack a few (Vietnamese two, some Indic scripts three); more than four in a
-/// row is refused, and so is a mark with no character before it to sit on (it draws over
-/// whatever the name is shown after). The marks counted are the combining blocks of Unicode's
-/// general-purpose ranges, which such text is made from.
+/// it. Real scripts stack a few (Vietnamese two, some Indic scripts three); more than four
+/// non-spacing or enclosing marks in a row is refused, and so is a mark with no character
+/// before it to sit on (first, or after a space: it draws over whatever is shown before it).
+/// Marks are Unicode's general categories Mn, Mc and Me, in every script.
 fn has_stacked_marks(text: &str) -> bool {
-    let combining = |c: char| {
-        matches!(c,
-            '\u{0300}'..='\u{036F}'
-            | '\u{0483}'..='\u{0489}'
-            | '\u{1AB0}'..='\u{1AFF}'
-            | '\u{1DC0}'..='\u{1DFF}'
-            | '\u{20D0}'..='\u{20FF}'
-            | '\u{FE20}'..='\u{FE2F}')
-    };
-    if text.chars().next().is_some_and(combining) {
-        return true;
-    }
     let mut run = 0;
+    let mut after_base = false;
     text.chars().any(|c| {
-        run = if combining(c) { run + 1 } else { 0 };
-        run > 4
+        let category = c.general_category();
+        let mark = matches!(
+            category,
+            GeneralCategory::NonspacingMark
+                | GeneralCategory::SpacingMark
+                | GeneralCategory::EnclosingMark
+        );
+        let piles = mark && category != GeneralCategory::SpacingMark;
+        let lone = mark && !after_base;
+        run = if piles { run + 1 } else { 0 };
+        after_base = mark || !c.is_whitespace();
+        lone || run > 4
+    })
+}
+
+/// Whether `text` holds a character that changes how the rest of it displays without showing
+/// itself ([`is_hidden_control`]). Some scripts spell with a few of them: a zero-width joiner
+/// or non-joiner between two letters (Sinhala, Persian, the Indic scripts), a variation
+/// selector after a letter (Han ideographs, Mongolian). There they are allowed; next to a
+/// Latin, Greek or Cyrillic letter, which never needs them, they would let one name pass for
+/// another's.
+fn hides_characters(text: &str) -> bool {
+    let chars: Vec<char> = text.chars().collect();
+    let spells_with_joiners = |c: Option<&char>| {
+        c.is_some_and(|&c| {
+            let mark = matches!(
+                c.general_category(),
+                GeneralCategory::NonspacingMark | GeneralCategory::SpacingMark
+            );
+            (c.is_alphabetic() || mark)
+                && c >= '\u{0600}'
+                && !matches!(c,
+                    '\u{1D00}'..='\u{1FFF}'
+                    | '\u{2C60}'..='\u{2C7F}'
+                    | '\u{2DE0}'..='\u{2DFF}'
+                    | '\u{A640}'..='\u{A69F}'
+                    | '\u{A720}'..='\u{A7FF}'
+                    | '\u{AB30}'..='\u{AB6F}'
+                    | '\u{FB00}'..='\u{FB06}'
+                    | '\u{FF21}'..='\u{FF5A}')
+        })
+    };
+    chars.iter().enumerate().any(|(i, &c)| {
+        let before = i.checked_sub(1).and_then(|b| chars.get(b));
+        match c {
+            '\u{200C}' | '\u{200D}' => {
+                !(spells_with_joiners(before) && spells_with_joiners(chars.get(i + 1)))
+            }
+            '\u{180B}'..='\u{180D}'
+            | '\u{180F}'
+            | '\u{FE00}'..='\u{FE0F}'
+            | '\u{E0100}'..='\u{E01EF}' => !spells_with_joiners(before),
+            _ => is_hidden_control(c),
+        }
     })
 }
 

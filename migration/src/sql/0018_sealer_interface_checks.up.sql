@@ -6,8 +6,9 @@
 --    (its position was past every real event) while its seal lag read 0, and signed checkpoints
 --    over that head. A link must now describe the next final event: it exists with that id,
 --    time and transaction, its transaction ended before every running one began, it comes after
---    the previous link in sealing order, its sequence number and previous hash follow on, and its
---    hash has the length of a SHA-256. The hash itself is the gateway's to compute (the canonical
+--    the previous link in sealing order with no event left out between them, its sequence number
+--    and previous hash follow on, and its hash has the length of a SHA-256 (arrays given with
+--    other bounds than 1, which made subscripts NULL and comparisons pass, are refused). The hash itself is the gateway's to compute (the canonical
 --    form is defined in Rust, not by a function the owner could replace): a wrong one is what
 --    `rowguard audit verify` reports.
 -- 2. `ensure_partitions` created partitions from any month given, back to the year 1800 or
@@ -17,7 +18,8 @@
 --    ignored (the owner may still create older months).
 -- 3. An auditor could sign off an emergency grant the moment it was created, and everything done
 --    under it in the rest of its hour then never came up for review. A grant is reviewed once it
---    has ended, so the review covers everything done under it.
+--    has ended and no request begun under it can still run, so the review covers everything
+--    done under it.
 SET LOCAL ROLE {owner};
 
 CREATE OR REPLACE FUNCTION rowguard_audit.extend_chain(
@@ -34,13 +36,23 @@ DECLARE
   head_hash bytea;
   head_txid bigint;
   head_id bigint;
+  last_txid bigint;
+  last_id bigint;
 BEGIN
   IF n = 0 THEN
     RETURN;
   END IF;
+  -- Subscripts below count from 1: an array given with other bounds ('[5:6]={...}') would
+  -- make them NULL and every comparison with them pass.
   IF coalesce(cardinality(p_event_id), 0) <> n OR coalesce(cardinality(p_event_txid), 0) <> n
      OR coalesce(cardinality(p_event_occurred_at), 0) <> n
-     OR coalesce(cardinality(p_prev_hash), 0) <> n OR coalesce(cardinality(p_hash), 0) <> n THEN
+     OR coalesce(cardinality(p_prev_hash), 0) <> n OR coalesce(cardinality(p_hash), 0) <> n
+     OR array_ndims(p_seq) <> 1 OR array_ndims(p_event_id) <> 1 OR array_ndims(p_event_txid) <> 1
+     OR array_ndims(p_event_occurred_at) <> 1 OR array_ndims(p_prev_hash) <> 1
+     OR array_ndims(p_hash) <> 1
+     OR array_lower(p_seq, 1) <> 1 OR array_lower(p_event_id, 1) <> 1
+     OR array_lower(p_event_txid, 1) <> 1 OR array_lower(p_event_occurred_at, 1) <> 1
+     OR array_lower(p_prev_hash, 1) <> 1 OR array_lower(p_hash, 1) <> 1 THEN
     RAISE EXCEPTION 'every link needs all of its parts' USING ERRCODE = 'invalid_parameter_value';
   END IF;
   SELECT c.seq, c.hash, c.event_txid,
@@ -51,19 +63,29 @@ BEGIN
      OR decode(p_prev_hash[1], 'hex') IS DISTINCT FROM coalesce(head_hash, '\x00'::bytea) THEN
     RAISE EXCEPTION 'the chain moved on: another sealer is active' USING ERRCODE = 'serialization_failure';
   END IF;
-  IF (head_seq IS NOT NULL AND (p_event_txid[1], p_event_id[1]) <= (head_txid, head_id))
-     OR EXISTS (
+  -- Each link: consecutive numbers, the previous link's hash, a SHA-256-long hash, and an event
+  -- that exists as described, is final and comes after the previous link's (the head's for the
+  -- first) in sealing order. Every test must hold (IS NOT TRUE: a NULL fails it).
+  last_txid := p_event_txid[n];
+  last_id := p_event_id[n];
+  IF EXISTS (
        SELECT 1
        FROM unnest(p_seq, p_event_id, p_event_txid, p_event_occurred_at, p_prev_hash, p_hash)
               WITH ORDINALITY AS u(s, e, t, o, p, h, i)
-       WHERE u.s IS DISTINCT FROM p_seq[1] + u.i - 1
-          OR u.e IS NULL OR u.t IS NULL OR u.o IS NULL OR u.h IS NULL
-          OR octet_length(decode(u.h, 'hex')) <> 32
-          OR u.t >= horizon
-          OR (u.i > 1 AND (decode(u.p, 'hex') IS DISTINCT FROM decode(p_hash[u.i - 1], 'hex')
-                           OR (u.t, u.e) <= (p_event_txid[u.i - 1], p_event_id[u.i - 1])))
-          OR NOT EXISTS (SELECT 1 FROM rowguard_audit.events ev
-                         WHERE ev.id = u.e AND ev.occurred_at = u.o AND ev.txid = u.t)) THEN
+       WHERE (u.s = p_seq[1] + u.i - 1
+              AND u.e IS NOT NULL AND u.t IS NOT NULL AND u.o IS NOT NULL
+              AND octet_length(decode(u.h, 'hex')) = 32
+              AND u.t < horizon
+              AND (u.t, u.e) > (CASE WHEN u.i = 1 THEN coalesce(head_txid, -1) ELSE p_event_txid[u.i - 1] END,
+                                CASE WHEN u.i = 1 THEN coalesce(head_id, -1) ELSE p_event_id[u.i - 1] END)
+              AND (u.i = 1 OR decode(u.p, 'hex') = decode(p_hash[u.i - 1], 'hex'))
+              AND EXISTS (SELECT 1 FROM rowguard_audit.events ev
+                          WHERE ev.id = u.e AND ev.occurred_at = u.o AND ev.txid = u.t)) IS NOT TRUE)
+     -- And no event is left out between them: the links are exactly the next final events
+     -- (every event up to the last link's is final, its transaction being older than it).
+     OR (SELECT count(*) FROM rowguard_audit.events ev
+         WHERE (ev.txid, ev.id) > (coalesce(head_txid, -1), coalesce(head_id, -1))
+           AND (ev.txid, ev.id) <= (last_txid, last_id)) IS DISTINCT FROM n::bigint THEN
     RAISE EXCEPTION 'a link does not describe the next final event' USING ERRCODE = 'invalid_parameter_value';
   END IF;
   INSERT INTO rowguard_audit.chain (seq, event_id, event_txid, event_occurred_at, version, prev_hash, hash)
@@ -126,8 +148,10 @@ BEGIN
   IF EXISTS (SELECT 1 FROM rowguard.emergency_grants WHERE id = p_grant AND clinician_id = me) THEN
     RAISE EXCEPTION 'an emergency grant cannot be reviewed by its holder' USING ERRCODE = 'insufficient_privilege';
   END IF;
+  -- Ended, and no request that began under it can still be running (a request lasts at most
+  -- 5 minutes: `ROWGUARD_REQUEST_TIMEOUT_MS`'s bound).
   IF EXISTS (SELECT 1 FROM rowguard.emergency_grants
-             WHERE id = p_grant AND reviewed_at IS NULL AND expires_at > now()) THEN
+             WHERE id = p_grant AND reviewed_at IS NULL AND expires_at > now() - interval '5 minutes') THEN
     RAISE EXCEPTION 'an emergency grant is reviewed once it has ended'
       USING ERRCODE = 'object_not_in_prerequisite_state';
   END IF;

@@ -125,15 +125,28 @@ pub async fn run(
     )));
     let mut execution = execution;
     let mut finished = tokio::time::timeout(db.remaining() + DEADLINE_GRACE, &mut execution).await;
+    let mut committing = false;
     if finished.is_err() && !db.cut_off() {
         // The request went ahead with its commit before the deadline cut it off: its answer
-        // is what the commit and its record did (a 503 must mean that nothing was written).
-        finished = Ok(execution.await);
+        // is what the commit and its record did (a 503 "cancelled" must mean that nothing was
+        // written). Each is bounded by the statement timeout on the server, which cannot
+        // fire while the server or the network stalls: past twice that, the outcome is
+        // unknown, and the answer says so.
+        committing = true;
+        let commit_and_record = 2 * Duration::from_millis(state.db.statement_timeout_ms());
+        finished = tokio::time::timeout(commit_and_record + DEADLINE_GRACE, &mut execution).await;
     }
     abandon.0 = None;
     let (response, body) = match finished {
         Ok(Ok(executed)) => executed.map_err(|e| e.with_quota(db.quota()))?,
         Ok(Err(join)) => return Err(ApiError::internal(format!("request task failed: {join}"))),
+        Err(_) if committing => {
+            return Err(ApiError::new(
+                ErrorCode::ServiceUnavailable,
+                "the database did not confirm the request's commit in time: whether it took effect is unknown; read before retrying",
+            )
+            .with_quota(db.quota()));
+        }
         Err(_) => {
             let timeout = ApiError::new(
                 ErrorCode::ServiceUnavailable,
@@ -207,13 +220,16 @@ async fn finish(
     operation: Option<&graphql::error_nulls::Operation>,
 ) -> Result<(async_graphql::Response, Vec<u8>), ApiError> {
     code_every_error(&mut response);
-    // Root fields resolve concurrently and their errors arrive as they finish: in the order of
-    // the document instead, so the same request always gets the same first error (whose
-    // status a request that failed as a whole takes) and the same list. Errors of the
-    // request itself, which have no location, stay first.
-    response
-        .errors
-        .sort_by_key(|error| error.locations.first().map(|at| (at.line, at.column)));
+    // A query's root fields resolve concurrently and their errors arrive as they finish: in the
+    // order of the document instead, so a request whose root fields all fail gets the same
+    // first error (whose status it takes) and the same list every time. Errors of the request
+    // itself, which have no location, stay first. A mutation's fields run one after another,
+    // and its errors already come in that order.
+    if !db.is_mutation() {
+        response
+            .errors
+            .sort_by_key(|error| error.locations.first().map(|at| (at.line, at.column)));
+    }
     if let Some(operation) = operation
         && !response.errors.is_empty()
         && !db.is_mutation()

@@ -75,6 +75,18 @@ impl FromRequest<AppState> for Incoming {
     }
 }
 
+/// The codings a header's lines list, in order (RFC 9110 §5.3: repeated lines are one
+/// comma-separated list; §5.6.1: empty elements do not count).
+fn codings(
+    lines: axum::http::header::GetAll<'_, axum::http::HeaderValue>,
+) -> impl Iterator<Item = &[u8]> {
+    lines
+        .into_iter()
+        .flat_map(|line| line.as_bytes().split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|coding| !coding.is_empty())
+}
+
 async fn read(
     request: Request,
     limits: &crate::settings::ApiLimits,
@@ -100,11 +112,8 @@ async fn read(
         });
         // Every line counts: a proxy or firewall that joins repeated lines (RFC 9110 §5.3)
         // reads `identity` then `gzip` as a gzipped body, and two types as neither.
-        let encoded = parts
-            .headers
-            .get_all(header::CONTENT_ENCODING)
-            .iter()
-            .any(|coding| !coding.as_bytes().eq_ignore_ascii_case(b"identity"));
+        let encoded = codings(parts.headers.get_all(header::CONTENT_ENCODING))
+            .any(|coding| !coding.eq_ignore_ascii_case(b"identity"));
         let types = parts.headers.get_all(header::CONTENT_TYPE).iter().count();
         if !media_type.eq_ignore_ascii_case("application/json")
             || types > 1
@@ -117,14 +126,14 @@ async fn read(
             )
             .with_status(StatusCode::UNSUPPORTED_MEDIA_TYPE));
         }
-        // The server undoes `chunked` alone; a body also sent in another transfer coding
-        // (`gzip, chunked`) would be read still encoded (RFC 9112 §6.1: 501).
-        let transfer_coded = parts
-            .headers
-            .get_all(header::TRANSFER_ENCODING)
-            .iter()
-            .flat_map(|line| line.as_bytes().split(|b| *b == b','))
-            .any(|coding| !coding.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        // The server undoes `chunked` once; a body also sent in another transfer coding
+        // (`gzip, chunked`), or chunked twice, would be read still encoded (RFC 9112 §6.1:
+        // 501).
+        let mut transfer = codings(parts.headers.get_all(header::TRANSFER_ENCODING));
+        let transfer_coded = match transfer.next() {
+            None => false,
+            Some(first) => !first.eq_ignore_ascii_case(b"chunked") || transfer.next().is_some(),
+        };
         if transfer_coded {
             return Err(ApiError::new(
                 ErrorCode::BadUserInput,
