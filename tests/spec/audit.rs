@@ -1393,6 +1393,21 @@ async fn a_live_emergency_grant_cannot_be_signed_off_until_it_has_ended() {
         pending.body
     );
 
+    // Ended ten minutes ago: a request begun under it may still be recording what it did.
+    execute(
+        &w.admin,
+        "update rowguard.emergency_grants set granted_at = granted_at - interval '70 minutes', \
+         expires_at = expires_at - interval '70 minutes'",
+        [],
+    )
+    .await
+    .expect("end the grant ten minutes ago");
+    let recent = w
+        .app
+        .graphql(Some(&dave), review, json!({ "g": grant }))
+        .await;
+    assert_eq!(recent.code(), Some("CONFLICT"), "{}", recent.body);
+
     end_grants(&w).await;
     let done = w
         .app

@@ -1138,15 +1138,49 @@ async fn link_as_gateway(
     txid: &str,
     occurred_at: &str,
 ) -> Result<sea_orm::ExecResult, sea_orm::DbErr> {
-    let gateway = connect(&trail.t.gateway_url(), 1, None).await;
-    gateway
-        .execute_unprepared(&format!(
+    statement_as_gateway(
+        trail,
+        &format!(
             "select rowguard_audit.extend_chain(array[h.seq + 1], array[{event}::bigint], \
                     array[{txid}::bigint], array[{occurred_at}::timestamptz], \
                     array[encode(h.hash, 'hex')], array[repeat('ab', 32)]) \
              from rowguard_audit.chain_head() h"
-        ))
+        ),
+    )
+    .await
+}
+
+/// Runs `sql` as the gateway's login role holding the seal lease (taken in the same
+/// transaction, as a sealer takes it: the spec waits for the trail's own sealer's lease to run
+/// out), so that only the link's own checks can refuse it.
+async fn statement_as_gateway(
+    trail: &Trail,
+    sql: &str,
+) -> Result<sea_orm::ExecResult, sea_orm::DbErr> {
+    let gateway = connect(&trail.t.gateway_url(), 1, None).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let txn = sea_orm::TransactionTrait::begin(&gateway)
+            .await
+            .expect("begin");
+        let leader = query_count(
+            &txn,
+            "select rowguard_audit.take_seal_lease('rgtest-attacker', 100)::int::bigint as value",
+        )
         .await
+        .expect("lease");
+        if leader == 1 {
+            let result = txn.execute_unprepared(sql).await;
+            match &result {
+                Ok(_) => txn.commit().await.expect("commit"),
+                Err(_) => txn.rollback().await.expect("rollback"),
+            }
+            return result;
+        }
+        txn.rollback().await.expect("rollback");
+        assert!(Instant::now() < deadline, "the seal lease never came free");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test]
@@ -1199,9 +1233,9 @@ async fn the_gateway_login_cannot_append_a_link_that_does_not_describe_the_next_
     // Both in the wrong order, the transaction ids given as an array numbered from 5, which
     // made every subscript NULL and every comparison with them pass (the sealer then failed
     // every round for good).
-    let gateway = connect(&trail.t.gateway_url(), 1, None).await;
-    let reordered = gateway
-        .execute_unprepared(&format!(
+    let reordered = statement_as_gateway(
+        &trail,
+        &format!(
             "select rowguard_audit.extend_chain(array[h.seq + 1, h.seq + 2], \
                     array[{}, {}]::bigint[], ('[5:6]={{' || {} || ',' || {} || '}}')::bigint[], \
                     array[{}, {}]::timestamptz[], \
@@ -1218,8 +1252,25 @@ async fn the_gateway_login_cannot_append_a_link_that_does_not_describe_the_next_
     let report = trail.verify().await;
     assert!(report.is_intact(), "{}", problems(&report));
 
-    // The next event described as it is goes in: its hash is the gateway's to compute, and a
-    // made-up one is what verify reports (the leading sealer also refuses to build on it).
+    // Without the seal lease, not even a link right in every respect goes in: the leading
+    // sealer found its head changed under it and stopped sealing until restarted.
+    let gateway = connect(&trail.t.gateway_url(), 1, None).await;
+    let unleased = gateway
+        .execute_unprepared(
+            "select rowguard_audit.extend_chain(array[h.seq + 1], array[1::bigint], \
+                    array[1::bigint], array[now()], \
+                    array[encode(h.hash, 'hex')], array[repeat('ab', 32)]) \
+             from rowguard_audit.chain_head() h",
+        )
+        .await;
+    assert!(
+        unleased
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("seal lease")),
+        "{unleased:?}"
+    );
+    // With the lease, the next event described as it is goes in: its hash is the gateway's to
+    // compute, and a made-up one is what verify reports.
     trail.append(1).await;
     let values = |column: &str| {
         format!(
@@ -1246,11 +1297,7 @@ async fn the_gateway_login_cannot_append_a_link_that_does_not_describe_the_next_
         linked.is_ok(),
         "the next event's link was refused: {linked:?}"
     );
-    let round = trail.sealer.round(&mut trail.last_checkpoint).await;
-    assert!(
-        round.is_err(),
-        "the sealer built on a link written around it"
-    );
+    trail.seal_all().await;
     let report = trail.verify().await;
     assert!(!report.is_intact(), "the made-up hash went unnoticed");
 }

@@ -416,15 +416,24 @@ async fn names_no_one_could_read_and_birth_dates_no_one_could_have_are_refused()
     let coordinator = issuer.token("carol").roles(&["coordinator"]).mint();
     let enroll = "mutation($n: String!) { enrollClinician(input: { issuer: \"https://idp.example.org\", subject: \"new\", displayName: $n }) { id } }";
     let piled = format!("Ann{}", "\u{301}\u{302}\u{303}\u{304}\u{5b0}".repeat(10));
+    // Joiners between groups of four marks do not break the pile.
+    let joined = format!(
+        "Test{}",
+        "\u{1ab0}\u{1ab1}\u{1ab2}\u{1ab3}\u{200d}".repeat(6)
+    );
     for name in [
         "\u{301}\u{301}",
         "Z\u{301}\u{301}\u{301}\u{301}\u{301}\u{301}",
         // Marks of other scripts pile up just the same, and sit on nothing just the same.
         piled.as_str(),
+        joined.as_str(),
         "\u{5b8}Jose",
         "Ann \u{301}",
         // A joiner between Latin letters only hides itself.
         "Ali\u{200d}ce",
+        // So does one between Han or Hangul letters, which never need it.
+        "王\u{200d}明",
+        "김\u{200c}민",
     ] {
         let reply = app
             .graphql(Some(&coordinator), enroll, json!({ "n": name }))
@@ -467,6 +476,9 @@ async fn names_no_one_could_read_and_birth_dates_no_one_could_have_are_refused()
         "Dr. Lê Thị Hồng",
         "ශ්\u{200d}රී",
         "علی\u{200c}رضا",
+        // Malayalam's older chillu spelling: virama and joiner at the end of a word.
+        "അര്\u{200d}ജുന്\u{200d} നായര്\u{200d}",
+        "葛\u{e0100}飾",
         "Zoe\u{308} Jose\u{301}",
     ]
     .into_iter()

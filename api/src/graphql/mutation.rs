@@ -230,9 +230,9 @@ impl Mutation {
     }
 
     /// Marks an emergency-access grant as reviewed. Auditors only, and never the grant's own
-    /// holder. A grant is reviewed once it has ended and no request begun under it can still
-    /// run (five minutes after it ended), so that the review covers everything done under it:
-    /// `CONFLICT` until then. `NOT_FOUND` if there is no such grant or it was already reviewed.
+    /// holder. A grant is reviewed once it has ended and no request begun under it can still be
+    /// recording what it did (twenty minutes after it ended), so that the review covers
+    /// everything done under it: `CONFLICT` until then. `NOT_FOUND` if there is no such grant or it was already reviewed.
     async fn review_emergency_access(
         &self,
         ctx: &Context<'_>,
@@ -467,7 +467,7 @@ async fn review(request: &RequestDb, grant_id: i64) -> Result<EmergencyAccessGra
             if e.sqlstate().as_deref() == Some("55000") {
                 ApiError::new(
                     ErrorCode::Conflict,
-                    "the emergency access grant is still live, or ended less than five minutes ago: review it once no request under it can still run",
+                    "the emergency access grant is still live, or ended less than twenty minutes ago: review it once no request under it can still be recording",
                 )
             } else {
                 write_error(e)
@@ -537,13 +537,17 @@ fn is_issuer_url(issuer: &str) -> bool {
 
 /// Combining marks piled on one character ("Zalgo" text), which draw over the lines around
 /// it. Real scripts stack a few (Vietnamese two, some Indic scripts three); more than four
-/// non-spacing or enclosing marks in a row is refused, and so is a mark with no character
-/// before it to sit on (first, or after a space: it draws over whatever is shown before it).
-/// Marks are Unicode's general categories Mn, Mc and Me, in every script.
+/// non-spacing or enclosing marks in a row is refused (joiners and variation selectors between
+/// them do not break the row), and so is a mark with no character before it to sit on (first,
+/// or after a space: it draws over whatever is shown before it). Marks are Unicode's general
+/// categories Mn, Mc and Me, in every script.
 fn has_stacked_marks(text: &str) -> bool {
     let mut run = 0;
     let mut after_base = false;
     text.chars().any(|c| {
+        if is_joiner_or_selector(c) {
+            return false;
+        }
         let category = c.general_category();
         let mark = matches!(
             category,
@@ -559,45 +563,52 @@ fn has_stacked_marks(text: &str) -> bool {
     })
 }
 
+/// Zero-width joiners and non-joiners, and variation selectors.
+fn is_joiner_or_selector(c: char) -> bool {
+    matches!(c,
+        '\u{200C}' | '\u{200D}' | '\u{180B}'..='\u{180F}' | '\u{FE00}'..='\u{FE0F}'
+        | '\u{E0100}'..='\u{E01EF}')
+}
+
+/// Scripts whose spelling uses zero-width joiners and non-joiners: Arabic, Syriac, Thaana and
+/// N'Ko, the Indic scripts and Sinhala, Tibetan, Myanmar, Khmer, Mongolian.
+fn spells_with_joiners(c: char) -> bool {
+    matches!(c,
+        '\u{0600}'..='\u{08FF}'
+        | '\u{0900}'..='\u{0DFF}'
+        | '\u{0F00}'..='\u{0FFF}'
+        | '\u{1000}'..='\u{109F}'
+        | '\u{1780}'..='\u{17FF}'
+        | '\u{1800}'..='\u{18AF}'
+        | '\u{A8E0}'..='\u{A8FF}'
+        | '\u{FB50}'..='\u{FDFF}'
+        | '\u{FE70}'..='\u{FEFF}')
+}
+
 /// Whether `text` holds a character that changes how the rest of it displays without showing
-/// itself ([`is_hidden_control`]). Some scripts spell with a few of them: a zero-width joiner
-/// or non-joiner between two letters (Sinhala, Persian, the Indic scripts), a variation
-/// selector after a letter (Han ideographs, Mongolian). There they are allowed; next to a
-/// Latin, Greek or Cyrillic letter, which never needs them, they would let one name pass for
-/// another's.
+/// itself ([`is_hidden_control`]). Some scripts spell with a few of them, and there they are
+/// allowed: a zero-width joiner or non-joiner after a letter or mark of a script that uses them
+/// (Sinhala, Persian, Malayalam's chillu at the end of a word), a variation selector after a Han
+/// ideograph (Japanese place and family names) or a Mongolian letter. Anywhere else (between
+/// Latin, Greek, Cyrillic, Han or Hangul letters, which never need them) they would let one name
+/// pass for another's.
 fn hides_characters(text: &str) -> bool {
-    let chars: Vec<char> = text.chars().collect();
-    let spells_with_joiners = |c: Option<&char>| {
-        c.is_some_and(|&c| {
-            let mark = matches!(
-                c.general_category(),
-                GeneralCategory::NonspacingMark | GeneralCategory::SpacingMark
-            );
-            (c.is_alphabetic() || mark)
-                && c >= '\u{0600}'
-                && !matches!(c,
-                    '\u{1D00}'..='\u{1FFF}'
-                    | '\u{2C60}'..='\u{2C7F}'
-                    | '\u{2DE0}'..='\u{2DFF}'
-                    | '\u{A640}'..='\u{A69F}'
-                    | '\u{A720}'..='\u{A7FF}'
-                    | '\u{AB30}'..='\u{AB6F}'
-                    | '\u{FB00}'..='\u{FB06}'
-                    | '\u{FF21}'..='\u{FF5A}')
-        })
-    };
-    chars.iter().enumerate().any(|(i, &c)| {
-        let before = i.checked_sub(1).and_then(|b| chars.get(b));
-        match c {
-            '\u{200C}' | '\u{200D}' => {
-                !(spells_with_joiners(before) && spells_with_joiners(chars.get(i + 1)))
+    let mut before: Option<char> = None;
+    text.chars().any(|c| {
+        let hidden = match c {
+            '\u{200C}' | '\u{200D}' => !before.is_some_and(spells_with_joiners),
+            '\u{180B}'..='\u{180F}' => {
+                !before.is_some_and(|b| matches!(b, '\u{1820}'..='\u{18AF}'))
             }
-            '\u{180B}'..='\u{180D}'
-            | '\u{180F}'
-            | '\u{FE00}'..='\u{FE0F}'
-            | '\u{E0100}'..='\u{E01EF}' => !spells_with_joiners(before),
+            '\u{FE00}'..='\u{FE0F}' | '\u{E0100}'..='\u{E01EF}' => !before.is_some_and(|b| {
+                matches!(b,
+                    '\u{3400}'..='\u{4DBF}' | '\u{4E00}'..='\u{9FFF}' | '\u{F900}'..='\u{FAFF}'
+                    | '\u{20000}'..='\u{3FFFF}')
+            }),
             _ => is_hidden_control(c),
-        }
+        };
+        before = Some(c);
+        hidden
     })
 }
 

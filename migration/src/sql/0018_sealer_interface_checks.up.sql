@@ -18,8 +18,9 @@
 --    ignored (the owner may still create older months).
 -- 3. An auditor could sign off an emergency grant the moment it was created, and everything done
 --    under it in the rest of its hour then never came up for review. A grant is reviewed once it
---    has ended and no request begun under it can still run, so the review covers everything
---    done under it.
+--    has ended and no request begun under it can still be recording (20 minutes after), so the
+--    review covers everything done under it.
+-- 4. Only the holder of the seal lease may extend the chain (see `extend_chain`).
 SET LOCAL ROLE {owner};
 
 CREATE OR REPLACE FUNCTION rowguard_audit.extend_chain(
@@ -41,6 +42,16 @@ DECLARE
 BEGIN
   IF n = 0 THEN
     RETURN;
+  END IF;
+  -- Only the sealer that holds the lease, in the transaction that took or renewed it (the
+  -- lease row's current version is this transaction's): the gateway's login calling this on its
+  -- own, even with a correct link, made the leading sealer find its head changed under it and
+  -- stop sealing until restarted.
+  IF NOT EXISTS (SELECT 1 FROM rowguard_audit.sealer_lease l
+                 WHERE l.xmin::text::bigint = pg_current_xact_id()::text::bigint % 4294967296
+                   AND l.expires_at > clock_timestamp()) THEN
+    RAISE EXCEPTION 'only the holder of the seal lease extends the chain, in the transaction that took it'
+      USING ERRCODE = 'insufficient_privilege';
   END IF;
   -- Subscripts below count from 1: an array given with other bounds ('[5:6]={...}') would
   -- make them NULL and every comparison with them pass.
@@ -148,10 +159,11 @@ BEGIN
   IF EXISTS (SELECT 1 FROM rowguard.emergency_grants WHERE id = p_grant AND clinician_id = me) THEN
     RAISE EXCEPTION 'an emergency grant cannot be reviewed by its holder' USING ERRCODE = 'insufficient_privilege';
   END IF;
-  -- Ended, and no request that began under it can still be running (a request lasts at most
-  -- 5 minutes: `ROWGUARD_REQUEST_TIMEOUT_MS`'s bound).
+  -- Ended, and no request that began under it can still be recording what it did: a request
+  -- runs at most 5 minutes (`ROWGUARD_REQUEST_TIMEOUT_MS`'s bound), and its record and commit
+  -- each wait at most the statement timeout (at most 10 minutes for the batch writer).
   IF EXISTS (SELECT 1 FROM rowguard.emergency_grants
-             WHERE id = p_grant AND reviewed_at IS NULL AND expires_at > now() - interval '5 minutes') THEN
+             WHERE id = p_grant AND reviewed_at IS NULL AND expires_at > now() - interval '20 minutes') THEN
     RAISE EXCEPTION 'an emergency grant is reviewed once it has ended'
       USING ERRCODE = 'object_not_in_prerequisite_state';
   END IF;

@@ -22,6 +22,10 @@ use crate::state::AppState;
 /// How long past its deadline a request's answer is awaited before the caller is told it timed
 /// out (the transaction is cancelled at the deadline; this covers its rollback).
 const DEADLINE_GRACE: Duration = Duration::from_secs(1);
+/// The longest a request past its point of commit waits for each of its record and its commit
+/// after the deadline before its answer says the outcome is unknown (the statement timeout, at
+/// most this).
+const COMMIT_WAIT_CAP: Duration = Duration::from_secs(30);
 
 /// An executed operation: the GraphQL response and its serialized body.
 pub struct Executed {
@@ -133,7 +137,8 @@ pub async fn run(
         // fire while the server or the network stalls: past twice that, the outcome is
         // unknown, and the answer says so.
         committing = true;
-        let commit_and_record = 2 * Duration::from_millis(state.db.statement_timeout_ms());
+        let commit_and_record =
+            2 * Duration::from_millis(state.db.statement_timeout_ms()).min(COMMIT_WAIT_CAP);
         finished = tokio::time::timeout(commit_and_record + DEADLINE_GRACE, &mut execution).await;
     }
     abandon.0 = None;
