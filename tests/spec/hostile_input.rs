@@ -517,7 +517,6 @@ async fn a_body_declared_twice_or_in_a_coding_the_gateway_does_not_undo_is_refus
     // A review: only the first Content-Type and Content-Encoding line was read, so a proxy
     // joining the lines (`identity, gzip`) saw another body than the gateway; `gzip, chunked`
     // was read as if only chunked.
-    use tokio::io::AsyncWriteExt;
     let (_t, issuer, app) = world().await;
     let token = issuer.token("alice").roles(&["clinician"]).mint();
     let body = r#"{"query":"{ me { id } }"}"#;
@@ -550,14 +549,12 @@ async fn a_body_declared_twice_or_in_a_coding_the_gateway_does_not_undo_is_refus
         ),
     ];
     for (headers, payload, status) in cases {
-        let mut stream = tokio::net::TcpStream::connect(app.addr)
-            .await
-            .expect("connect");
-        let request = format!(
-            "POST /graphql HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n{headers}\r\n{payload}"
-        );
-        stream.write_all(request.as_bytes()).await.expect("request");
-        let answer = first_answer(&mut stream).await.expect("an answer");
+        let answer = post_raw(
+            &app,
+            &format!("Authorization: Bearer {token}\r\n{headers}"),
+            &payload,
+        )
+        .await;
         assert!(
             answer.starts_with(&format!("HTTP/1.1 {status}")),
             "{headers}: {answer}"
@@ -575,16 +572,28 @@ async fn a_body_declared_twice_or_in_a_coding_the_gateway_does_not_undo_is_refus
             body.len()
         ),
     ] {
-        let mut stream = tokio::net::TcpStream::connect(app.addr)
-            .await
-            .expect("connect");
-        let request = format!(
-            "POST /graphql HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\n{headers}\r\n{body}"
-        );
-        stream.write_all(request.as_bytes()).await.expect("request");
-        let answer = first_answer(&mut stream).await.expect("an answer");
+        let answer = post_raw(
+            &app,
+            &format!(
+                "Authorization: Bearer {token}\r\nContent-Type: application/json\r\n{headers}"
+            ),
+            body,
+        )
+        .await;
         assert!(answer.starts_with("HTTP/1.1 200"), "{headers}: {answer}");
     }
+}
+
+/// The first answer to a POST to `/graphql` written by hand: `headers` (each line ending in
+/// CRLF), then `body` as given.
+async fn post_raw(app: &TestApp, headers: &str, body: &str) -> String {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = tokio::net::TcpStream::connect(app.addr)
+        .await
+        .expect("connect");
+    let request = format!("POST /graphql HTTP/1.1\r\nHost: x\r\n{headers}\r\n{body}");
+    stream.write_all(request.as_bytes()).await.expect("request");
+    first_answer(&mut stream).await.expect("an answer")
 }
 
 /// Reads what the server sends on `stream` until it closes the connection (or 40 s pass).

@@ -94,15 +94,13 @@ pub fn append_batch_statement(
     let json = serde_json::to_string(events)?;
     Ok(Statement::from_sql_and_values(
         DbBackend::Postgres,
-        // The record must be durable before the answer it stands for leaves: a cluster or
-        // role running `synchronous_commit = off` would lose the events of answers already
-        // sent in a crash, unnoticed by `audit verify`. `local` waits for the local flush; a
-        // stronger setting (`on`, `remote_apply`) is kept. Set in a subquery evaluated
-        // first, it holds for the statement's own transaction.
-        "select rowguard_audit.append_batch($1::text::jsonb, $2) \
-         from (select pg_catalog.set_config('synchronous_commit', \
-                 case pg_catalog.current_setting('synchronous_commit') when 'off' then 'local' \
-                   else pg_catalog.current_setting('synchronous_commit') end, true) offset 0) durable",
+        // Durable before the answers it stands for leave (`crate::db::durable_commit`): set in
+        // a subquery evaluated first, it holds for the statement's own transaction.
+        concat!(
+            "select rowguard_audit.append_batch($1::text::jsonb, $2) from (select ",
+            crate::db::durable_commit!(),
+            " offset 0) durable"
+        ),
         [
             json.into(),
             i32::try_from(lock_timeout_ms).unwrap_or(i32::MAX).into(),

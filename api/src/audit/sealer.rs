@@ -279,14 +279,7 @@ impl Sealer {
         // in a round.
         let oldest = std::panic::AssertUnwindSafe(async {
             let txn = self.db.maintenance().await?;
-            let oldest: Option<DateTime<Utc>> = one(
-                &txn,
-                "select rowguard_audit.oldest_unsealed() as oldest",
-                vec![],
-            )
-            .await?
-            .try_get("", "oldest")
-            .map_err(DbError::Statement)?;
+            let oldest = oldest_unsealed(&txn).await?;
             txn.rollback().await.map_err(DbError::from)?;
             Ok::<_, DbError>(oldest)
         })
@@ -325,14 +318,7 @@ impl Sealer {
         .try_get("", "leader")
         .map_err(DbError::Statement)?;
         if !leader {
-            let oldest: Option<DateTime<Utc>> = one(
-                &txn,
-                "select rowguard_audit.oldest_unsealed() as oldest",
-                vec![],
-            )
-            .await?
-            .try_get("", "oldest")
-            .map_err(DbError::Statement)?;
+            let oldest = oldest_unsealed(&txn).await?;
             txn.rollback().await.map_err(DbError::from)?;
             self.status.set_unsealed_since(oldest);
             self.status.leader.store(false, Ordering::Relaxed);
@@ -521,14 +507,7 @@ impl Sealer {
             _ => None,
         };
 
-        let oldest: Option<DateTime<Utc>> = one(
-            &txn,
-            "select rowguard_audit.oldest_unsealed() as oldest",
-            vec![],
-        )
-        .await?
-        .try_get("", "oldest")
-        .map_err(DbError::Statement)?;
+        let oldest = oldest_unsealed(&txn).await?;
         txn.commit().await.map_err(DbError::from)?;
         self.built = Some((seq, previous.clone()));
         self.renewed_at = Some(Instant::now());
@@ -646,6 +625,18 @@ async fn head_signed(txn: &DatabaseTransaction, seq: i64) -> Result<bool, DbErro
         signature: row.try_get("", "signature").map_err(DbError::Statement)?,
     };
     Ok(newest.parse().is_some_and(|body| body.seq == seq))
+}
+
+/// When the oldest event waiting to be sealed was written (`None`: nothing waits).
+async fn oldest_unsealed(txn: &DatabaseTransaction) -> Result<Option<DateTime<Utc>>, DbError> {
+    one(
+        txn,
+        "select rowguard_audit.oldest_unsealed() as oldest",
+        vec![],
+    )
+    .await?
+    .try_get("", "oldest")
+    .map_err(DbError::Statement)
 }
 
 async fn one(

@@ -5,6 +5,21 @@
 
 mod error;
 mod scope;
+
+/// The setting of every transaction that appends audit events, as SQL text: the record must be
+/// durable before the answer it stands for leaves, and a cluster or role running
+/// `synchronous_commit = off` would lose the events of answers already sent in a crash,
+/// unnoticed by `audit verify`. `local` waits for the local flush; a stronger setting (`on`,
+/// `remote_apply`) is kept. A macro so that the statements that carry it, built with
+/// `concat!`, share this one text.
+macro_rules! durable_commit {
+    () => {
+        "pg_catalog.set_config('synchronous_commit', \
+         case pg_catalog.current_setting('synchronous_commit') when 'off' then 'local' \
+           else pg_catalog.current_setting('synchronous_commit') end, true)"
+    };
+}
+pub(crate) use durable_commit;
 mod self_check;
 pub mod spans;
 

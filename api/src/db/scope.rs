@@ -55,15 +55,14 @@ pub struct RlsScope {
 // switching it off after the first query is refused), which saves a separate
 // `SET TRANSACTION READ ONLY`; setting it off in a read-write transaction changes nothing.
 //
-// `synchronous_commit` is at least `local`: the audit events a transaction appends must be
-// durable once it has committed and its answer leaves (a cluster or role running it `off` would
-// lose them in a crash, unnoticed by `audit verify`); a stronger setting is kept.
+// `synchronous_commit` is at least `local` ([`super::durable_commit`]).
 //
 // The clinician id is looked up once, in a subquery kept from being folded into the select list
 // (`OFFSET 0`), which would call the lookup once per use. `$7` is `on`, `off`, or
 // `unless-emergency`: read-only unless the clinician holds a live emergency grant, which is then
 // returned as `emergency_grant`.
-const IDENTITY: &str = "select \
+const IDENTITY: &str = concat!(
+    "select \
      pg_catalog.set_config('role', $1, true), \
      pg_catalog.set_config('app.current_user', coalesce(i.id::text, ''), true) as clinician_id, \
      pg_catalog.set_config('app.request_id', $4, true), \
@@ -75,14 +74,13 @@ const IDENTITY: &str = "select \
        case when $7 <> 'unless-emergency' then $7 when i.emergency then 'off' else 'on' end, true), \
      pg_catalog.set_config('app.correlation_id', $8, true), \
      pg_catalog.set_config('app.trace_id', $9, true), \
-     pg_catalog.set_config('application_name', $10, true), \
-     pg_catalog.set_config('synchronous_commit', \
-       case pg_catalog.current_setting('synchronous_commit') when 'off' then 'local' \
-         else pg_catalog.current_setting('synchronous_commit') end, true), \
-     i.emergency as emergency_grant \
+     pg_catalog.set_config('application_name', $10, true), ",
+    super::durable_commit!(),
+    ", i.emergency as emergency_grant \
      from (select l.id, $7 = 'unless-emergency' and rowguard.holds_live_emergency_grant(l.id) \
              as emergency \
-           from (select rowguard.clinician_id_for($2, $3) as id offset 0) l offset 0) i";
+           from (select rowguard.clinician_id_for($2, $3) as id offset 0) l offset 0) i"
+);
 
 /// What the identity statement sets for one transaction.
 #[derive(Debug, Clone)]

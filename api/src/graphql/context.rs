@@ -237,20 +237,24 @@ impl RequestDb {
     /// True when it was cut off (its answer is "cancelled" and it rolls back); false when it is
     /// committing, and its answer is whatever the commit and its record give.
     pub fn cut_off(&self) -> bool {
-        matches!(
-            self.ending
-                .compare_exchange(RUNNING, CUT_OFF, Ordering::AcqRel, Ordering::Acquire),
-            Ok(_) | Err(CUT_OFF)
-        )
+        self.end_as(CUT_OFF)
     }
 
     /// Goes ahead with the commit, unless the deadline cut the request off first.
     fn go_ahead(&self) -> bool {
-        matches!(
-            self.ending
-                .compare_exchange(RUNNING, COMMITTING, Ordering::AcqRel, Ordering::Acquire),
-            Ok(_) | Err(COMMITTING)
-        )
+        self.end_as(COMMITTING)
+    }
+
+    /// Settles how the request ends as `ending` unless it is already settled otherwise; true
+    /// when it ends so.
+    fn end_as(&self, ending: u8) -> bool {
+        match self
+            .ending
+            .compare_exchange(RUNNING, ending, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => true,
+            Err(settled) => settled == ending,
+        }
     }
 
     /// Counts row data a resolver loaded; past the budget the request stops.
